@@ -1,0 +1,277 @@
+//! Splitting large vectors into [`VectorChunk`]s and reassembling them.
+//!
+//! Every vector on the wire (model parameters, masked inputs) travels as a
+//! sequence of chunks carrying at most [`MAX_CHUNK_BYTES`] of element data,
+//! in order, so no gRPC message comes near the 4 MiB default limit. The
+//! [`Assembler`] checks every chunk against what it expects (purpose, round,
+//! total, contiguous offsets, element size, an upper bound on the length) and
+//! reports a typed [`ChunkError`] instead of trusting the sender.
+
+use crate::v1::{ChunkPurpose, VectorChunk};
+
+/// Largest element payload of one chunk (1 MiB).
+pub const MAX_CHUNK_BYTES: usize = 1 << 20;
+
+/// Element layouts that travel in chunks.
+pub trait Element: Copy + Default {
+    /// Bytes per element on the wire.
+    const SIZE: usize;
+    /// Appends the little-endian encoding of `self`.
+    fn put(self, out: &mut Vec<u8>);
+    /// Reads one element from exactly `Self::SIZE` bytes.
+    fn get(bytes: &[u8]) -> Self;
+}
+
+impl Element for f32 {
+    const SIZE: usize = 4;
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn get(bytes: &[u8]) -> Self {
+        f32::from_le_bytes(bytes.try_into().expect("caller passes SIZE bytes"))
+    }
+}
+
+impl Element for u32 {
+    const SIZE: usize = 4;
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn get(bytes: &[u8]) -> Self {
+        u32::from_le_bytes(bytes.try_into().expect("caller passes SIZE bytes"))
+    }
+}
+
+impl Element for u64 {
+    const SIZE: usize = 8;
+    fn put(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn get(bytes: &[u8]) -> Self {
+        u64::from_le_bytes(bytes.try_into().expect("caller passes SIZE bytes"))
+    }
+}
+
+/// Splits `values` into chunks of at most [`MAX_CHUNK_BYTES`] each.
+///
+/// An empty vector still yields one (empty) chunk so the receiver learns the
+/// total.
+pub fn split<T: Element>(round: u64, purpose: ChunkPurpose, values: &[T]) -> Vec<VectorChunk> {
+    let per_chunk = MAX_CHUNK_BYTES / T::SIZE;
+    let total = values.len() as u64;
+    if values.is_empty() {
+        return vec![VectorChunk {
+            round,
+            purpose: purpose as i32,
+            offset: 0,
+            total,
+            data: Vec::new(),
+        }];
+    }
+    values
+        .chunks(per_chunk)
+        .enumerate()
+        .map(|(i, part)| {
+            let mut data = Vec::with_capacity(part.len() * T::SIZE);
+            for &v in part {
+                v.put(&mut data);
+            }
+            VectorChunk {
+                round,
+                purpose: purpose as i32,
+                offset: (i * per_chunk) as u64,
+                total,
+                data,
+            }
+        })
+        .collect()
+}
+
+/// A chunk that does not fit the vector being assembled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChunkError {
+    /// The chunk belongs to another round.
+    #[error("chunk for round {got}, expected round {expected}")]
+    WrongRound {
+        /// Round the assembler expects.
+        expected: u64,
+        /// Round in the chunk.
+        got: u64,
+    },
+    /// The chunk carries another kind of vector.
+    #[error("chunk purpose {got}, expected {expected}")]
+    WrongPurpose {
+        /// Purpose the assembler expects.
+        expected: i32,
+        /// Purpose in the chunk.
+        got: i32,
+    },
+    /// The announced total differs from the expected length.
+    #[error("vector of {got} elements, expected {expected}")]
+    WrongLength {
+        /// Length the assembler expects.
+        expected: u64,
+        /// Total announced in the chunk.
+        got: u64,
+    },
+    /// Chunks arrived out of order, overlapping or with a gap.
+    #[error("chunk at offset {got}, expected offset {expected}")]
+    OutOfOrder {
+        /// Next offset the assembler expects.
+        expected: u64,
+        /// Offset in the chunk.
+        got: u64,
+    },
+    /// The chunk's data is not a whole number of elements, is too large, or
+    /// runs past the end of the vector.
+    #[error("malformed chunk data: {0}")]
+    Malformed(&'static str),
+    /// A chunk arrived after the vector was complete.
+    #[error("vector is already complete")]
+    AlreadyComplete,
+}
+
+/// Reassembles one vector from its chunks, checking each.
+#[derive(Debug)]
+pub struct Assembler<T> {
+    round: u64,
+    purpose: ChunkPurpose,
+    expected_len: u64,
+    values: Vec<T>,
+    started: bool,
+}
+
+impl<T: Element> Assembler<T> {
+    /// Expects a vector of exactly `expected_len` elements for `round`.
+    pub fn new(round: u64, purpose: ChunkPurpose, expected_len: u64) -> Self {
+        Self {
+            round,
+            purpose,
+            expected_len,
+            values: Vec::new(),
+            started: false,
+        }
+    }
+
+    /// Adds the next chunk. Returns `Ok(true)` once the vector is complete.
+    pub fn push(&mut self, chunk: &VectorChunk) -> Result<bool, ChunkError> {
+        if self.started && self.is_complete() {
+            return Err(ChunkError::AlreadyComplete);
+        }
+        if chunk.round != self.round {
+            return Err(ChunkError::WrongRound {
+                expected: self.round,
+                got: chunk.round,
+            });
+        }
+        if chunk.purpose != self.purpose as i32 {
+            return Err(ChunkError::WrongPurpose {
+                expected: self.purpose as i32,
+                got: chunk.purpose,
+            });
+        }
+        if chunk.total != self.expected_len {
+            return Err(ChunkError::WrongLength {
+                expected: self.expected_len,
+                got: chunk.total,
+            });
+        }
+        let have = self.values.len() as u64;
+        if chunk.offset != have {
+            return Err(ChunkError::OutOfOrder {
+                expected: have,
+                got: chunk.offset,
+            });
+        }
+        if chunk.data.len() > MAX_CHUNK_BYTES {
+            return Err(ChunkError::Malformed("chunk larger than 1 MiB"));
+        }
+        if chunk.data.len() % T::SIZE != 0 {
+            return Err(ChunkError::Malformed("not a whole number of elements"));
+        }
+        let n = (chunk.data.len() / T::SIZE) as u64;
+        if have + n > self.expected_len {
+            return Err(ChunkError::Malformed("chunk runs past the end of the vector"));
+        }
+        if self.values.capacity() == 0 {
+            // Reserve once, bounded by the length we agreed on, not by the peer.
+            self.values.reserve_exact(self.expected_len as usize);
+        }
+        self.started = true;
+        self.values
+            .extend(chunk.data.chunks_exact(T::SIZE).map(T::get));
+        Ok(self.is_complete())
+    }
+
+    /// Whether every element has arrived.
+    pub fn is_complete(&self) -> bool {
+        self.values.len() as u64 == self.expected_len
+    }
+
+    /// The assembled vector, once complete.
+    pub fn finish(self) -> Option<Vec<T>> {
+        self.is_complete().then_some(self.values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_large_vector() {
+        let values: Vec<f32> = (0..600_000).map(|i| i as f32 * 0.5).collect();
+        let chunks = split(7, ChunkPurpose::Model, &values);
+        assert_eq!(chunks.len(), 3);
+        assert!(chunks.iter().all(|c| c.data.len() <= MAX_CHUNK_BYTES));
+        let mut asm = Assembler::<f32>::new(7, ChunkPurpose::Model, values.len() as u64);
+        let mut done = false;
+        for c in &chunks {
+            done = asm.push(c).unwrap();
+        }
+        assert!(done);
+        assert_eq!(asm.finish().unwrap(), values);
+    }
+
+    #[test]
+    fn rejects_bad_chunks() {
+        let values: Vec<u32> = (0..300_000).collect();
+        let chunks = split(3, ChunkPurpose::MaskedInput, &values);
+        let mut asm = Assembler::<u32>::new(3, ChunkPurpose::MaskedInput, 300_000);
+        assert!(matches!(
+            asm.push(&chunks[1]),
+            Err(ChunkError::OutOfOrder { expected: 0, .. })
+        ));
+        let mut wrong_round = chunks[0].clone();
+        wrong_round.round = 2;
+        assert!(matches!(asm.push(&wrong_round), Err(ChunkError::WrongRound { .. })));
+        let mut wrong_total = chunks[0].clone();
+        wrong_total.total = 10;
+        assert!(matches!(asm.push(&wrong_total), Err(ChunkError::WrongLength { .. })));
+        let mut ragged = chunks[0].clone();
+        ragged.data.pop();
+        assert!(matches!(asm.push(&ragged), Err(ChunkError::Malformed(_))));
+        let mut model = chunks[0].clone();
+        model.purpose = ChunkPurpose::Model as i32;
+        assert!(matches!(asm.push(&model), Err(ChunkError::WrongPurpose { .. })));
+        assert!(!asm.push(&chunks[0]).unwrap());
+        assert!(asm.push(&chunks[1]).unwrap());
+        assert!(matches!(asm.push(&chunks[1]), Err(ChunkError::AlreadyComplete)));
+        assert_eq!(asm.finish().unwrap(), values);
+    }
+
+    #[test]
+    fn rejects_overrun_and_handles_empty() {
+        let chunks = split(1, ChunkPurpose::Model, &[1.0f32; 10]);
+        let mut asm = Assembler::<f32>::new(1, ChunkPurpose::Model, 10);
+        let mut long = chunks[0].clone();
+        long.data.extend_from_slice(&[0; 4]);
+        assert!(matches!(asm.push(&long), Err(ChunkError::Malformed(_))));
+
+        let empty = split::<f32>(1, ChunkPurpose::Model, &[]);
+        let mut asm = Assembler::<f32>::new(1, ChunkPurpose::Model, 0);
+        assert!(asm.push(&empty[0]).unwrap());
+        assert_eq!(asm.finish().unwrap(), Vec::<f32>::new());
+    }
+}

@@ -1,0 +1,17 @@
+//! The Tessera wire protocol (`tessera.v1`): protobuf messages and the
+//! generated gRPC client and server for the `Federation` service.
+//!
+//! The schema lives in `tessera/v1/federation.proto`; its header comment draws
+//! the message flow of one aggregation. This crate also holds the helpers that
+//! split large vectors into [`v1::VectorChunk`]s and put them back together.
+
+pub mod chunk;
+
+/// Generated code for package `tessera.v1`.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod v1 {
+    tonic::include_proto!("tessera.v1");
+}
+
+/// The wire protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
