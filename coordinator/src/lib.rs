@@ -1,1 +1,3 @@
-//! placeholder
+//! The Tessera coordinator.
+
+pub mod privacy_cmd;

@@ -1,0 +1,1 @@
+//! `tessera-coordinator privacy …`: placeholder until the privacy command lands.
