@@ -1,0 +1,146 @@
+//! The [`Model`] trait every built-in model implements, training settings and errors.
+//!
+//! A model is a flat `f32` parameter vector plus the code that trains and evaluates it on
+//! preprocessed inputs (see [`crate::Preprocessor`]). The flat vector is what federated
+//! averaging works on: participants send `local − global`, clipped and encoded, and the
+//! coordinator applies the averaged sum. Further models (and a bridge to an external
+//! trainer) implement the same trait and get a [`ModelKind`] variant.
+
+use std::path::PathBuf;
+
+use ndarray::{Array1, Array2};
+
+use crate::data::DataError;
+use crate::logistic::LogisticRegression;
+use crate::task::ModelKind;
+
+/// Local training settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// Passes over the local data.
+    pub epochs: u32,
+    /// Step size of minibatch SGD.
+    pub learning_rate: f64,
+    /// Examples per minibatch; 0 means the whole dataset (full-batch gradient descent).
+    pub batch_size: usize,
+    /// Seed of the example shuffling (so a round is reproducible).
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    /// Defaults for non-private federated averaging of the built-in logistic regression on
+    /// standardised features: 2 local epochs, learning rate 0.1, batch 16.
+    fn default() -> Self {
+        TrainConfig { epochs: 2, learning_rate: 0.1, batch_size: 16, seed: 0 }
+    }
+}
+
+impl TrainConfig {
+    /// Recommended local training for DP-FedAvg with a clip norm that binds (e.g. 0.25):
+    /// 1 epoch, learning rate 3, batch 16. The large step makes every site's update reach
+    /// the clip norm, so the clipped update is effectively the normalised direction, which
+    /// is what keeps the signal above the noise with few sites.
+    pub fn private_default() -> Self {
+        TrainConfig { epochs: 1, learning_rate: 3.0, batch_size: 16, seed: 0 }
+    }
+}
+
+/// What a call to [`Model::train`] did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainReport {
+    /// Epochs run.
+    pub epochs: u32,
+    /// SGD steps taken.
+    pub steps: u64,
+    /// Examples processed (rows × epochs).
+    pub examples: u64,
+    /// Mean loss over the minibatches of the last epoch, before each step (NaN if no data).
+    pub last_epoch_loss: f64,
+}
+
+/// Why a model operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// A parameter vector of the wrong length.
+    #[error("parameter vector has {got} values, the model needs {expected}")]
+    ParamLength {
+        /// Length the model needs.
+        expected: usize,
+        /// Length given.
+        got: usize,
+    },
+    /// A parameter is NaN or infinite.
+    #[error("parameter {index} is not finite")]
+    NonFinite {
+        /// Position of the first bad value.
+        index: usize,
+    },
+    /// A model file could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A model file is not a valid Tessera model.
+    #[error("{}: not a valid model file: {message}", path.display())]
+    Format {
+        /// The file (empty when reading from memory).
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Data that does not fit the model (e.g. other feature columns).
+    #[error(transparent)]
+    Data(#[from] DataError),
+}
+
+/// A built-in model over preprocessed inputs, with a flat `f32` parameter vector.
+pub trait Model {
+    /// Which kind of model this is.
+    fn kind(&self) -> ModelKind;
+    /// Number of inputs (columns of `x`) the model expects.
+    fn input_dim(&self) -> usize;
+    /// Length of the parameter vector.
+    fn num_params(&self) -> usize;
+    /// The parameters (layout documented by each model).
+    fn params(&self) -> &[f32];
+    /// Replaces the parameters; errors on a wrong length or a non-finite value.
+    fn set_params(&mut self, p: &[f32]) -> Result<(), ModelError>;
+    /// Trains on `x` (rows × [`input_dim`](Self::input_dim)) and 0/1 labels `y`.
+    ///
+    /// # Panics
+    /// If `x` has the wrong number of columns or `y` the wrong length.
+    fn train(&mut self, x: &Array2<f64>, y: &Array1<f64>, cfg: &TrainConfig) -> TrainReport;
+    /// Probability of the positive class for each row of `x`.
+    fn predict_proba(&self, x: &Array2<f64>) -> Array1<f64>;
+    /// Fraction of rows classified correctly at threshold 0.5 (NaN for no rows).
+    fn accuracy(&self, x: &Array2<f64>, y: &Array1<f64>) -> f64 {
+        if y.is_empty() {
+            return f64::NAN;
+        }
+        let p = self.predict_proba(x);
+        let correct = p.iter().zip(y).filter(|(p, y)| (**p >= 0.5) == (**y > 0.5)).count();
+        correct as f64 / y.len() as f64
+    }
+    /// Mean binary cross-entropy (NaN for no rows).
+    fn loss(&self, x: &Array2<f64>, y: &Array1<f64>) -> f64;
+}
+
+/// A fresh model of `kind` for `input_dim` inputs (the preprocessor's
+/// [`output_dim`](crate::Preprocessor::output_dim)), with its documented initialisation.
+pub fn build_model(kind: ModelKind, input_dim: usize) -> Box<dyn Model + Send> {
+    match kind {
+        ModelKind::Logistic => Box::new(LogisticRegression::new(input_dim)),
+    }
+}
+
+/// Number of parameters a model of `kind` has for `input_dim` inputs.
+pub fn num_params(kind: ModelKind, input_dim: usize) -> usize {
+    match kind {
+        ModelKind::Logistic => input_dim + 1,
+    }
+}

@@ -1,0 +1,224 @@
+//! The model file: a safetensors file holding parameters, preprocessing, task and round.
+//!
+//! Layout:
+//! - tensor `params` (F32, `[num_params]`): the model's flat parameter vector;
+//! - tensors `pre.mean` and `pre.std` (F64, `[n_features]`) and `pre.indicator`
+//!   (U8 0/1, `[n_features]`): the [`Preprocessor`];
+//! - `__metadata__`: `format` = `"tessera-model/1"`, `task` = the [`TaskSpec`] as JSON,
+//!   `round` = the round number in decimal.
+//!
+//! Any safetensors reader (e.g. Python's `safetensors.numpy.load_file`) can open it.
+//! [`write_model`] writes atomically: a temporary file in the same directory, flushed to
+//! disk, then renamed over the target, so a reader never sees a half-written model.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::data::{DataError, Dataset};
+use crate::model::{ModelError, build_model, num_params};
+use crate::stats::Preprocessor;
+use crate::task::TaskSpec;
+
+/// Value of the `format` metadata key.
+pub const FORMAT: &str = "tessera-model/1";
+
+/// A trained (or in-training) model with everything needed to use it on new data.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelFile {
+    /// The task the model solves.
+    pub task: TaskSpec,
+    /// The model's flat parameter vector.
+    pub params: Vec<f32>,
+    /// The preprocessing its inputs need.
+    pub preprocessor: Preprocessor,
+    /// The federation round that produced it (0 = initial model).
+    pub round: u32,
+}
+
+/// How a model does on a dataset.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    /// Fraction classified correctly (threshold 0.5).
+    pub accuracy: f64,
+    /// Mean binary cross-entropy.
+    pub loss: f64,
+    /// Rows evaluated.
+    pub rows: usize,
+}
+
+fn format_err(path: &Path, message: impl Into<String>) -> ModelError {
+    ModelError::Format { path: path.to_path_buf(), message: message.into() }
+}
+
+impl ModelFile {
+    /// Checks internal consistency: preprocessor sized for the task's features, parameter
+    /// count matching the model kind, all values finite, stds positive.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let d = self.task.features.len();
+        let p = &self.preprocessor;
+        if p.mean.len() != d || p.std.len() != d || p.indicator.len() != d {
+            return Err(format_err(
+                Path::new(""),
+                format!("preprocessor sized for {} features, task has {d}", p.mean.len()),
+            ));
+        }
+        if p.mean.iter().any(|v| !v.is_finite()) || p.std.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+            return Err(format_err(Path::new(""), "preprocessor has non-finite mean or non-positive std"));
+        }
+        let expected = num_params(self.task.model, p.output_dim());
+        if self.params.len() != expected {
+            return Err(ModelError::ParamLength { expected, got: self.params.len() });
+        }
+        if let Some(index) = self.params.iter().position(|v| !v.is_finite()) {
+            return Err(ModelError::NonFinite { index });
+        }
+        Ok(())
+    }
+
+    /// The file's bytes (see the [module docs](self) for the layout).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
+        self.validate()?;
+        let params: Vec<u8> = self.params.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mean: Vec<u8> = self.preprocessor.mean.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let std: Vec<u8> = self.preprocessor.std.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let ind: Vec<u8> = self.preprocessor.indicator.iter().map(|&b| u8::from(b)).collect();
+        let d = self.preprocessor.mean.len();
+        let view = |dtype, n, data| {
+            TensorView::new(dtype, vec![n], data)
+                .map_err(|e| format_err(Path::new(""), format!("building tensor: {e}")))
+        };
+        let tensors = vec![
+            ("params", view(Dtype::F32, self.params.len(), &params[..])?),
+            ("pre.mean", view(Dtype::F64, d, &mean[..])?),
+            ("pre.std", view(Dtype::F64, d, &std[..])?),
+            ("pre.indicator", view(Dtype::U8, d, &ind[..])?),
+        ];
+        let task = serde_json::to_string(&self.task)
+            .map_err(|e| format_err(Path::new(""), format!("encoding task: {e}")))?;
+        let meta = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("task".to_string(), task),
+            ("round".to_string(), self.round.to_string()),
+        ]);
+        safetensors::serialize(tensors, Some(meta))
+            .map_err(|e| format_err(Path::new(""), format!("serialising: {e}")))
+    }
+
+    /// Parses a model file's bytes; `path` names the source in errors. Checks the layout,
+    /// data types, shapes and consistency (see [`ModelFile::validate`]).
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, ModelError> {
+        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| format_err(path, e.to_string()))?;
+        let st = SafeTensors::deserialize(bytes).map_err(|e| format_err(path, e.to_string()))?;
+        let info = meta.metadata().as_ref().ok_or_else(|| format_err(path, "no metadata"))?;
+        let get = |k: &str| info.get(k).ok_or_else(|| format_err(path, format!("metadata key {k:?} missing")));
+        let format = get("format")?;
+        if format != FORMAT {
+            return Err(format_err(path, format!("format {format:?}, expected {FORMAT:?}")));
+        }
+        let task: TaskSpec = serde_json::from_str(get("task")?)
+            .map_err(|e| format_err(path, format!("task metadata: {e}")))?;
+        let round: u32 = get("round")?
+            .parse()
+            .map_err(|e| format_err(path, format!("round metadata: {e}")))?;
+        let tensor = |name: &str, dtype: Dtype| -> Result<&[u8], ModelError> {
+            let t = st.tensor(name).map_err(|e| format_err(path, e.to_string()))?;
+            if t.dtype() != dtype || t.shape().len() != 1 {
+                return Err(format_err(
+                    path,
+                    format!("tensor {name:?} is {:?} {:?}, expected 1-d {dtype:?}", t.dtype(), t.shape()),
+                ));
+            }
+            Ok(t.data())
+        };
+        let params: Vec<f32> = tensor("params", Dtype::F32)?
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let f64s = |data: &[u8]| -> Vec<f64> {
+            data.chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")))
+                .collect()
+        };
+        let mean = f64s(tensor("pre.mean", Dtype::F64)?);
+        let std = f64s(tensor("pre.std", Dtype::F64)?);
+        let indicator = tensor("pre.indicator", Dtype::U8)?
+            .iter()
+            .map(|&b| match b {
+                0 => Ok(false),
+                1 => Ok(true),
+                _ => Err(format_err(path, format!("pre.indicator holds {b}, expected 0 or 1"))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let m = ModelFile { task, params, preprocessor: Preprocessor { mean, std, indicator }, round };
+        m.validate().map_err(|e| match e {
+            ModelError::Format { message, .. } => format_err(path, message),
+            other => format_err(path, other.to_string()),
+        })?;
+        Ok(m)
+    }
+}
+
+/// Writes a model file atomically: temporary file in the same directory, `fsync`, rename
+/// over `path`, then `fsync` of the directory (on Unix).
+pub fn write_model(path: &Path, m: &ModelFile) -> Result<(), ModelError> {
+    let bytes = m.to_bytes()?;
+    let io = |source| ModelError::Io { path: path.to_path_buf(), source };
+    let name = path
+        .file_name()
+        .ok_or_else(|| format_err(path, "path has no file name"))?
+        .to_string_lossy()
+        .into_owned();
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        drop(f);
+        fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(io(e));
+    }
+    #[cfg(unix)]
+    File::open(&dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(())
+}
+
+/// Reads and validates a model file.
+pub fn read_model(path: &Path) -> Result<ModelFile, ModelError> {
+    let bytes = fs::read(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+    ModelFile::from_bytes(&bytes, path)
+}
+
+/// Accuracy and loss of a model on a dataset loaded for the same task (the dataset's
+/// feature columns must be the task's, in order).
+pub fn evaluate(m: &ModelFile, ds: &Dataset) -> Result<Evaluation, ModelError> {
+    m.validate()?;
+    if ds.features != m.task.features {
+        return Err(DataError::FeatureMismatch {
+            expected: m.task.features.clone(),
+            found: ds.features.clone(),
+        }
+        .into());
+    }
+    if ds.n_rows() == 0 {
+        return Err(DataError::Empty { path: PathBuf::new() }.into());
+    }
+    let x = m.preprocessor.transform(&ds.x);
+    let mut model = build_model(m.task.model, m.preprocessor.output_dim());
+    model.set_params(&m.params)?;
+    Ok(Evaluation {
+        accuracy: model.accuracy(&x, &ds.y),
+        loss: model.loss(&x, &ds.y),
+        rows: ds.n_rows(),
+    })
+}
