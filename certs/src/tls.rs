@@ -1,0 +1,408 @@
+//! The mutual-TLS policy shared by the coordinator and the participants.
+//!
+//! - TLS 1.3 only, with the ring crypto provider.
+//! - The coordinator requires a client certificate and verifies it against
+//!   the federation CA (and nothing else); the certificate must carry EKU
+//!   clientAuth.
+//! - Participants trust only the federation CA and check that the
+//!   coordinator's certificate is valid for the name they dial (EKU
+//!   serverAuth).
+//! - Both sides offer ALPN `h2` (gRPC).
+//! - A peer's identity is the name in its certificate ([`peer_name`]),
+//!   nothing it says later.
+
+use std::error::Error as StdError;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{AlertDescription, CertificateError, PeerIncompatible, RootCertStore};
+
+use crate::Error;
+use crate::pki::{CA_CERT_FILE, cert_path, key_path};
+
+/// The ALPN protocol both sides offer: HTTP/2, which gRPC runs on.
+pub const ALPN_H2: &[u8] = b"h2";
+
+/// Where one node's TLS files are: the federation CA certificate, the node's
+/// own certificate, and its private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The federation CA certificate (PEM; may hold several CA certificates).
+    pub ca: PathBuf,
+    /// This node's certificate (PEM; leaf first, then any intermediates).
+    pub cert: PathBuf,
+    /// This node's private key (PEM, PKCS#8, SEC1 or PKCS#1).
+    pub key: PathBuf,
+}
+
+/// The contents of a node's [`TlsFiles`], PEM.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    /// The federation CA certificate(s), PEM.
+    pub ca_pem: Vec<u8>,
+    /// This node's certificate chain, PEM, leaf first.
+    pub cert_pem: Vec<u8>,
+    /// This node's private key, PEM.
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsMaterial")
+            .field("ca_pem", &String::from_utf8_lossy(&self.ca_pem))
+            .field("cert_pem", &String::from_utf8_lossy(&self.cert_pem))
+            .field("key_pem", &"<redacted>")
+            .finish()
+    }
+}
+
+impl TlsFiles {
+    /// The files of holder `name` in a PKI directory laid out by
+    /// [`crate::init`]: `DIR/ca.crt`, `DIR/NAME.crt`, `DIR/NAME.key`.
+    pub fn in_dir(dir: &Path, name: &str) -> Self {
+        Self {
+            ca: dir.join(CA_CERT_FILE),
+            cert: cert_path(dir, name),
+            key: key_path(dir, name),
+        }
+    }
+
+    /// Reads the three files and checks them: the CA file and the
+    /// certificate file must hold at least one certificate, the key file a
+    /// private key, and the key must belong to the certificate. Errors name
+    /// the offending file.
+    pub fn load(&self) -> Result<TlsMaterial, Error> {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|source| Error::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let material = TlsMaterial {
+            ca_pem: read(&self.ca)?,
+            cert_pem: read(&self.cert)?,
+            key_pem: read(&self.key)?,
+        };
+        let ca_what = self.ca.display().to_string();
+        let cert_what = self.cert.display().to_string();
+        let key_what = self.key.display().to_string();
+        material.parse(&ca_what, &cert_what, &key_what)?;
+        Ok(material)
+    }
+}
+
+/// The parsed form of a [`TlsMaterial`].
+struct Parsed {
+    roots: RootCertStore,
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl TlsMaterial {
+    fn parse(&self, ca_what: &str, cert_what: &str, key_what: &str) -> Result<Parsed, Error> {
+        let mut roots = RootCertStore::empty();
+        for der in pem_certificates(&self.ca_pem, ca_what)? {
+            roots.add(der).map_err(|e| Error::BadCertificate {
+                what: ca_what.to_string(),
+                reason: format!("not a usable CA certificate ({e})"),
+            })?;
+        }
+        let chain = pem_certificates(&self.cert_pem, cert_what)?;
+        let key =
+            PrivateKeyDer::from_pem_slice(&self.key_pem).map_err(|e| Error::BadPrivateKey {
+                what: key_what.to_string(),
+                reason: format!("no usable PEM private key found ({e})"),
+            })?;
+        // Check the pair now so the error names both inputs.
+        rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider()).map_err(
+            |e| match e {
+                rustls::Error::InconsistentKeys(_) => Error::KeyMismatch {
+                    cert: cert_what.to_string(),
+                    key: key_what.to_string(),
+                },
+                other => Error::BadPrivateKey {
+                    what: key_what.to_string(),
+                    reason: format!("cannot use this key ({other})"),
+                },
+            },
+        )?;
+        Ok(Parsed { roots, chain, key })
+    }
+
+    fn parse_by_role(&self) -> Result<Parsed, Error> {
+        self.parse("the CA certificate", "the certificate", "the private key")
+    }
+}
+
+/// All certificates in a PEM buffer, in order; an error naming `what` if
+/// there is none or one is malformed.
+pub(crate) fn pem_certificates(
+    pem: &[u8],
+    what: &str,
+) -> Result<Vec<CertificateDer<'static>>, Error> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| Error::BadCertificate {
+            what: what.to_string(),
+            reason: format!("malformed PEM ({e})"),
+        })?;
+    if certs.is_empty() {
+        return Err(Error::BadCertificate {
+            what: what.to_string(),
+            reason: "no PEM certificate (-----BEGIN CERTIFICATE-----) found".into(),
+        });
+    }
+    Ok(certs)
+}
+
+fn provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// The coordinator's TLS configuration.
+///
+/// TLS 1.3 only; a client certificate is required and must chain to the
+/// federation CA in `m.ca_pem` with EKU clientAuth; the server presents
+/// `m.cert_pem` with `m.key_pem`; ALPN `h2`. Use it with
+/// `tokio_rustls::TlsAcceptor::from(config)`, then read the client's name
+/// with [`peer_name_of_chain`] on the connection's peer certificates.
+pub fn server_config(m: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let parsed = m.parse_by_role()?;
+    let provider = Arc::new(provider());
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(parsed.roots), Arc::clone(&provider))
+            .build()
+            .map_err(|source| Error::Verifier { source })?;
+    let tls = |source| Error::Tls {
+        side: "server",
+        source,
+    };
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(parsed.chain, parsed.key)
+        .map_err(tls)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A participant's TLS configuration.
+///
+/// TLS 1.3 only; trusts only the federation CA in `m.ca_pem` (not the
+/// system roots); presents `m.cert_pem` with `m.key_pem` as its client
+/// certificate; ALPN `h2`. The coordinator's certificate must be valid for
+/// the server name the caller connects with (a DNS name or IP address in its
+/// SANs) and carry EKU serverAuth.
+pub fn client_config(m: &TlsMaterial) -> Result<Arc<rustls::ClientConfig>, Error> {
+    let parsed = m.parse_by_role()?;
+    let tls = |source| Error::Tls {
+        side: "client",
+        source,
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls)?
+        .with_root_certificates(parsed.roots)
+        .with_client_auth_cert(parsed.chain, parsed.key)
+        .map_err(tls)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The identity a certificate names: its subject common name, or, if it
+/// has none, its first DNS subject alternative name.
+///
+/// This does not verify the certificate: call it on certificates the TLS
+/// handshake has already verified (the peer certificates of an established
+/// connection).
+pub fn peer_name(cert_der: &[u8]) -> Result<String, Error> {
+    let what = || "the peer certificate".to_string();
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert_der).map_err(|e| Error::BadCertificate {
+            what: what(),
+            reason: format!("cannot parse it ({e})"),
+        })?;
+    if let Some(cn) = cert.subject().iter_common_name().next() {
+        return cn
+            .as_str()
+            .map(str::to_string)
+            .map_err(|e| Error::BadCertificate {
+                what: what(),
+                reason: format!("its common name is not a string ({e})"),
+            });
+    }
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|e| Error::BadCertificate {
+            what: what(),
+            reason: format!("malformed subject alternative names ({e})"),
+        })?;
+    san.into_iter()
+        .flat_map(|ext| ext.value.general_names.iter())
+        .find_map(|general_name| match general_name {
+            x509_parser::extensions::GeneralName::DNSName(dns) => Some(dns.to_string()),
+            _ => None,
+        })
+        .ok_or(Error::NoPeerName)
+}
+
+/// [`peer_name`] of the first (leaf) certificate of a verified peer chain,
+/// as returned by `rustls::CommonState::peer_certificates()` or tonic's
+/// `Request::peer_certs()`. [`Error::NoPeerCertificate`] if the chain is
+/// empty.
+pub fn peer_name_of_chain(chain: &[CertificateDer<'_>]) -> Result<String, Error> {
+    let leaf = chain.first().ok_or(Error::NoPeerCertificate)?;
+    peer_name(leaf.as_ref())
+}
+
+/// Makes ring the process-wide default rustls crypto provider, once.
+///
+/// The configurations built here name their provider explicitly and do not
+/// need this; it is insurance for code that calls `ServerConfig::builder()`
+/// or `ClientConfig::builder()` (such as tonic's own TLS). Calling it again,
+/// or after another provider was installed, does nothing.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // An Err only means a provider is already installed: fine.
+        let _ = provider().install_default();
+    });
+}
+
+/// A one-sentence explanation of a failed TLS connection, for logs and
+/// error messages.
+///
+/// Accepts any error (`&std::io::Error` from tokio-rustls or
+/// `rustls::StreamOwned`, `&rustls::Error`, a tonic transport error…) and
+/// looks through its source chain, including the error wrapped inside an
+/// `io::Error`, for the rustls error. For example: "the client presented no
+/// certificate (a certificate signed by the federation CA is required)",
+/// "the peer's certificate is signed by an unknown CA (not the federation
+/// CA)", "TLS version not supported (TLS 1.3 required)".
+pub fn describe_tls_error(e: &(dyn StdError + 'static)) -> String {
+    let mut io_kind = None;
+    let mut current: Option<&(dyn StdError + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return describe_rustls(tls);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            io_kind.get_or_insert(io.kind());
+            if let Some(inner) = io.get_ref() {
+                current = Some(inner as &(dyn StdError + 'static));
+                continue;
+            }
+        }
+        current = err.source();
+    }
+    use std::io::ErrorKind as K;
+    match io_kind {
+        Some(K::UnexpectedEof) => "the peer closed the connection during the TLS handshake \
+             (it may have refused our certificate or TLS version, or not speak TLS)"
+            .into(),
+        Some(K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe) => {
+            format!("the connection was reset during the TLS handshake ({e})")
+        }
+        Some(K::ConnectionRefused) => {
+            format!("connection refused: nothing is listening at that address ({e})")
+        }
+        Some(K::TimedOut | K::WouldBlock) => format!("the TLS handshake timed out ({e})"),
+        _ => format!("TLS connection failed: {e}"),
+    }
+}
+
+fn describe_rustls(e: &rustls::Error) -> String {
+    use rustls::Error as E;
+    match e {
+        E::NoCertificatesPresented => "the client presented no certificate \
+             (a certificate signed by the federation CA is required)"
+            .into(),
+        E::InvalidCertificate(c) => describe_certificate_error(c),
+        E::AlertReceived(alert) => describe_alert(*alert),
+        E::PeerIncompatible(p) => describe_incompatible(p),
+        E::InvalidMessage(_) => format!(
+            "the peer did not speak TLS correctly (is it using plaintext, or a different protocol?): {e}"
+        ),
+        E::NoApplicationProtocol => {
+            "no common application protocol: ALPN \"h2\" (gRPC) is required".into()
+        }
+        E::InconsistentKeys(_) => "our private key does not belong to our certificate".into(),
+        other => format!("TLS error: {other}"),
+    }
+}
+
+fn describe_certificate_error(c: &CertificateError) -> String {
+    use CertificateError as C;
+    match c {
+        C::UnknownIssuer => {
+            "the peer's certificate is signed by an unknown CA (not the federation CA)".into()
+        }
+        C::BadSignature => "the peer's certificate has an invalid signature".into(),
+        C::Expired | C::ExpiredContext { .. } => {
+            format!("the peer's certificate has expired ({c})")
+        }
+        C::NotValidYet | C::NotValidYetContext { .. } => {
+            format!("the peer's certificate is not valid yet; check the clocks ({c})")
+        }
+        C::NotValidForName | C::NotValidForNameContext { .. } => format!(
+            "the server's certificate is not valid for the name we connected to ({c}); \
+             dial one of the names in its certificate or re-issue it with that name"
+        ),
+        C::InvalidPurpose | C::InvalidPurposeContext { .. } => format!(
+            "the peer's certificate is not meant for this use ({c}); participants need \
+             EKU clientAuth, the coordinator serverAuth"
+        ),
+        C::Revoked => "the peer's certificate has been revoked".into(),
+        C::BadEncoding => "the peer's certificate is malformed".into(),
+        other => format!("the peer's certificate was rejected: {other}"),
+    }
+}
+
+fn describe_alert(alert: AlertDescription) -> String {
+    use AlertDescription as A;
+    match alert {
+        A::CertificateRequired => {
+            "the server requires a client certificate and we presented none".into()
+        }
+        A::UnknownCA => {
+            "the peer rejected our certificate: signed by a CA it does not trust (unknown CA)"
+                .into()
+        }
+        A::BadCertificate | A::UnsupportedCertificate | A::CertificateUnknown => {
+            format!("the peer rejected our certificate ({alert:?})")
+        }
+        A::CertificateExpired => "the peer rejected our certificate: it has expired".into(),
+        A::CertificateRevoked => "the peer rejected our certificate: it has been revoked".into(),
+        A::AccessDenied => "the peer denied access to our certificate's identity".into(),
+        A::ProtocolVersion => {
+            "the peer refused our TLS version: TLS version not supported (TLS 1.3 required)".into()
+        }
+        A::HandshakeFailure => {
+            "the peer refused the handshake: no common TLS parameters (TLS 1.3 required)".into()
+        }
+        A::NoApplicationProtocol => {
+            "the peer refused our application protocol: ALPN \"h2\" (gRPC) is required".into()
+        }
+        A::DecryptError => "the peer could not verify our handshake signature".into(),
+        other => format!("the peer aborted the handshake with alert {other:?}"),
+    }
+}
+
+fn describe_incompatible(p: &PeerIncompatible) -> String {
+    use PeerIncompatible as P;
+    match p {
+        P::Tls12NotOffered
+        | P::Tls12NotOfferedOrEnabled
+        | P::SupportedVersionsExtensionRequired
+        | P::ServerDoesNotSupportTls12Or13
+        | P::ServerTlsVersionIsDisabledByOurConfig => {
+            format!("TLS version not supported (TLS 1.3 required): {p:?}")
+        }
+        other => format!("the peer's TLS settings are incompatible with ours: {other:?}"),
+    }
+}
