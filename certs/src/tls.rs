@@ -406,3 +406,124 @@ fn describe_incompatible(p: &PeerIncompatible) -> String {
         other => format!("the peer's TLS settings are incompatible with ours: {other:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::TestPki;
+    use rcgen::{CertificateParams, DistinguishedName, KeyPair};
+
+    fn der_of(pem: &str) -> Vec<u8> {
+        pem_certificates(pem.as_bytes(), "test").unwrap()[0]
+            .as_ref()
+            .to_vec()
+    }
+
+    #[test]
+    fn peer_name_is_the_common_name() {
+        let ca = crate::CertificateAuthority::generate("CA").unwrap();
+        let issued = ca.issue_participant("site-7").unwrap();
+        assert_eq!(peer_name(&der_of(&issued.cert_pem)).unwrap(), "site-7");
+        let chain = vec![CertificateDer::from(der_of(&issued.cert_pem))];
+        assert_eq!(peer_name_of_chain(&chain).unwrap(), "site-7");
+        assert!(matches!(
+            peer_name_of_chain(&[]),
+            Err(Error::NoPeerCertificate)
+        ));
+    }
+
+    #[test]
+    fn peer_name_falls_back_to_the_dns_san() {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["only-san.example".to_string()]).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(peer_name(cert.der()).unwrap(), "only-san.example");
+
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = DistinguishedName::new();
+        let cert = params.self_signed(&key).unwrap();
+        assert!(matches!(peer_name(cert.der()), Err(Error::NoPeerName)));
+
+        assert!(matches!(
+            peer_name(b"not a certificate"),
+            Err(Error::BadCertificate { .. })
+        ));
+    }
+
+    #[test]
+    fn load_names_the_offending_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::new(dir.path(), &["a", "b"]);
+        let good = pki.files_for("a");
+        good.load().unwrap();
+
+        let mut missing = good.clone();
+        missing.key = dir.path().join("nope.key");
+        match missing.load() {
+            Err(Error::Read { path, .. }) => assert_eq!(path, dir.path().join("nope.key")),
+            other => panic!("expected Read, got {other:?}"),
+        }
+
+        let mut key_as_cert = good.clone();
+        key_as_cert.cert = good.key.clone();
+        match key_as_cert.load() {
+            Err(e @ Error::BadCertificate { .. }) => {
+                assert!(e.to_string().contains("a.key"), "{e}")
+            }
+            other => panic!("expected BadCertificate, got {other:?}"),
+        }
+
+        let mut cert_as_key = good.clone();
+        cert_as_key.key = good.cert.clone();
+        match cert_as_key.load() {
+            Err(e @ Error::BadPrivateKey { .. }) => {
+                assert!(e.to_string().contains("a.crt"), "{e}")
+            }
+            other => panic!("expected BadPrivateKey, got {other:?}"),
+        }
+
+        let mut mismatched = good.clone();
+        mismatched.key = pki.files_for("b").key;
+        match mismatched.load() {
+            Err(Error::KeyMismatch { cert, key }) => {
+                assert!(cert.ends_with("a.crt") && key.ends_with("b.key"))
+            }
+            other => panic!("expected KeyMismatch, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn configs_offer_h2_and_a_client_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = TestPki::new(dir.path(), &["a"]);
+        let server = server_config(&pki.coordinator_files().load().unwrap()).unwrap();
+        assert_eq!(server.alpn_protocols, vec![b"h2".to_vec()]);
+        let client = client_config(&pki.files_for("a").load().unwrap()).unwrap();
+        assert_eq!(client.alpn_protocols, vec![b"h2".to_vec()]);
+        assert!(client.client_auth_cert_resolver.has_certs());
+    }
+
+    #[test]
+    fn describe_looks_inside_io_errors() {
+        let wrapped = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::NoCertificatesPresented,
+        );
+        assert!(describe_tls_error(&wrapped).contains("presented no certificate"));
+        let unknown_ca = rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer);
+        assert!(describe_tls_error(&unknown_ca).contains("unknown CA"));
+        let version =
+            rustls::Error::PeerIncompatible(PeerIncompatible::SupportedVersionsExtensionRequired);
+        assert!(describe_tls_error(&version).contains("TLS 1.3 required"));
+        let eof = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+        assert!(describe_tls_error(&eof).contains("closed the connection"));
+    }
+
+    #[test]
+    fn install_crypto_provider_is_idempotent() {
+        install_crypto_provider();
+        install_crypto_provider();
+        assert!(CryptoProvider::get_default().is_some());
+    }
+}
