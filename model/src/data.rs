@@ -54,7 +54,12 @@ impl Dataset {
                 detail: format!("label value {bad} is not 0 or 1"),
             });
         }
-        Ok(Dataset { features, x, y, skipped_rows: 0 })
+        Ok(Dataset {
+            features,
+            x,
+            y,
+            skipped_rows: 0,
+        })
     }
 
     /// Number of examples.
@@ -87,7 +92,9 @@ impl Dataset {
 
     /// Stacks datasets with the same feature columns (e.g. to pool sites in a simulation).
     pub fn concat(parts: &[&Dataset]) -> Result<Dataset, DataError> {
-        let first = parts.first().ok_or(DataError::Empty { path: PathBuf::new() })?;
+        let first = parts.first().ok_or(DataError::Empty {
+            path: PathBuf::new(),
+        })?;
         for p in parts {
             if p.features != first.features {
                 return Err(DataError::FeatureMismatch {
@@ -228,14 +235,19 @@ pub fn parse_cell(cell: &str) -> Option<f64> {
 }
 
 fn io_err(path: &Path, source: io::Error) -> DataError {
-    DataError::Io { path: path.to_path_buf(), source }
+    DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn csv_err(path: &Path, e: csv::Error) -> DataError {
     let line = e.position().map(|p| p.line()).unwrap_or(0);
     match e.into_kind() {
         csv::ErrorKind::Io(source) => io_err(path, source),
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => DataError::Malformed {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => DataError::Malformed {
             path: path.to_path_buf(),
             line,
             message: format!("{len} fields where the header has {expected_len}"),
@@ -271,7 +283,9 @@ fn header_of<R: Read>(rdr: &mut csv::Reader<R>, path: &Path) -> Result<Vec<Strin
         .map(|s| s.trim_start_matches('\u{feff}').trim().to_string())
         .collect();
     if names.is_empty() || (names.len() == 1 && names[0].is_empty()) {
-        return Err(DataError::Empty { path: path.to_path_buf() });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     Ok(names)
 }
@@ -289,7 +303,10 @@ fn column_index(header: &[String], name: &str, path: &Path) -> Result<usize, Dat
         path: path.to_path_buf(),
     })?;
     if hits.next().is_some() {
-        return Err(DataError::DuplicateColumn { column: name.to_string(), path: path.to_path_buf() });
+        return Err(DataError::DuplicateColumn {
+            column: name.to_string(),
+            path: path.to_path_buf(),
+        });
     }
     Ok(i)
 }
@@ -338,12 +355,15 @@ pub fn load_csv_from_reader<R: Read>(
             skipped += 1;
             continue;
         }
-        let yv = task.positive.is_positive(label_cell).ok_or_else(|| DataError::NotNumeric {
-            path: path.to_path_buf(),
-            column: task.label.clone(),
-            row: line,
-            value: label_cell.to_string(),
-        })?;
+        let yv = task
+            .positive
+            .is_positive(label_cell)
+            .ok_or_else(|| DataError::NotNumeric {
+                path: path.to_path_buf(),
+                column: task.label.clone(),
+                row: line,
+                value: label_cell.to_string(),
+            })?;
         if matches!(task.positive, LabelRule::Equals(_)) && label_values.len() <= 2 {
             label_values.insert(normalise_label(label_cell));
         }
@@ -360,7 +380,9 @@ pub fn load_csv_from_reader<R: Read>(
         ys.push(if yv { 1.0 } else { 0.0 });
     }
     if ys.is_empty() {
-        return Err(DataError::Empty { path: path.to_path_buf() });
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     if let LabelRule::Equals(lit) = &task.positive {
         let has_positive = ys.iter().any(|v| *v > 0.5);
@@ -437,7 +459,11 @@ pub fn read_raw_csv(path: &Path) -> Result<RawTable, DataError> {
 }
 
 /// Writes a header and text rows as a CSV file (quoting cells only where needed).
-pub fn write_raw_csv(path: &Path, header: &[String], rows: &[Vec<String>]) -> Result<(), DataError> {
+pub fn write_raw_csv(
+    path: &Path,
+    header: &[String],
+    rows: &[Vec<String>],
+) -> Result<(), DataError> {
     let file = File::create(path).map_err(|e| io_err(path, e))?;
     let mut w = csv::Writer::from_writer(io::BufWriter::new(file));
     w.write_record(header).map_err(|e| csv_err(path, e))?;
@@ -491,15 +517,22 @@ mod tests {
         let t = task(&["a"], "y", "> 0");
         let err = load("a,y\n1,0\nabc,1\n", &t).unwrap_err();
         match &err {
-            DataError::NotNumeric { column, row, value, .. } => {
+            DataError::NotNumeric {
+                column, row, value, ..
+            } => {
                 assert_eq!((column.as_str(), *row, value.as_str()), ("a", 3, "abc"));
             }
             e => panic!("unexpected {e:?}"),
         }
         assert!(err.to_string().contains("line 3"), "{err}");
-        assert!(matches!(load("a,y\ninf,0\n", &t), Err(DataError::NotNumeric { .. })));
+        assert!(matches!(
+            load("a,y\ninf,0\n", &t),
+            Err(DataError::NotNumeric { .. })
+        ));
         // A threshold rule needs a numeric label.
-        assert!(matches!(load("a,y\n1,M\n", &t), Err(DataError::NotNumeric { column, .. }) if column == "y"));
+        assert!(
+            matches!(load("a,y\n1,M\n", &t), Err(DataError::NotNumeric { column, .. }) if column == "y")
+        );
     }
 
     #[test]
@@ -510,10 +543,19 @@ mod tests {
         assert!(e.to_string().contains("\"c\""), "{e}");
         let t = task(&["a"], "y", "> 0");
         assert!(matches!(load("a,y\n", &t), Err(DataError::Empty { .. })));
-        assert!(matches!(load("a,y\n1,?\n", &t), Err(DataError::Empty { .. })));
+        assert!(matches!(
+            load("a,y\n1,?\n", &t),
+            Err(DataError::Empty { .. })
+        ));
         assert!(matches!(load("", &t), Err(DataError::Empty { .. })));
-        assert!(matches!(load("a,y\n1,0,5\n", &t), Err(DataError::Malformed { line: 2, .. })));
-        assert!(matches!(load("a,a,y\n1,2,0\n", &t), Err(DataError::DuplicateColumn { .. })));
+        assert!(matches!(
+            load("a,y\n1,0,5\n", &t),
+            Err(DataError::Malformed { line: 2, .. })
+        ));
+        assert!(matches!(
+            load("a,a,y\n1,2,0\n", &t),
+            Err(DataError::DuplicateColumn { .. })
+        ));
     }
 
     #[test]
@@ -523,7 +565,10 @@ mod tests {
         assert_eq!(ds.y.to_vec(), vec![1.0, 0.0, 0.0]);
         // One class only at this site is allowed.
         assert_eq!(load("d,a\nB,1\n", &t).unwrap().positives(), 0);
-        assert!(matches!(load("d,a\nM,1\nB,2\nX,3\n", &t), Err(DataError::LabelNotBinary { .. })));
+        assert!(matches!(
+            load("d,a\nM,1\nB,2\nX,3\n", &t),
+            Err(DataError::LabelNotBinary { .. })
+        ));
         let e = load("d,a\nmalignant,1\nbenign,2\n", &t).unwrap_err();
         assert!(e.to_string().contains("the positive class is \"M\""), "{e}");
     }
@@ -533,12 +578,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("t.csv");
         let header = vec!["a".to_string(), "b".to_string()];
-        let rows = vec![vec!["?".to_string(), ".7".to_string()], vec!["x,y".to_string(), "".to_string()]];
+        let rows = vec![
+            vec!["?".to_string(), ".7".to_string()],
+            vec!["x,y".to_string(), "".to_string()],
+        ];
         write_raw_csv(&p, &header, &rows).unwrap();
         let t = read_raw_csv(&p).unwrap();
         assert_eq!(t.header, header);
         assert_eq!(t.rows, rows);
         assert_eq!(read_header(&p).unwrap(), header);
-        assert!(matches!(read_header(&dir.path().join("nope.csv")), Err(DataError::Io { .. })));
+        assert!(matches!(
+            read_header(&dir.path().join("nope.csv")),
+            Err(DataError::Io { .. })
+        ));
     }
 }

@@ -22,7 +22,9 @@ pub struct LogisticRegression {
 impl LogisticRegression {
     /// A zero-initialised model for `input_dim` inputs (`input_dim + 1` parameters).
     pub fn new(input_dim: usize) -> Self {
-        LogisticRegression { params: vec![0.0; input_dim + 1] }
+        LogisticRegression {
+            params: vec![0.0; input_dim + 1],
+        }
     }
 
     fn weights_f64(&self) -> (Array1<f64>, f64) {
@@ -32,7 +34,12 @@ impl LogisticRegression {
     }
 
     fn check_x(&self, x: &Array2<f64>) {
-        assert_eq!(x.ncols(), self.input_dim(), "logistic regression expects {} inputs", self.input_dim());
+        assert_eq!(
+            x.ncols(),
+            self.input_dim(),
+            "logistic regression expects {} inputs",
+            self.input_dim()
+        );
     }
 }
 
@@ -70,7 +77,10 @@ impl Model for LogisticRegression {
 
     fn set_params(&mut self, p: &[f32]) -> Result<(), ModelError> {
         if p.len() != self.params.len() {
-            return Err(ModelError::ParamLength { expected: self.params.len(), got: p.len() });
+            return Err(ModelError::ParamLength {
+                expected: self.params.len(),
+                got: p.len(),
+            });
         }
         if let Some(index) = p.iter().position(|v| !v.is_finite()) {
             return Err(ModelError::NonFinite { index });
@@ -83,12 +93,20 @@ impl Model for LogisticRegression {
         self.check_x(x);
         assert_eq!(x.nrows(), y.len(), "one label per row");
         let n = x.nrows();
-        let mut report =
-            TrainReport { epochs: cfg.epochs, steps: 0, examples: 0, last_epoch_loss: f64::NAN };
+        let mut report = TrainReport {
+            epochs: cfg.epochs,
+            steps: 0,
+            examples: 0,
+            last_epoch_loss: f64::NAN,
+        };
         if n == 0 || cfg.epochs == 0 {
             return report;
         }
-        let batch = if cfg.batch_size == 0 { n } else { cfg.batch_size.min(n) };
+        let batch = if cfg.batch_size == 0 {
+            n
+        } else {
+            cfg.batch_size.min(n)
+        };
         let (mut w, mut b) = self.weights_f64();
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let mut order: Vec<usize> = (0..n).collect();
@@ -135,7 +153,11 @@ impl Model for LogisticRegression {
         }
         let (w, b) = self.weights_f64();
         let z = x.dot(&w);
-        z.iter().zip(y).map(|(z, y)| bce_logit(z + b, *y)).sum::<f64>() / y.len() as f64
+        z.iter()
+            .zip(y)
+            .map(|(z, y)| bce_logit(z + b, *y))
+            .sum::<f64>()
+            / y.len() as f64
     }
 }
 
@@ -162,7 +184,16 @@ mod tests {
         let before = m.clone();
         // One full-batch step with lr: new = old - lr * grad.
         let lr = 1e-3;
-        m.train(&x, &y, &TrainConfig { epochs: 1, learning_rate: lr, batch_size: 0, seed: 1 });
+        m.train(
+            &x,
+            &y,
+            &TrainConfig {
+                epochs: 1,
+                learning_rate: lr,
+                batch_size: 0,
+                seed: 1,
+            },
+        );
         for k in 0..3 {
             let mut plus = before.clone();
             let mut minus = before.clone();
@@ -180,9 +211,16 @@ mod tests {
 
     #[test]
     fn learns_a_separable_problem_deterministically() {
-        let x = Array2::from_shape_fn((200, 2), |(i, j)| ((i * 7 + j * 13) % 17) as f64 / 8.5 - 1.0);
+        let x = Array2::from_shape_fn((200, 2), |(i, j)| {
+            ((i * 7 + j * 13) % 17) as f64 / 8.5 - 1.0
+        });
         let y = x.map_axis(Axis(1), |r| if r[0] + 0.5 * r[1] > 0.0 { 1.0 } else { 0.0 });
-        let cfg = TrainConfig { epochs: 50, learning_rate: 0.5, batch_size: 8, seed: 3 };
+        let cfg = TrainConfig {
+            epochs: 50,
+            learning_rate: 0.5,
+            batch_size: 8,
+            seed: 3,
+        };
         let mut a = LogisticRegression::new(2);
         let rep = a.train(&x, &y, &cfg);
         assert_eq!(rep.steps, 50 * 25);
@@ -190,7 +228,16 @@ mod tests {
         let mut b = LogisticRegression::new(2);
         b.train(&x, &y, &cfg);
         assert_eq!(a, b);
-        assert!(matches!(a.set_params(&[1.0]), Err(ModelError::ParamLength { expected: 3, got: 1 })));
-        assert!(matches!(a.set_params(&[1.0, f32::NAN, 0.0]), Err(ModelError::NonFinite { index: 1 })));
+        assert!(matches!(
+            a.set_params(&[1.0]),
+            Err(ModelError::ParamLength {
+                expected: 3,
+                got: 1
+            })
+        ));
+        assert!(matches!(
+            a.set_params(&[1.0, f32::NAN, 0.0]),
+            Err(ModelError::NonFinite { index: 1 })
+        ));
     }
 }

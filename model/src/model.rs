@@ -31,7 +31,12 @@ impl Default for TrainConfig {
     /// Defaults for non-private federated averaging of the built-in logistic regression on
     /// standardised features: 2 local epochs, learning rate 0.1, batch 16.
     fn default() -> Self {
-        TrainConfig { epochs: 2, learning_rate: 0.1, batch_size: 16, seed: 0 }
+        TrainConfig {
+            epochs: 2,
+            learning_rate: 0.1,
+            batch_size: 16,
+            seed: 0,
+        }
     }
 }
 
@@ -41,7 +46,12 @@ impl TrainConfig {
     /// the clip norm, so the clipped update is effectively the normalised direction, which
     /// is what keeps the signal above the noise with few sites.
     pub fn private_default() -> Self {
-        TrainConfig { epochs: 1, learning_rate: 3.0, batch_size: 16, seed: 0 }
+        TrainConfig {
+            epochs: 1,
+            learning_rate: 3.0,
+            batch_size: 16,
+            seed: 0,
+        }
     }
 }
 
@@ -123,7 +133,11 @@ pub trait Model {
             return f64::NAN;
         }
         let p = self.predict_proba(x);
-        let correct = p.iter().zip(y).filter(|(p, y)| (**p >= 0.5) == (**y > 0.5)).count();
+        let correct = p
+            .iter()
+            .zip(y)
+            .filter(|(p, y)| (**p >= 0.5) == (**y > 0.5))
+            .count();
         correct as f64 / y.len() as f64
     }
     /// Mean binary cross-entropy (NaN for no rows).

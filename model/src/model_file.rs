@@ -51,7 +51,10 @@ pub struct Evaluation {
 }
 
 fn format_err(path: &Path, message: impl Into<String>) -> ModelError {
-    ModelError::Format { path: path.to_path_buf(), message: message.into() }
+    ModelError::Format {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 impl ModelFile {
@@ -63,15 +66,26 @@ impl ModelFile {
         if p.mean.len() != d || p.std.len() != d || p.indicator.len() != d {
             return Err(format_err(
                 Path::new(""),
-                format!("preprocessor sized for {} features, task has {d}", p.mean.len()),
+                format!(
+                    "preprocessor sized for {} features, task has {d}",
+                    p.mean.len()
+                ),
             ));
         }
-        if p.mean.iter().any(|v| !v.is_finite()) || p.std.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-            return Err(format_err(Path::new(""), "preprocessor has non-finite mean or non-positive std"));
+        if p.mean.iter().any(|v| !v.is_finite())
+            || p.std.iter().any(|v| !(v.is_finite() && *v > 0.0))
+        {
+            return Err(format_err(
+                Path::new(""),
+                "preprocessor has non-finite mean or non-positive std",
+            ));
         }
         let expected = num_params(self.task.model, p.output_dim());
         if self.params.len() != expected {
-            return Err(ModelError::ParamLength { expected, got: self.params.len() });
+            return Err(ModelError::ParamLength {
+                expected,
+                got: self.params.len(),
+            });
         }
         if let Some(index) = self.params.iter().position(|v| !v.is_finite()) {
             return Err(ModelError::NonFinite { index });
@@ -83,9 +97,24 @@ impl ModelFile {
     pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
         self.validate()?;
         let params: Vec<u8> = self.params.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let mean: Vec<u8> = self.preprocessor.mean.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let std: Vec<u8> = self.preprocessor.std.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let ind: Vec<u8> = self.preprocessor.indicator.iter().map(|&b| u8::from(b)).collect();
+        let mean: Vec<u8> = self
+            .preprocessor
+            .mean
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let std: Vec<u8> = self
+            .preprocessor
+            .std
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let ind: Vec<u8> = self
+            .preprocessor
+            .indicator
+            .iter()
+            .map(|&b| u8::from(b))
+            .collect();
         let d = self.preprocessor.mean.len();
         let view = |dtype, n, data| {
             TensorView::new(dtype, vec![n], data)
@@ -111,13 +140,23 @@ impl ModelFile {
     /// Parses a model file's bytes; `path` names the source in errors. Checks the layout,
     /// data types, shapes and consistency (see [`ModelFile::validate`]).
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self, ModelError> {
-        let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| format_err(path, e.to_string()))?;
+        let (_, meta) =
+            SafeTensors::read_metadata(bytes).map_err(|e| format_err(path, e.to_string()))?;
         let st = SafeTensors::deserialize(bytes).map_err(|e| format_err(path, e.to_string()))?;
-        let info = meta.metadata().as_ref().ok_or_else(|| format_err(path, "no metadata"))?;
-        let get = |k: &str| info.get(k).ok_or_else(|| format_err(path, format!("metadata key {k:?} missing")));
+        let info = meta
+            .metadata()
+            .as_ref()
+            .ok_or_else(|| format_err(path, "no metadata"))?;
+        let get = |k: &str| {
+            info.get(k)
+                .ok_or_else(|| format_err(path, format!("metadata key {k:?} missing")))
+        };
         let format = get("format")?;
         if format != FORMAT {
-            return Err(format_err(path, format!("format {format:?}, expected {FORMAT:?}")));
+            return Err(format_err(
+                path,
+                format!("format {format:?}, expected {FORMAT:?}"),
+            ));
         }
         let task: TaskSpec = serde_json::from_str(get("task")?)
             .map_err(|e| format_err(path, format!("task metadata: {e}")))?;
@@ -125,11 +164,17 @@ impl ModelFile {
             .parse()
             .map_err(|e| format_err(path, format!("round metadata: {e}")))?;
         let tensor = |name: &str, dtype: Dtype| -> Result<&[u8], ModelError> {
-            let t = st.tensor(name).map_err(|e| format_err(path, e.to_string()))?;
+            let t = st
+                .tensor(name)
+                .map_err(|e| format_err(path, e.to_string()))?;
             if t.dtype() != dtype || t.shape().len() != 1 {
                 return Err(format_err(
                     path,
-                    format!("tensor {name:?} is {:?} {:?}, expected 1-d {dtype:?}", t.dtype(), t.shape()),
+                    format!(
+                        "tensor {name:?} is {:?} {:?}, expected 1-d {dtype:?}",
+                        t.dtype(),
+                        t.shape()
+                    ),
                 ));
             }
             Ok(t.data())
@@ -150,10 +195,22 @@ impl ModelFile {
             .map(|&b| match b {
                 0 => Ok(false),
                 1 => Ok(true),
-                _ => Err(format_err(path, format!("pre.indicator holds {b}, expected 0 or 1"))),
+                _ => Err(format_err(
+                    path,
+                    format!("pre.indicator holds {b}, expected 0 or 1"),
+                )),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let m = ModelFile { task, params, preprocessor: Preprocessor { mean, std, indicator }, round };
+        let m = ModelFile {
+            task,
+            params,
+            preprocessor: Preprocessor {
+                mean,
+                std,
+                indicator,
+            },
+            round,
+        };
         m.validate().map_err(|e| match e {
             ModelError::Format { message, .. } => format_err(path, message),
             other => format_err(path, other.to_string()),
@@ -166,7 +223,10 @@ impl ModelFile {
 /// over `path`, then `fsync` of the directory (on Unix).
 pub fn write_model(path: &Path, m: &ModelFile) -> Result<(), ModelError> {
     let bytes = m.to_bytes()?;
-    let io = |source| ModelError::Io { path: path.to_path_buf(), source };
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
     let name = path
         .file_name()
         .ok_or_else(|| format_err(path, "path has no file name"))?
@@ -195,7 +255,10 @@ pub fn write_model(path: &Path, m: &ModelFile) -> Result<(), ModelError> {
 
 /// Reads and validates a model file.
 pub fn read_model(path: &Path) -> Result<ModelFile, ModelError> {
-    let bytes = fs::read(path).map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+    let bytes = fs::read(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     ModelFile::from_bytes(&bytes, path)
 }
 
@@ -211,7 +274,10 @@ pub fn evaluate(m: &ModelFile, ds: &Dataset) -> Result<Evaluation, ModelError> {
         .into());
     }
     if ds.n_rows() == 0 {
-        return Err(DataError::Empty { path: PathBuf::new() }.into());
+        return Err(DataError::Empty {
+            path: PathBuf::new(),
+        }
+        .into());
     }
     let x = m.preprocessor.transform(&ds.x);
     let mut model = build_model(m.task.model, m.preprocessor.output_dim());

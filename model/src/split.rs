@@ -35,7 +35,11 @@ pub fn stratified_holdout<K: Ord + Clone>(
     test_fraction: f64,
     seed: u64,
 ) -> (Vec<usize>, Vec<usize>) {
-    let f = if test_fraction.is_nan() { 0.0 } else { test_fraction.clamp(0.0, 1.0) };
+    let f = if test_fraction.is_nan() {
+        0.0
+    } else {
+        test_fraction.clamp(0.0, 1.0)
+    };
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut train = Vec::new();
     let mut test = Vec::new();
@@ -58,7 +62,11 @@ pub fn deal_stratified<K: Ord + Clone>(keys: &[K], n_sites: usize, seed: u64) ->
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut sites = vec![Vec::new(); n_sites];
-    for (k, i) in shuffled_groups(keys, &mut rng).into_iter().flatten().enumerate() {
+    for (k, i) in shuffled_groups(keys, &mut rng)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
         sites[k % n_sites].push(i);
     }
     for s in &mut sites {
@@ -80,7 +88,10 @@ mod tests {
         let mut all: Vec<usize> = train.iter().chain(&test).copied().collect();
         all.sort_unstable();
         assert_eq!(all, (0..100).collect::<Vec<_>>());
-        assert_eq!(stratified_holdout(&keys, 0.2, 7), (train.clone(), test.clone()));
+        assert_eq!(
+            stratified_holdout(&keys, 0.2, 7),
+            (train.clone(), test.clone())
+        );
         assert_ne!(stratified_holdout(&keys, 0.2, 8).1, test);
         assert_eq!(stratified_holdout(&keys, f64::NAN, 1).1.len(), 0);
     }
@@ -92,7 +103,10 @@ mod tests {
         let sizes: Vec<usize> = sites.iter().map(Vec::len).collect();
         assert_eq!(sizes.iter().sum::<usize>(), 103);
         assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
-        let pos: Vec<usize> = sites.iter().map(|s| s.iter().filter(|&&i| keys[i] == 1).count()).collect();
+        let pos: Vec<usize> = sites
+            .iter()
+            .map(|s| s.iter().filter(|&&i| keys[i] == 1).count())
+            .collect();
         assert!(pos.iter().max().unwrap() - pos.iter().min().unwrap() <= 1);
         assert_eq!(deal_stratified(&keys, 10, 1), sites);
         assert!(deal_stratified(&keys, 0, 1).is_empty());

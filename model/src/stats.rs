@@ -101,7 +101,11 @@ impl LocalStats {
         let d = ds.n_features();
         bounds.check(d)?;
         let n = ds.n_rows() as f64;
-        let w = if n > bounds.max_rows { bounds.max_rows / n } else { 1.0 };
+        let w = if n > bounds.max_rows {
+            bounds.max_rows / n
+        } else {
+            1.0
+        };
         let mut s = LocalStats::zeros(d);
         s.rows = w * n;
         for row in ds.x.rows() {
@@ -166,7 +170,11 @@ impl LocalStats {
     /// # Panics
     /// If the feature counts differ (a programming error: all sites share one task).
     pub fn add(&mut self, other: &LocalStats) {
-        assert_eq!(self.n_features(), other.n_features(), "statistics of different tasks");
+        assert_eq!(
+            self.n_features(),
+            other.n_features(),
+            "statistics of different tasks"
+        );
         self.rows += other.rows;
         for (a, b) in [
             (&mut self.present, &other.present),
@@ -229,7 +237,10 @@ impl StatsBounds {
     }
 
     fn centre_radius(&self, j: usize) -> (f64, f64) {
-        ((self.lo[j] + self.hi[j]) / 2.0, (self.hi[j] - self.lo[j]) / 2.0)
+        (
+            (self.lo[j] + self.hi[j]) / 2.0,
+            (self.hi[j] - self.lo[j]) / 2.0,
+        )
     }
 
     /// Converts pooled statistics in normalised units (a sum of
@@ -283,8 +294,13 @@ impl Preprocessor {
     /// and negative variances clamp to zero (hence std 1). Non-finite entries are an error.
     pub fn from_pooled(stats: &LocalStats) -> Result<Self, DataError> {
         let d = stats.n_features();
-        if [&stats.sum, &stats.sum_sq, &stats.missing].iter().any(|v| v.len() != d) {
-            return Err(DataError::InvalidStats("per-feature vectors of different lengths".into()));
+        if [&stats.sum, &stats.sum_sq, &stats.missing]
+            .iter()
+            .any(|v| v.len() != d)
+        {
+            return Err(DataError::InvalidStats(
+                "per-feature vectors of different lengths".into(),
+            ));
         }
         LocalStats::from_vector(&stats.to_vector(), d)?;
         let mut p = Preprocessor {
@@ -302,7 +318,11 @@ impl Preprocessor {
             let var = (stats.sum_sq[j] / n - mean * mean).max(0.0);
             let std = var.sqrt();
             p.mean[j] = mean;
-            p.std[j] = if std > STD_EPS * mean.abs().max(1.0) { std } else { 1.0 };
+            p.std[j] = if std > STD_EPS * mean.abs().max(1.0) {
+                std
+            } else {
+                1.0
+            };
         }
         Ok(p)
     }
@@ -312,7 +332,10 @@ impl Preprocessor {
     /// mean is clamped to `[lo, hi]`, the std to at most the half-range (the largest a
     /// variable in that range can have); a feature with fewer than one present value falls
     /// back to centre and half-range.
-    pub fn from_pooled_bounded(pooled: &LocalStats, bounds: &StatsBounds) -> Result<Self, DataError> {
+    pub fn from_pooled_bounded(
+        pooled: &LocalStats,
+        bounds: &StatsBounds,
+    ) -> Result<Self, DataError> {
         let raw = bounds.to_raw(pooled)?;
         let mut p = Self::from_pooled(&raw)?;
         for j in 0..p.mean.len() {
@@ -374,7 +397,12 @@ mod tests {
     fn ds(x: Array2<f64>) -> Dataset {
         let n = x.nrows();
         let d = x.ncols();
-        Dataset::new((0..d).map(|j| format!("f{j}")).collect(), x, Array1::zeros(n)).unwrap()
+        Dataset::new(
+            (0..d).map(|j| format!("f{j}")).collect(),
+            x,
+            Array1::zeros(n),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -434,14 +462,19 @@ mod tests {
             assert!((a - e).abs() < 1e-12, "{a} vs {e}");
         }
         // Worst case: many rows at the bounds, all present -> norm reaches but never exceeds.
-        let big = ds(Array2::from_shape_fn((50, 2), |(_, j)| if j == 0 { 1e6 } else { -1e6 }));
+        let big = ds(Array2::from_shape_fn((50, 2), |(_, j)| {
+            if j == 0 { 1e6 } else { -1e6 }
+        }));
         let v = LocalStats::compute_bounded(&big, &b).unwrap().to_vector();
         let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
         assert!(norm <= l2_sensitivity(&b, 2) + 1e-9, "{norm}");
         assert!(norm > 0.99 * l2_sensitivity(&b, 2));
         assert!(StatsBounds::new(&[(1.0, 1.0)], 1.0).is_err());
         assert!(StatsBounds::new(&[(0.0, 1.0)], 0.0).is_err());
-        assert!(LocalStats::compute_bounded(&data, &StatsBounds::new(&[(0.0, 1.0)], 1.0).unwrap()).is_err());
+        assert!(
+            LocalStats::compute_bounded(&data, &StatsBounds::new(&[(0.0, 1.0)], 1.0).unwrap())
+                .is_err()
+        );
     }
 
     #[test]

@@ -189,7 +189,9 @@ pub enum TaskError {
     #[error("unknown model kind {0:?} (known: logistic)")]
     UnknownModel(String),
     /// The positive-class rule could not be parsed.
-    #[error("invalid positive-class rule {0:?}: expected \"> NUMBER\" or a class literal such as \"M\"")]
+    #[error(
+        "invalid positive-class rule {0:?}: expected \"> NUMBER\" or a class literal such as \"M\""
+    )]
     BadLabelRule(String),
     /// The task names no feature column.
     #[error("the task names no feature columns")]
@@ -221,8 +223,14 @@ mod tests {
             assert_eq!(text.parse::<LabelRule>().unwrap(), rule);
             assert_eq!(rule.to_string(), text);
         }
-        assert_eq!(">0".parse::<LabelRule>().unwrap(), LabelRule::GreaterThan(0.0));
-        assert_eq!("== B".parse::<LabelRule>().unwrap(), LabelRule::Equals("B".into()));
+        assert_eq!(
+            ">0".parse::<LabelRule>().unwrap(),
+            LabelRule::GreaterThan(0.0)
+        );
+        assert_eq!(
+            "== B".parse::<LabelRule>().unwrap(),
+            LabelRule::Equals("B".into())
+        );
         assert!("> x".parse::<LabelRule>().is_err());
         assert!("".parse::<LabelRule>().is_err());
         assert!("=".parse::<LabelRule>().is_err());
@@ -244,7 +252,10 @@ mod tests {
 
     #[test]
     fn model_kind_text_and_serde() {
-        assert_eq!("Logistic".parse::<ModelKind>().unwrap(), ModelKind::Logistic);
+        assert_eq!(
+            "Logistic".parse::<ModelKind>().unwrap(),
+            ModelKind::Logistic
+        );
         assert_eq!(ModelKind::Logistic.to_string(), "logistic");
         assert!("mlp".parse::<ModelKind>().is_err());
         let task = TaskSpec {
@@ -272,7 +283,10 @@ mod tests {
         };
         assert!(task.validate().is_ok());
         task.features.push("a".into());
-        assert_eq!(task.validate(), Err(TaskError::DuplicateFeature("a".into())));
+        assert_eq!(
+            task.validate(),
+            Err(TaskError::DuplicateFeature("a".into()))
+        );
         task.features = vec!["y".into()];
         assert_eq!(task.validate(), Err(TaskError::LabelIsFeature("y".into())));
         task.features.clear();

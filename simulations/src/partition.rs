@@ -62,7 +62,11 @@ impl fmt::Display for PartitionError {
         match self {
             PartitionError::Data(e) => write!(f, "{e}"),
             PartitionError::NoSources => write!(f, "no data file given"),
-            PartitionError::HeaderMismatch { path, missing, extra } => write!(
+            PartitionError::HeaderMismatch {
+                path,
+                missing,
+                extra,
+            } => write!(
                 f,
                 "{}: columns differ from the first data file (missing {missing:?}, extra {extra:?})",
                 path.display()
@@ -99,7 +103,11 @@ pub fn read_table(path: &Path) -> Result<RawTable, PartitionError> {
 
 fn label_keys(rows: &[Row], label_col: usize) -> Vec<String> {
     rows.iter()
-        .map(|r| r.get(label_col).map(|c| c.trim().to_string()).unwrap_or_default())
+        .map(|r| {
+            r.get(label_col)
+                .map(|c| c.trim().to_string())
+                .unwrap_or_default()
+        })
         .collect()
 }
 
@@ -109,7 +117,12 @@ fn pick(rows: &[Row], idx: &[usize]) -> Vec<Row> {
 
 /// Splits rows into `(train, test)`, holding out `test_fraction` of each label value's rows
 /// (rounded), chosen with a ChaCha8 generator seeded by `seed`. Rows keep their file order.
-pub fn split_test(rows: &[Row], label_col: usize, test_fraction: f64, seed: u64) -> (Vec<Row>, Vec<Row>) {
+pub fn split_test(
+    rows: &[Row],
+    label_col: usize,
+    test_fraction: f64,
+    seed: u64,
+) -> (Vec<Row>, Vec<Row>) {
     let (train, test) = stratified_holdout(&label_keys(rows, label_col), test_fraction, seed);
     (pick(rows, &train), pick(rows, &test))
 }
@@ -125,7 +138,10 @@ pub fn partition_iid(rows: &[Row], label_col: usize, n: usize, seed: u64) -> Vec
 
 /// A seed for site `i` derived from the run seed (SplitMix64 of both).
 fn site_seed(seed: u64, i: usize) -> u64 {
-    let mut z = seed ^ (i as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut z = seed
+        ^ (i as u64)
+            .wrapping_add(1)
+            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -134,13 +150,30 @@ fn site_seed(seed: u64, i: usize) -> u64 {
 /// A site's name made from a file name: lower case, letters, digits and `-` only
 /// (`va_long_beach.csv` → `va-long-beach`), usable as a certificate name.
 pub fn site_name(path: &Path) -> String {
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut name: String = stem
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
-    name = name.split('-').filter(|p| !p.is_empty()).collect::<Vec<_>>().join("-");
-    if name.is_empty() { "site".to_string() } else { name }
+    name = name
+        .split('-')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("-");
+    if name.is_empty() {
+        "site".to_string()
+    } else {
+        name
+    }
 }
 
 /// One site's training rows.
@@ -191,17 +224,33 @@ pub fn natural(
     let mut test = Vec::new();
     let mut used: BTreeMap<String, usize> = BTreeMap::new();
     for (i, path) in sources.iter().enumerate() {
-        let table = if i == 0 { first.clone() } else { read_table(path)? };
+        let table = if i == 0 {
+            first.clone()
+        } else {
+            read_table(path)?
+        };
         let rows = reorder(&header, table, path)?;
         let (train, held) = split_test(&rows, label_col, test_fraction, site_seed(seed, i));
         let base = site_name(path);
         let count = used.entry(base.clone()).or_insert(0);
         *count += 1;
-        let name = if *count == 1 { base } else { format!("{base}-{count}") };
-        sites.push(SiteRows { name, rows: train, held_out: held.len() });
+        let name = if *count == 1 {
+            base
+        } else {
+            format!("{base}-{count}")
+        };
+        sites.push(SiteRows {
+            name,
+            rows: train,
+            held_out: held.len(),
+        });
         test.extend(held);
     }
-    Ok(Partitioned { header, sites, test })
+    Ok(Partitioned {
+        header,
+        sites,
+        test,
+    })
 }
 
 /// Rewrites a table's rows into the column order of `header`.
@@ -209,16 +258,33 @@ fn reorder(header: &[String], table: RawTable, path: &Path) -> Result<Vec<Row>, 
     if table.header == header {
         return Ok(table.rows);
     }
-    let missing: Vec<String> = header.iter().filter(|h| !table.header.contains(h)).cloned().collect();
-    let extra: Vec<String> = table.header.iter().filter(|h| !header.contains(h)).cloned().collect();
+    let missing: Vec<String> = header
+        .iter()
+        .filter(|h| !table.header.contains(h))
+        .cloned()
+        .collect();
+    let extra: Vec<String> = table
+        .header
+        .iter()
+        .filter(|h| !header.contains(h))
+        .cloned()
+        .collect();
     if !missing.is_empty() || !extra.is_empty() || table.header.len() != header.len() {
-        return Err(PartitionError::HeaderMismatch { path: path.to_path_buf(), missing, extra });
+        return Err(PartitionError::HeaderMismatch {
+            path: path.to_path_buf(),
+            missing,
+            extra,
+        });
     }
     let idx: Vec<usize> = header
         .iter()
         .map(|h| table.column(h, path))
         .collect::<Result<_, _>>()?;
-    Ok(table.rows.into_iter().map(|r| idx.iter().map(|&j| r[j].clone()).collect()).collect())
+    Ok(table
+        .rows
+        .into_iter()
+        .map(|r| idx.iter().map(|&j| r[j].clone()).collect())
+        .collect())
 }
 
 /// IID partition of one file over `n` sites named `site-1` … `site-n`: the holdout is taken
@@ -235,7 +301,10 @@ pub fn iid(
     let label_col = table.column(label, source)?;
     let (train, test) = split_test(&table.rows, label_col, test_fraction, site_seed(seed, 0));
     if n == 0 || n > train.len() {
-        return Err(PartitionError::BadSiteCount { sites: n, rows: train.len() });
+        return Err(PartitionError::BadSiteCount {
+            sites: n,
+            rows: train.len(),
+        });
     }
     let dealt = partition_iid(&train, label_col, n, site_seed(seed, 1));
     // Each site's share of the held-out rows, for the description (dealt the same way).
@@ -249,7 +318,11 @@ pub fn iid(
             held_out: test.len() / n + usize::from(i < test.len() % n),
         })
         .collect();
-    Ok(Partitioned { header: table.header, sites, test })
+    Ok(Partitioned {
+        header: table.header,
+        sites,
+        test,
+    })
 }
 
 /// Where a partition was written and how big each part is.
@@ -281,17 +354,28 @@ impl Partitioned {
     /// the directories) and describes what was written.
     pub fn write(&self, dir: &Path) -> Result<Split, PartitionError> {
         let train_dir = dir.join("train");
-        std::fs::create_dir_all(&train_dir)
-            .map_err(|source| DataError::Io { path: train_dir.clone(), source })?;
+        std::fs::create_dir_all(&train_dir).map_err(|source| DataError::Io {
+            path: train_dir.clone(),
+            source,
+        })?;
         let mut sites = Vec::new();
         for s in &self.sites {
             let path = train_dir.join(format!("{}.csv", s.name));
             write_raw_csv(&path, &self.header, &s.rows)?;
-            sites.push(SiteSplit { name: s.name.clone(), path, train_rows: s.rows.len(), test_rows: s.held_out });
+            sites.push(SiteSplit {
+                name: s.name.clone(),
+                path,
+                train_rows: s.rows.len(),
+                test_rows: s.held_out,
+            });
         }
         let test_path = dir.join("test.csv");
         write_raw_csv(&test_path, &self.header, &self.test)?;
-        Ok(Split { sites, test_path, test_rows: self.test.len() })
+        Ok(Split {
+            sites,
+            test_path,
+            test_rows: self.test.len(),
+        })
     }
 }
 
@@ -300,9 +384,17 @@ impl fmt::Display for Split {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let w = self.sites.iter().map(|s| s.name.len()).max().unwrap_or(0);
         for s in &self.sites {
-            writeln!(f, "  {:<w$}  {:>5} train rows, {:>4} held out", s.name, s.train_rows, s.test_rows)?;
+            writeln!(
+                f,
+                "  {:<w$}  {:>5} train rows, {:>4} held out",
+                s.name, s.train_rows, s.test_rows
+            )?;
         }
-        write!(f, "  {:<w$}  {:>5} test rows (pooled)", "test", self.test_rows)
+        write!(
+            f,
+            "  {:<w$}  {:>5} test rows (pooled)",
+            "test", self.test_rows
+        )
     }
 }
 
@@ -322,12 +414,18 @@ mod tests {
     }
 
     fn rows(labels: &[&str]) -> Vec<Row> {
-        labels.iter().enumerate().map(|(i, l)| vec![i.to_string(), l.to_string()]).collect()
+        labels
+            .iter()
+            .enumerate()
+            .map(|(i, l)| vec![i.to_string(), l.to_string()])
+            .collect()
     }
 
     #[test]
     fn split_test_is_stratified_complete_and_seeded() {
-        let labels: Vec<&str> = (0..50).map(|i| if i % 5 == 0 { "M" } else { "B" }).collect();
+        let labels: Vec<&str> = (0..50)
+            .map(|i| if i % 5 == 0 { "M" } else { "B" })
+            .collect();
         let r = rows(&labels);
         let (train, test) = split_test(&r, 1, 0.2, 3);
         assert_eq!((train.len(), test.len()), (40, 10));
@@ -341,12 +439,17 @@ mod tests {
 
     #[test]
     fn iid_sizes_differ_by_at_most_one_and_keep_class_mix() {
-        let labels: Vec<&str> = (0..57).map(|i| if i % 3 == 0 { "1" } else { "0" }).collect();
+        let labels: Vec<&str> = (0..57)
+            .map(|i| if i % 3 == 0 { "1" } else { "0" })
+            .collect();
         let parts = partition_iid(&rows(&labels), 1, 10, 9);
         let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
         assert_eq!(sizes.iter().sum::<usize>(), 57);
         assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
-        let pos: Vec<usize> = parts.iter().map(|p| p.iter().filter(|r| r[1] == "1").count()).collect();
+        let pos: Vec<usize> = parts
+            .iter()
+            .map(|p| p.iter().filter(|r| r[1] == "1").count())
+            .collect();
         assert!(pos.iter().max().unwrap() - pos.iter().min().unwrap() <= 1);
     }
 
@@ -354,23 +457,43 @@ mod tests {
     fn natural_heart_disease_keeps_missing_markers_and_is_deterministic() {
         let p = natural(&hospitals(), "num", DEFAULT_TEST_FRACTION, 1).unwrap();
         let names: Vec<&str> = p.sites.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["cleveland", "hungary", "switzerland", "va-long-beach"]);
+        assert_eq!(
+            names,
+            ["cleveland", "hungary", "switzerland", "va-long-beach"]
+        );
         let total: usize = p.sites.iter().map(|s| s.rows.len()).sum::<usize>() + p.test.len();
         assert_eq!(total, 303 + 294 + 123 + 200);
-        assert_eq!(p.test.len(), p.sites.iter().map(|s| s.held_out).sum::<usize>());
+        assert_eq!(
+            p.test.len(),
+            p.sites.iter().map(|s| s.held_out).sum::<usize>()
+        );
         assert!((0.18..0.22).contains(&(p.test.len() as f64 / total as f64)));
         assert!(p.sites[1].rows.iter().any(|r| r.iter().any(|c| c == "?")));
-        assert_eq!(natural(&hospitals(), "num", DEFAULT_TEST_FRACTION, 1).unwrap(), p);
-        assert_ne!(natural(&hospitals(), "num", DEFAULT_TEST_FRACTION, 2).unwrap().test, p.test);
+        assert_eq!(
+            natural(&hospitals(), "num", DEFAULT_TEST_FRACTION, 1).unwrap(),
+            p
+        );
+        assert_ne!(
+            natural(&hospitals(), "num", DEFAULT_TEST_FRACTION, 2)
+                .unwrap()
+                .test,
+            p.test
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let split = p.write(dir.path()).unwrap();
         assert_eq!(split.sites.len(), 4);
         let back = read_table(&split.sites[2].path).unwrap();
         assert_eq!(back.rows, p.sites[2].rows);
-        assert_eq!(read_table(&split.test_path).unwrap().rows.len(), split.test_rows);
+        assert_eq!(
+            read_table(&split.test_path).unwrap().rows.len(),
+            split.test_rows
+        );
         let text = split.to_string();
-        assert!(text.contains("va-long-beach") && text.contains("test rows"), "{text}");
+        assert!(
+            text.contains("va-long-beach") && text.contains("test rows"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -384,8 +507,14 @@ mod tests {
         assert_eq!(sizes.iter().sum::<usize>(), 569 - 113);
         assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
         assert_eq!(p.sites.iter().map(|s| s.held_out).sum::<usize>(), 113);
-        assert!(matches!(iid(&src, "diagnosis", 0, 0.2, 1), Err(PartitionError::BadSiteCount { .. })));
-        assert!(matches!(iid(&src, "diagnosis", 10, 1.0, 1), Err(PartitionError::BadTestFraction(_))));
+        assert!(matches!(
+            iid(&src, "diagnosis", 0, 0.2, 1),
+            Err(PartitionError::BadSiteCount { .. })
+        ));
+        assert!(matches!(
+            iid(&src, "diagnosis", 10, 1.0, 1),
+            Err(PartitionError::BadTestFraction(_))
+        ));
         assert!(matches!(
             iid(&src, "nope", 10, 0.2, 1),
             Err(PartitionError::Data(DataError::MissingColumn { .. }))
@@ -402,9 +531,21 @@ mod tests {
         std::fs::write(&b, "y,x\n1,3\n0,?\n").unwrap();
         std::fs::write(&c, "x,z\n1,0\n").unwrap();
         let p = natural(&[a.clone(), b.clone()], "y", 0.0, 1).unwrap();
-        assert_eq!(p.sites[1].rows, vec![vec!["3".to_string(), "1".into()], vec!["?".into(), "0".into()]]);
-        assert!(matches!(natural(&[a.clone(), c.clone()], "y", 0.2, 1), Err(PartitionError::HeaderMismatch { .. })));
-        assert!(matches!(natural(&[], "y", 0.2, 1), Err(PartitionError::NoSources)));
+        assert_eq!(
+            p.sites[1].rows,
+            vec![
+                vec!["3".to_string(), "1".into()],
+                vec!["?".into(), "0".into()]
+            ]
+        );
+        assert!(matches!(
+            natural(&[a.clone(), c.clone()], "y", 0.2, 1),
+            Err(PartitionError::HeaderMismatch { .. })
+        ));
+        assert!(matches!(
+            natural(&[], "y", 0.2, 1),
+            Err(PartitionError::NoSources)
+        ));
         // Same stem twice gets a suffix.
         let p = natural(&[a.clone(), a], "y", 0.0, 1).unwrap();
         assert_eq!(p.sites[1].name, "a-2");
