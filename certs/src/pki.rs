@@ -28,7 +28,7 @@ use time::{Duration, OffsetDateTime};
 
 use crate::Error;
 
-/// Common name of the CA made by [`init`].
+/// Common name of the CA made by [`init`], before its key fingerprint.
 pub const DEFAULT_CA_NAME: &str = "Tessera development CA";
 
 /// The names the coordinator certificate is valid for when none are given:
@@ -105,11 +105,32 @@ impl CertificateAuthority {
     /// The CA may sign end-entity certificates only (path length 0) and is
     /// valid for [`CA_VALIDITY`] from now.
     pub fn generate(common_name: &str) -> Result<Self, Error> {
-        let subject = || "the CA".to_string();
         let key = KeyPair::generate().map_err(|source| Error::Generate {
-            subject: subject(),
+            subject: "the CA".into(),
             source,
         })?;
+        Self::generate_with_key(common_name, key)
+    }
+
+    /// Makes a new CA named [`DEFAULT_CA_NAME`] followed by a short
+    /// fingerprint of its fresh key (e.g. `Tessera development CA 3f9a2c1b`),
+    /// so two development PKIs never share an issuer name and a certificate
+    /// from the other one is reported as signed by an unknown CA.
+    pub fn generate_development() -> Result<Self, Error> {
+        let key = KeyPair::generate().map_err(|source| Error::Generate {
+            subject: "the CA".into(),
+            source,
+        })?;
+        // The raw public key is 0x04 || X || Y; X is uniformly random.
+        let id: String = key.public_key_raw()[1..5]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Self::generate_with_key(&format!("{DEFAULT_CA_NAME} {id}"), key)
+    }
+
+    fn generate_with_key(common_name: &str, key: KeyPair) -> Result<Self, Error> {
+        let subject = || "the CA".to_string();
         let mut params = CertificateParams::default();
         params.distinguished_name = distinguished_name(common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -336,7 +357,7 @@ pub fn init_with(
         }
     }
 
-    let ca = CertificateAuthority::generate(DEFAULT_CA_NAME)?;
+    let ca = CertificateAuthority::generate_development()?;
     holders[0].1 = Some(IssuedCert {
         cert_pem: ca.cert_pem(),
         key_pem: ca.key_pem(),
@@ -741,6 +762,14 @@ mod tests {
         // The files load back as a CA.
         let loaded = CertificateAuthority::load(&out).unwrap();
         assert_eq!(loaded.cert_pem(), ca);
+        // Each development CA has its own name.
+        let other = CertificateAuthority::generate_development().unwrap();
+        let (name, other_name) = (
+            with_cert(&ca, common_name),
+            with_cert(&other.cert_pem(), common_name),
+        );
+        assert!(name.starts_with(DEFAULT_CA_NAME), "{name}");
+        assert_ne!(name, other_name);
     }
 
     #[test]

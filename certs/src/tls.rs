@@ -342,7 +342,9 @@ fn describe_certificate_error(c: &CertificateError) -> String {
         C::UnknownIssuer => {
             "the peer's certificate is signed by an unknown CA (not the federation CA)".into()
         }
-        C::BadSignature => "the peer's certificate has an invalid signature".into(),
+        C::BadSignature => "the peer's certificate does not verify against the trusted CA \
+             (signed by an unknown CA of the same name, or altered)"
+            .into(),
         C::Expired | C::ExpiredContext { .. } => {
             format!("the peer's certificate has expired ({c})")
         }
