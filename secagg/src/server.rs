@@ -1,0 +1,554 @@
+//! The coordinator side: [`ServerRound`] records messages with
+//! [`ServerRound::receive`] and, when the driver decides a stage is over
+//! (everyone answered or a deadline passed — a clock decision made outside),
+//! [`ServerRound::close_stage`] computes who is still in and emits the next
+//! stage's messages, or the sum.
+//!
+//! Stages follow Bonawitz et al. 2017, Figure 4 (server side), with neighbour
+//! sets from Bell et al. 2020, §3:
+//! - keys: participants left with fewer than t neighbours that advertised keys
+//!   are removed (repeatedly), each remaining one gets its neighbours' keys;
+//! - shares: the same pruning over the participants that sent a complete set
+//!   of share bundles; bundles are routed among the remaining ones;
+//! - masked inputs: each is folded into one running sum at once (memory
+//!   O(dim), never one vector per participant); those who sent shares but no
+//!   input are the dropped. Each survivor is asked, about its own neighbours
+//!   only, for self-mask shares of survivors and key shares of the dropped;
+//!   if some secret could not be recovered from the askable holders the round
+//!   aborts before anything is revealed;
+//! - unmasking: b_u is reconstructed for every contributor and PRG(b_u)
+//!   subtracted; s_u^SK is reconstructed for every dropped u (checked against
+//!   its advertised public key) and the masks it shared with contributors are
+//!   removed — all in one fused pass over the sum.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::graph::Graph;
+use crate::kdf::{agree, pairwise_mask_seed};
+use crate::messages::{
+    AdvertiseKeys, ClientMessage, EncryptedShare, PeerKeys, RoutedShares, ServerMessage,
+    UnmaskRequest,
+};
+use crate::params::RoundParams;
+use crate::prg::{MaskJob, apply_masks, modulus_mask};
+use crate::seal::CIPHERTEXT_LEN;
+use crate::shamir::{Share, reconstruct};
+use crate::{Error, Violation};
+
+/// Largest accepted key signature, in bytes.
+pub const MAX_SIGNATURE_LEN: usize = 1024;
+
+/// Where a round stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stage {
+    /// Collecting advertised keys.
+    AwaitingKeys,
+    /// Collecting encrypted shares.
+    AwaitingShares,
+    /// Collecting masked inputs.
+    AwaitingMaskedInputs,
+    /// Collecting revealed shares.
+    AwaitingUnmasking,
+    /// The sum was output.
+    Finished,
+    /// The round was aborted; nothing was output.
+    Aborted,
+}
+
+/// What closing a stage produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StageOutcome {
+    /// Messages for the next stage, one per recipient.
+    Send(Vec<(u32, ServerMessage)>),
+    /// The round is over.
+    Finished {
+        /// Σ x_u over the contributors, modulo 2^modulus_bits.
+        sum: Vec<u64>,
+        /// Participants whose input is in the sum (sorted).
+        contributors: Vec<u32>,
+    },
+}
+
+/// The coordinator's state machine for one round.
+///
+/// Contract: call [`ServerRound::receive`] for every message from an
+/// authenticated participant, [`ServerRound::pending`] to learn whether
+/// anyone is still awaited, and [`ServerRound::close_stage`] once when the
+/// stage should end. A rejected message leaves the state unchanged.
+#[derive(Debug)]
+pub struct ServerRound {
+    params: RoundParams,
+    graph: Graph,
+    stage: Stage,
+    /// Who may send in the current stage.
+    selected: BTreeSet<u32>,
+    /// Who of `selected` has not sent yet.
+    pending: BTreeSet<u32>,
+    keys: BTreeMap<u32, AdvertiseKeys>,
+    /// u -> neighbours whose keys u received.
+    peer_lists: BTreeMap<u32, Vec<u32>>,
+    shares: BTreeMap<u32, Vec<EncryptedShare>>,
+    /// v -> participants whose shares were routed to v (v's mask partners).
+    routed_from: BTreeMap<u32, Vec<u32>>,
+    sum: Vec<u64>,
+    requests: BTreeMap<u32, UnmaskRequest>,
+    /// owner -> (holder, share) of self-mask seeds.
+    self_shares: BTreeMap<u32, Vec<(u32, Share)>>,
+    /// owner -> (holder, share) of mask keys.
+    key_shares: BTreeMap<u32, Vec<(u32, Share)>>,
+    contributors: BTreeSet<u32>,
+    dropped: BTreeSet<u32>,
+}
+
+/// Removes, until none is left, members with fewer than `t` neighbours in the set.
+fn prune(mut set: BTreeSet<u32>, t: usize, adj: impl Fn(u32) -> Vec<u32>) -> BTreeSet<u32> {
+    loop {
+        let weak: Vec<u32> = set
+            .iter()
+            .copied()
+            .filter(|&u| adj(u).iter().filter(|v| set.contains(v)).count() < t)
+            .collect();
+        if weak.is_empty() {
+            return set;
+        }
+        for u in weak {
+            set.remove(&u);
+        }
+    }
+}
+
+impl ServerRound {
+    /// A new round awaiting keys from every participant.
+    pub fn new(params: RoundParams) -> Result<Self, Error> {
+        params.validate()?;
+        let all: BTreeSet<u32> = params.participants.iter().copied().collect();
+        Ok(ServerRound {
+            graph: Graph::new(&params),
+            params,
+            stage: Stage::AwaitingKeys,
+            selected: all.clone(),
+            pending: all,
+            keys: BTreeMap::new(),
+            peer_lists: BTreeMap::new(),
+            shares: BTreeMap::new(),
+            routed_from: BTreeMap::new(),
+            sum: Vec::new(),
+            requests: BTreeMap::new(),
+            self_shares: BTreeMap::new(),
+            key_shares: BTreeMap::new(),
+            contributors: BTreeSet::new(),
+            dropped: BTreeSet::new(),
+        })
+    }
+
+    /// The round's parameters.
+    pub fn params(&self) -> &RoundParams {
+        &self.params
+    }
+
+    /// The current stage.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// Who the current stage still waits for (empty: the stage can close now).
+    pub fn pending(&self) -> Vec<u32> {
+        self.pending.iter().copied().collect()
+    }
+
+    /// Records a message from the authenticated participant `from`. Masked
+    /// inputs are added to the running sum immediately. Any violation is a
+    /// typed error and leaves the state unchanged.
+    pub fn receive(&mut self, from: u32, msg: ClientMessage) -> Result<(), Error> {
+        if matches!(self.stage, Stage::Finished | Stage::Aborted) {
+            return Err(Violation::WrongStage.into());
+        }
+        if self.params.participants.binary_search(&from).is_err() {
+            return Err(Violation::UnknownParticipant(from).into());
+        }
+        let stage_ok = matches!(
+            (self.stage, &msg),
+            (Stage::AwaitingKeys, ClientMessage::AdvertiseKeys(_))
+                | (Stage::AwaitingShares, ClientMessage::ShareKeys(_))
+                | (Stage::AwaitingMaskedInputs, ClientMessage::MaskedInput(_))
+                | (Stage::AwaitingUnmasking, ClientMessage::UnmaskResponse(_))
+        );
+        if !stage_ok {
+            return Err(Violation::WrongStage.into());
+        }
+        if msg.round() != self.params.round {
+            return Err(Violation::WrongRound {
+                expected: self.params.round,
+                got: msg.round(),
+            }
+            .into());
+        }
+        if !self.selected.contains(&from) {
+            return Err(Violation::NotSelected(from).into());
+        }
+        if !self.pending.contains(&from) {
+            return Err(Violation::Duplicate(from).into());
+        }
+        match msg {
+            ClientMessage::AdvertiseKeys(m) => self.receive_keys(from, m)?,
+            ClientMessage::ShareKeys(m) => {
+                self.check_shares(from, &m.shares)?;
+                self.shares.insert(from, m.shares);
+            }
+            ClientMessage::MaskedInput(m) => {
+                if m.values.len() != self.params.dim {
+                    return Err(Violation::WrongLength {
+                        expected: self.params.dim,
+                        got: m.values.len(),
+                    }
+                    .into());
+                }
+                let mask = modulus_mask(self.params.modulus_bits);
+                if let Some(index) = m.values.iter().position(|&v| v > mask) {
+                    return Err(Violation::ValueOutOfRange { index }.into());
+                }
+                for (s, v) in self.sum.iter_mut().zip(m.values.iter()) {
+                    *s = s.wrapping_add(*v);
+                }
+                self.contributors.insert(from);
+            }
+            ClientMessage::UnmaskResponse(m) => {
+                let Some(req) = self.requests.get(&from) else {
+                    return Err(Violation::NotSelected(from).into());
+                };
+                let b = parse_revealed(&m.self_mask_shares, &req.survivors)?;
+                let s = parse_revealed(&m.key_shares, &req.dropped)?;
+                for (owner, share) in b {
+                    self.self_shares
+                        .entry(owner)
+                        .or_default()
+                        .push((from, share));
+                }
+                for (owner, share) in s {
+                    self.key_shares
+                        .entry(owner)
+                        .or_default()
+                        .push((from, share));
+                }
+            }
+        }
+        self.pending.remove(&from);
+        Ok(())
+    }
+
+    fn receive_keys(&mut self, from: u32, m: AdvertiseKeys) -> Result<(), Error> {
+        if m.from != from {
+            return Err(Violation::WrongSender {
+                claimed: m.from,
+                actual: from,
+            }
+            .into());
+        }
+        if m.signature.len() > MAX_SIGNATURE_LEN {
+            return Err(Violation::WrongLength {
+                expected: MAX_SIGNATURE_LEN,
+                got: m.signature.len(),
+            }
+            .into());
+        }
+        if self.params.signed_keys && m.signature.is_empty() {
+            return Err(Violation::BadSignature { peer: from }.into());
+        }
+        self.keys.insert(from, m);
+        Ok(())
+    }
+
+    fn check_shares(&self, from: u32, shares: &[EncryptedShare]) -> Result<(), Error> {
+        let peers = self.peer_lists.get(&from).map(Vec::as_slice).unwrap_or(&[]);
+        if shares.len() != peers.len() {
+            return Err(Violation::WrongLength {
+                expected: peers.len(),
+                got: shares.len(),
+            }
+            .into());
+        }
+        let mut seen = BTreeSet::new();
+        for s in shares {
+            if s.from != from {
+                return Err(Violation::WrongSender {
+                    claimed: s.from,
+                    actual: from,
+                }
+                .into());
+            }
+            if peers.binary_search(&s.to).is_err() {
+                return Err(if self.params.participants.binary_search(&s.to).is_ok() {
+                    Violation::NotSelected(s.to)
+                } else {
+                    Violation::UnknownParticipant(s.to)
+                }
+                .into());
+            }
+            if !seen.insert(s.to) {
+                return Err(Violation::Duplicate(s.to).into());
+            }
+            if s.ciphertext.len() != CIPHERTEXT_LEN {
+                return Err(Violation::WrongLength {
+                    expected: CIPHERTEXT_LEN,
+                    got: s.ciphertext.len(),
+                }
+                .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the current stage: computes who is still in and returns the
+    /// messages of the next stage, or the sum after unmasking. Fewer than t
+    /// participants (or a secret that cannot be recovered) aborts the round
+    /// with [`Error::BelowThreshold`]; nothing is output. Inconsistent
+    /// revealed shares abort it with [`Violation::BadShare`].
+    pub fn close_stage(&mut self) -> Result<StageOutcome, Error> {
+        let result = match self.stage {
+            Stage::Finished | Stage::Aborted => return Err(Error::ApiMisuse("the round is over")),
+            Stage::AwaitingKeys => self.close_keys(),
+            Stage::AwaitingShares => self.close_shares(),
+            Stage::AwaitingMaskedInputs => self.close_masked(),
+            Stage::AwaitingUnmasking => self.close_unmask(),
+        };
+        if result.is_err() {
+            self.abort();
+        }
+        result
+    }
+
+    fn abort(&mut self) {
+        self.stage = Stage::Aborted;
+        self.sum = Vec::new();
+        self.self_shares.clear();
+        self.key_shares.clear();
+        self.selected.clear();
+        self.pending.clear();
+    }
+
+    fn below(&self, have: usize) -> Error {
+        Error::BelowThreshold {
+            needed: self.params.threshold,
+            have,
+            stage: self.stage,
+        }
+    }
+
+    fn enter(&mut self, stage: Stage, selected: BTreeSet<u32>) {
+        self.stage = stage;
+        self.pending = selected.clone();
+        self.selected = selected;
+    }
+
+    fn close_keys(&mut self) -> Result<StageOutcome, Error> {
+        let t = self.params.threshold;
+        let advertised: BTreeSet<u32> = self.keys.keys().copied().collect();
+        let graph = &self.graph;
+        let alive = prune(advertised, t, |u| graph.neighbours(u));
+        if alive.len() < t {
+            return Err(self.below(alive.len()));
+        }
+        let mut out = Vec::with_capacity(alive.len());
+        for &u in &alive {
+            let peers: Vec<u32> = self
+                .graph
+                .neighbours(u)
+                .into_iter()
+                .filter(|v| alive.contains(v))
+                .collect();
+            let keys = peers
+                .iter()
+                .filter_map(|v| self.keys.get(v).cloned())
+                .collect();
+            self.peer_lists.insert(u, peers);
+            out.push((
+                u,
+                ServerMessage::PeerKeys(PeerKeys {
+                    round: self.params.round,
+                    keys,
+                }),
+            ));
+        }
+        self.enter(Stage::AwaitingShares, alive);
+        Ok(StageOutcome::Send(out))
+    }
+
+    fn close_shares(&mut self) -> Result<StageOutcome, Error> {
+        let t = self.params.threshold;
+        let sent: BTreeSet<u32> = self.shares.keys().copied().collect();
+        let lists = &self.peer_lists;
+        let alive = prune(sent, t, |u| lists.get(&u).cloned().unwrap_or_default());
+        if alive.len() < t {
+            return Err(self.below(alive.len()));
+        }
+        let mut inbox: BTreeMap<u32, Vec<EncryptedShare>> =
+            alive.iter().map(|&v| (v, Vec::new())).collect();
+        for &u in &alive {
+            for s in self.shares.get(&u).map(Vec::as_slice).unwrap_or(&[]) {
+                if let Some(list) = inbox.get_mut(&s.to) {
+                    list.push(s.clone());
+                }
+            }
+        }
+        self.shares.clear();
+        let round = self.params.round;
+        let mut out = Vec::with_capacity(inbox.len());
+        for (v, shares) in inbox {
+            self.routed_from
+                .insert(v, shares.iter().map(|s| s.from).collect());
+            out.push((
+                v,
+                ServerMessage::RoutedShares(RoutedShares { round, shares }),
+            ));
+        }
+        self.sum = vec![0u64; self.params.dim];
+        self.enter(Stage::AwaitingMaskedInputs, alive);
+        Ok(StageOutcome::Send(out))
+    }
+
+    fn close_masked(&mut self) -> Result<StageOutcome, Error> {
+        let t = self.params.threshold;
+        let contributors = self.contributors.clone();
+        if contributors.len() < t {
+            return Err(self.below(contributors.len()));
+        }
+        self.dropped = self.selected.difference(&contributors).copied().collect();
+        let mut requests = BTreeMap::new();
+        for &v in &contributors {
+            let from = self.routed_from.get(&v).map(Vec::as_slice).unwrap_or(&[]);
+            let survivors: Vec<u32> = from
+                .iter()
+                .copied()
+                .filter(|u| contributors.contains(u))
+                .collect();
+            let dropped: Vec<u32> = from
+                .iter()
+                .copied()
+                .filter(|u| self.dropped.contains(u))
+                .collect();
+            // A participant refuses when fewer than t survivors are announced
+            // to it; do not ask it.
+            if survivors.len() + 1 >= t {
+                requests.insert(
+                    v,
+                    UnmaskRequest {
+                        round: self.params.round,
+                        survivors,
+                        dropped,
+                    },
+                );
+            }
+        }
+        // Every secret that must be recovered needs t askable holders;
+        // otherwise abort now, before anyone reveals anything.
+        let mut holders: BTreeMap<u32, usize> = BTreeMap::new();
+        for r in requests.values() {
+            for &u in r.survivors.iter().chain(r.dropped.iter()) {
+                *holders.entry(u).or_default() += 1;
+            }
+        }
+        let needed = contributors
+            .iter()
+            .chain(self.dropped.iter().filter(|u| holders.contains_key(u)));
+        if let Some(have) = needed
+            .map(|u| holders.get(u).copied().unwrap_or(0))
+            .find(|&h| h < t)
+        {
+            return Err(self.below(have));
+        }
+        let out = requests
+            .iter()
+            .map(|(&v, r)| (v, ServerMessage::UnmaskRequest(r.clone())))
+            .collect();
+        let asked = requests.keys().copied().collect();
+        self.requests = requests;
+        self.enter(Stage::AwaitingUnmasking, asked);
+        Ok(StageOutcome::Send(out))
+    }
+
+    fn close_unmask(&mut self) -> Result<StageOutcome, Error> {
+        let t = self.params.threshold;
+        let round = self.params.round;
+        let mut jobs = Vec::new();
+        for &u in &self.contributors {
+            let shares = self.self_shares.get(&u).map(Vec::as_slice).unwrap_or(&[]);
+            if shares.len() < t {
+                return Err(self.below(shares.len()));
+            }
+            let seed = reconstruct(shares, t).map_err(|_| Violation::BadShare { owner: u })?;
+            jobs.push(MaskJob::new(&seed, true));
+        }
+        for &u in &self.dropped {
+            // Contributors that masked with u.
+            let partners: Vec<u32> = self
+                .contributors
+                .iter()
+                .copied()
+                .filter(|v| self.routed_from.get(v).is_some_and(|f| f.contains(&u)))
+                .collect();
+            if partners.is_empty() {
+                continue;
+            }
+            let shares = self.key_shares.get(&u).map(Vec::as_slice).unwrap_or(&[]);
+            if shares.len() < t {
+                return Err(self.below(shares.len()));
+            }
+            let bytes = reconstruct(shares, t).map_err(|_| Violation::BadShare { owner: u })?;
+            let sk = StaticSecret::from(bytes);
+            let advertised = self.keys.get(&u).map(|k| k.mask_public_key);
+            if advertised != Some(PublicKey::from(&sk).to_bytes()) {
+                return Err(Violation::BadShare { owner: u }.into());
+            }
+            for v in partners {
+                let pk = self
+                    .keys
+                    .get(&v)
+                    .map(|k| k.mask_public_key)
+                    .unwrap_or([0u8; 32]);
+                let shared = agree(&sk, &pk).ok_or(Violation::BadPublicKey { peer: v })?;
+                // v added +PRG(s_uv) if v < u, −PRG(s_uv) if v > u: undo it.
+                jobs.push(MaskJob::new(
+                    &pairwise_mask_seed(&shared, round, u, v),
+                    v < u,
+                ));
+            }
+        }
+        let mut sum = std::mem::take(&mut self.sum);
+        apply_masks(&mut sum, &mut jobs, self.params.modulus_bits);
+        self.stage = Stage::Finished;
+        self.pending.clear();
+        self.selected.clear();
+        self.self_shares.clear();
+        self.key_shares.clear();
+        Ok(StageOutcome::Finished {
+            sum,
+            contributors: self.contributors.iter().copied().collect(),
+        })
+    }
+}
+
+/// Parses revealed shares; the owners must be exactly `asked`, once each.
+fn parse_revealed(got: &[(u32, Vec<u8>)], asked: &[u32]) -> Result<Vec<(u32, Share)>, Error> {
+    if got.len() != asked.len() {
+        return Err(Violation::WrongLength {
+            expected: asked.len(),
+            got: got.len(),
+        }
+        .into());
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::with_capacity(got.len());
+    for (owner, bytes) in got {
+        if !asked.contains(owner) {
+            return Err(Violation::NotSelected(*owner).into());
+        }
+        if !seen.insert(*owner) {
+            return Err(Violation::Duplicate(*owner).into());
+        }
+        let share = Share::from_bytes(bytes).map_err(|_| Violation::BadShare { owner: *owner })?;
+        out.push((*owner, share));
+    }
+    Ok(out)
+}

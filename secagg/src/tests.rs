@@ -1,0 +1,1 @@
+//! Whole-round tests.
