@@ -363,3 +363,33 @@ fn certificate_from_another_ca_with_the_same_name_is_refused() {
     assert_eq!(client(genuine, server.addr, "localhost").unwrap(), "pong a");
     assert_eq!(server.next_outcome().unwrap(), "a");
 }
+
+#[test]
+fn a_ca_file_with_two_cas_trusts_both_during_rotation() {
+    let old = tessera_certs::CertificateAuthority::generate_development().unwrap();
+    let new = tessera_certs::CertificateAuthority::generate_development().unwrap();
+    let both = format!("{}{}", old.cert_pem(), new.cert_pem()).into_bytes();
+    let coordinator = new.issue_coordinator(&[]).unwrap();
+    let server = Server::start(
+        server_config(&TlsMaterial {
+            ca_pem: both.clone(),
+            cert_pem: coordinator.cert_pem.into_bytes(),
+            key_pem: coordinator.key_pem.into_bytes(),
+        })
+        .unwrap(),
+    );
+    for (ca, name) in [(&old, "still-on-old"), (&new, "moved-to-new")] {
+        let issued = ca.issue_participant(name).unwrap();
+        let config = client_config(&TlsMaterial {
+            ca_pem: both.clone(),
+            cert_pem: issued.cert_pem.into_bytes(),
+            key_pem: issued.key_pem.into_bytes(),
+        })
+        .unwrap();
+        assert_eq!(
+            client(config, server.addr, "localhost").unwrap(),
+            format!("pong {name}")
+        );
+        assert_eq!(server.next_outcome().unwrap(), name);
+    }
+}
