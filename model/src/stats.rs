@@ -27,12 +27,11 @@
 //! update of clip norm `l2_sensitivity`.
 //!
 //! The pooled (noisy) sum is turned back into a preprocessor with
-//! [`Preprocessor::from_pooled_bounded`], which undoes the mapping and keeps the results
-//! sane under noise: means are clamped to `[lo, hi]`, standard deviations to at most the
-//! half-range, and a feature whose noisy count of present values is below one falls back to
-//! centre and half-range (plain range scaling). Noise relative to signal is roughly
-//! `σ √(1 + 3d) / K` for `K` sites of similar size, so with few sites or many features the
-//! private statistics are coarse; the clamping makes the worst case range scaling.
+//! [`Preprocessor::from_pooled_bounded`], which clamps the noisy moments to what values in
+//! the range can have and shrinks them towards range scaling as far as the known noise
+//! level warrants, so the worst case is plain range scaling ([`Preprocessor::from_bounds`]).
+//! Noise relative to signal is roughly `σ √(1 + 3d) / K` for `K` sites of similar size, so
+//! with few sites or many features the private statistics are coarse.
 
 use ndarray::Array2;
 use serde::{Deserialize, Serialize};
@@ -327,29 +326,70 @@ impl Preprocessor {
         Ok(p)
     }
 
-    /// Derives the preprocessing from a pooled (possibly noisy) sum of
-    /// [`LocalStats::compute_bounded`] vectors, keeping it within the public bounds: the
-    /// mean is clamped to `[lo, hi]`, the std to at most the half-range (the largest a
-    /// variable in that range can have); a feature with fewer than one present value falls
-    /// back to centre and half-range.
+    /// Derives the preprocessing from a pooled, possibly noisy, sum of
+    /// [`LocalStats::compute_bounded`] vectors; `noise_std` is the standard deviation of the
+    /// Gaussian noise added to each entry of the sum (0 for an exact sum).
+    ///
+    /// Works in the normalised units `z ∈ [−1, 1]`. Per feature, the noisy mean and second
+    /// moment (`Σz / present`, `Σz² / present`) are clamped to what values in `[−1, 1]` can
+    /// have, then shrunk towards the public prior — a value uniform on the range (mean 0,
+    /// variance 1/3) — with weight `w = τ² / (τ² + (noise_std / present)²)`, `τ² = 1/3`:
+    /// `mean_z = w · m`, `var_z = w · v + (1 − w) / 3`. With no noise this is the exact pooled
+    /// mean and variance of the clipped values; when the noise swamps the counts it becomes
+    /// range scaling ([`Preprocessor::from_bounds`]). A feature with fewer than one present
+    /// value, or zero variance, gets the prior. Indicators: pooled missing count `> 0`.
     pub fn from_pooled_bounded(
         pooled: &LocalStats,
         bounds: &StatsBounds,
+        noise_std: f64,
     ) -> Result<Self, DataError> {
-        let raw = bounds.to_raw(pooled)?;
-        let mut p = Self::from_pooled(&raw)?;
-        for j in 0..p.mean.len() {
-            let (c, r) = bounds.centre_radius(j);
-            if raw.present[j] < 1.0 {
-                p.mean[j] = c;
-                p.std[j] = r;
+        let d = pooled.n_features();
+        bounds.check(d)?;
+        LocalStats::from_vector(&pooled.to_vector(), d)?;
+        if !(noise_std.is_finite() && noise_std >= 0.0) {
+            return Err(DataError::InvalidStats(format!(
+                "noise std {noise_std} is not a finite non-negative number"
+            )));
+        }
+        const PRIOR_VAR: f64 = 1.0 / 3.0;
+        let mut p = Preprocessor::from_bounds(bounds);
+        for j in 0..d {
+            p.indicator[j] = pooled.missing[j] > 0.0;
+            let n = pooled.present[j];
+            if n < 1.0 {
                 continue;
             }
-            p.mean[j] = p.mean[j].clamp(bounds.lo[j], bounds.hi[j]);
-            // A std of exactly 1 may be the zero-variance fallback; keep it only if in range.
-            p.std[j] = p.std[j].min(r);
+            let (c, r) = bounds.centre_radius(j);
+            let m = (pooled.sum[j] / n).clamp(-1.0, 1.0);
+            let m2 = (pooled.sum_sq[j] / n).clamp(0.0, 1.0);
+            let v = (m2 - m * m).max(0.0);
+            let s2 = (noise_std / n).powi(2);
+            let w = PRIOR_VAR / (PRIOR_VAR + s2);
+            let var = w * v + (1.0 - w) * PRIOR_VAR;
+            p.mean[j] = c + r * w * m;
+            if var.sqrt() > STD_EPS {
+                p.std[j] = r * var.sqrt();
+            }
         }
         Ok(p)
+    }
+
+    /// Range scaling from public bounds alone, using no data: mean = centre of the range,
+    /// std = half-range / √3 (the std of a value uniform on the range), an indicator column
+    /// for every feature (a column that stays zero costs nothing).
+    pub fn from_bounds(bounds: &StatsBounds) -> Self {
+        let d = bounds.lo.len().min(bounds.hi.len());
+        let (mean, std) = (0..d)
+            .map(|j| {
+                let (c, r) = bounds.centre_radius(j);
+                (c, r / 3f64.sqrt())
+            })
+            .unzip();
+        Preprocessor {
+            mean,
+            std,
+            indicator: vec![true; d],
+        }
     }
 
     /// Number of raw features expected by [`transform`](Self::transform).
@@ -478,7 +518,7 @@ mod tests {
     }
 
     #[test]
-    fn bounded_preprocessor_clamps_noise() {
+    fn bounded_preprocessor_clamps_and_shrinks_noise() {
         let b = StatsBounds::new(&[(0.0, 10.0), (0.0, 10.0)], 100.0).unwrap();
         let noisy = LocalStats {
             rows: 50.0,
@@ -487,9 +527,27 @@ mod tests {
             sum_sq: vec![1.0, 90000.0],
             missing: vec![1.0, 0.0],
         };
-        let p = Preprocessor::from_pooled_bounded(&noisy, &b).unwrap();
-        assert_eq!((p.mean[0], p.std[0]), (5.0, 5.0));
-        assert_eq!(p.mean[1], 10.0);
-        assert!(p.std[1] <= 5.0);
+        let p = Preprocessor::from_pooled_bounded(&noisy, &b, 0.0).unwrap();
+        let prior_std = 5.0 / 3f64.sqrt();
+        assert_eq!((p.mean[0], p.std[0]), (5.0, prior_std));
+        assert_eq!((p.mean[1], p.std[1]), (10.0, prior_std));
+        assert_eq!(p.indicator, vec![true, false]);
+        // Without noise it is the exact preprocessing of the (clipped) data.
+        let data = ds(array![[2.0, 9.0], [4.0, f64::NAN], [7.0, 1.0]]);
+        let exact = Preprocessor::from_pooled(&LocalStats::compute(&data)).unwrap();
+        let bs = LocalStats::compute_bounded(&data, &b).unwrap();
+        let p = Preprocessor::from_pooled_bounded(&bs, &b, 0.0).unwrap();
+        for j in 0..2 {
+            assert!((p.mean[j] - exact.mean[j]).abs() < 1e-12);
+            assert!((p.std[j] - exact.std[j]).abs() < 1e-12);
+        }
+        assert_eq!(p.indicator, exact.indicator);
+        // Overwhelming noise gives range scaling.
+        let p = Preprocessor::from_pooled_bounded(&bs, &b, 1e9).unwrap();
+        let r = Preprocessor::from_bounds(&b);
+        for j in 0..2 {
+            assert!((p.mean[j] - r.mean[j]).abs() < 1e-6 && (p.std[j] - r.std[j]).abs() < 1e-6);
+        }
+        assert!(Preprocessor::from_pooled_bounded(&bs, &b, f64::NAN).is_err());
     }
 }

@@ -182,11 +182,7 @@ pub fn fedavg(
 }
 
 /// Preprocesses sites and test set with one preprocessor.
-pub fn prepared(
-    pre: &Preprocessor,
-    sites: &[Dataset],
-    test: &Dataset,
-) -> (Vec<Xy>, Xy) {
+pub fn prepared(pre: &Preprocessor, sites: &[Dataset], test: &Dataset) -> (Vec<Xy>, Xy) {
     let s = sites
         .iter()
         .map(|d| (pre.transform(&d.x), d.y.clone()))
