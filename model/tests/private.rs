@@ -66,8 +66,7 @@ fn noisy_bounded_statistics_still_give_a_usable_preprocessor() {
     let pooled = LocalStats::from_vector(&sum, d).unwrap();
     let pre = Preprocessor::from_pooled_bounded(&pooled, &bounds, 0.5 * l2_sensitivity(&bounds, d))
         .unwrap();
-    for j in 0..d {
-        let (lo, hi) = ranges[j];
+    for (j, &(lo, hi)) in ranges.iter().enumerate() {
         assert!(pre.mean[j] >= lo && pre.mean[j] <= hi);
         assert!(pre.std[j] > 0.0 && pre.std[j] <= (hi - lo) / 2.0);
         assert!(pre.indicator[j] == (pooled.missing[j] > 0.0));
