@@ -1,0 +1,132 @@
+//! Privacy events: what the ledger stores and the accountants compose.
+
+use crate::Error;
+use crate::loss::{Epsilon, NoiseMultiplier, SamplingRate};
+
+/// One entry of a privacy ledger: a mechanism applied `count` times.
+///
+/// Adjacency throughout is add/remove one participant. The accountants
+/// compose any list of events (heterogeneous noise, rates and mechanisms).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "mechanism", rename_all = "snake_case")]
+pub enum PrivacyEvent {
+    /// Gaussian noise of std `noise_multiplier * sensitivity` on a sum,
+    /// `count` times, each with Poisson sampling rate `sampling_rate`
+    /// (1.0 = full participation).
+    Gaussian {
+        /// sigma: noise std divided by the L2 sensitivity.
+        noise_multiplier: f64,
+        /// Poisson sampling rate q in (0, 1].
+        sampling_rate: f64,
+        /// Number of releases.
+        count: u32,
+    },
+    /// Discrete Laplace mechanism with pure `epsilon` (scale = sensitivity /
+    /// epsilon), `count` times.
+    DiscreteLaplace {
+        /// Pure-DP epsilon of one release.
+        epsilon: f64,
+        /// Number of releases.
+        count: u32,
+    },
+    /// Exponential mechanism (report-noisy-max form) with pure `epsilon`,
+    /// `count` times.
+    Exponential {
+        /// Pure-DP epsilon of one selection.
+        epsilon: f64,
+        /// Number of selections.
+        count: u32,
+    },
+}
+
+impl PrivacyEvent {
+    /// `count` rounds of the Gaussian mechanism with multiplier `sigma` at rate `q`.
+    pub fn gaussian(sigma: f64, q: f64, count: u32) -> Self {
+        Self::Gaussian { noise_multiplier: sigma, sampling_rate: q, count }
+    }
+
+    /// Number of releases this event stands for.
+    pub fn count(&self) -> u32 {
+        match self {
+            Self::Gaussian { count, .. }
+            | Self::DiscreteLaplace { count, .. }
+            | Self::Exponential { count, .. } => *count,
+        }
+    }
+
+    /// Checks the parameters: sigma finite and > 0, q in (0, 1], epsilon
+    /// finite and > 0.
+    pub fn validate(&self) -> Result<(), Error> {
+        match *self {
+            Self::Gaussian { noise_multiplier, sampling_rate, .. } => {
+                NoiseMultiplier::new(noise_multiplier)?;
+                SamplingRate::new(sampling_rate)?;
+            }
+            Self::DiscreteLaplace { epsilon, .. } | Self::Exponential { epsilon, .. } => {
+                Epsilon::positive(epsilon)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A ledger reduced to its distinct mechanisms with summed counts.
+///
+/// A ledger typically holds one event per round; grouping identical events
+/// lets every accountant do its work once per distinct mechanism.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Grouped {
+    /// Distinct Gaussian (sigma, q) pairs with q < 1, and their counts.
+    pub(crate) sampled: Vec<(f64, f64, u64)>,
+    /// Sum over full-participation Gaussian rounds of count / sigma^2: they
+    /// compose to one Gaussian mechanism with mu = sqrt(this).
+    pub(crate) full_mu2: f64,
+    /// Whether any full-participation Gaussian round is present.
+    pub(crate) has_full: bool,
+    /// Distinct discrete-Laplace epsilons and counts.
+    pub(crate) laplace: Vec<(f64, u64)>,
+    /// Distinct exponential-mechanism epsilons and counts.
+    pub(crate) exponential: Vec<(f64, u64)>,
+}
+
+impl Grouped {
+    /// Validates and groups a ledger. Events with count 0 are ignored.
+    pub(crate) fn new(events: &[PrivacyEvent]) -> Result<Self, Error> {
+        let mut g = Self::default();
+        for e in events {
+            e.validate()?;
+            if e.count() == 0 {
+                continue;
+            }
+            let c = u64::from(e.count());
+            match *e {
+                PrivacyEvent::Gaussian { noise_multiplier: s, sampling_rate: q, .. } => {
+                    if q == 1.0 {
+                        g.full_mu2 += c as f64 / (s * s);
+                        g.has_full = true;
+                    } else if let Some(x) = g.sampled.iter_mut().find(|x| x.0 == s && x.1 == q) {
+                        x.2 += c;
+                    } else {
+                        g.sampled.push((s, q, c));
+                    }
+                }
+                PrivacyEvent::DiscreteLaplace { epsilon, .. } => add(&mut g.laplace, epsilon, c),
+                PrivacyEvent::Exponential { epsilon, .. } => add(&mut g.exponential, epsilon, c),
+            }
+        }
+        Ok(g)
+    }
+
+    /// Whether the ledger holds only Gaussian rounds.
+    pub(crate) fn only_gaussian(&self) -> bool {
+        self.laplace.is_empty() && self.exponential.is_empty()
+    }
+}
+
+fn add(v: &mut Vec<(f64, u64)>, eps: f64, c: u64) {
+    if let Some(x) = v.iter_mut().find(|x| x.0 == eps) {
+        x.1 += c;
+    } else {
+        v.push((eps, c));
+    }
+}
