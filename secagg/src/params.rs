@@ -402,7 +402,8 @@ mod tests {
     fn validate_rejects_malformed() {
         let good = RoundParams::recommended(1, cohort(10), 10, 32, 0.1, [0; 32]).unwrap();
         good.validate().unwrap();
-        let cases: Vec<Box<dyn Fn(&mut RoundParams)>> = vec![
+        type Mutation = Box<dyn Fn(&mut RoundParams)>;
+        let cases: Vec<Mutation> = vec![
             Box::new(|p| p.participants = vec![1, 2]),
             Box::new(|p| p.participants[0] = 0),
             Box::new(|p| p.participants.swap(0, 1)),
