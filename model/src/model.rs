@@ -44,7 +44,10 @@ impl TrainConfig {
     /// Recommended local training for DP-FedAvg with a clip norm that binds (e.g. 0.25):
     /// 1 epoch, learning rate 3, batch 16. The large step makes every site's update reach
     /// the clip norm, so the clipped update is effectively the normalised direction, which
-    /// is what keeps the signal above the noise with few sites.
+    /// is what keeps the signal above the noise with few sites. Measured on breast cancer over
+    /// ten sites (clip 0.25, σ = 5.92, 30 rounds): learning rates 1 to 5 do about equally
+    /// well with standardised inputs; with range scaling from public bounds
+    /// ([`crate::Preprocessor::from_bounds`]) use about 1.
     pub fn private_default() -> Self {
         TrainConfig {
             epochs: 1,
