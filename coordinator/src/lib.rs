@@ -1,3 +1,22 @@
-//! The Tessera coordinator.
+//! The Tessera coordinator: schedules rounds over mutual-TLS gRPC, sums the
+//! participants' updates through secure aggregation, adds the privacy noise,
+//! keeps the privacy ledger and releases the model.
+//!
+//! Layout:
+//! - [`round`]: the sans-IO federation machine (no sockets, clock or disk);
+//! - [`budget`]: calibration and the budget check;
+//! - [`driver`]: the tokio task that feeds the machine and carries out its outputs;
+//! - [`service`]: the gRPC service (authenticates peers by certificate name);
+//! - [`server`]: listener, TLS handshakes, shutdown;
+//! - [`store`]: the durable SQLite state (ledger, rounds, checkpoints);
+//! - [`config`], [`metrics`], [`privacy_cmd`].
 
+pub mod budget;
+pub mod config;
+pub mod driver;
+pub mod metrics;
 pub mod privacy_cmd;
+pub mod round;
+pub mod server;
+pub mod service;
+pub mod store;

@@ -6,6 +6,7 @@
 //! split large vectors into [`v1::VectorChunk`]s and put them back together.
 
 pub mod chunk;
+pub mod convert;
 
 /// Generated code for package `tessera.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

@@ -1,0 +1,454 @@
+//! The driver: a tokio task that owns the [`FederationMachine`], feeds it
+//! session events and the passing of time, and carries out its outputs —
+//! sending messages and making rounds durable in the store.
+//!
+//! Durability is the driver's job and ordering is the machine's: on
+//! [`Output::Commit`] the driver appends the ledger row (committed, fsync'd),
+//! then writes and records the checkpoint, then the round record, and only
+//! then feeds [`Input::Committed`] back, which is what lets the machine
+//! release the model.
+
+use std::collections::HashMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use rand::SeedableRng;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tracing::{error, info, warn};
+
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::round::{Commit, FederationMachine, Input, Kind, Output, Resume, RoundSummary, SecureRng};
+use crate::service::{Outbox, SessionEvent};
+use crate::store::{
+    AggregationKind, Checkpoint, LiveStatus, NewLedgerRow, RoundRecord, RoundStatus, Store,
+    write_checkpoint,
+};
+
+/// How a federation run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The machine finished (all rounds, or the budget).
+    Finished {
+        /// Why.
+        reason: String,
+        /// Whether it ended as planned or by the budget (not by failures).
+        success: bool,
+        /// Training rounds released in total.
+        rounds: u32,
+        /// The final model file, if any round was released.
+        model: Option<PathBuf>,
+    },
+    /// Shut down from outside before the federation finished.
+    Interrupted,
+}
+
+/// The driver of one coordinator.
+pub struct Driver {
+    settings: Arc<Settings>,
+    metrics: Arc<Metrics>,
+    store: Store,
+    machine: FederationMachine,
+    outboxes: HashMap<String, (u64, Outbox)>,
+    round_started_ms: HashMap<u64, i64>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn kind_of(k: Kind) -> AggregationKind {
+    match k {
+        Kind::Statistics => AggregationKind::Statistics,
+        Kind::Training => AggregationKind::Training,
+    }
+}
+
+impl Driver {
+    /// Opens the store and resumes the federation from its last committed round.
+    pub fn open(settings: Arc<Settings>, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+        let out = &settings.config.federation.output_dir;
+        std::fs::create_dir_all(out.join("checkpoints"))
+            .with_context(|| format!("creating {}", out.display()))?;
+        let store = Store::open(&settings.store)?;
+        let resume = resume_from(&store)?;
+        if resume.completed_training > 0 || resume.preprocessor.is_some() {
+            info!(
+                completed_training = resume.completed_training,
+                next_round = resume.next_round,
+                ledger_events = resume.ledger.len(),
+                "resuming the federation from the store"
+            );
+        }
+        let privacy = &settings.config.privacy;
+        let noise_rng: SecureRng = match privacy.insecure_noise_seed {
+            Some(seed) => {
+                warn!(seed, "THE NOISE IS SEEDED: this run is NOT private (simulations only)");
+                Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(seed))
+            }
+            None => Box::new(rand::rngs::StdRng::from_rng(&mut rand::rng())),
+        };
+        let rng: SecureRng = Box::new(rand::rngs::StdRng::from_rng(&mut rand::rng()));
+        if privacy.enabled {
+            let eps = crate::budget::ledger_epsilon(&resume.ledger, privacy.delta, privacy.accountant)
+                .unwrap_or(f64::NAN);
+            metrics.set_epsilon_spent(eps);
+            info!(
+                noise_multiplier = settings.noise_multiplier,
+                clip_norm = settings.config.training.clip_norm,
+                delta = privacy.delta,
+                max_epsilon = ?settings.max_epsilon,
+                spent = eps,
+                "differential privacy on"
+            );
+        } else {
+            warn!("differential privacy is OFF: released models carry no privacy guarantee");
+        }
+        if !settings.config.secagg.enabled {
+            warn!("secure aggregation is OFF: the coordinator sees each participant's update (comparisons only)");
+        }
+        let machine = FederationMachine::new(Arc::clone(&settings), resume, rng, noise_rng);
+        Ok(Self {
+            settings,
+            metrics,
+            store,
+            machine,
+            outboxes: HashMap::new(),
+            round_started_ms: HashMap::new(),
+        })
+    }
+
+    /// Runs until the federation finishes or the session events end.
+    pub async fn run(mut self, mut events: mpsc::Receiver<SessionEvent>) -> anyhow::Result<Outcome> {
+        self.machine.start(Instant::now());
+        loop {
+            if let Some(outcome) = self.drain_outputs()? {
+                return Ok(outcome);
+            }
+            self.write_live_status();
+            let deadline = self.machine.poll_timeout();
+            tokio::select! {
+                ev = events.recv() => {
+                    let Some(ev) = ev else { return Ok(Outcome::Interrupted) };
+                    self.on_event(ev);
+                }
+                _ = sleep_until(deadline) => {
+                    self.machine.handle_timeout(Instant::now());
+                }
+            }
+        }
+    }
+
+    fn on_event(&mut self, ev: SessionEvent) {
+        let now = Instant::now();
+        match ev {
+            SessionEvent::Connected {
+                name,
+                session,
+                certificate,
+                outbox,
+            } => {
+                if let Err(e) = self.store.participant_seen(&name, now_ms()) {
+                    warn!(error = %e, "cannot record participant");
+                }
+                self.outboxes.insert(name.clone(), (session, outbox));
+                self.machine.handle(
+                    now,
+                    Input::Connected {
+                        name,
+                        session,
+                        certificate,
+                    },
+                );
+                self.metrics
+                    .set_participants_connected(self.outboxes.len() as u64);
+            }
+            SessionEvent::Message {
+                name,
+                session,
+                message,
+            } => self.machine.handle(
+                now,
+                Input::Message {
+                    name,
+                    session,
+                    message,
+                },
+            ),
+            SessionEvent::Disconnected {
+                name,
+                session,
+                error,
+            } => {
+                if self.outboxes.get(&name).map(|(s, _)| *s) == Some(session) {
+                    self.outboxes.remove(&name);
+                }
+                if let Some(e) = error {
+                    info!(participant = %name, error = %e, "session ended with an error");
+                }
+                self.machine.handle(now, Input::Disconnected { name, session });
+                self.metrics
+                    .set_participants_connected(self.outboxes.len() as u64);
+            }
+        }
+    }
+
+    fn drain_outputs(&mut self) -> anyhow::Result<Option<Outcome>> {
+        while let Some(out) = self.machine.poll_output() {
+            match out {
+                Output::Send { to, message } => self.send(&to, message),
+                Output::RoundStarted(s) => {
+                    let started = now_ms();
+                    self.round_started_ms.insert(s.round, started);
+                    self.record(&s, RoundStatus::Started, started, None)?;
+                }
+                Output::RoundAborted(s) => {
+                    self.metrics.round_aborted();
+                    self.metrics.participants_dropped(s.dropped.len() as u64);
+                    let started = self.round_started_ms.remove(&s.round).unwrap_or_else(now_ms);
+                    self.record(&s, RoundStatus::Aborted, started, Some(now_ms()))?;
+                    self.append_metrics_line(&s, "aborted", None, None)?;
+                }
+                Output::Commit(commit) => {
+                    let round = commit.summary.round;
+                    self.commit(*commit)?;
+                    self.machine.handle(Instant::now(), Input::Committed { round });
+                }
+                Output::Finished { reason, success } => {
+                    let model = self.write_final_model()?;
+                    let rounds = self.machine.completed_training();
+                    // Flush FederationDone to everyone still connected.
+                    return Ok(Some(Outcome::Finished {
+                        reason,
+                        success,
+                        rounds,
+                        model,
+                    }));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn send(&mut self, to: &str, message: tessera_proto::v1::CoordinatorMessage) {
+        let Some((_, outbox)) = self.outboxes.get(to) else {
+            return;
+        };
+        let len = prost::Message::encoded_len(&message) as u64;
+        match outbox.try_send(Ok(message)) {
+            Ok(()) => self.metrics.add_bytes_sent(len),
+            Err(TrySendError::Full(_)) => {
+                warn!(participant = %to, "participant is not reading its messages; closing its session");
+                if let Some((session, _)) = self.outboxes.remove(to) {
+                    self.machine.handle(
+                        Instant::now(),
+                        Input::Disconnected {
+                            name: to.to_owned(),
+                            session,
+                        },
+                    );
+                }
+            }
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn record(
+        &mut self,
+        s: &RoundSummary,
+        status: RoundStatus,
+        started_at_ms: i64,
+        ended_at_ms: Option<i64>,
+    ) -> anyhow::Result<()> {
+        self.store.record_round(&RoundRecord {
+            round: s.round,
+            training_round: s.training_round,
+            kind: kind_of(s.kind),
+            status,
+            contributors: s.contributors.clone(),
+            dropped: s.dropped.clone(),
+            reason: s.reason.clone(),
+            started_at_ms,
+            ended_at_ms,
+        })?;
+        Ok(())
+    }
+
+    /// Ledger row, then checkpoint, then round record: each durable before the next.
+    fn commit(&mut self, c: Commit) -> anyhow::Result<()> {
+        let s = &c.summary;
+        let now = now_ms();
+        if let Some(entry) = &c.privacy {
+            self.store.append_ledger(&NewLedgerRow {
+                round: s.round,
+                training_round: s.training_round,
+                kind: kind_of(s.kind),
+                event: entry.event.clone(),
+                cohort_size: entry.cohort_size,
+                clip_norm: entry.clip_norm,
+                noise_multiplier: entry.noise_multiplier,
+                sampling_rate: entry.sampling_rate,
+                recorded_at_ms: now,
+            })?;
+            if let Some(eps) = c.epsilon_after {
+                self.metrics.set_epsilon_spent(eps);
+            }
+        }
+        if let Some(pre) = &c.preprocessing {
+            let json = serde_json::json!({
+                "mean": pre.mean, "std": pre.std, "indicator": pre.indicator,
+            });
+            self.store.set_meta("preprocessing", &json.to_string())?;
+        }
+        if let Some(model) = &c.checkpoint {
+            let dir = self.settings.config.federation.output_dir.join("checkpoints");
+            let training_round = s.training_round.unwrap_or(0);
+            let (path, sha256, bytes) = write_checkpoint(&dir, training_round, model)?;
+            self.store.record_checkpoint(&Checkpoint {
+                round: s.round,
+                training_round,
+                path,
+                sha256,
+                bytes,
+                created_at_ms: now_ms(),
+            })?;
+        }
+        let started = self.round_started_ms.remove(&s.round).unwrap_or(now);
+        self.record(s, RoundStatus::Released, started, Some(now_ms()))?;
+        self.metrics.round_completed();
+        self.metrics.participants_dropped(s.dropped.len() as u64);
+        for (stage, secs) in &s.stage_seconds {
+            if let Some(stage) = crate::metrics::Stage::ALL
+                .into_iter()
+                .find(|x| x.as_str() == *stage)
+            {
+                self.metrics
+                    .observe_stage(stage, std::time::Duration::from_secs_f64(*secs));
+            }
+        }
+        self.append_metrics_line(s, "released", c.epsilon_after, c.update_norm)?;
+        info!(
+            round = s.round,
+            kind = s.kind.as_str(),
+            training_round = ?s.training_round,
+            contributors = s.contributors.len(),
+            dropped = s.dropped.len(),
+            seconds = format!("{:.2}", s.seconds),
+            epsilon = ?c.epsilon_after,
+            "round released"
+        );
+        Ok(())
+    }
+
+    /// One line per round in `output_dir/rounds.csv`.
+    fn append_metrics_line(
+        &self,
+        s: &RoundSummary,
+        status: &str,
+        epsilon: Option<f64>,
+        update_norm: Option<f64>,
+    ) -> anyhow::Result<()> {
+        let path = self.settings.config.federation.output_dir.join("rounds.csv");
+        let new = !path.exists();
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if new {
+            writeln!(
+                f,
+                "round,training_round,kind,status,cohort,contributors,dropped,seconds,epsilon,update_norm"
+            )?;
+        }
+        writeln!(
+            f,
+            "{},{},{},{},{},{},{},{:.4},{},{}",
+            s.round,
+            s.training_round.map(|r| r.to_string()).unwrap_or_default(),
+            s.kind.as_str(),
+            status,
+            s.cohort.len(),
+            s.contributors.len(),
+            s.dropped.len(),
+            s.seconds,
+            epsilon.map(|e| format!("{e:.6}")).unwrap_or_default(),
+            update_norm.map(|e| format!("{e:.6}")).unwrap_or_default(),
+        )?;
+        Ok(())
+    }
+
+    /// Copies the last checkpoint to `output_dir/model.safetensors`.
+    fn write_final_model(&mut self) -> anyhow::Result<Option<PathBuf>> {
+        let Some(cp) = self.store.latest_checkpoint()? else {
+            return Ok(None);
+        };
+        if cp.training_round == 0 {
+            return Ok(None);
+        }
+        let dest = self
+            .settings
+            .config
+            .federation
+            .output_dir
+            .join("model.safetensors");
+        let tmp = dest.with_extension("safetensors.tmp");
+        std::fs::copy(&cp.path, &tmp)
+            .with_context(|| format!("copying {} to {}", cp.path.display(), tmp.display()))?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, &dest)?;
+        info!(path = %dest.display(), training_round = cp.training_round, "final model written");
+        Ok(Some(dest))
+    }
+
+    fn write_live_status(&mut self) {
+        let describe = self.machine.describe();
+        let status = LiveStatus {
+            current_round: None,
+            training_round: Some(self.machine.completed_training()),
+            stage: describe,
+            connected: self.outboxes.len() as u32,
+            pid: std::process::id(),
+            updated_at_ms: now_ms(),
+        };
+        if let Err(e) = self.store.set_live_status(&status) {
+            error!(error = %e, "cannot write live status");
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reads where the federation stood from the store.
+pub fn resume_from(store: &Store) -> anyhow::Result<Resume> {
+    let ledger = store.privacy_events()?;
+    let last_ledger = store.last_ledger_round()?.unwrap_or(0);
+    let last_round = store.rounds()?.iter().map(|r| r.round).max().unwrap_or(0);
+    let mut resume = Resume {
+        next_round: last_ledger.max(last_round) + 1,
+        ledger,
+        ..Resume::default()
+    };
+    if let Some(cp) = store.latest_checkpoint()? {
+        store.verify_checkpoint(&cp)?;
+        let model = tessera_model::read_model(&cp.path)
+            .with_context(|| format!("reading checkpoint {}", cp.path.display()))?;
+        resume.completed_training = cp.training_round;
+        resume.model = Some(model.params);
+        resume.preprocessor = Some(model.preprocessor);
+    }
+    Ok(resume)
+}

@@ -1,0 +1,433 @@
+//! One aggregation: a cohort sums one vector each, through secure
+//! aggregation (or, for comparisons only, as plain encoded sums).
+//!
+//! The aggregation records what arrives and decides nothing about time: the
+//! federation machine tells it when a stage's deadline has passed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
+
+use tessera_proto::chunk::{Assembler, ChunkError};
+use tessera_proto::convert;
+use tessera_proto::v1::{self, ChunkPurpose, participant_message::Body};
+use tessera_secagg::{self as sa, FixedPoint, ServerRound, StageOutcome};
+
+use super::io::Kind;
+
+/// Where an aggregation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Secure: collecting accept replies and advertised keys.
+    AwaitingKeys,
+    /// Secure: collecting encrypted shares.
+    AwaitingShares,
+    /// Collecting (masked or plain) inputs.
+    AwaitingInputs,
+    /// Secure: collecting revealed shares.
+    AwaitingUnmasking,
+}
+
+impl Stage {
+    /// Name used in logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::AwaitingKeys => "keys",
+            Stage::AwaitingShares => "shares",
+            Stage::AwaitingInputs => "masked_input",
+            Stage::AwaitingUnmasking => "unmask",
+        }
+    }
+}
+
+/// A vector being received in chunks.
+#[derive(Debug)]
+enum Upload {
+    Narrow(Assembler<u32>),
+    Wide(Assembler<u64>),
+}
+
+impl Upload {
+    fn new(round: u64, purpose: ChunkPurpose, dim: usize, modulus_bits: u32) -> Self {
+        if modulus_bits <= 32 {
+            Upload::Narrow(Assembler::new(round, purpose, dim as u64))
+        } else {
+            Upload::Wide(Assembler::new(round, purpose, dim as u64))
+        }
+    }
+
+    /// Adds a chunk; returns the whole vector once complete.
+    fn push(&mut self, chunk: &v1::VectorChunk) -> Result<Option<Vec<u64>>, ChunkError> {
+        match self {
+            Upload::Narrow(a) => {
+                if a.push(chunk)? {
+                    let a = std::mem::replace(a, Assembler::new(0, ChunkPurpose::Unspecified, 0));
+                    Ok(a.finish().map(|v| v.into_iter().map(u64::from).collect()))
+                } else {
+                    Ok(None)
+                }
+            }
+            Upload::Wide(a) => {
+                if a.push(chunk)? {
+                    let a = std::mem::replace(a, Assembler::new(0, ChunkPurpose::Unspecified, 0));
+                    Ok(a.finish())
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+}
+
+/// How the vectors are summed.
+#[derive(Debug)]
+enum Summation {
+    /// Secure aggregation: the coordinator sees only masked vectors.
+    Secure(Box<ServerRound>),
+    /// Plain encoded sums (comparisons only).
+    Plain {
+        sum: Vec<u64>,
+        contributors: BTreeSet<u32>,
+        modulus_bits: u32,
+    },
+}
+
+/// What handling a message or closing a stage asks the machine to do.
+#[derive(Debug)]
+pub enum Step {
+    /// Nothing to do yet.
+    Wait,
+    /// Send these messages (index → message), the stage advanced.
+    Send(Vec<(u32, v1::CoordinatorMessage)>),
+    /// The sum is ready.
+    Finished {
+        /// Σ of the contributors' encoded vectors mod 2^k.
+        sum: Vec<u64>,
+        /// Cohort indices whose vectors are in the sum.
+        contributors: Vec<u32>,
+    },
+    /// The aggregation cannot complete.
+    Failed(String),
+}
+
+/// Why a participant's message was refused. The participant stays in the
+/// round unless the error is `fatal`.
+#[derive(Debug)]
+pub struct Refusal {
+    /// What was wrong.
+    pub reason: String,
+    /// Whether the participant is out of this round.
+    pub fatal: bool,
+}
+
+/// One aggregation in progress.
+#[derive(Debug)]
+pub struct Aggregation {
+    /// Aggregation number.
+    pub round: u64,
+    /// Statistics or training.
+    pub kind: Kind,
+    /// Training round (0 for statistics).
+    pub training_round: u32,
+    /// Cohort: index → name.
+    pub cohort: BTreeMap<u32, String>,
+    index_of: HashMap<String, u32>,
+    /// Vector length.
+    pub dim: usize,
+    /// Fixed-point encoding.
+    pub encoding: FixedPoint,
+    summation: Summation,
+    stage: Stage,
+    /// When the current stage ends at the latest.
+    pub deadline: Instant,
+    /// Participants that declined, disconnected or misbehaved.
+    gone: BTreeSet<u32>,
+    accepted: BTreeSet<u32>,
+    uploads: HashMap<u32, Upload>,
+    /// When the aggregation started.
+    pub started: Instant,
+    stage_started: Instant,
+    /// Seconds per finished stage.
+    pub stage_seconds: Vec<(&'static str, f64)>,
+    /// Expected cohort size q·N (the DP denominator).
+    pub expected_cohort: f64,
+}
+
+/// Everything needed to start an aggregation.
+#[derive(Debug)]
+pub struct AggregationSpec {
+    /// Aggregation number.
+    pub round: u64,
+    /// Statistics or training.
+    pub kind: Kind,
+    /// Training round (0 for statistics).
+    pub training_round: u32,
+    /// Cohort names, in index order (index = position + 1).
+    pub cohort: Vec<String>,
+    /// Vector length.
+    pub dim: usize,
+    /// Fixed-point encoding.
+    pub encoding: FixedPoint,
+    /// Secure-aggregation parameters, or None for plain sums.
+    pub secure: Option<sa::RoundParams>,
+    /// Deadline of the first stage.
+    pub first_deadline: Instant,
+    /// Expected cohort size (DP denominator).
+    pub expected_cohort: f64,
+}
+
+impl Aggregation {
+    /// Starts an aggregation awaiting its first stage.
+    pub fn new(spec: AggregationSpec, now: Instant) -> Result<Self, sa::Error> {
+        let cohort: BTreeMap<u32, String> = spec
+            .cohort
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i as u32 + 1, n.clone()))
+            .collect();
+        let index_of = cohort.iter().map(|(i, n)| (n.clone(), *i)).collect();
+        let (summation, stage) = match spec.secure {
+            Some(params) => (
+                Summation::Secure(Box::new(ServerRound::new(params)?)),
+                Stage::AwaitingKeys,
+            ),
+            None => (
+                Summation::Plain {
+                    sum: vec![0; spec.dim],
+                    contributors: BTreeSet::new(),
+                    modulus_bits: spec.encoding.modulus_bits,
+                },
+                Stage::AwaitingInputs,
+            ),
+        };
+        Ok(Self {
+            round: spec.round,
+            kind: spec.kind,
+            training_round: spec.training_round,
+            cohort,
+            index_of,
+            dim: spec.dim,
+            encoding: spec.encoding,
+            summation,
+            stage,
+            deadline: spec.first_deadline,
+            gone: BTreeSet::new(),
+            accepted: BTreeSet::new(),
+            uploads: HashMap::new(),
+            started: now,
+            stage_started: now,
+            stage_seconds: Vec::new(),
+            expected_cohort: spec.expected_cohort,
+        })
+    }
+
+    /// The current stage.
+    pub fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// Whether the aggregation runs through secure aggregation.
+    pub fn is_secure(&self) -> bool {
+        matches!(self.summation, Summation::Secure(_))
+    }
+
+    /// The cohort index of `name`, if it is in the cohort.
+    pub fn index_of(&self, name: &str) -> Option<u32> {
+        self.index_of.get(name).copied()
+    }
+
+    /// Names of cohort members that are out of the round.
+    pub fn gone_names(&self) -> Vec<String> {
+        self.gone.iter().map(|i| self.cohort[i].clone()).collect()
+    }
+
+    /// Marks a participant as out of the round (declined, disconnected).
+    pub fn drop_participant(&mut self, index: u32) {
+        self.gone.insert(index);
+        self.uploads.remove(&index);
+    }
+
+    /// Records that a participant accepted.
+    pub fn accept(&mut self, index: u32) {
+        self.accepted.insert(index);
+    }
+
+    /// Whether every member still in the round has sent what the stage needs.
+    pub fn stage_complete(&self) -> bool {
+        let pending: Vec<u32> = match &self.summation {
+            Summation::Secure(s) => s.pending(),
+            Summation::Plain { contributors, .. } => self
+                .cohort
+                .keys()
+                .copied()
+                .filter(|i| !contributors.contains(i))
+                .collect(),
+        };
+        pending.iter().all(|i| self.gone.contains(i))
+    }
+
+    /// Handles one message of a cohort member.
+    pub fn handle(&mut self, index: u32, body: &Body) -> Result<(), Refusal> {
+        let soft = |reason: String| Refusal {
+            reason,
+            fatal: false,
+        };
+        let fatal = |reason: String| Refusal {
+            reason,
+            fatal: true,
+        };
+        if self.gone.contains(&index) {
+            return Err(soft("participant is no longer in this round".into()));
+        }
+        let round = self.round;
+        let modulus_bits = self.encoding.modulus_bits;
+        let dim = self.dim;
+        match (&mut self.summation, body) {
+            (Summation::Secure(server), Body::Keys(k)) => {
+                let keys = convert::keys_from_wire(index, k).map_err(|e| fatal(e.to_string()))?;
+                server
+                    .receive(index, sa::ClientMessage::AdvertiseKeys(keys))
+                    .map_err(|e| soft(e.to_string()))
+            }
+            (Summation::Secure(server), Body::ShareKeys(s)) => server
+                .receive(
+                    index,
+                    sa::ClientMessage::ShareKeys(convert::share_keys_from_wire(s)),
+                )
+                .map_err(|e| soft(e.to_string())),
+            (Summation::Secure(server), Body::Unmask(u)) => server
+                .receive(
+                    index,
+                    sa::ClientMessage::UnmaskResponse(convert::unmask_response_from_wire(u)),
+                )
+                .map_err(|e| soft(e.to_string())),
+            (Summation::Secure(server), Body::Chunk(chunk)) => {
+                if self.stage != Stage::AwaitingInputs {
+                    return Err(soft(format!(
+                        "masked input during stage {}",
+                        self.stage.name()
+                    )));
+                }
+                let upload = self.uploads.entry(index).or_insert_with(|| {
+                    Upload::new(round, ChunkPurpose::MaskedInput, dim, modulus_bits)
+                });
+                match upload.push(chunk) {
+                    Ok(None) => Ok(()),
+                    Ok(Some(values)) => {
+                        self.uploads.remove(&index);
+                        server
+                            .receive(
+                                index,
+                                sa::ClientMessage::MaskedInput(sa::MaskedInput { round, values }),
+                            )
+                            .map_err(|e| fatal(e.to_string()))
+                    }
+                    Err(e) => {
+                        self.uploads.remove(&index);
+                        Err(fatal(format!("bad masked input: {e}")))
+                    }
+                }
+            }
+            (
+                Summation::Plain {
+                    sum,
+                    contributors,
+                    modulus_bits,
+                },
+                Body::Chunk(chunk),
+            ) => {
+                if contributors.contains(&index) {
+                    return Err(soft("input already received".into()));
+                }
+                let upload = self.uploads.entry(index).or_insert_with(|| {
+                    Upload::new(round, ChunkPurpose::PlainInput, dim, *modulus_bits)
+                });
+                match upload.push(chunk) {
+                    Ok(None) => Ok(()),
+                    Ok(Some(values)) => {
+                        self.uploads.remove(&index);
+                        let mask = if *modulus_bits == 64 {
+                            u64::MAX
+                        } else {
+                            (1u64 << *modulus_bits) - 1
+                        };
+                        if values.iter().any(|&v| v > mask) {
+                            return Err(fatal("input element outside the modulus".into()));
+                        }
+                        for (s, v) in sum.iter_mut().zip(values) {
+                            *s = s.wrapping_add(v) & mask;
+                        }
+                        contributors.insert(index);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.uploads.remove(&index);
+                        Err(fatal(format!("bad input: {e}")))
+                    }
+                }
+            }
+            (_, other) => Err(soft(format!(
+                "unexpected {} during stage {}",
+                body_name(other),
+                self.stage.name()
+            ))),
+        }
+    }
+
+    /// Ends the current stage (everyone answered, or its deadline passed).
+    /// `next_deadline(stage)` gives the deadline of the stage that follows.
+    pub fn close_stage(
+        &mut self,
+        now: Instant,
+        next_deadline: impl Fn(Stage) -> Instant,
+    ) -> Step {
+        self.stage_seconds.push((
+            self.stage.name(),
+            now.duration_since(self.stage_started).as_secs_f64(),
+        ));
+        self.stage_started = now;
+        self.uploads.clear();
+        match &mut self.summation {
+            Summation::Plain {
+                sum, contributors, ..
+            } => Step::Finished {
+                sum: std::mem::take(sum),
+                contributors: contributors.iter().copied().collect(),
+            },
+            Summation::Secure(server) => match server.close_stage() {
+                Ok(StageOutcome::Send(messages)) => {
+                    self.stage = match self.stage {
+                        Stage::AwaitingKeys => Stage::AwaitingShares,
+                        Stage::AwaitingShares => Stage::AwaitingInputs,
+                        Stage::AwaitingInputs | Stage::AwaitingUnmasking => {
+                            Stage::AwaitingUnmasking
+                        }
+                    };
+                    self.deadline = next_deadline(self.stage);
+                    Step::Send(
+                        messages
+                            .iter()
+                            .map(|(to, m)| (*to, convert::server_message_to_wire(m)))
+                            .collect(),
+                    )
+                }
+                Ok(StageOutcome::Finished { sum, contributors }) => {
+                    Step::Finished { sum, contributors }
+                }
+                Err(e) => Step::Failed(e.to_string()),
+            },
+        }
+    }
+}
+
+/// Short name of a message body, for logs.
+pub fn body_name(body: &Body) -> &'static str {
+    match body {
+        Body::Hello(_) => "hello",
+        Body::RoundReply(_) => "round reply",
+        Body::Keys(_) => "keys",
+        Body::ShareKeys(_) => "share keys",
+        Body::Chunk(_) => "vector chunk",
+        Body::Unmask(_) => "unmask response",
+        Body::TaskRejected(_) => "task rejection",
+    }
+}

@@ -1,0 +1,1042 @@
+//! The federation machine: a sans-IO state machine that runs a whole
+//! federation — waiting for participants, the statistics aggregation, the
+//! training rounds, the privacy budget — and owns no socket, clock, thread
+//! or database.
+//!
+//! Contract (after quinn-proto's `Connection`):
+//! - feed what happens with [`FederationMachine::handle`] and the passing of
+//!   time with [`FederationMachine::handle_timeout`]; time is an argument and
+//!   must not go backwards;
+//! - take what to do with [`FederationMachine::poll_output`] until it
+//!   returns `None`;
+//! - sleep until [`FederationMachine::poll_timeout`].
+//!
+//! Ordering rule of a round (the write-ahead rule of the privacy ledger):
+//! unmasked sum → integer noise → decoded average → [`Output::Commit`] (the
+//! driver writes the ledger row, then the checkpoint) → [`Input::Committed`]
+//! → only then is the new model sent to anyone (in the next round's
+//! announcement) or written as the final model. A crash at any point
+//! therefore leaves a ledger that counts at least what was released.
+
+pub mod aggregation;
+pub mod cohort;
+pub mod io;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use rand::rand_core::CryptoRng;
+use tessera_model::{LocalStats, ModelFile, Preprocessor, StatsBounds};
+use tessera_privacy::PrivacyEvent;
+use tessera_proto::chunk;
+use tessera_proto::v1::{
+    self, ChunkPurpose, CoordinatorMessage, coordinator_message::Body as Out,
+    participant_message::Body as In,
+};
+use tessera_secagg::{self as sa, FixedPoint};
+use tracing::{debug, info, warn};
+
+use crate::budget;
+use crate::config::Settings;
+use aggregation::{Aggregation, AggregationSpec, Stage, Step};
+pub use io::{Commit, Input, Kind, LedgerEntry, Output, RoundSummary};
+
+/// A boxed cryptographically secure RNG.
+pub type SecureRng = Box<dyn CryptoRng + Send>;
+
+/// Where a federation stood when the coordinator last stopped.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// Next aggregation number (never reused).
+    pub next_round: u64,
+    /// Training rounds released so far.
+    pub completed_training: u32,
+    /// The last released model, if any.
+    pub model: Option<Vec<f32>>,
+    /// The pooled preprocessing, if the statistics were released.
+    pub preprocessor: Option<Preprocessor>,
+    /// Privacy events in the ledger.
+    pub ledger: Vec<PrivacyEvent>,
+}
+
+#[derive(Debug)]
+struct SessionInfo {
+    id: u64,
+    certificate: Vec<u8>,
+}
+
+#[derive(Debug)]
+struct PendingRelease {
+    round: u64,
+    model: Option<Vec<f32>>,
+    preprocessor: Option<Preprocessor>,
+    event: Option<PrivacyEvent>,
+    training: bool,
+    cohort: Vec<String>,
+    contributors: u32,
+    epsilon_after: Option<f64>,
+}
+
+#[derive(Debug)]
+enum State {
+    /// Waiting for enough participants (since when enough were there).
+    Waiting { ready_since: Option<Instant> },
+    /// An aggregation is running.
+    Running(Box<Aggregation>),
+    /// Waiting for the driver to make a round durable.
+    Committing(Box<PendingRelease>),
+    /// Over.
+    Finished,
+}
+
+/// How long to wait for the rest of an allow-list once `min_participants` are there.
+const JOIN_GRACE: Duration = Duration::from_secs(3);
+
+/// The coordinator's federation state machine.
+pub struct FederationMachine {
+    settings: Arc<Settings>,
+    sessions: BTreeMap<String, SessionInfo>,
+    rejected: BTreeSet<String>,
+    state: State,
+    next_round: u64,
+    completed_training: u32,
+    model: Option<Vec<f32>>,
+    preprocessor: Option<Preprocessor>,
+    ledger: Vec<PrivacyEvent>,
+    failed_in_row: u32,
+    outputs: VecDeque<Output>,
+    rng: SecureRng,
+    noise_rng: SecureRng,
+}
+
+impl std::fmt::Debug for FederationMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FederationMachine")
+            .field("state", &self.state)
+            .field("next_round", &self.next_round)
+            .field("completed_training", &self.completed_training)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FederationMachine {
+    /// A machine resuming from `resume` (use `Resume::default()` for a new
+    /// federation). `rng` drives cohort sampling and graph seeds; `noise_rng`
+    /// draws the privacy noise (a CSPRNG; seeded only in simulations).
+    pub fn new(settings: Arc<Settings>, resume: Resume, rng: SecureRng, noise_rng: SecureRng) -> Self {
+        Self {
+            settings,
+            sessions: BTreeMap::new(),
+            rejected: BTreeSet::new(),
+            state: State::Waiting { ready_since: None },
+            next_round: resume.next_round.max(1),
+            completed_training: resume.completed_training,
+            model: resume.model,
+            preprocessor: resume.preprocessor,
+            ledger: resume.ledger,
+            failed_in_row: 0,
+            outputs: VecDeque::new(),
+            rng,
+            noise_rng,
+        }
+    }
+
+    /// Training rounds released so far.
+    pub fn completed_training(&self) -> u32 {
+        self.completed_training
+    }
+
+    /// Names of connected participants.
+    pub fn connected(&self) -> Vec<String> {
+        self.sessions.keys().cloned().collect()
+    }
+
+    /// A short description of what the machine is doing, for status.
+    pub fn describe(&self) -> String {
+        match &self.state {
+            State::Waiting { .. } => "waiting for participants".into(),
+            State::Running(a) => format!(
+                "round {} ({} {}) stage {}",
+                a.round,
+                a.kind.as_str(),
+                a.training_round,
+                a.stage().name()
+            ),
+            State::Committing(p) => format!("committing round {}", p.round),
+            State::Finished => "finished".into(),
+        }
+    }
+
+    /// Whether the federation is over.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.state, State::Finished)
+    }
+
+    /// The next output, if any.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next instant the machine wants [`handle_timeout`](Self::handle_timeout).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.state {
+            State::Running(a) => Some(a.deadline),
+            State::Waiting {
+                ready_since: Some(t),
+            } => Some(*t + JOIN_GRACE),
+            _ => None,
+        }
+    }
+
+    /// Starts the machine: it may begin a round at once if it can.
+    pub fn start(&mut self, now: Instant) {
+        if self.completed_training >= self.settings.config.federation.rounds {
+            self.finish(
+                format!(
+                    "all {} planned rounds were already completed",
+                    self.settings.config.federation.rounds
+                ),
+                true,
+            );
+            return;
+        }
+        self.maybe_start_round(now);
+    }
+
+    /// Time passed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match &mut self.state {
+            State::Running(a) if now >= a.deadline => {
+                let stage = a.stage();
+                let missing: Vec<String> = a.cohort.values().cloned().collect();
+                debug!(round = a.round, stage = stage.name(), ?missing, "stage deadline passed");
+                self.close_stage(now);
+            }
+            State::Waiting { .. } => self.maybe_start_round(now),
+            _ => {}
+        }
+    }
+
+    /// Something happened.
+    pub fn handle(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Connected {
+                name,
+                session,
+                certificate,
+            } => {
+                if let Some(old) = self.sessions.insert(
+                    name.clone(),
+                    SessionInfo {
+                        id: session,
+                        certificate,
+                    },
+                ) {
+                    info!(participant = %name, "participant reconnected; its earlier session is replaced");
+                    let _ = old;
+                    self.participant_lost(now, &name, "reconnected with a new session");
+                } else {
+                    info!(participant = %name, connected = self.sessions.len(), "participant joined");
+                }
+                self.rejected.remove(&name);
+                self.outputs.push_back(Output::Send {
+                    to: name.clone(),
+                    message: CoordinatorMessage {
+                        body: Some(Out::Welcome(v1::Welcome {
+                            protocol_version: tessera_proto::PROTOCOL_VERSION,
+                            participant_name: name,
+                            federation: self.settings.config.federation.name.clone(),
+                            task: Some(task_to_wire(&self.settings.task)),
+                        })),
+                    },
+                });
+                if matches!(self.state, State::Waiting { .. }) {
+                    self.maybe_start_round(now);
+                }
+            }
+            Input::Disconnected { name, session } => {
+                if self.sessions.get(&name).map(|s| s.id) == Some(session) {
+                    self.sessions.remove(&name);
+                    info!(participant = %name, connected = self.sessions.len(), "participant left");
+                    self.participant_lost(now, &name, "disconnected");
+                }
+            }
+            Input::Message {
+                name,
+                session,
+                message,
+            } => {
+                if self.sessions.get(&name).map(|s| s.id) != Some(session) {
+                    debug!(participant = %name, "message from a replaced session ignored");
+                    return;
+                }
+                let Some(body) = message.body else {
+                    warn!(participant = %name, "empty message ignored");
+                    return;
+                };
+                self.handle_message(now, &name, body);
+            }
+            Input::Committed { round } => self.committed(now, round),
+        }
+    }
+
+    fn handle_message(&mut self, now: Instant, name: &str, body: In) {
+        match &body {
+            In::Hello(h) => {
+                if h.protocol_version != tessera_proto::PROTOCOL_VERSION {
+                    warn!(participant = %name, version = h.protocol_version, "participant speaks another protocol version");
+                }
+                return;
+            }
+            In::TaskRejected(r) => {
+                warn!(participant = %name, reason = %r.reason, "participant cannot serve the task; carrying on without it");
+                self.rejected.insert(name.to_owned());
+                self.participant_lost(now, name, "rejected the task");
+                return;
+            }
+            _ => {}
+        }
+        let State::Running(agg) = &mut self.state else {
+            debug!(participant = %name, message = aggregation::body_name(&body), "message outside a round ignored");
+            return;
+        };
+        let Some(index) = agg.index_of(name) else {
+            warn!(participant = %name, round = agg.round, message = aggregation::body_name(&body), "message from a participant not in this round's cohort refused");
+            return;
+        };
+        if let In::RoundReply(reply) = &body {
+            if reply.round != agg.round {
+                warn!(participant = %name, got = reply.round, expected = agg.round, "reply for another round refused");
+                return;
+            }
+            if reply.accept {
+                agg.accept(index);
+            } else {
+                info!(participant = %name, round = agg.round, reason = %reply.reason, "participant declined the round");
+                agg.drop_participant(index);
+            }
+        } else if let Err(refusal) = agg.handle(index, &body) {
+            warn!(participant = %name, round = agg.round, fatal = refusal.fatal, reason = %refusal.reason, "message refused");
+            if refusal.fatal {
+                agg.drop_participant(index);
+            }
+        }
+        if let State::Running(agg) = &self.state
+            && agg.stage_complete()
+        {
+            self.close_stage(now);
+        }
+    }
+
+    fn participant_lost(&mut self, now: Instant, name: &str, why: &str) {
+        if let State::Running(agg) = &mut self.state
+            && let Some(index) = agg.index_of(name)
+        {
+            info!(participant = %name, round = agg.round, stage = agg.stage().name(), "participant dropped from the round: {why}");
+            agg.drop_participant(index);
+            if agg.stage_complete() {
+                self.close_stage(now);
+            }
+        }
+    }
+
+    fn eligible(&self) -> Vec<String> {
+        self.sessions
+            .keys()
+            .filter(|n| !self.rejected.contains(*n))
+            .cloned()
+            .collect()
+    }
+
+    fn maybe_start_round(&mut self, now: Instant) {
+        if !matches!(self.state, State::Waiting { .. }) {
+            return;
+        }
+        let eligible = self.eligible();
+        let State::Waiting { ready_since } = &mut self.state else {
+            return;
+        };
+        let fed = &self.settings.config.federation;
+        if eligible.len() < fed.min_participants {
+            *ready_since = None;
+            return;
+        }
+        let since = *ready_since.get_or_insert(now);
+        let everyone_here = match &fed.allow {
+            Some(allow) => allow.iter().all(|n| eligible.contains(n)),
+            None => false,
+        };
+        if !everyone_here && now < since + JOIN_GRACE {
+            return;
+        }
+        self.start_round(now, eligible);
+    }
+
+    fn finish(&mut self, reason: String, success: bool) {
+        info!(%reason, "federation finished");
+        self.state = State::Finished;
+        for name in self.sessions.keys() {
+            self.outputs.push_back(Output::Send {
+                to: name.clone(),
+                message: CoordinatorMessage {
+                    body: Some(Out::Done(v1::FederationDone {
+                        reason: reason.clone(),
+                        completed_rounds: self.completed_training,
+                    })),
+                },
+            });
+        }
+        self.outputs.push_back(Output::Finished { reason, success });
+    }
+
+    fn dp(&self) -> bool {
+        self.settings.config.privacy.enabled
+    }
+
+    fn start_round(&mut self, now: Instant, eligible: Vec<String>) {
+        let s = Arc::clone(&self.settings);
+        let kind = if self.preprocessor.is_none() {
+            Kind::Statistics
+        } else {
+            Kind::Training
+        };
+        let training_round = match kind {
+            Kind::Statistics => 0,
+            Kind::Training => self.completed_training + 1,
+        };
+        let privacy = &s.config.privacy;
+        // The budget: never start a round whose release would take ε past it.
+        let next_event = match kind {
+            Kind::Statistics => budget::statistics_event(privacy.statistics_noise_multiplier),
+            Kind::Training => budget::training_event(s.noise_multiplier, privacy.sampling_rate),
+        };
+        if self.dp()
+            && let Some(max_eps) = s.max_epsilon
+        {
+            match budget::epsilon_after(&self.ledger, &next_event, privacy.delta, privacy.accountant) {
+                Ok(eps) if eps > max_eps => {
+                    let spent = budget::ledger_epsilon(&self.ledger, privacy.delta, privacy.accountant)
+                        .unwrap_or(f64::NAN);
+                    self.finish(
+                        format!(
+                            "privacy budget reached: ε = {spent:.4} spent; training round {training_round} would take it to {eps:.4} > {max_eps} (δ = {})",
+                            privacy.delta
+                        ),
+                        true,
+                    );
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.finish(format!("cannot account the next round: {e}"), false);
+                    return;
+                }
+            }
+        }
+        // Cohort selection.
+        let q = if kind == Kind::Training && self.dp() {
+            privacy.sampling_rate
+        } else {
+            1.0
+        };
+        let cohort = cohort::select(&eligible, q, &mut self.rng);
+        let expected_cohort = (q * eligible.len() as f64).max(1.0);
+        let round = self.next_round;
+        self.next_round += 1;
+        let n = cohort.len();
+        let secure = s.config.secagg.enabled;
+        if n < s.config.federation.min_participants.max(if secure { 3 } else { 1 }) {
+            self.round_failed(
+                now,
+                round,
+                kind,
+                training_round,
+                &cohort,
+                format!("only {n} participants selected"),
+            );
+            return;
+        }
+        // Vector layout and encoding.
+        let n_features = s.task.features.len();
+        let (dim, max_abs_sum, modulus_bits) = match kind {
+            Kind::Statistics => {
+                let st = &s.config.statistics;
+                let dim = LocalStats::vector_len(n_features);
+                let per_site = if self.dp() {
+                    // Bounded contributions (see tessera_model::stats): rows ≤ max_rows, moments in [-1, 1] per row.
+                    st.max_rows
+                } else {
+                    st.max_rows * st.value_bound.max(1.0).powi(2)
+                };
+                let noise = if self.dp() {
+                    12.0 * privacy.statistics_noise_multiplier * statistics_sensitivity(&s)
+                } else {
+                    0.0
+                };
+                (dim, n as f64 * per_site + noise, 64)
+            }
+            Kind::Training => {
+                let dim = self.model.as_ref().map(|m| m.len()).unwrap_or(0);
+                let c = s.config.training.clip_norm;
+                let noise = if self.dp() {
+                    12.0 * s.noise_multiplier * c
+                } else {
+                    0.0
+                };
+                (dim, n as f64 * c + noise, 32)
+            }
+        };
+        let encoding = match FixedPoint::for_sum(max_abs_sum, modulus_bits)
+            .or_else(|_| FixedPoint::for_sum(max_abs_sum, 64))
+        {
+            Ok(e) => e,
+            Err(e) => {
+                self.finish(format!("no fixed-point encoding fits this round: {e}"), false);
+                return;
+            }
+        };
+        let indices: Vec<u32> = (1..=n as u32).collect();
+        let secure_params = if secure {
+            let mut graph_seed = [0u8; 32];
+            self.rng.fill_bytes(&mut graph_seed);
+            match secagg_params(
+                round,
+                indices,
+                dim,
+                encoding.modulus_bits,
+                s.config.secagg.dropout_tolerance,
+                graph_seed,
+                s.config.secagg.signed_keys,
+            ) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    self.round_failed(now, round, kind, training_round, &cohort, format!("secure aggregation parameters: {e}"));
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let first_deadline = now
+            + if secure {
+                s.stage_deadline()
+            } else {
+                s.training_deadline()
+            };
+        let spec = AggregationSpec {
+            round,
+            kind,
+            training_round,
+            cohort: cohort.clone(),
+            dim,
+            encoding,
+            secure: secure_params.clone(),
+            first_deadline,
+            expected_cohort,
+        };
+        let agg = match Aggregation::new(spec, now) {
+            Ok(a) => a,
+            Err(e) => {
+                self.round_failed(now, round, kind, training_round, &cohort, e.to_string());
+                return;
+            }
+        };
+        info!(
+            round,
+            kind = kind.as_str(),
+            training_round,
+            cohort = n,
+            dim,
+            secure,
+            "round started"
+        );
+        self.outputs.push_back(Output::RoundStarted(RoundSummary {
+            round,
+            training_round: (kind == Kind::Training).then_some(training_round),
+            kind,
+            cohort: cohort.clone(),
+            contributors: vec![],
+            dropped: vec![],
+            reason: None,
+            stage_seconds: vec![],
+            seconds: 0.0,
+        }));
+        // Announce, then the model.
+        let members: Vec<v1::CohortMember> = cohort
+            .iter()
+            .enumerate()
+            .map(|(i, name)| v1::CohortMember {
+                index: i as u32 + 1,
+                name: name.clone(),
+                certificate: if s.config.secagg.signed_keys {
+                    self.sessions
+                        .get(name)
+                        .map(|x| x.certificate.clone())
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        let model_chunks = match (kind, &self.model) {
+            (Kind::Training, Some(m)) => chunk::split(round, ChunkPurpose::Model, m),
+            _ => Vec::new(),
+        };
+        for (i, name) in cohort.iter().enumerate() {
+            let announce = v1::RoundAnnounce {
+                round,
+                kind: match kind {
+                    Kind::Statistics => v1::AggregationKind::Statistics as i32,
+                    Kind::Training => v1::AggregationKind::Training as i32,
+                },
+                training_round,
+                planned_rounds: s.config.federation.rounds,
+                dimension: dim as u64,
+                training: Some(v1::TrainingSettings {
+                    local_epochs: s.config.training.local_epochs,
+                    learning_rate: s.config.training.learning_rate,
+                    batch_size: s.config.training.batch_size,
+                    shuffle_seed: s.config.training.seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                }),
+                privacy: Some(v1::PrivacyTerms {
+                    enabled: self.dp(),
+                    noise_multiplier: match kind {
+                        Kind::Statistics if self.dp() => privacy.statistics_noise_multiplier,
+                        Kind::Training => s.noise_multiplier,
+                        _ => 0.0,
+                    },
+                    clip_norm: match kind {
+                        Kind::Statistics => statistics_sensitivity(&s),
+                        Kind::Training => s.config.training.clip_norm,
+                    },
+                    sampling_rate: q,
+                    delta: privacy.delta,
+                }),
+                secagg: secure_params.as_ref().map(|p| v1::SecAggSetup {
+                    my_index: i as u32 + 1,
+                    cohort: members.clone(),
+                    threshold: p.threshold as u32,
+                    neighbours: p.neighbours as u32,
+                    graph_seed: p.graph_seed.to_vec(),
+                    signed_keys: p.signed_keys,
+                }),
+                encoding: Some(v1::Encoding {
+                    scale_bits: encoding.scale_bits,
+                    modulus_bits: encoding.modulus_bits,
+                }),
+                preprocessing: self.preprocessor.as_ref().map(|p| v1::Preprocessing {
+                    mean: p.mean.clone(),
+                    std: p.std.clone(),
+                    indicator: p.indicator.clone(),
+                }),
+                statistics_bounds: if kind == Kind::Statistics && self.dp() {
+                    s.statistics_bounds.as_ref().map(|b| v1::StatisticsBounds {
+                        lo: b.lo.clone(),
+                        hi: b.hi.clone(),
+                        max_rows: b.max_rows,
+                    })
+                } else {
+                    None
+                },
+            };
+            self.outputs.push_back(Output::Send {
+                to: name.clone(),
+                message: CoordinatorMessage {
+                    body: Some(Out::Announce(announce)),
+                },
+            });
+            for c in &model_chunks {
+                self.outputs.push_back(Output::Send {
+                    to: name.clone(),
+                    message: CoordinatorMessage {
+                        body: Some(Out::Chunk(c.clone())),
+                    },
+                });
+            }
+        }
+        self.state = State::Running(Box::new(agg));
+    }
+
+    fn round_failed(
+        &mut self,
+        now: Instant,
+        round: u64,
+        kind: Kind,
+        training_round: u32,
+        cohort: &[String],
+        reason: String,
+    ) {
+        warn!(round, kind = kind.as_str(), %reason, "round failed; nothing was released");
+        self.outputs.push_back(Output::RoundAborted(RoundSummary {
+            round,
+            training_round: (kind == Kind::Training).then_some(training_round),
+            kind,
+            cohort: cohort.to_vec(),
+            contributors: vec![],
+            dropped: cohort.to_vec(),
+            reason: Some(reason.clone()),
+            stage_seconds: vec![],
+            seconds: 0.0,
+        }));
+        for name in cohort {
+            if self.sessions.contains_key(name) {
+                self.outputs.push_back(Output::Send {
+                    to: name.clone(),
+                    message: CoordinatorMessage {
+                        body: Some(Out::Result(v1::RoundResult {
+                            round,
+                            completed: false,
+                            reason: reason.clone(),
+                            contributors: 0,
+                            epsilon: 0.0,
+                        })),
+                    },
+                });
+            }
+        }
+        self.failed_in_row += 1;
+        self.state = State::Waiting { ready_since: None };
+        let max = self.settings.config.federation.max_failed_rounds;
+        if self.failed_in_row >= max {
+            self.finish(
+                format!("{max} rounds in a row failed (last: {reason})"),
+                false,
+            );
+            return;
+        }
+        self.maybe_start_round(now);
+    }
+
+    fn close_stage(&mut self, now: Instant) {
+        let State::Running(agg) = &mut self.state else {
+            return;
+        };
+        let stage_deadline = self.settings.stage_deadline();
+        let training_deadline = self.settings.training_deadline();
+        let step = agg.close_stage(now, |next| {
+            now + if next == Stage::AwaitingInputs {
+                training_deadline
+            } else {
+                stage_deadline
+            }
+        });
+        match step {
+            Step::Wait => {}
+            Step::Send(messages) => {
+                for (index, message) in messages {
+                    let name = agg.cohort[&index].clone();
+                    self.outputs.push_back(Output::Send { to: name, message });
+                }
+                if agg.stage_complete() {
+                    // Everyone left is already gone: close the next stage too.
+                    self.close_stage(now);
+                }
+            }
+            Step::Failed(reason) => {
+                let State::Running(agg) = std::mem::replace(&mut self.state, State::Finished) else {
+                    unreachable!()
+                };
+                let cohort: Vec<String> = agg.cohort.values().cloned().collect();
+                self.round_failed(now, agg.round, agg.kind, agg.training_round, &cohort, reason);
+            }
+            Step::Finished { sum, contributors } => {
+                let State::Running(agg) = std::mem::replace(&mut self.state, State::Finished) else {
+                    unreachable!()
+                };
+                self.aggregation_finished(now, *agg, sum, contributors);
+            }
+        }
+    }
+
+    fn aggregation_finished(&mut self, now: Instant, agg: Aggregation, mut sum: Vec<u64>, contributors: Vec<u32>) {
+        let s = Arc::clone(&self.settings);
+        let cohort: Vec<String> = agg.cohort.values().cloned().collect();
+        let contributor_names: Vec<String> = contributors.iter().map(|i| agg.cohort[i].clone()).collect();
+        let min = s.config.federation.min_participants;
+        if contributors.len() < min {
+            self.round_failed(
+                now,
+                agg.round,
+                agg.kind,
+                agg.training_round,
+                &cohort,
+                format!("only {} of {} participants contributed; at least {min} needed", contributors.len(), cohort.len()),
+            );
+            return;
+        }
+        let privacy = &s.config.privacy;
+        let scale = (agg.encoding.scale_bits as f64).exp2();
+        let (event, noise_multiplier, sensitivity) = match agg.kind {
+            Kind::Statistics => (
+                budget::statistics_event(privacy.statistics_noise_multiplier),
+                privacy.statistics_noise_multiplier,
+                statistics_sensitivity(&s),
+            ),
+            Kind::Training => (
+                budget::training_event(s.noise_multiplier, privacy.sampling_rate),
+                s.noise_multiplier,
+                s.config.training.clip_norm,
+            ),
+        };
+        if self.dp() {
+            // Exact discrete Gaussian noise on the integer sum: std σ·C in
+            // fixed-point units.
+            let sigma_int = noise_multiplier * sensitivity * scale;
+            tessera_privacy::add_discrete_gaussian_mod(&mut sum, agg.encoding.modulus_bits, sigma_int, &mut self.noise_rng);
+        }
+        let decoded = agg.encoding.decode_sum(&sum);
+        drop(sum);
+        let epsilon_after = if self.dp() {
+            budget::epsilon_after(&self.ledger, &event, privacy.delta, privacy.accountant).ok()
+        } else {
+            None
+        };
+        let dropped: Vec<String> = cohort
+            .iter()
+            .filter(|n| !contributor_names.contains(n))
+            .cloned()
+            .collect();
+        let summary = RoundSummary {
+            round: agg.round,
+            training_round: (agg.kind == Kind::Training).then_some(agg.training_round),
+            kind: agg.kind,
+            cohort: cohort.clone(),
+            contributors: contributor_names.clone(),
+            dropped,
+            reason: None,
+            stage_seconds: agg.stage_seconds.clone(),
+            seconds: now.duration_since(agg.started).as_secs_f64(),
+        };
+        let ledger_entry = self.dp().then(|| LedgerEntry {
+            event: event.clone(),
+            cohort_size: cohort.len() as u32,
+            clip_norm: sensitivity,
+            noise_multiplier,
+            sampling_rate: match &event {
+                PrivacyEvent::Gaussian { sampling_rate, .. } => *sampling_rate,
+                _ => 1.0,
+            },
+        });
+        let pending = match agg.kind {
+            Kind::Statistics => {
+                let n_features = s.task.features.len();
+                let noise_std = privacy.statistics_noise_multiplier * sensitivity;
+                let dp = self.dp();
+                let pre = LocalStats::from_vector(&decoded, n_features).and_then(|stats| {
+                    match (&s.statistics_bounds, dp) {
+                        (Some(bounds), true) => {
+                            Preprocessor::from_pooled_bounded(&stats, bounds, noise_std)
+                        }
+                        _ => Preprocessor::from_pooled(&stats),
+                    }
+                });
+                let pre = match pre {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.round_failed(now, agg.round, agg.kind, 0, &cohort, format!("pooled statistics unusable: {e}"));
+                        return;
+                    }
+                };
+                let input_dim = pre.output_dim();
+                let model = vec![0.0f32; tessera_model::model::num_params(s.task.model, input_dim)];
+                self.outputs.push_back(Output::Commit(Box::new(Commit {
+                    summary,
+                    privacy: ledger_entry,
+                    checkpoint: Some(ModelFile {
+                        task: s.task.clone(),
+                        params: model.clone(),
+                        preprocessor: pre.clone(),
+                        round: 0,
+                    }),
+                    preprocessing: Some(pre.clone()),
+                    epsilon_after,
+                    update_norm: None,
+                })));
+                PendingRelease {
+                    round: agg.round,
+                    model: Some(model),
+                    preprocessor: Some(pre),
+                    event: self.dp().then_some(event),
+                    training: false,
+                    cohort,
+                    contributors: contributors.len() as u32,
+                    epsilon_after,
+                }
+            }
+            Kind::Training => {
+                let denominator = if self.dp() {
+                    // A fixed denominator keeps the sensitivity of the mean at C/denominator:
+                    // the announced cohort under full participation, q·N under sampling.
+                    if privacy.sampling_rate >= 1.0 {
+                        cohort.len() as f64
+                    } else {
+                        agg.expected_cohort
+                    }
+                } else {
+                    contributors.len() as f64
+                };
+                let lr = s.config.training.server_learning_rate;
+                let mut model = self.model.clone().unwrap_or_default();
+                let mut norm_sq = 0.0;
+                for (w, d) in model.iter_mut().zip(&decoded) {
+                    let step = lr * d / denominator;
+                    norm_sq += step * step;
+                    *w += step as f32;
+                }
+                let pre = self.preprocessor.clone().expect("training rounds follow statistics");
+                self.outputs.push_back(Output::Commit(Box::new(Commit {
+                    summary,
+                    privacy: ledger_entry,
+                    checkpoint: Some(ModelFile {
+                        task: s.task.clone(),
+                        params: model.clone(),
+                        preprocessor: pre,
+                        round: agg.training_round,
+                    }),
+                    preprocessing: None,
+                    epsilon_after,
+                    update_norm: Some(norm_sq.sqrt()),
+                })));
+                PendingRelease {
+                    round: agg.round,
+                    model: Some(model),
+                    preprocessor: None,
+                    event: self.dp().then_some(event),
+                    training: true,
+                    cohort,
+                    contributors: contributors.len() as u32,
+                    epsilon_after,
+                }
+            }
+        };
+        self.state = State::Committing(Box::new(pending));
+    }
+
+    fn committed(&mut self, now: Instant, round: u64) {
+        let State::Committing(p) = &self.state else {
+            warn!(round, "commit confirmation outside a commit ignored");
+            return;
+        };
+        if p.round != round {
+            warn!(round, expected = p.round, "commit confirmation for another round ignored");
+            return;
+        }
+        let State::Committing(p) = std::mem::replace(&mut self.state, State::Waiting { ready_since: None }) else {
+            unreachable!()
+        };
+        if let Some(e) = p.event {
+            self.ledger.push(e);
+        }
+        if p.preprocessor.is_some() {
+            self.preprocessor = p.preprocessor;
+        }
+        self.model = p.model;
+        if p.training {
+            self.completed_training += 1;
+        }
+        self.failed_in_row = 0;
+        for name in &p.cohort {
+            if self.sessions.contains_key(name) {
+                self.outputs.push_back(Output::Send {
+                    to: name.clone(),
+                    message: CoordinatorMessage {
+                        body: Some(Out::Result(v1::RoundResult {
+                            round: p.round,
+                            completed: true,
+                            reason: String::new(),
+                            contributors: p.contributors,
+                            epsilon: p.epsilon_after.unwrap_or(0.0),
+                        })),
+                    },
+                });
+            }
+        }
+        let planned = self.settings.config.federation.rounds;
+        if self.completed_training >= planned {
+            self.finish(format!("all {planned} planned rounds completed"), true);
+            return;
+        }
+        self.maybe_start_round(now);
+    }
+}
+
+/// The L2 sensitivity of one site's statistics contribution (DP only).
+pub fn statistics_sensitivity(s: &Settings) -> f64 {
+    match &s.statistics_bounds {
+        Some(b) => tessera_model::l2_sensitivity(b, s.task.features.len()),
+        None => 0.0,
+    }
+}
+
+/// Secure-aggregation parameters for a cohort: SecAgg+ recommendations, or
+/// for cohorts too small for the probabilistic analysis, the complete graph
+/// with the largest threshold that still tolerates `dropout` (and at least a
+/// majority, so the coordinator cannot learn both secrets of anyone without
+/// a colluding majority).
+pub fn secagg_params(
+    round: u64,
+    participants: Vec<u32>,
+    dim: usize,
+    modulus_bits: u32,
+    dropout: f64,
+    graph_seed: [u8; 32],
+    signed_keys: bool,
+) -> Result<sa::RoundParams, sa::Error> {
+    let n = participants.len();
+    let mut params = match sa::RoundParams::recommended(
+        round,
+        participants.clone(),
+        dim,
+        modulus_bits,
+        dropout,
+        graph_seed,
+    ) {
+        Ok(p) => p,
+        Err(_) if n >= 3 => {
+            let tolerated = (dropout * n as f64).floor() as usize;
+            let threshold = (n - tolerated).max(n / 2 + 1).min(n - 1).max(2);
+            sa::RoundParams {
+                round,
+                participants,
+                threshold,
+                neighbours: n - 1,
+                graph_seed,
+                dim,
+                modulus_bits,
+                signed_keys,
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    params.signed_keys = signed_keys;
+    params.validate()?;
+    Ok(params)
+}
+
+/// The task as it travels on the wire.
+pub fn task_to_wire(task: &tessera_model::TaskSpec) -> v1::TaskSpec {
+    v1::TaskSpec {
+        model: task.model.to_string(),
+        features: task.features.clone(),
+        label: task.label.clone(),
+        positive: task.positive.to_string(),
+    }
+}
+
+/// Bounds of the statistics contributions, from the configuration.
+pub fn statistics_bounds(
+    features: &[String],
+    ranges: &BTreeMap<String, [f64; 2]>,
+    max_rows: f64,
+) -> Result<StatsBounds, String> {
+    let mut r = Vec::with_capacity(features.len());
+    for f in features {
+        let Some([lo, hi]) = ranges.get(f) else {
+            return Err(format!("no range for feature `{f}`"));
+        };
+        r.push((*lo, *hi));
+    }
+    StatsBounds::new(&r, max_rows).map_err(|e| e.to_string())
+}
