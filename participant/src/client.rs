@@ -1,0 +1,168 @@
+//! The network loop: connect over mutual TLS, run a session, reconnect with
+//! exponential backoff when the coordinator goes away, until the federation
+//! ends.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tessera_proto::v1::federation_client::FederationClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tracing::{error, info, warn};
+
+use crate::config::ParticipantConfig;
+use crate::ledger::SiteLedger;
+use crate::session::{Action, Site};
+
+/// Largest gRPC message accepted or sent.
+pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
+/// Exit code when the coordinator refuses this participant (certificate, allow-list).
+pub const EXIT_REFUSED: u8 = 5;
+/// Exit code when the coordinator stayed unreachable past the give-up time.
+pub const EXIT_UNREACHABLE: u8 = 6;
+
+enum SessionEnd {
+    Exit(u8, String),
+    Lost(String),
+    Refused(String),
+}
+
+/// Runs the participant until the federation ends; returns the exit code.
+pub async fn run(config: ParticipantConfig) -> anyhow::Result<u8> {
+    tessera_certs::install_crypto_provider();
+    let files = tessera_certs::TlsFiles {
+        ca: config.tls.ca.clone(),
+        cert: config.tls.cert.clone(),
+        key: config.tls.key.clone(),
+    };
+    let material = files.load().context("loading this participant's TLS material")?;
+    let server_name = config.server_name();
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&material.ca_pem))
+        .identity(Identity::from_pem(&material.cert_pem, &material.key_pem))
+        .domain_name(server_name.clone());
+    let endpoint = Endpoint::from_shared(config.participant.coordinator.clone())
+        .with_context(|| format!("invalid coordinator URL {}", config.participant.coordinator))?
+        .tls_config(tls)
+        .context("TLS configuration")?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+        .http2_keep_alive_interval(Duration::from_secs(15))
+        .keep_alive_timeout(Duration::from_secs(20));
+    std::fs::create_dir_all(&config.participant.state_dir)
+        .with_context(|| format!("creating {}", config.participant.state_dir.display()))?;
+    let ledger = SiteLedger::open(&config.ledger_path())?;
+    let reconnect = config.reconnect.clone();
+    let mut site = Site::new(config, ledger);
+
+    let mut backoff = reconnect.initial();
+    let mut unreachable_since = Instant::now();
+    loop {
+        let end = match endpoint.connect().await {
+            Ok(channel) => {
+                let end = session(&mut site, channel).await;
+                if matches!(end, SessionEnd::Lost(_)) {
+                    // A session that got going resets the clock and the backoff.
+                    unreachable_since = Instant::now();
+                    backoff = reconnect.initial();
+                }
+                end
+            }
+            Err(e) => SessionEnd::Lost(format!(
+                "cannot connect to {}: {}",
+                server_name,
+                tessera_certs::describe_tls_error(&e)
+            )),
+        };
+        match end {
+            SessionEnd::Exit(code, reason) => {
+                if code == 0 {
+                    info!(%reason, "done");
+                } else {
+                    error!(%reason, "stopping");
+                }
+                return Ok(code);
+            }
+            SessionEnd::Refused(reason) => {
+                error!(%reason, "the coordinator refused this participant");
+                return Ok(EXIT_REFUSED);
+            }
+            SessionEnd::Lost(reason) => {
+                site.connection_lost();
+                if unreachable_since.elapsed() > reconnect.give_up() {
+                    error!(%reason, "coordinator unreachable for too long; giving up");
+                    return Ok(EXIT_UNREACHABLE);
+                }
+                warn!(%reason, retry_in = ?backoff, "connection lost; reconnecting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(reconnect.max());
+            }
+        }
+    }
+}
+
+/// Whether an RPC failure means the coordinator refused us for good.
+fn refusal(status: &tonic::Status) -> Option<String> {
+    match status.code() {
+        Code::PermissionDenied | Code::Unauthenticated => Some(status.message().to_owned()),
+        _ => {
+            let described = tessera_certs::describe_tls_error(status);
+            let lower = described.to_lowercase();
+            (lower.contains("certificate") || lower.contains("unknown ca") || lower.contains("alert"))
+                .then_some(described)
+        }
+    }
+}
+
+async fn session(site: &mut Site, channel: tonic::transport::Channel) -> SessionEnd {
+    let mut client = FederationClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (tx, rx) = mpsc::channel(256);
+    if tx.send(Site::hello()).await.is_err() {
+        return SessionEnd::Lost("session closed".into());
+    }
+    let mut inbound = match client.session(ReceiverStream::new(rx)).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => {
+            return match refusal(&status) {
+                Some(reason) => SessionEnd::Refused(reason),
+                None => SessionEnd::Lost(format!("session failed: {}", status.message())),
+            };
+        }
+    };
+    info!("connected to the coordinator");
+    loop {
+        let message = match inbound.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return SessionEnd::Lost("the coordinator closed the session".into()),
+            Err(status) => {
+                return match refusal(&status) {
+                    Some(reason) if status.code() != Code::Unknown => SessionEnd::Refused(reason),
+                    _ => SessionEnd::Lost(format!("session error: {}", status.message())),
+                };
+            }
+        };
+        // Local training can take a while: keep the runtime's other work going.
+        let actions = tokio::task::block_in_place(|| site.handle(message));
+        for action in actions {
+            match action {
+                Action::Send(m) => {
+                    if tx.send(m).await.is_err() {
+                        return SessionEnd::Lost("session closed while sending".into());
+                    }
+                }
+                Action::Exit { code, reason } => {
+                    // Give queued messages (e.g. a task rejection) a moment to leave.
+                    drop(tx);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return SessionEnd::Exit(code, reason);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The participant's configuration file (TOML), validated at load.
+//!
+//! ```toml
+//! [participant]
+//! coordinator = "https://localhost:50051"
+//! data = "cleveland.csv"
+//! state_dir = "state"
+//!
+//! [tls]
+//! ca = "pki/ca.crt"
+//! cert = "pki/cleveland.crt"
+//! key = "pki/cleveland.key"
+//!
+//! [privacy]            # the site's own budget (optional)
+//! max_epsilon = 8.0
+//! delta = 1e-5
+//! min_noise_multiplier = 0.5
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration error naming the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Not valid TOML, or unknown or mistyped keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, with key and line.
+        message: String,
+    },
+    /// A value out of range.
+    #[error("invalid `{key}`: {message}")]
+    Invalid {
+        /// Dotted key.
+        key: &'static str,
+        /// Why.
+        message: String,
+    },
+}
+
+/// The participant configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantConfig {
+    /// Where and what.
+    pub participant: ParticipantSection,
+    /// TLS material.
+    pub tls: TlsSection,
+    /// The site's own privacy budget.
+    #[serde(default)]
+    pub privacy: SitePrivacySection,
+    /// Reconnection behaviour.
+    #[serde(default)]
+    pub reconnect: ReconnectSection,
+}
+
+/// `[participant]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantSection {
+    /// Coordinator URL, `https://host:port`.
+    pub coordinator: String,
+    /// Name expected in the coordinator's certificate (default: the URL's host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// The local CSV file.
+    pub data: PathBuf,
+    /// Directory of the site's ledger.
+    pub state_dir: PathBuf,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Federation CA certificate.
+    pub ca: PathBuf,
+    /// This participant's certificate.
+    pub cert: PathBuf,
+    /// This participant's private key.
+    pub key: PathBuf,
+}
+
+/// `[privacy]`: the site's own limits, checked before any data is touched.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SitePrivacySection {
+    /// Decline a round that would take the site's own ε past this.
+    pub max_epsilon: Option<f64>,
+    /// δ at which the site's ε is computed.
+    pub delta: f64,
+    /// Decline a round that announces less noise than this.
+    pub min_noise_multiplier: Option<f64>,
+    /// Decline rounds without differential privacy.
+    pub require_privacy: bool,
+}
+
+impl Default for SitePrivacySection {
+    fn default() -> Self {
+        Self {
+            max_epsilon: None,
+            delta: 1e-5,
+            min_noise_multiplier: None,
+            require_privacy: false,
+        }
+    }
+}
+
+/// `[reconnect]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectSection {
+    /// First wait after a lost connection, in seconds.
+    pub initial_backoff_seconds: f64,
+    /// Longest wait between attempts, in seconds.
+    pub max_backoff_seconds: f64,
+    /// Give up after this long without a connection, in seconds.
+    pub give_up_after_seconds: f64,
+}
+
+impl Default for ReconnectSection {
+    fn default() -> Self {
+        Self {
+            initial_backoff_seconds: 0.2,
+            max_backoff_seconds: 10.0,
+            give_up_after_seconds: 600.0,
+        }
+    }
+}
+
+impl ReconnectSection {
+    /// First backoff.
+    pub fn initial(&self) -> Duration {
+        Duration::from_secs_f64(self.initial_backoff_seconds)
+    }
+    /// Largest backoff.
+    pub fn max(&self) -> Duration {
+        Duration::from_secs_f64(self.max_backoff_seconds)
+    }
+    /// Give-up time.
+    pub fn give_up(&self) -> Duration {
+        Duration::from_secs_f64(self.give_up_after_seconds)
+    }
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+impl ParticipantConfig {
+    /// Reads, parses and validates a configuration file; relative paths are
+    /// resolved against its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut c: ParticipantConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut c.participant.data,
+            &mut c.participant.state_dir,
+            &mut c.tls.ca,
+            &mut c.tls.cert,
+            &mut c.tls.key,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks values.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = &self.participant.coordinator;
+        if !url.starts_with("https://") {
+            return Err(invalid(
+                "participant.coordinator",
+                format!("`{url}` must be an https:// URL (connections are always mutual TLS)"),
+            ));
+        }
+        if self.server_name().is_empty() {
+            return Err(invalid("participant.coordinator", "no host in the URL"));
+        }
+        let p = &self.privacy;
+        if !(p.delta > 0.0 && p.delta < 1.0) {
+            return Err(invalid("privacy.delta", "must be in (0, 1)"));
+        }
+        if let Some(m) = p.max_epsilon
+            && !(m.is_finite() && m > 0.0)
+        {
+            return Err(invalid("privacy.max_epsilon", "must be positive"));
+        }
+        if let Some(m) = p.min_noise_multiplier
+            && !(m.is_finite() && m >= 0.0)
+        {
+            return Err(invalid("privacy.min_noise_multiplier", "must be non-negative"));
+        }
+        let r = &self.reconnect;
+        for (key, v) in [
+            ("reconnect.initial_backoff_seconds", r.initial_backoff_seconds),
+            ("reconnect.max_backoff_seconds", r.max_backoff_seconds),
+            ("reconnect.give_up_after_seconds", r.give_up_after_seconds),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(invalid(key, "must be a positive number of seconds"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The name the coordinator's certificate must carry.
+    pub fn server_name(&self) -> String {
+        if let Some(n) = &self.participant.server_name {
+            return n.clone();
+        }
+        let rest = self
+            .participant
+            .coordinator
+            .trim_start_matches("https://");
+        let host = rest.split('/').next().unwrap_or("");
+        if let Some(stripped) = host.strip_prefix('[') {
+            return stripped.split(']').next().unwrap_or("").to_owned();
+        }
+        host.rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(host)
+            .to_owned()
+    }
+
+    /// Path of the site ledger.
+    pub fn ledger_path(&self) -> PathBuf {
+        self.participant.state_dir.join("site-ledger.sqlite")
+    }
+}

@@ -1,0 +1,626 @@
+//! The participant's side of a federation, without I/O: coordinator
+//! messages in, participant messages (and an exit decision) out.
+//!
+//! One round, as the site sees it:
+//! 1. `RoundAnnounce`: check the announced privacy terms against the site's
+//!    own budget and minimum noise *before touching any data*; decline, or
+//!    accept and (with secure aggregation) advertise keys;
+//! 2. receive the global model; compute the input: the pooled-statistics
+//!    contribution, or train locally and take the update Δ = local − global,
+//!    clipped to C and encoded in fixed point with stochastic rounding;
+//! 3. secure aggregation stages (keys → shares → masked input → unmasking);
+//! 4. write the site ledger row *before* the (masked) input leaves.
+//!
+//! The unmasked update never leaves this module except masked; it is never
+//! logged.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tessera_model::{Dataset, LocalStats, Preprocessor, StatsBounds, TaskSpec, TrainConfig};
+use tessera_proto::chunk::{self, Assembler};
+use tessera_proto::convert;
+use tessera_proto::v1::{
+    self, ChunkPurpose, CoordinatorMessage, ParticipantMessage,
+    coordinator_message::Body as In, participant_message::Body as Out,
+};
+use tessera_secagg::{self as sa, FixedPoint};
+use tracing::{debug, info, warn};
+
+use crate::config::ParticipantConfig;
+use crate::ledger::{Contribution, SiteLedger};
+
+/// What the network loop must do.
+#[derive(Debug)]
+pub enum Action {
+    /// Send a message to the coordinator.
+    Send(ParticipantMessage),
+    /// Stop: the federation ended (code 0) or this site cannot take part.
+    Exit {
+        /// Process exit code.
+        code: u8,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Exit code of a site whose data cannot serve the task.
+pub const EXIT_TASK_REJECTED: u8 = 3;
+/// Exit code when the coordinator breaks the protocol.
+pub const EXIT_PROTOCOL: u8 = 4;
+
+fn send(body: Out) -> Action {
+    Action::Send(ParticipantMessage { body: Some(body) })
+}
+
+enum SecureState {
+    Plain,
+    AwaitingPeerKeys(sa::AwaitingPeerKeys),
+    AwaitingShares(sa::AwaitingShares),
+    AwaitingInput(sa::AwaitingInput),
+    AwaitingUnmask(sa::AwaitingUnmask),
+    Done,
+}
+
+struct RoundState {
+    announce: v1::RoundAnnounce,
+    encoding: FixedPoint,
+    model: Option<Assembler<f32>>,
+    global: Option<Vec<f32>>,
+    input: Option<Vec<u64>>,
+    secure: SecureState,
+    sent: bool,
+}
+
+/// The participant's state across rounds.
+pub struct Site {
+    config: ParticipantConfig,
+    ledger: SiteLedger,
+    federation: String,
+    name: String,
+    task: Option<TaskSpec>,
+    data: Option<Dataset>,
+    round: Option<RoundState>,
+    rng: StdRng,
+}
+
+impl std::fmt::Debug for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Site")
+            .field("name", &self.name)
+            .field("federation", &self.federation)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Site {
+    /// A site with its configuration and ledger.
+    pub fn new(config: ParticipantConfig, ledger: SiteLedger) -> Self {
+        Self {
+            config,
+            ledger,
+            federation: String::new(),
+            name: String::new(),
+            task: None,
+            data: None,
+            round: None,
+            rng: StdRng::from_rng(&mut rand::rng()),
+        }
+    }
+
+    /// The first message of every session.
+    pub fn hello() -> ParticipantMessage {
+        ParticipantMessage {
+            body: Some(Out::Hello(v1::Hello {
+                protocol_version: tessera_proto::PROTOCOL_VERSION,
+                software: concat!("tessera-participant ", env!("CARGO_PKG_VERSION")).into(),
+            })),
+        }
+    }
+
+    /// The session was lost: the round in progress cannot continue (its
+    /// secure-aggregation secrets are gone with it).
+    pub fn connection_lost(&mut self) {
+        if let Some(r) = self.round.take() {
+            info!(round = r.announce.round, "connection lost during a round; the round goes on without this site");
+        }
+    }
+
+    /// Handles one coordinator message.
+    pub fn handle(&mut self, message: CoordinatorMessage) -> Vec<Action> {
+        let Some(body) = message.body else {
+            warn!("empty message from the coordinator ignored");
+            return vec![];
+        };
+        match body {
+            In::Welcome(w) => self.welcome(w),
+            In::Announce(a) => self.announce(a),
+            In::Chunk(c) => self.model_chunk(c),
+            In::PeerKeys(k) => self.peer_keys(k),
+            In::RoutedShares(s) => self.routed_shares(s),
+            In::UnmaskRequest(r) => self.unmask(r),
+            In::Result(r) => {
+                if r.completed {
+                    if r.epsilon > 0.0 {
+                        info!(round = r.round, contributors = r.contributors, epsilon = r.epsilon, "round released");
+                    } else {
+                        info!(round = r.round, contributors = r.contributors, "round released");
+                    }
+                } else {
+                    info!(round = r.round, reason = %r.reason, "round failed");
+                }
+                if self.round.as_ref().map(|x| x.announce.round) == Some(r.round) {
+                    self.round = None;
+                }
+                vec![]
+            }
+            In::Done(d) => {
+                let eps = self.ledger.epsilon(self.config.privacy.delta).unwrap_or(f64::NAN);
+                vec![Action::Exit {
+                    code: 0,
+                    reason: format!(
+                        "federation finished after {} rounds: {}; this site's own ε = {eps:.4} (δ = {})",
+                        d.completed_rounds, d.reason, self.config.privacy.delta
+                    ),
+                }]
+            }
+        }
+    }
+
+    fn welcome(&mut self, w: v1::Welcome) -> Vec<Action> {
+        self.name = w.participant_name;
+        self.federation = w.federation;
+        info!(name = %self.name, federation = %self.federation, "joined the federation");
+        let Some(task) = w.task else {
+            return vec![Action::Exit {
+                code: EXIT_PROTOCOL,
+                reason: "the coordinator sent no task".into(),
+            }];
+        };
+        let task = match task_from_wire(&task) {
+            Ok(t) => t,
+            Err(e) => return self.reject(format!("cannot understand the task: {e}")),
+        };
+        if self.data.is_none() || self.task.as_ref() != Some(&task) {
+            match tessera_model::load_csv(&self.config.participant.data, &task) {
+                Ok(ds) => {
+                    info!(rows = ds.n_rows(), features = ds.n_features(), skipped = ds.skipped_rows, "local data loaded");
+                    self.data = Some(ds);
+                }
+                Err(e) => return self.reject(format!("local data does not fit the task: {e}")),
+            }
+        }
+        self.task = Some(task);
+        vec![]
+    }
+
+    fn reject(&mut self, reason: String) -> Vec<Action> {
+        warn!(%reason, "cannot take part");
+        vec![
+            send(Out::TaskRejected(v1::TaskRejected {
+                reason: reason.clone(),
+            })),
+            Action::Exit {
+                code: EXIT_TASK_REJECTED,
+                reason,
+            },
+        ]
+    }
+
+    fn decline(&self, round: u64, reason: String) -> Vec<Action> {
+        warn!(round, %reason, "declining the round");
+        vec![send(Out::RoundReply(v1::RoundReply {
+            round,
+            accept: false,
+            reason,
+        }))]
+    }
+
+    /// The privacy check made before any data is touched.
+    fn check_terms(&self, a: &v1::RoundAnnounce) -> Result<(), String> {
+        let p = &self.config.privacy;
+        let terms = a.privacy.clone().unwrap_or_default();
+        if !terms.enabled {
+            if p.require_privacy || p.max_epsilon.is_some() {
+                return Err("the round is not differentially private and this site requires privacy".into());
+            }
+            return Ok(());
+        }
+        if !(terms.noise_multiplier.is_finite() && terms.noise_multiplier > 0.0) {
+            return Err(format!("announced noise multiplier {} is not positive", terms.noise_multiplier));
+        }
+        if let Some(min) = p.min_noise_multiplier
+            && terms.noise_multiplier < min
+        {
+            return Err(format!(
+                "announced noise multiplier {} is below this site's minimum {min}",
+                terms.noise_multiplier
+            ));
+        }
+        if let Some(max) = p.max_epsilon {
+            let next = self.contribution(a);
+            let eps = self
+                .ledger
+                .epsilon_if(&next, p.delta)
+                .map_err(|e| format!("cannot account the round: {e}"))?;
+            if eps > max {
+                let now = self.ledger.epsilon(p.delta).unwrap_or(f64::NAN);
+                return Err(format!(
+                    "this round would take the site's ε from {now:.4} to {eps:.4}, past its budget {max} (δ = {})",
+                    p.delta
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn contribution(&self, a: &v1::RoundAnnounce) -> Contribution {
+        let terms = a.privacy.clone().unwrap_or_default();
+        Contribution {
+            federation: self.federation.clone(),
+            round: a.round,
+            training_round: (a.kind == v1::AggregationKind::Training as i32).then_some(a.training_round),
+            kind: if a.kind == v1::AggregationKind::Training as i32 {
+                "training".into()
+            } else {
+                "statistics".into()
+            },
+            noise_multiplier: terms.noise_multiplier,
+            clip_norm: terms.clip_norm,
+            recorded_at_ms: now_ms(),
+        }
+    }
+
+    fn announce(&mut self, a: v1::RoundAnnounce) -> Vec<Action> {
+        let round = a.round;
+        if self.round.is_some() {
+            debug!(round, "a new round replaces the unfinished one");
+            self.round = None;
+        }
+        if self.task.is_none() || self.data.is_none() {
+            return self.decline(round, "no task or data loaded".into());
+        }
+        if let Err(reason) = self.check_terms(&a) {
+            return self.decline(round, reason);
+        }
+        let Some(enc) = a.encoding else {
+            return self.decline(round, "no encoding announced".into());
+        };
+        let encoding = match FixedPoint::new(enc.scale_bits, enc.modulus_bits) {
+            Ok(e) => e,
+            Err(e) => return self.decline(round, format!("bad encoding: {e}")),
+        };
+        let is_training = a.kind == v1::AggregationKind::Training as i32;
+        let mut actions = vec![send(Out::RoundReply(v1::RoundReply {
+            round,
+            accept: true,
+            reason: String::new(),
+        }))];
+        let secure = match &a.secagg {
+            None => SecureState::Plain,
+            Some(setup) => match self.start_secagg(&a, setup) {
+                Ok((state, keys)) => {
+                    actions.push(send(Out::Keys(convert::keys_to_wire(&keys))));
+                    SecureState::AwaitingPeerKeys(state)
+                }
+                Err(e) => return self.decline(round, format!("secure aggregation setup refused: {e}")),
+            },
+        };
+        info!(round, kind = if is_training { "training" } else { "statistics" }, training_round = a.training_round, "round accepted");
+        let model = is_training.then(|| {
+            Assembler::new(round, ChunkPurpose::Model, u64::MAX)
+        });
+        self.round = Some(RoundState {
+            announce: a,
+            encoding,
+            model,
+            global: None,
+            input: None,
+            secure,
+            sent: false,
+        });
+        if !is_training {
+            match self.statistics_input() {
+                Ok(v) => self.round.as_mut().expect("set above").input = Some(v),
+                Err(e) => {
+                    self.round = None;
+                    return self.decline(round, e);
+                }
+            }
+        }
+        actions.extend(self.maybe_send_input());
+        actions
+    }
+
+    fn start_secagg(
+        &mut self,
+        a: &v1::RoundAnnounce,
+        setup: &v1::SecAggSetup,
+    ) -> Result<(sa::AwaitingPeerKeys, sa::AdvertiseKeys), String> {
+        let graph_seed: [u8; 32] = setup
+            .graph_seed
+            .as_slice()
+            .try_into()
+            .map_err(|_| "graph seed must be 32 bytes".to_string())?;
+        let participants: Vec<u32> = setup.cohort.iter().map(|m| m.index).collect();
+        let params = sa::RoundParams {
+            round: a.round,
+            participants,
+            threshold: setup.threshold as usize,
+            neighbours: setup.neighbours as usize,
+            graph_seed,
+            dim: a.dimension as usize,
+            modulus_bits: a.encoding.map(|e| e.modulus_bits).unwrap_or(0),
+            signed_keys: setup.signed_keys,
+        };
+        params.validate().map_err(|e| e.to_string())?;
+        // A threshold at or below half the cohort would let the coordinator
+        // reconstruct secrets with too few colluders.
+        if 2 * params.threshold <= params.neighbours {
+            return Err(format!("threshold {} is too low", params.threshold));
+        }
+        if setup.signed_keys {
+            return Err("signed keys are not supported by this participant build".into());
+        }
+        let cfg = sa::ClientConfig {
+            params,
+            me: setup.my_index,
+            signer: None,
+            verifier: None,
+        };
+        sa::AwaitingPeerKeys::start(cfg, &mut self.rng).map_err(|e| e.to_string())
+    }
+
+    fn statistics_input(&mut self) -> Result<Vec<u64>, String> {
+        let r = self.round.as_ref().expect("round set");
+        let data = self.data.as_ref().expect("data loaded");
+        let stats = match &r.announce.statistics_bounds {
+            Some(b) => {
+                let bounds = StatsBounds {
+                    lo: b.lo.clone(),
+                    hi: b.hi.clone(),
+                    max_rows: b.max_rows,
+                };
+                LocalStats::compute_bounded(data, &bounds).map_err(|e| e.to_string())?
+            }
+            None => LocalStats::compute(data),
+        };
+        let v = stats.to_vector();
+        if v.len() as u64 != r.announce.dimension {
+            return Err(format!(
+                "statistics vector has {} elements, the round expects {}",
+                v.len(),
+                r.announce.dimension
+            ));
+        }
+        r.encoding
+            .encode(&v, &mut self.rng)
+            .map_err(|e| format!("statistics do not fit the announced encoding: {e}"))
+    }
+
+    fn model_chunk(&mut self, c: v1::VectorChunk) -> Vec<Action> {
+        let Some(r) = self.round.as_mut() else {
+            debug!(round = c.round, "model chunk outside a round ignored");
+            return vec![];
+        };
+        let Some(asm) = r.model.as_mut() else {
+            warn!(round = c.round, "unexpected chunk ignored");
+            return vec![];
+        };
+        if c.offset == 0 && c.round == r.announce.round {
+            // The first chunk names the length; it must match the announcement.
+            if c.total != r.announce.dimension {
+                warn!(got = c.total, expected = r.announce.dimension, "model of the wrong size; leaving the round");
+                self.round = None;
+                return vec![];
+            }
+            *asm = Assembler::new(r.announce.round, ChunkPurpose::Model, c.total);
+        }
+        match asm.push(&c) {
+            Ok(false) => vec![],
+            Ok(true) => {
+                let asm = r.model.take().expect("present");
+                r.global = asm.finish();
+                match self.training_input() {
+                    Ok(v) => {
+                        self.round.as_mut().expect("round").input = Some(v);
+                        self.maybe_send_input()
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "local training failed; leaving the round");
+                        self.round = None;
+                        vec![]
+                    }
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "bad model chunk; leaving the round");
+                self.round = None;
+                vec![]
+            }
+        }
+    }
+
+    fn training_input(&mut self) -> Result<Vec<u64>, String> {
+        let r = self.round.as_ref().expect("round");
+        let task = self.task.as_ref().expect("task");
+        let data = self.data.as_ref().expect("data");
+        let global = r.global.as_ref().expect("model");
+        let pre = r
+            .announce
+            .preprocessing
+            .as_ref()
+            .ok_or("no preprocessing announced")?;
+        let pre = Preprocessor {
+            mean: pre.mean.clone(),
+            std: pre.std.clone(),
+            indicator: pre.indicator.clone(),
+        };
+        if pre.n_features() != data.n_features() {
+            return Err(format!(
+                "preprocessing for {} features, data has {}",
+                pre.n_features(),
+                data.n_features()
+            ));
+        }
+        let x = pre.transform(&data.x);
+        let mut model = tessera_model::build_model(task.model, pre.output_dim());
+        model.set_params(global).map_err(|e| e.to_string())?;
+        let t = r.announce.training.unwrap_or_default();
+        let cfg = TrainConfig {
+            epochs: t.local_epochs.max(1),
+            learning_rate: t.learning_rate,
+            batch_size: t.batch_size as usize,
+            seed: t.shuffle_seed,
+        };
+        let report = model.train(&x, &data.y, &cfg);
+        debug!(steps = report.steps, "local training done");
+        let mut update: Vec<f64> = model
+            .params()
+            .iter()
+            .zip(global)
+            .map(|(l, g)| f64::from(*l) - f64::from(*g))
+            .collect();
+        let c = r.announce.privacy.map(|p| p.clip_norm).unwrap_or(0.0);
+        // Clip so that even after stochastic rounding the encoded update has
+        // norm at most C: the sensitivity the noise is calibrated to.
+        let slack = r.encoding.max_rounding_norm(update.len());
+        let clip = c - slack;
+        if clip <= 0.0 {
+            return Err(format!("clip norm {c} is too small for the encoding's resolution"));
+        }
+        let outcome = tessera_privacy::clip_l2(&mut update, clip).map_err(|e| e.to_string())?;
+        debug!(clipped = outcome.scaled, "update clipped");
+        r.encoding
+            .encode(&update, &mut self.rng)
+            .map_err(|e| format!("update does not fit the announced encoding: {e}"))
+    }
+
+    fn peer_keys(&mut self, k: v1::PeerKeys) -> Vec<Action> {
+        let Some(r) = self.round.as_mut() else {
+            return vec![];
+        };
+        let SecureState::AwaitingPeerKeys(state) = std::mem::replace(&mut r.secure, SecureState::Done) else {
+            warn!(round = k.round, "peer keys out of order ignored");
+            return vec![];
+        };
+        let msg = match convert::peer_keys_from_wire(&k) {
+            Ok(m) => m,
+            Err(e) => return self.abandon(format!("bad peer keys: {e}")),
+        };
+        match state.handle_peer_keys(msg, &mut self.rng) {
+            Ok((next, shares)) => {
+                self.round.as_mut().expect("round").secure = SecureState::AwaitingShares(next);
+                vec![send(Out::ShareKeys(convert::share_keys_to_wire(&shares)))]
+            }
+            Err(e) => self.abandon(format!("peer keys refused: {e}")),
+        }
+    }
+
+    fn routed_shares(&mut self, s: v1::RoutedShares) -> Vec<Action> {
+        let Some(r) = self.round.as_mut() else {
+            return vec![];
+        };
+        let SecureState::AwaitingShares(state) = std::mem::replace(&mut r.secure, SecureState::Done) else {
+            warn!(round = s.round, "shares out of order ignored");
+            return vec![];
+        };
+        match state.handle_routed_shares(convert::routed_shares_from_wire(&s)) {
+            Ok(next) => {
+                self.round.as_mut().expect("round").secure = SecureState::AwaitingInput(next);
+                self.maybe_send_input()
+            }
+            Err(e) => self.abandon(format!("shares refused: {e}")),
+        }
+    }
+
+    fn unmask(&mut self, req: v1::UnmaskRequest) -> Vec<Action> {
+        let Some(r) = self.round.as_mut() else {
+            return vec![];
+        };
+        let SecureState::AwaitingUnmask(state) = std::mem::replace(&mut r.secure, SecureState::Done) else {
+            warn!(round = req.round, "unmask request out of order ignored");
+            return vec![];
+        };
+        match state.handle_unmask_request(convert::unmask_request_from_wire(&req)) {
+            Ok(resp) => vec![send(Out::Unmask(convert::unmask_response_to_wire(&resp)))],
+            Err(e) => self.abandon(format!("unmask request refused: {e}")),
+        }
+    }
+
+    fn abandon(&mut self, reason: String) -> Vec<Action> {
+        warn!(%reason, "leaving the round");
+        self.round = None;
+        vec![]
+    }
+
+    /// Sends the input once it is computed and the protocol is ready for it.
+    fn maybe_send_input(&mut self) -> Vec<Action> {
+        let Some(r) = self.round.as_mut() else {
+            return vec![];
+        };
+        if r.sent || r.input.is_none() {
+            return vec![];
+        }
+        let ready = matches!(r.secure, SecureState::Plain | SecureState::AwaitingInput(_));
+        if !ready {
+            return vec![];
+        }
+        // Write-ahead: the site's ledger row is durable before anything leaves.
+        let private = r.announce.privacy.map(|p| p.enabled).unwrap_or(false);
+        if private {
+            let contribution = self.contribution(&self.round.as_ref().expect("round").announce);
+            if let Err(e) = self.ledger.record(&contribution) {
+                return self.abandon(format!("cannot write the site ledger: {e}"));
+            }
+        }
+        let r = self.round.as_mut().expect("round");
+        let input = r.input.take().expect("checked");
+        let round = r.announce.round;
+        let wide = r.encoding.modulus_bits > 32;
+        let (values, purpose) = match std::mem::replace(&mut r.secure, SecureState::Done) {
+            SecureState::AwaitingInput(state) => match state.mask_input(&input) {
+                Ok((next, masked)) => {
+                    r.secure = SecureState::AwaitingUnmask(next);
+                    (masked.values, ChunkPurpose::MaskedInput)
+                }
+                Err(e) => return self.abandon(format!("masking failed: {e}")),
+            },
+            _ => {
+                r.secure = SecureState::Done;
+                (input, ChunkPurpose::PlainInput)
+            }
+        };
+        r.sent = true;
+        let chunks = if wide {
+            chunk::split(round, purpose, &values)
+        } else {
+            let narrow: Vec<u32> = values.iter().map(|&v| v as u32).collect();
+            chunk::split(round, purpose, &narrow)
+        };
+        chunks
+            .into_iter()
+            .map(|c| send(Out::Chunk(c)))
+            .collect()
+    }
+}
+
+/// The task from its wire form.
+pub fn task_from_wire(t: &v1::TaskSpec) -> Result<TaskSpec, String> {
+    let task = TaskSpec {
+        model: t.model.parse().map_err(|e| format!("{e}"))?,
+        features: t.features.clone(),
+        label: t.label.clone(),
+        positive: t.positive.parse().map_err(|e| format!("{e}"))?,
+    };
+    task.validate().map_err(|e| e.to_string())?;
+    Ok(task)
+}
