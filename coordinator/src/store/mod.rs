@@ -1,0 +1,597 @@
+//! The coordinator's durable state, in one SQLite database.
+//!
+//! Tables: the privacy ledger (one append-only row per released
+//! aggregation), rounds and their outcome, model checkpoints (files on disk
+//! referenced by path and SHA-256), participants seen, and a small key/value
+//! table for federation-wide settings and the live status of a running
+//! coordinator.
+//!
+//! The database runs in WAL mode with `synchronous=FULL`, so every commit is
+//! fsync'd before the call that made it returns: a ledger row that
+//! [`Store::append_ledger`] reported written survives any crash. Ledger rows
+//! can be neither updated nor deleted (triggers refuse it), and a round
+//! number can have one ledger row only, so no round is ever released twice.
+//!
+//! One coordinator process writes a store at a time: [`Store::open`] takes an
+//! exclusive lock on a `<store>.lock` file next to it, released when the
+//! store is dropped or the process ends. [`Store::open_read_only`] takes no
+//! lock and can read while the coordinator runs (the `status` and `ledger`
+//! commands).
+
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+mod checkpoints;
+mod ledger;
+mod report;
+mod rounds;
+
+pub use checkpoints::{
+    Checkpoint, checkpoint_file_name, sha256_file, verify_checkpoint, write_checkpoint,
+    write_checkpoint_bytes,
+};
+pub use ledger::{AggregationKind, LedgerRow, NewLedgerRow};
+pub use report::{
+    LedgerReport, LedgerReportRow, StatusReport, format_utc_ms, ledger_report, status_report,
+};
+pub use rounds::{RoundRecord, RoundStatus};
+
+/// Schema version stored in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Meta key: the federation's identifier.
+pub const META_FEDERATION_ID: &str = "federation_id";
+/// Meta key: the task description, as JSON.
+pub const META_TASK: &str = "task";
+/// Meta key: the federated preprocessing parameters, as JSON.
+pub const META_PREPROCESSING: &str = "preprocessing";
+/// Meta key: the live status of the running coordinator, as JSON ([`LiveStatus`]).
+pub const META_LIVE_STATUS: &str = "live_status";
+
+const SCHEMA: &str = r#"
+CREATE TABLE ledger (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    round            INTEGER NOT NULL UNIQUE CHECK (round >= 0),
+    training_round   INTEGER CHECK (training_round IS NULL OR training_round >= 0),
+    kind             TEXT    NOT NULL,
+    mechanism        TEXT    NOT NULL,
+    event            TEXT    NOT NULL,
+    cohort_size      INTEGER NOT NULL CHECK (cohort_size >= 0),
+    clip_norm        REAL    NOT NULL,
+    noise_multiplier REAL    NOT NULL,
+    sampling_rate    REAL    NOT NULL,
+    recorded_at_ms   INTEGER NOT NULL
+) STRICT;
+CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
+BEGIN SELECT RAISE(ABORT, 'privacy ledger rows are append-only'); END;
+CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger
+BEGIN SELECT RAISE(ABORT, 'privacy ledger rows are append-only'); END;
+
+CREATE TABLE rounds (
+    round          INTEGER PRIMARY KEY CHECK (round >= 0),
+    training_round INTEGER,
+    kind           TEXT    NOT NULL,
+    status         TEXT    NOT NULL CHECK (status IN ('started', 'released', 'aborted')),
+    contributors   TEXT    NOT NULL,
+    dropped        TEXT    NOT NULL,
+    reason         TEXT,
+    started_at_ms  INTEGER NOT NULL,
+    ended_at_ms    INTEGER
+) STRICT;
+
+CREATE TABLE checkpoints (
+    round          INTEGER PRIMARY KEY CHECK (round >= 0),
+    training_round INTEGER NOT NULL,
+    path           TEXT    NOT NULL,
+    sha256         TEXT    NOT NULL CHECK (length(sha256) = 64),
+    bytes          INTEGER NOT NULL,
+    created_at_ms  INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE participants (
+    name          TEXT    PRIMARY KEY,
+    first_seen_ms INTEGER NOT NULL,
+    last_seen_ms  INTEGER NOT NULL,
+    times_seen    INTEGER NOT NULL
+) STRICT;
+
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+"#;
+
+/// Errors of the coordinator's store. Each names the file it concerns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store's directory could not be created.
+    #[error("cannot create the directory {path} for the store: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A read-only open found no store at the path.
+    #[error("no coordinator store at {path}")]
+    Missing {
+        /// The path looked at.
+        path: PathBuf,
+    },
+    /// Another process holds the store open for writing.
+    #[error("the store {path} is in use by another coordinator (lock file {lock})")]
+    Locked {
+        /// The store.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+    /// The lock file could not be created or locked.
+    #[error("cannot lock the store {path} with {lock}: {source}")]
+    Lock {
+        /// The store.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The database was written by another version of Tessera.
+    #[error("the store {path} has schema version {found}; this build reads version {expected}")]
+    SchemaVersion {
+        /// The store.
+        path: PathBuf,
+        /// The version found.
+        found: i64,
+        /// The version this build understands.
+        expected: i64,
+    },
+    /// SQLite reported an error.
+    #[error("store {path}: {source}")]
+    Sqlite {
+        /// The store.
+        path: PathBuf,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// The round already has a ledger row: it was released before.
+    #[error(
+        "round {round} already has a privacy ledger row in {path}; a round is never released twice"
+    )]
+    DuplicateRound {
+        /// The store.
+        path: PathBuf,
+        /// The round number.
+        round: u64,
+    },
+    /// A different checkpoint is already recorded for the round.
+    #[error("store {path} already records a different checkpoint for round {round}")]
+    DuplicateCheckpoint {
+        /// The store.
+        path: PathBuf,
+        /// The round number.
+        round: u64,
+    },
+    /// The round was released and cannot be recorded with another status.
+    #[error("round {round} in {path} was released; its status cannot become {status}")]
+    RoundAlreadyReleased {
+        /// The store.
+        path: PathBuf,
+        /// The round number.
+        round: u64,
+        /// The status that was refused.
+        status: RoundStatus,
+    },
+    /// A value given to or read from the store is not valid.
+    #[error("store {path}: {reason}")]
+    Invalid {
+        /// The store.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A checkpoint file could not be written or read.
+    #[error("checkpoint {path}: {source}")]
+    CheckpointIo {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A checkpoint file's content differs from what the store recorded.
+    #[error(
+        "checkpoint {path} does not match the store: expected {expected_bytes} bytes with sha256 {expected_sha256}, found {actual_bytes} bytes with sha256 {actual_sha256}"
+    )]
+    CheckpointMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Recorded SHA-256 (hex).
+        expected_sha256: String,
+        /// SHA-256 of the file (hex).
+        actual_sha256: String,
+        /// Recorded size.
+        expected_bytes: u64,
+        /// Size of the file.
+        actual_bytes: u64,
+    },
+    /// A model file could not be encoded.
+    #[error("checkpoint {path}: {source}")]
+    Model {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: tessera_model::ModelError,
+    },
+    /// The privacy accountant failed on the ledger's events.
+    #[error("privacy accounting of the ledger in {path}: {source}")]
+    Privacy {
+        /// The store.
+        path: PathBuf,
+        /// The cause.
+        source: tessera_privacy::Error,
+    },
+}
+
+/// What the running coordinator reports about itself, kept under
+/// [`META_LIVE_STATUS`] for `tessera-coordinator status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveStatus {
+    /// Aggregation number of the round in progress (or last started).
+    pub current_round: Option<u64>,
+    /// Training round of the round in progress, if it is a training round.
+    pub training_round: Option<u32>,
+    /// Stage of the round in progress (`idle`, `keys`, `masked_input`, …).
+    pub stage: String,
+    /// Participants currently connected.
+    pub connected: u32,
+    /// Process id of the coordinator that wrote this.
+    pub pid: u32,
+    /// When this was written (ms since the Unix epoch).
+    pub updated_at_ms: i64,
+}
+
+/// A participant the coordinator has seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParticipantRecord {
+    /// Name from its certificate.
+    pub name: String,
+    /// First time seen (ms since the Unix epoch).
+    pub first_seen_ms: i64,
+    /// Last time seen (ms since the Unix epoch).
+    pub last_seen_ms: i64,
+    /// How many times it was seen (connections).
+    pub times_seen: u64,
+}
+
+/// The coordinator's SQLite store. Holds one connection; wrap it in a mutex
+/// to share it between tasks.
+#[derive(Debug)]
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    read_only: bool,
+    /// Held for its lock while the store is open for writing.
+    _lock: Option<File>,
+}
+
+impl Store {
+    /// Opens the store at `path` for writing, creating its directory, the
+    /// database and its schema if needed. Fails with [`StoreError::Locked`]
+    /// if another process has it open for writing.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let lock = lock_file(path)?;
+        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+            read_only: false,
+            _lock: Some(lock),
+        };
+        store.configure()?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Opens an existing store for reading only; works while a coordinator
+    /// has it open for writing.
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        if !path.is_file() {
+            return Err(StoreError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+            read_only: true,
+            _lock: None,
+        };
+        store
+            .conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| store.sql(e))?;
+        store
+            .conn
+            .pragma_update(None, "query_only", true)
+            .map_err(|e| store.sql(e))?;
+        let version = store.user_version()?;
+        if version != SCHEMA_VERSION {
+            return Err(StoreError::SchemaVersion {
+                path: store.path.clone(),
+                found: version,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether this store was opened with [`Store::open_read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Whether a process holds this store open for writing (a running
+    /// coordinator), judged by its lock file. Always true for a store opened
+    /// with [`Store::open`].
+    pub fn writer_active(&self) -> bool {
+        if !self.read_only {
+            return true;
+        }
+        let Ok(file) = File::open(lock_path(&self.path)) else {
+            return false;
+        };
+        match file.try_lock_shared() {
+            Ok(()) => {
+                let _ = file.unlock();
+                false
+            }
+            Err(std::fs::TryLockError::WouldBlock) => true,
+            Err(std::fs::TryLockError::Error(_)) => false,
+        }
+    }
+
+    /// Sets a key of the key/value table (insert or replace), durably.
+    pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Reads a key of the key/value table.
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Writes the running coordinator's live status under [`META_LIVE_STATUS`].
+    pub fn set_live_status(&mut self, status: &LiveStatus) -> Result<(), StoreError> {
+        let json = serde_json::to_string(status).map_err(|e| self.invalid(e.to_string()))?;
+        self.set_meta(META_LIVE_STATUS, &json)
+    }
+
+    /// Reads the live status last written by a coordinator, if any.
+    pub fn live_status(&self) -> Result<Option<LiveStatus>, StoreError> {
+        self.meta(META_LIVE_STATUS)?
+            .map(|json| {
+                serde_json::from_str(&json)
+                    .map_err(|e| self.invalid(format!("meta key {META_LIVE_STATUS}: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Records that participant `name` was seen at `now_ms`.
+    pub fn participant_seen(&mut self, name: &str, now_ms: i64) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO participants (name, first_seen_ms, last_seen_ms, times_seen)
+                 VALUES (?1, ?2, ?2, 1)
+                 ON CONFLICT(name) DO UPDATE SET
+                     last_seen_ms = max(last_seen_ms, excluded.last_seen_ms),
+                     times_seen = times_seen + 1",
+                params![name, now_ms],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    /// Every participant seen, ordered by name.
+    pub fn participants(&self) -> Result<Vec<ParticipantRecord>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, first_seen_ms, last_seen_ms, times_seen
+                 FROM participants ORDER BY name",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(ParticipantRecord {
+                    name: r.get(0)?,
+                    first_seen_ms: r.get(1)?,
+                    last_seen_ms: r.get(2)?,
+                    times_seen: r.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+
+    fn configure(&mut self) -> Result<(), StoreError> {
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| self.sql(e))?;
+        let mode: String = self
+            .conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(self.invalid(format!("cannot switch to WAL journal mode (got {mode})")));
+        }
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| self.sql(e))?;
+        self.conn
+            .pragma_update(None, "foreign_keys", true)
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .map_err(|source| StoreError::Sqlite {
+                path: self.path.clone(),
+                source,
+            })?;
+        let version: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|source| StoreError::Sqlite {
+                path: self.path.clone(),
+                source,
+            })?;
+        match version {
+            0 => {
+                tx.execute_batch(SCHEMA)
+                    .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
+                    .and_then(|()| tx.commit())
+                    .map_err(|source| StoreError::Sqlite {
+                        path: self.path.clone(),
+                        source,
+                    })?;
+                Ok(())
+            }
+            SCHEMA_VERSION => Ok(()),
+            found => Err(StoreError::SchemaVersion {
+                path: self.path.clone(),
+                found,
+                expected: SCHEMA_VERSION,
+            }),
+        }
+    }
+
+    fn user_version(&self) -> Result<i64, StoreError> {
+        self.conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| self.sql(e))
+    }
+
+    pub(crate) fn sql(&self, source: rusqlite::Error) -> StoreError {
+        StoreError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid(&self, reason: impl Into<String>) -> StoreError {
+        StoreError::Invalid {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The writer lock file of the store at `path`: `<path>.lock`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut lock = path.as_os_str().to_owned();
+    lock.push(".lock");
+    PathBuf::from(lock)
+}
+
+/// Takes the exclusive writer lock `<path>.lock`, waiting briefly in case a
+/// reader is probing it (see [`Store::writer_active`]).
+fn lock_file(path: &Path) -> Result<File, StoreError> {
+    let lock = lock_path(path);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(|source| StoreError::Lock {
+            path: path.to_path_buf(),
+            lock: lock.clone(),
+            source,
+        })?;
+    let mut attempts = 0;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if attempts < LOCK_ATTEMPTS => {
+                attempts += 1;
+                std::thread::sleep(LOCK_RETRY);
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked {
+                    path: path.to_path_buf(),
+                    lock,
+                });
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(StoreError::Lock {
+                    path: path.to_path_buf(),
+                    lock,
+                    source,
+                });
+            }
+        }
+    }
+}
+
+const LOCK_ATTEMPTS: u32 = 10;
+const LOCK_RETRY: Duration = Duration::from_millis(50);
+
+/// Converts a `u64` to SQLite's `i64`, refusing values that do not fit.
+pub(crate) fn to_i64(store: &Store, what: &str, v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| store.invalid(format!("{what} {v} is too large")))
+}
+
+/// Converts a stored `i64` back to `u64`.
+pub(crate) fn to_u64(v: i64) -> rusqlite::Result<u64> {
+    u64::try_from(v).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, Box::new(e))
+    })
+}
+
+/// Converts a stored `i64` back to `u32`.
+pub(crate) fn to_u32(v: i64) -> rusqlite::Result<u32> {
+    u32::try_from(v).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, Box::new(e))
+    })
+}

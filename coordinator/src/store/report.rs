@@ -1,0 +1,319 @@
+//! Views of the store for operators: the ledger with cumulative ε
+//! (`tessera-coordinator ledger`) and the federation's status
+//! (`tessera-coordinator status`).
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use tessera_privacy::{AccountantKind, PrivacyEvent};
+
+use super::{Checkpoint, LiveStatus, RoundStatus, Store, StoreError};
+
+/// One ledger row with the ε of the ledger up to and including it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerReportRow {
+    /// Aggregation number.
+    pub round: u64,
+    /// Training round, for a model update.
+    pub training_round: Option<u32>,
+    /// What was released (`statistics`, `training`, …).
+    pub kind: String,
+    /// Mechanism of the privacy event (`gaussian`, …).
+    pub mechanism: String,
+    /// Noise multiplier σ.
+    pub noise_multiplier: f64,
+    /// Sampling rate q.
+    pub sampling_rate: f64,
+    /// Participants in the sum.
+    pub cohort_size: u32,
+    /// Clip norm C.
+    pub clip_norm: f64,
+    /// When the row was written, RFC 3339 UTC.
+    pub recorded_at: String,
+    /// ε (at the report's δ, best accountant) of every row up to this one.
+    pub cumulative_epsilon: f64,
+}
+
+/// The privacy ledger with cumulative ε, for `tessera-coordinator ledger`.
+/// Serialises to one JSON object; `Display` renders a table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LedgerReport {
+    /// δ at which ε is reported.
+    pub delta: f64,
+    /// Every ledger row, by round.
+    pub rows: Vec<LedgerReportRow>,
+    /// ε of the whole ledger (0 when it is empty).
+    pub epsilon: f64,
+}
+
+/// ε of `events` at `delta` with the best accountant; 0 for no events.
+pub(crate) fn epsilon_of(
+    store: &Store,
+    events: &[PrivacyEvent],
+    delta: f64,
+) -> Result<f64, StoreError> {
+    if events.is_empty() {
+        return Ok(0.0);
+    }
+    tessera_privacy::epsilon(events, delta, AccountantKind::Best)
+        .map(|r| r.epsilon)
+        .map_err(|source| StoreError::Privacy {
+            path: store.path.clone(),
+            source,
+        })
+}
+
+/// Every ledger row with the cumulative ε after it (the best accountant on
+/// the rows up to it, at `delta`), and the ledger's total ε.
+pub fn ledger_report(store: &Store, delta: f64) -> Result<LedgerReport, StoreError> {
+    let ledger = store.ledger()?;
+    let mut events = Vec::with_capacity(ledger.len());
+    let mut rows = Vec::with_capacity(ledger.len());
+    for row in ledger {
+        let mechanism = row.mechanism();
+        events.push(row.event);
+        let cumulative_epsilon = epsilon_of(store, &events, delta)?;
+        rows.push(LedgerReportRow {
+            round: row.round,
+            training_round: row.training_round,
+            kind: row.kind.to_string(),
+            mechanism,
+            noise_multiplier: row.noise_multiplier,
+            sampling_rate: row.sampling_rate,
+            cohort_size: row.cohort_size,
+            clip_norm: row.clip_norm,
+            recorded_at: format_utc_ms(row.recorded_at_ms),
+            cumulative_epsilon,
+        });
+    }
+    let epsilon = rows.last().map_or(0.0, |r| r.cumulative_epsilon);
+    Ok(LedgerReport {
+        delta,
+        rows,
+        epsilon,
+    })
+}
+
+impl fmt::Display for LedgerReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.rows.is_empty() {
+            return writeln!(
+                f,
+                "privacy ledger is empty: epsilon = 0 at delta = {:e}",
+                self.delta
+            );
+        }
+        writeln!(
+            f,
+            "{:>6} {:>6} {:<11} {:<16} {:>8} {:>8} {:>6} {:>8} {:<24} {:>12}",
+            "round",
+            "train",
+            "kind",
+            "mechanism",
+            "sigma",
+            "q",
+            "cohort",
+            "clip",
+            "recorded at",
+            "cum. eps"
+        )?;
+        for r in &self.rows {
+            let train = r
+                .training_round
+                .map_or_else(|| "-".to_owned(), |t| t.to_string());
+            writeln!(
+                f,
+                "{:>6} {:>6} {:<11} {:<16} {:>8.4} {:>8.4} {:>6} {:>8.4} {:<24} {:>12.6}",
+                r.round,
+                train,
+                r.kind,
+                r.mechanism,
+                r.noise_multiplier,
+                r.sampling_rate,
+                r.cohort_size,
+                r.clip_norm,
+                r.recorded_at,
+                r.cumulative_epsilon
+            )?;
+        }
+        writeln!(
+            f,
+            "{} released aggregation(s): epsilon = {:.6} at delta = {:e} (best accountant)",
+            self.rows.len(),
+            self.epsilon,
+            self.delta
+        )
+    }
+}
+
+/// The federation's status, for `tessera-coordinator status`. Serialises to
+/// one JSON object; `Display` renders readable lines.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusReport {
+    /// The store read.
+    pub store: PathBuf,
+    /// The federation's identifier, if recorded.
+    pub federation_id: Option<String>,
+    /// Whether a coordinator holds the store open for writing right now.
+    pub coordinator_running: bool,
+    /// What the coordinator last reported about itself (round in progress,
+    /// stage, participants connected).
+    pub live: Option<LiveStatus>,
+    /// Rounds released.
+    pub rounds_released: u64,
+    /// Rounds aborted.
+    pub rounds_aborted: u64,
+    /// Highest released aggregation number.
+    pub last_released_round: Option<u64>,
+    /// Highest released training round.
+    pub last_training_round: Option<u32>,
+    /// Participants ever seen.
+    pub participants_seen: usize,
+    /// δ at which ε is reported.
+    pub delta: f64,
+    /// ε of the ledger (best accountant).
+    pub epsilon_spent: f64,
+    /// The federation's ε budget, if given.
+    pub target_epsilon: Option<f64>,
+    /// Budget left (never negative), if a target was given.
+    pub epsilon_remaining: Option<f64>,
+    /// The latest checkpoint.
+    pub last_checkpoint: Option<Checkpoint>,
+}
+
+/// Reads the federation's status from the store: live state written by the
+/// running coordinator, released and aborted rounds, ε spent and remaining
+/// at `delta`, and the latest checkpoint.
+pub fn status_report(
+    store: &Store,
+    delta: f64,
+    target_epsilon: Option<f64>,
+) -> Result<StatusReport, StoreError> {
+    let ledger = store.ledger()?;
+    let rounds = store.rounds()?;
+    let events: Vec<PrivacyEvent> = ledger.iter().map(|r| r.event.clone()).collect();
+    let epsilon_spent = epsilon_of(store, &events, delta)?;
+    let count = |s: RoundStatus| rounds.iter().filter(|r| r.status == s).count() as u64;
+    Ok(StatusReport {
+        store: store.path().to_path_buf(),
+        federation_id: store.meta(super::META_FEDERATION_ID)?,
+        coordinator_running: store.writer_active(),
+        live: store.live_status()?,
+        // A ledger row is the proof of a release, even if the round record
+        // was not updated before a crash.
+        rounds_released: count(RoundStatus::Released).max(ledger.len() as u64),
+        rounds_aborted: count(RoundStatus::Aborted),
+        last_released_round: ledger.iter().map(|r| r.round).max(),
+        last_training_round: ledger.iter().filter_map(|r| r.training_round).max(),
+        participants_seen: store.participants()?.len(),
+        delta,
+        epsilon_spent,
+        target_epsilon,
+        epsilon_remaining: target_epsilon.map(|t| (t - epsilon_spent).max(0.0)),
+        last_checkpoint: store.latest_checkpoint()?,
+    })
+}
+
+impl fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "store:               {}", self.store.display())?;
+        if let Some(id) = &self.federation_id {
+            writeln!(f, "federation:          {id}")?;
+        }
+        writeln!(
+            f,
+            "coordinator:         {}",
+            if self.coordinator_running {
+                "running"
+            } else {
+                "not running"
+            }
+        )?;
+        match &self.live {
+            Some(live) => {
+                let round = live
+                    .current_round
+                    .map_or_else(|| "-".to_owned(), |r| r.to_string());
+                let train = live
+                    .training_round
+                    .map_or_else(String::new, |t| format!(" (training round {t})"));
+                writeln!(f, "current round:       {round}{train}")?;
+                writeln!(f, "stage:               {}", live.stage)?;
+                writeln!(f, "connected:           {}", live.connected)?;
+                writeln!(
+                    f,
+                    "status written at:   {}",
+                    format_utc_ms(live.updated_at_ms)
+                )?;
+            }
+            None => writeln!(f, "current round:       - (no live status recorded)")?,
+        }
+        writeln!(
+            f,
+            "rounds:              {} released, {} aborted",
+            self.rounds_released, self.rounds_aborted
+        )?;
+        if let Some(r) = self.last_released_round {
+            let train = self
+                .last_training_round
+                .map_or_else(String::new, |t| format!(", last training round {t}"));
+            writeln!(f, "last released:       aggregation {r}{train}")?;
+        }
+        writeln!(f, "participants seen:   {}", self.participants_seen)?;
+        writeln!(
+            f,
+            "epsilon spent:       {:.6} at delta = {:e}",
+            self.epsilon_spent, self.delta
+        )?;
+        if let (Some(target), Some(left)) = (self.target_epsilon, self.epsilon_remaining) {
+            writeln!(f, "epsilon remaining:   {left:.6} of {target}")?;
+        }
+        match &self.last_checkpoint {
+            Some(c) => writeln!(
+                f,
+                "last checkpoint:     training round {} (aggregation {}): {} ({} bytes, sha256 {})",
+                c.training_round,
+                c.round,
+                c.path.display(),
+                c.bytes,
+                c.sha256
+            ),
+            None => writeln!(f, "last checkpoint:     none"),
+        }
+    }
+}
+
+/// Formats milliseconds since the Unix epoch as RFC 3339 UTC
+/// (`2026-11-22T09:30:00.000Z`).
+pub fn format_utc_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_utc_ms;
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(format_utc_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_utc_ms(951_782_400_123), "2000-02-29T00:00:00.123Z");
+        assert_eq!(format_utc_ms(1_795_000_000_000), "2026-11-18T11:06:40.000Z");
+        assert_eq!(format_utc_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+}

@@ -1,0 +1,580 @@
+//! The site's own privacy ledger.
+//!
+//! A site need not trust the coordinator's arithmetic: it records every
+//! round it contributed to, with the noise multiplier and clip norm the
+//! coordinator announced, and computes its own ε with the same accountant.
+//! Each contribution counts as a Gaussian mechanism with sampling rate 1 (the
+//! site cannot verify the coordinator's sampling), so the site's ε is an
+//! upper bound whatever the coordinator does. The ε covers every federation
+//! recorded here: it is the same site's data in all of them.
+//!
+//! The ledger is one SQLite database in WAL mode with `synchronous=FULL`: a
+//! row [`SiteLedger::record`] reported written survives any crash, so a site
+//! that records its row before it sends its masked input never undercounts.
+//! Rows can be neither updated nor deleted.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+use tessera_privacy::{AccountantKind, PrivacyEvent};
+
+/// Schema version stored in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// How long a statement waits for a lock held by another connection.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+const SCHEMA: &str = r#"
+CREATE TABLE contributions (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    federation       TEXT    NOT NULL,
+    round            INTEGER NOT NULL CHECK (round >= 0),
+    training_round   INTEGER CHECK (training_round IS NULL OR training_round >= 0),
+    kind             TEXT    NOT NULL,
+    noise_multiplier REAL    NOT NULL,
+    clip_norm        REAL    NOT NULL,
+    recorded_at_ms   INTEGER NOT NULL,
+    UNIQUE (federation, round)
+) STRICT;
+CREATE TRIGGER contributions_no_update BEFORE UPDATE ON contributions
+BEGIN SELECT RAISE(ABORT, 'site ledger rows are append-only'); END;
+CREATE TRIGGER contributions_no_delete BEFORE DELETE ON contributions
+BEGIN SELECT RAISE(ABORT, 'site ledger rows are append-only'); END;
+"#;
+
+/// Errors of the site ledger. Each names the file it concerns.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LedgerError {
+    /// The ledger's directory could not be created.
+    #[error("cannot create the directory {path} for the site ledger: {source}")]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A read-only open found no ledger at the path.
+    #[error("no site ledger at {path}")]
+    Missing {
+        /// The path looked at.
+        path: PathBuf,
+    },
+    /// The database was written by another version of Tessera.
+    #[error(
+        "the site ledger {path} has schema version {found}; this build reads version {expected}"
+    )]
+    SchemaVersion {
+        /// The ledger.
+        path: PathBuf,
+        /// The version found.
+        found: i64,
+        /// The version this build understands.
+        expected: i64,
+    },
+    /// SQLite reported an error.
+    #[error("site ledger {path}: {source}")]
+    Sqlite {
+        /// The ledger.
+        path: PathBuf,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// The site already recorded a contribution to this round.
+    #[error(
+        "site ledger {path} already records a contribution to round {round} of federation {federation:?}"
+    )]
+    DuplicateRound {
+        /// The ledger.
+        path: PathBuf,
+        /// The federation.
+        federation: String,
+        /// The round number.
+        round: u64,
+    },
+    /// A value given to or read from the ledger is not valid.
+    #[error("site ledger {path}: {reason}")]
+    Invalid {
+        /// The ledger.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The privacy accountant failed on the ledger's events.
+    #[error("privacy accounting of the site ledger {path}: {source}")]
+    Privacy {
+        /// The ledger.
+        path: PathBuf,
+        /// The cause.
+        source: tessera_privacy::Error,
+    },
+}
+
+/// One round the site contributed to, with what the coordinator announced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contribution {
+    /// The federation's identifier.
+    pub federation: String,
+    /// Aggregation number within the federation.
+    pub round: u64,
+    /// Training round, for a model update.
+    pub training_round: Option<u32>,
+    /// What the round aggregates (`statistics`, `training`, …).
+    pub kind: String,
+    /// Noise multiplier σ the coordinator announced.
+    pub noise_multiplier: f64,
+    /// Clip norm C the coordinator announced.
+    pub clip_norm: f64,
+    /// When the row was written (ms since the Unix epoch).
+    pub recorded_at_ms: i64,
+}
+
+impl Contribution {
+    /// The privacy event the site counts for this contribution: Gaussian with
+    /// the announced noise multiplier and sampling rate 1.
+    pub fn event(&self) -> PrivacyEvent {
+        PrivacyEvent::Gaussian {
+            noise_multiplier: self.noise_multiplier,
+            sampling_rate: 1.0,
+            count: 1,
+        }
+    }
+}
+
+/// The site's privacy ledger (SQLite, in the participant's state directory).
+#[derive(Debug)]
+pub struct SiteLedger {
+    conn: Connection,
+    path: PathBuf,
+}
+
+impl SiteLedger {
+    /// Opens the ledger at `path` for writing, creating its directory, the
+    /// database and its schema if needed.
+    pub fn open(path: &Path) -> Result<Self, LedgerError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| LedgerError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| LedgerError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut ledger = SiteLedger {
+            conn,
+            path: path.to_path_buf(),
+        };
+        ledger.configure()?;
+        ledger.migrate()?;
+        Ok(ledger)
+    }
+
+    /// Opens an existing ledger for reading only (works while the participant
+    /// runs).
+    pub fn open_read_only(path: &Path) -> Result<Self, LedgerError> {
+        if !path.is_file() {
+            return Err(LedgerError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| LedgerError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let ledger = SiteLedger {
+            conn,
+            path: path.to_path_buf(),
+        };
+        ledger
+            .conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| ledger.sql(e))?;
+        ledger
+            .conn
+            .pragma_update(None, "query_only", true)
+            .map_err(|e| ledger.sql(e))?;
+        let found: i64 = ledger
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(|e| ledger.sql(e))?;
+        if found != SCHEMA_VERSION {
+            return Err(LedgerError::SchemaVersion {
+                path: ledger.path.clone(),
+                found,
+                expected: SCHEMA_VERSION,
+            });
+        }
+        Ok(ledger)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records a contribution; committed and fsync'd when this returns. A
+    /// second contribution to the same round of the same federation is
+    /// refused with [`LedgerError::DuplicateRound`].
+    pub fn record(&mut self, c: &Contribution) -> Result<(), LedgerError> {
+        let round = i64::try_from(c.round)
+            .map_err(|_| self.invalid(format!("round {} is too large", c.round)))?;
+        for (name, v) in [
+            ("noise_multiplier", c.noise_multiplier),
+            ("clip_norm", c.clip_norm),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(self.invalid(format!(
+                    "contribution to round {}: {name} must be finite and non-negative, got {v}",
+                    c.round
+                )));
+            }
+        }
+        let path = self.path.clone();
+        let sql_err = |source| LedgerError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let duplicate = || LedgerError::DuplicateRound {
+            path: path.clone(),
+            federation: c.federation.clone(),
+            round: c.round,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_err)?;
+        let exists: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM contributions WHERE federation = ?1 AND round = ?2",
+                params![c.federation, round],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql_err)?;
+        if exists.is_some() {
+            return Err(duplicate());
+        }
+        match tx.execute(
+            "INSERT INTO contributions (federation, round, training_round, kind,
+                                        noise_multiplier, clip_norm, recorded_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                c.federation,
+                round,
+                c.training_round,
+                c.kind,
+                c.noise_multiplier,
+                c.clip_norm,
+                c.recorded_at_ms,
+            ],
+        ) {
+            Ok(_) => {}
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+                return Err(duplicate());
+            }
+            Err(e) => return Err(sql_err(e)),
+        }
+        tx.commit().map_err(sql_err)
+    }
+
+    /// Every contribution, in the order recorded.
+    pub fn contributions(&self) -> Result<Vec<Contribution>, LedgerError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT federation, round, training_round, kind, noise_multiplier, clip_norm,
+                        recorded_at_ms
+                 FROM contributions ORDER BY id",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                let conv = |i: usize, e: std::num::TryFromIntError| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        i,
+                        rusqlite::types::Type::Integer,
+                        Box::new(e),
+                    )
+                };
+                Ok(Contribution {
+                    federation: r.get(0)?,
+                    round: u64::try_from(r.get::<_, i64>(1)?).map_err(|e| conv(1, e))?,
+                    training_round: r
+                        .get::<_, Option<i64>>(2)?
+                        .map(|t| u32::try_from(t).map_err(|e| conv(2, e)))
+                        .transpose()?,
+                    kind: r.get(3)?,
+                    noise_multiplier: r.get(4)?,
+                    clip_norm: r.get(5)?,
+                    recorded_at_ms: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
+    }
+
+    /// The privacy events the site counts: one Gaussian event with sampling
+    /// rate 1 per contribution, with the announced noise multiplier
+    /// (contributions with the same noise multiplier are merged into one
+    /// event with a count, which composes identically).
+    pub fn events(&self) -> Result<Vec<PrivacyEvent>, LedgerError> {
+        Ok(site_events(&self.contributions()?))
+    }
+
+    /// The site's ε at `delta` (best accountant); 0 with no contributions.
+    pub fn epsilon(&self, delta: f64) -> Result<f64, LedgerError> {
+        self.epsilon_of(&self.events()?, delta)
+    }
+
+    /// The site's ε at `delta` if it also contributed `next`: what the site
+    /// checks before it touches its data for a round.
+    pub fn epsilon_if(&self, next: &Contribution, delta: f64) -> Result<f64, LedgerError> {
+        let mut contributions = self.contributions()?;
+        contributions.push(next.clone());
+        self.epsilon_of(&site_events(&contributions), delta)
+    }
+
+    fn epsilon_of(&self, events: &[PrivacyEvent], delta: f64) -> Result<f64, LedgerError> {
+        if events.is_empty() {
+            return Ok(0.0);
+        }
+        tessera_privacy::epsilon(events, delta, AccountantKind::Best)
+            .map(|r| r.epsilon)
+            .map_err(|source| LedgerError::Privacy {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    fn configure(&mut self) -> Result<(), LedgerError> {
+        self.conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| self.sql(e))?;
+        let mode: String = self
+            .conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
+            .map_err(|e| self.sql(e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(self.invalid(format!("cannot switch to WAL journal mode (got {mode})")));
+        }
+        self.conn
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| self.sql(e))?;
+        self.conn
+            .pragma_update(None, "foreign_keys", true)
+            .map_err(|e| self.sql(e))?;
+        Ok(())
+    }
+
+    fn migrate(&mut self) -> Result<(), LedgerError> {
+        let path = self.path.clone();
+        let sql_err = |source| LedgerError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Exclusive)
+            .map_err(sql_err)?;
+        let found: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(sql_err)?;
+        match found {
+            0 => tx
+                .execute_batch(SCHEMA)
+                .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
+                .and_then(|()| tx.commit())
+                .map_err(sql_err),
+            SCHEMA_VERSION => Ok(()),
+            found => Err(LedgerError::SchemaVersion {
+                path: path.clone(),
+                found,
+                expected: SCHEMA_VERSION,
+            }),
+        }
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> LedgerError {
+        LedgerError::Sqlite {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn invalid(&self, reason: impl Into<String>) -> LedgerError {
+        LedgerError::Invalid {
+            path: self.path.clone(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Gaussian events at sampling rate 1, merged by noise multiplier.
+fn site_events(contributions: &[Contribution]) -> Vec<PrivacyEvent> {
+    let mut merged: Vec<(f64, u32)> = Vec::new();
+    for c in contributions {
+        match merged
+            .iter_mut()
+            .find(|(sigma, _)| sigma.to_bits() == c.noise_multiplier.to_bits())
+        {
+            Some((_, count)) => *count += 1,
+            None => merged.push((c.noise_multiplier, 1)),
+        }
+    }
+    merged
+        .into_iter()
+        .map(|(noise_multiplier, count)| PrivacyEvent::Gaussian {
+            noise_multiplier,
+            sampling_rate: 1.0,
+            count,
+        })
+        .collect()
+}
+
+/// One contribution with the site's ε after it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SiteLedgerRow {
+    /// The federation.
+    pub federation: String,
+    /// Aggregation number.
+    pub round: u64,
+    /// Training round, for a model update.
+    pub training_round: Option<u32>,
+    /// What the round aggregated.
+    pub kind: String,
+    /// Announced noise multiplier σ.
+    pub noise_multiplier: f64,
+    /// Announced clip norm C.
+    pub clip_norm: f64,
+    /// When the row was written, RFC 3339 UTC.
+    pub recorded_at: String,
+    /// The site's ε (at the report's δ, q = 1, best accountant) up to and
+    /// including this contribution.
+    pub cumulative_epsilon: f64,
+}
+
+/// The site's ledger with cumulative ε, for `tessera-participant ledger`.
+/// Serialises to one JSON object; `Display` renders a table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SiteLedgerReport {
+    /// The ledger read.
+    pub ledger: PathBuf,
+    /// δ at which ε is reported.
+    pub delta: f64,
+    /// Every contribution, in the order recorded.
+    pub rows: Vec<SiteLedgerRow>,
+    /// The site's ε over every contribution (0 when there is none).
+    pub epsilon: f64,
+    /// The site's budget, if given.
+    pub max_epsilon: Option<f64>,
+    /// Budget left (never negative), if a budget was given.
+    pub epsilon_remaining: Option<f64>,
+}
+
+/// Every contribution with the site's cumulative ε after it, at `delta`.
+pub fn site_ledger_report(
+    l: &SiteLedger,
+    delta: f64,
+    max_epsilon: Option<f64>,
+) -> Result<SiteLedgerReport, LedgerError> {
+    let contributions = l.contributions()?;
+    let mut rows = Vec::with_capacity(contributions.len());
+    for (i, c) in contributions.iter().enumerate() {
+        let cumulative_epsilon = l.epsilon_of(&site_events(&contributions[..=i]), delta)?;
+        rows.push(SiteLedgerRow {
+            federation: c.federation.clone(),
+            round: c.round,
+            training_round: c.training_round,
+            kind: c.kind.clone(),
+            noise_multiplier: c.noise_multiplier,
+            clip_norm: c.clip_norm,
+            recorded_at: format_utc_ms(c.recorded_at_ms),
+            cumulative_epsilon,
+        });
+    }
+    let epsilon = rows.last().map_or(0.0, |r| r.cumulative_epsilon);
+    Ok(SiteLedgerReport {
+        ledger: l.path.clone(),
+        delta,
+        rows,
+        epsilon,
+        max_epsilon,
+        epsilon_remaining: max_epsilon.map(|m| (m - epsilon).max(0.0)),
+    })
+}
+
+impl fmt::Display for SiteLedgerReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "site ledger {}", self.ledger.display())?;
+        if self.rows.is_empty() {
+            writeln!(
+                f,
+                "no contributions recorded: epsilon = 0 at delta = {:e}",
+                self.delta
+            )?;
+        } else {
+            writeln!(
+                f,
+                "{:<20} {:>6} {:>6} {:<11} {:>8} {:>8} {:<24} {:>12}",
+                "federation", "round", "train", "kind", "sigma", "clip", "recorded at", "cum. eps"
+            )?;
+            for r in &self.rows {
+                let train = r
+                    .training_round
+                    .map_or_else(|| "-".to_owned(), |t| t.to_string());
+                writeln!(
+                    f,
+                    "{:<20} {:>6} {:>6} {:<11} {:>8.4} {:>8.4} {:<24} {:>12.6}",
+                    r.federation,
+                    r.round,
+                    train,
+                    r.kind,
+                    r.noise_multiplier,
+                    r.clip_norm,
+                    r.recorded_at,
+                    r.cumulative_epsilon
+                )?;
+            }
+            writeln!(
+                f,
+                "{} contribution(s): epsilon = {:.6} at delta = {:e} (sampling counted as q = 1, best accountant)",
+                self.rows.len(),
+                self.epsilon,
+                self.delta
+            )?;
+        }
+        if let (Some(max), Some(left)) = (self.max_epsilon, self.epsilon_remaining) {
+            writeln!(f, "budget: max_epsilon = {max}, remaining {left:.6}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Formats milliseconds since the Unix epoch as RFC 3339 UTC.
+fn format_utc_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let millis = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
+}

@@ -1,0 +1,222 @@
+//! The site's own privacy ledger, on real SQLite files.
+
+use std::path::PathBuf;
+
+use tessera_participant::ledger::{Contribution, LedgerError, SiteLedger, site_ledger_report};
+use tessera_privacy::{AccountantKind, PrivacyEvent};
+
+fn contribution(federation: &str, round: u64, sigma: f64) -> Contribution {
+    Contribution {
+        federation: federation.into(),
+        round,
+        training_round: Some(round as u32),
+        kind: "training".into(),
+        noise_multiplier: sigma,
+        clip_norm: 0.25,
+        recorded_at_ms: 1_795_000_000_000 + round as i64,
+    }
+}
+
+fn ledger_path(dir: &tempfile::TempDir) -> PathBuf {
+    dir.path().join("state").join("site-ledger.sqlite")
+}
+
+#[test]
+fn records_read_back_and_survive_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ledger_path(&dir);
+    {
+        let mut ledger = SiteLedger::open(&path).unwrap();
+        assert!(ledger.contributions().unwrap().is_empty());
+        assert_eq!(ledger.epsilon(1e-5).unwrap(), 0.0);
+        ledger.record(&contribution("fed-a", 0, 8.0)).unwrap();
+        ledger.record(&contribution("fed-a", 1, 5.0)).unwrap();
+        // The same round number in another federation is another contribution.
+        ledger.record(&contribution("fed-b", 1, 5.0)).unwrap();
+    }
+    let ledger = SiteLedger::open(&path).unwrap();
+    let rows = ledger.contributions().unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            contribution("fed-a", 0, 8.0),
+            contribution("fed-a", 1, 5.0),
+            contribution("fed-b", 1, 5.0)
+        ]
+    );
+}
+
+#[test]
+fn duplicate_round_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ledger_path(&dir);
+    let mut ledger = SiteLedger::open(&path).unwrap();
+    ledger.record(&contribution("fed-a", 3, 2.0)).unwrap();
+    let err = ledger.record(&contribution("fed-a", 3, 9.0)).unwrap_err();
+    assert!(
+        matches!(&err, LedgerError::DuplicateRound { round: 3, federation, .. } if federation == "fed-a"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("site-ledger.sqlite"), "{err}");
+    assert_eq!(ledger.contributions().unwrap().len(), 1);
+    let mut bad = contribution("fed-a", 4, f64::INFINITY);
+    assert!(matches!(
+        ledger.record(&bad),
+        Err(LedgerError::Invalid { .. })
+    ));
+    bad.noise_multiplier = -1.0;
+    assert!(matches!(
+        ledger.record(&bad),
+        Err(LedgerError::Invalid { .. })
+    ));
+}
+
+#[test]
+fn events_count_every_contribution_at_q_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = SiteLedger::open(&ledger_path(&dir)).unwrap();
+    for (round, sigma) in [(1, 5.0), (2, 5.0), (3, 4.0), (4, 5.0)] {
+        ledger.record(&contribution("fed", round, sigma)).unwrap();
+    }
+    let events = ledger.events().unwrap();
+    let mut total = 0;
+    for event in &events {
+        match event {
+            PrivacyEvent::Gaussian {
+                sampling_rate,
+                count,
+                ..
+            } => {
+                assert_eq!(*sampling_rate, 1.0, "the site counts q = 1");
+                total += count;
+            }
+            other => panic!("unexpected event {other:?}"),
+        }
+    }
+    assert_eq!(total, 4);
+
+    let delta = 1e-5;
+    let unmerged: Vec<PrivacyEvent> = ledger
+        .contributions()
+        .unwrap()
+        .iter()
+        .map(Contribution::event)
+        .collect();
+    let expected = tessera_privacy::epsilon(&unmerged, delta, AccountantKind::Best)
+        .unwrap()
+        .epsilon;
+    let eps = ledger.epsilon(delta).unwrap();
+    assert!(
+        (eps - expected).abs() <= 1e-9 * expected,
+        "{eps} vs {expected}"
+    );
+    // Counting at q = 1 is never below what a coordinator sampling at q < 1 reports.
+    let sampled: Vec<PrivacyEvent> = [5.0, 5.0, 4.0, 5.0]
+        .iter()
+        .map(|&noise_multiplier| PrivacyEvent::Gaussian {
+            noise_multiplier,
+            sampling_rate: 0.3,
+            count: 1,
+        })
+        .collect();
+    let coordinator = tessera_privacy::epsilon(&sampled, delta, AccountantKind::Best)
+        .unwrap()
+        .epsilon;
+    assert!(eps >= coordinator, "{eps} < {coordinator}");
+}
+
+#[test]
+fn epsilon_if_is_above_epsilon_and_matches_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = SiteLedger::open(&ledger_path(&dir)).unwrap();
+    let delta = 1e-5;
+    let next = contribution("fed", 1, 3.0);
+    let first = ledger.epsilon_if(&next, delta).unwrap();
+    assert!(first > 0.0);
+    assert_eq!(
+        ledger.epsilon(delta).unwrap(),
+        0.0,
+        "epsilon_if records nothing"
+    );
+    ledger.record(&next).unwrap();
+    assert!((ledger.epsilon(delta).unwrap() - first).abs() < 1e-12);
+
+    let now = ledger.epsilon(delta).unwrap();
+    let after = ledger
+        .epsilon_if(&contribution("fed", 2, 3.0), delta)
+        .unwrap();
+    assert!(after > now, "{after} <= {now}");
+    // Less noise costs more.
+    let noisier = ledger
+        .epsilon_if(&contribution("fed", 2, 10.0), delta)
+        .unwrap();
+    assert!(after > noisier && noisier > now);
+}
+
+#[test]
+fn report_has_cumulative_epsilon_and_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ledger_path(&dir);
+    let mut ledger = SiteLedger::open(&path).unwrap();
+    let delta = 1e-5;
+    for round in 0..5 {
+        ledger
+            .record(&contribution("fed", round, 4.0 + round as f64))
+            .unwrap();
+    }
+    let reader = SiteLedger::open_read_only(&path).unwrap();
+    let report = site_ledger_report(&reader, delta, Some(2.0)).unwrap();
+    assert_eq!(report.rows.len(), 5);
+    let mut previous = 0.0;
+    for (i, row) in report.rows.iter().enumerate() {
+        let prefix: Vec<PrivacyEvent> = ledger.contributions().unwrap()[..=i]
+            .iter()
+            .map(Contribution::event)
+            .collect();
+        let expected = tessera_privacy::epsilon(&prefix, delta, AccountantKind::Best)
+            .unwrap()
+            .epsilon;
+        assert!((row.cumulative_epsilon - expected).abs() <= 1e-9 * expected);
+        assert!(row.cumulative_epsilon > previous);
+        previous = row.cumulative_epsilon;
+    }
+    assert_eq!(report.epsilon, previous);
+    assert_eq!(report.epsilon, ledger.epsilon(delta).unwrap());
+    assert_eq!(report.epsilon_remaining, Some((2.0 - previous).max(0.0)));
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["rows"][0]["federation"], "fed");
+    assert_eq!(json["max_epsilon"], 2.0);
+    assert!(json["rows"][4]["cumulative_epsilon"].as_f64().unwrap() > 0.0);
+    let text = report.to_string();
+    assert!(text.contains("cum. eps"), "{text}");
+    assert!(text.contains("q = 1"), "{text}");
+    assert!(text.contains("max_epsilon = 2"), "{text}");
+
+    // The reader is read-only and sees later writes.
+    ledger.record(&contribution("fed", 9, 4.0)).unwrap();
+    assert_eq!(reader.contributions().unwrap().len(), 6);
+    let empty_dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        SiteLedger::open_read_only(&empty_dir.path().join("none.sqlite")),
+        Err(LedgerError::Missing { .. })
+    ));
+    let empty = SiteLedger::open(&empty_dir.path().join("e.sqlite")).unwrap();
+    let r = site_ledger_report(&empty, delta, None).unwrap();
+    assert_eq!(r.epsilon, 0.0);
+    assert!(r.to_string().contains("no contributions"));
+}
+
+#[test]
+fn rows_cannot_be_changed_or_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ledger_path(&dir);
+    let mut ledger = SiteLedger::open(&path).unwrap();
+    ledger.record(&contribution("fed", 1, 2.0)).unwrap();
+    drop(ledger);
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    assert!(
+        raw.execute("UPDATE contributions SET noise_multiplier = 50.0", [])
+            .is_err()
+    );
+    assert!(raw.execute("DELETE FROM contributions", []).is_err());
+}
