@@ -20,7 +20,7 @@ use crate::messages::{
     ServerMessage, ShareKeys, UnmaskRequest, UnmaskResponse,
 };
 use crate::params::RoundParams;
-use crate::prg::{MaskJob, apply_masks, modulus_mask};
+use crate::prg::{MaskJob, apply_masks, masked_copy, modulus_mask};
 use crate::seal::{open, seal};
 use crate::shamir::{Share, split};
 use crate::{Error, Stage, Violation};
@@ -346,6 +346,25 @@ impl AwaitingInput {
     /// fused pass ([`crate::prg::apply_masks`]). `input` must have `dim`
     /// elements, each below 2^modulus_bits.
     pub fn mask_input(self, input: &[u64]) -> Result<(AwaitingUnmask, MaskedInput), Error> {
+        let mut jobs = self.check_input(input)?;
+        let values = masked_copy(input, &mut jobs, self.common.params.modulus_bits);
+        Ok(self.finish(values))
+    }
+
+    /// [`AwaitingInput::mask_input`] on an owned vector, masked in place (no
+    /// second vector of `dim` elements is allocated).
+    pub fn mask_input_owned(
+        self,
+        mut input: Vec<u64>,
+    ) -> Result<(AwaitingUnmask, MaskedInput), Error> {
+        let mut jobs = self.check_input(&input)?;
+        apply_masks(&mut input, &mut jobs, self.common.params.modulus_bits);
+        Ok(self.finish(input))
+    }
+
+    /// Checks the input and prepares the mask jobs: the self mask (+) and
+    /// one pairwise mask per partner, + for partners above `me`, − below.
+    fn check_input(&self, input: &[u64]) -> Result<Vec<MaskJob>, Error> {
         let p = &self.common.params;
         if input.len() != p.dim {
             return Err(Error::InvalidInput(format!(
@@ -355,7 +374,8 @@ impl AwaitingInput {
             )));
         }
         let m = modulus_mask(p.modulus_bits);
-        if let Some(i) = input.iter().position(|&x| x > m) {
+        if input.iter().fold(0u64, |a, &x| a | x) > m {
+            let i = input.iter().position(|&x| x > m).unwrap_or(0);
             return Err(Error::InvalidInput(format!(
                 "input element {i} is not below 2^{}",
                 p.modulus_bits
@@ -367,19 +387,21 @@ impl AwaitingInput {
         for (v, seed) in &self.partners {
             jobs.push(MaskJob::new(seed, me > *v));
         }
-        let mut values = input.to_vec();
-        apply_masks(&mut values, &mut jobs, p.modulus_bits);
+        Ok(jobs)
+    }
+
+    fn finish(self, values: Vec<u64>) -> (AwaitingUnmask, MaskedInput) {
         let msg = MaskedInput {
-            round: p.round,
+            round: self.common.params.round,
             values,
         };
-        Ok((
+        (
             AwaitingUnmask {
                 common: self.common,
                 held: self.held,
             },
             msg,
-        ))
+        )
     }
 
     /// The participants this one masks with (whose shares it received).
@@ -503,6 +525,22 @@ impl ClientSession {
         match self {
             ClientSession::AwaitingInput(s) => {
                 let (next, out) = s.mask_input(input)?;
+                Ok((
+                    ClientSession::AwaitingUnmask(next),
+                    ClientMessage::MaskedInput(out),
+                ))
+            }
+            _ => Err(Error::ApiMisuse(
+                "mask_input called before the shares arrived or twice",
+            )),
+        }
+    }
+
+    /// [`ClientSession::mask_input`] on an owned vector, masked in place.
+    pub fn mask_input_owned(self, input: Vec<u64>) -> Result<(Self, ClientMessage), Error> {
+        match self {
+            ClientSession::AwaitingInput(s) => {
+                let (next, out) = s.mask_input_owned(input)?;
                 Ok((
                     ClientSession::AwaitingUnmask(next),
                     ClientMessage::MaskedInput(out),

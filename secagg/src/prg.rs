@@ -70,15 +70,15 @@ impl MaskJob {
 }
 
 #[inline]
-fn fold32(acc: &mut [u64], ks: &[u8], negate: bool) {
+fn fold32(acc: &mut [u32], ks: &[u8], negate: bool) {
     let words = ks.as_chunks::<4>().0;
     if negate {
         for (a, w) in acc.iter_mut().zip(words) {
-            *a = a.wrapping_sub(u64::from(u32::from_le_bytes(*w)));
+            *a = a.wrapping_sub(u32::from_le_bytes(*w));
         }
     } else {
         for (a, w) in acc.iter_mut().zip(words) {
-            *a = a.wrapping_add(u64::from(u32::from_le_bytes(*w)));
+            *a = a.wrapping_add(u32::from_le_bytes(*w));
         }
     }
 }
@@ -97,25 +97,110 @@ fn fold64(acc: &mut [u64], ks: &[u8], negate: bool) {
     }
 }
 
-/// Adds/subtracts every job's mask to `acc` and reduces the result modulo
-/// 2^modulus_bits. Arithmetic is wrapping in u64; since 2^modulus_bits
-/// divides 2^64 the final reduction gives the exact result mod 2^modulus_bits.
-/// Each job's keystream is consumed; a job must not be reused.
-pub fn apply_masks(acc: &mut [u64], jobs: &mut [MaskJob], modulus_bits: u32) {
-    let wb = word_bytes(modulus_bits);
-    let mut buf = [0u8; BLOCK * 8];
-    for block in acc.chunks_mut(BLOCK) {
-        let ks = &mut buf[..block.len() * wb];
-        for job in jobs.iter_mut() {
-            job.cipher.write_keystream(ks);
-            if wb == 4 {
-                fold32(block, ks, job.negate);
-            } else {
-                fold64(block, ks, job.negate);
+/// Scratch block of mask sums for [`BLOCK`] elements: u32 lanes when
+/// `modulus_bits <= 32` (modulo 2^k with k <= 32 masks can be summed in u32,
+/// twice as many per vector instruction), u64 otherwise.
+// One lives on the stack per call; boxing the larger variant would only add
+// an allocation.
+#[allow(clippy::large_enum_variant)]
+enum MaskBlock {
+    Narrow([u32; BLOCK]),
+    Wide([u64; BLOCK]),
+}
+
+impl MaskBlock {
+    fn new(modulus_bits: u32) -> Self {
+        if word_bytes(modulus_bits) == 4 {
+            MaskBlock::Narrow([0; BLOCK])
+        } else {
+            MaskBlock::Wide([0; BLOCK])
+        }
+    }
+
+    /// Expands every job's keystream for the next `len` (<= BLOCK) elements
+    /// and stores the signed sum of the masks.
+    fn fill(&mut self, len: usize, jobs: &mut [MaskJob], ks: &mut [u8; BLOCK * 8]) {
+        match self {
+            MaskBlock::Narrow(acc) => {
+                let acc = &mut acc[..len];
+                acc.fill(0);
+                let ks = &mut ks[..len * 4];
+                for job in jobs.iter_mut() {
+                    job.cipher.write_keystream(ks);
+                    fold32(acc, ks, job.negate);
+                }
+            }
+            MaskBlock::Wide(acc) => {
+                let acc = &mut acc[..len];
+                acc.fill(0);
+                let ks = &mut ks[..len * 8];
+                for job in jobs.iter_mut() {
+                    job.cipher.write_keystream(ks);
+                    fold64(acc, ks, job.negate);
+                }
             }
         }
     }
-    reduce(acc, modulus_bits);
+
+    /// block[i] = (block[i] + mask[i]) mod 2^k.
+    fn add_into(&self, block: &mut [u64], modulus: u64) {
+        match self {
+            MaskBlock::Narrow(acc) => {
+                for (b, m) in block.iter_mut().zip(acc.iter()) {
+                    *b = b.wrapping_add(u64::from(*m)) & modulus;
+                }
+            }
+            MaskBlock::Wide(acc) => {
+                for (b, m) in block.iter_mut().zip(acc.iter()) {
+                    *b = b.wrapping_add(*m) & modulus;
+                }
+            }
+        }
+    }
+
+    /// Appends (x[i] + mask[i]) mod 2^k to `out`.
+    fn extend_with(&self, x: &[u64], modulus: u64, out: &mut Vec<u64>) {
+        match self {
+            MaskBlock::Narrow(acc) => out.extend(
+                x.iter()
+                    .zip(acc.iter())
+                    .map(|(x, m)| x.wrapping_add(u64::from(*m)) & modulus),
+            ),
+            MaskBlock::Wide(acc) => out.extend(
+                x.iter()
+                    .zip(acc.iter())
+                    .map(|(x, m)| x.wrapping_add(*m) & modulus),
+            ),
+        }
+    }
+}
+
+/// Adds/subtracts every job's mask to `acc` and reduces the result modulo
+/// 2^modulus_bits, in one pass over `acc`. Arithmetic is wrapping; since
+/// 2^modulus_bits divides 2^64 (and 2^32 for k <= 32) the reduction gives the
+/// exact result. Each job's keystream is consumed; a job must not be reused.
+pub fn apply_masks(acc: &mut [u64], jobs: &mut [MaskJob], modulus_bits: u32) {
+    let modulus = modulus_mask(modulus_bits);
+    let mut ks = [0u8; BLOCK * 8];
+    let mut masks = MaskBlock::new(modulus_bits);
+    for block in acc.chunks_mut(BLOCK) {
+        masks.fill(block.len(), jobs, &mut ks);
+        masks.add_into(block, modulus);
+    }
+}
+
+/// Returns `input` plus every job's mask, modulo 2^modulus_bits, in one pass
+/// (no separate copy of the input).
+pub fn masked_copy(input: &[u64], jobs: &mut [MaskJob], modulus_bits: u32) -> Vec<u64> {
+    let modulus = modulus_mask(modulus_bits);
+    let mut out = Vec::with_capacity(input.len());
+    let mut ks = [0u8; BLOCK * 8];
+    let mut masks = MaskBlock::new(modulus_bits);
+    for block in input.chunks(BLOCK) {
+        masks.fill(block.len(), jobs, &mut ks);
+        masks.extend_with(block, modulus, &mut out);
+    }
+    out
 }
 
 /// Reduces every element modulo 2^modulus_bits.
@@ -218,6 +303,12 @@ mod tests {
                 }
                 reduce(&mut reference, bits);
                 assert_eq!(fused, reference, "bits {bits} dim {dim}");
+                let mut jobs: Vec<MaskJob> = seeds
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| MaskJob::new(s, i % 2 == 1))
+                    .collect();
+                assert_eq!(masked_copy(&input, &mut jobs, bits), reference);
                 // Adding and subtracting the same mask is the identity.
                 let mut roundtrip = input.clone();
                 apply_masks(

@@ -205,13 +205,11 @@ impl ServerRound {
                     }
                     .into());
                 }
-                let mask = modulus_mask(self.params.modulus_bits);
-                if let Some(index) = m.values.iter().position(|&v| v > mask) {
-                    return Err(Violation::ValueOutOfRange { index }.into());
-                }
-                for (s, v) in self.sum.iter_mut().zip(m.values.iter()) {
-                    *s = s.wrapping_add(*v);
-                }
+                fold_checked(
+                    &mut self.sum,
+                    &m.values,
+                    modulus_mask(self.params.modulus_bits),
+                )?;
                 self.contributors.insert(from);
             }
             ClientMessage::UnmaskResponse(m) => {
@@ -529,6 +527,26 @@ impl ServerRound {
     }
 }
 
+/// sum += values (wrapping), block by block in one pass, checking that every
+/// value is at most `modulus`; on a bad value the blocks already added are
+/// subtracted again, so the sum is unchanged on error.
+fn fold_checked(sum: &mut [u64], values: &[u64], modulus: u64) -> Result<(), Error> {
+    const B: usize = 4096;
+    for (bi, (s, v)) in sum.chunks_mut(B).zip(values.chunks(B)).enumerate() {
+        if v.iter().fold(0u64, |a, &x| a | x) > modulus {
+            let index = bi * B + v.iter().position(|&x| x > modulus).unwrap_or(0);
+            for (s, v) in sum[..bi * B].iter_mut().zip(values) {
+                *s = s.wrapping_sub(*v);
+            }
+            return Err(Violation::ValueOutOfRange { index }.into());
+        }
+        for (s, x) in s.iter_mut().zip(v) {
+            *s = s.wrapping_add(*x);
+        }
+    }
+    Ok(())
+}
+
 /// Parses revealed shares; the owners must be exactly `asked`, once each.
 fn parse_revealed(got: &[(u32, Vec<u8>)], asked: &[u32]) -> Result<Vec<(u32, Share)>, Error> {
     if got.len() != asked.len() {
@@ -551,4 +569,28 @@ fn parse_revealed(got: &[(u32, Vec<u8>)], asked: &[u32]) -> Result<Vec<(u32, Sha
         out.push((*owner, share));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fold_checked_rolls_back() {
+        let mut sum: Vec<u64> = (0..10_000u64).map(|i| i * 7 % 256).collect();
+        let before = sum.clone();
+        let mut values = vec![255u64; 10_000];
+        values[9_000] = 256;
+        assert_eq!(
+            fold_checked(&mut sum, &values, 255),
+            Err(Error::ProtocolViolation(Violation::ValueOutOfRange {
+                index: 9_000
+            }))
+        );
+        assert_eq!(sum, before);
+        values[9_000] = 1;
+        fold_checked(&mut sum, &values, 255).unwrap();
+        assert_eq!(sum[0], 255);
+        assert_eq!(sum[9_000], before[9_000] + 1);
+    }
 }

@@ -209,7 +209,12 @@ pub fn run_round(
             let result = session.handle(msg, &mut rng).and_then(|(s, reply)| {
                 if s.wants_input() && !plan.after_shares.contains(&to) {
                     let input = input_of.get(&to).map(|v| v.as_slice()).unwrap_or(&[]);
-                    let (s, m) = s.mask_input(input)?;
+                    // Exercise both masking paths (borrowed and in place).
+                    let (s, m) = if to % 2 == 0 {
+                        s.mask_input(input)?
+                    } else {
+                        s.mask_input_owned(input.to_vec())?
+                    };
                     Ok((s, Some(m)))
                 } else {
                     Ok((s, reply))
