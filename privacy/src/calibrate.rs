@@ -106,8 +106,9 @@ fn calibrate_exact(target: f64, delta: f64, rounds: u32) -> Result<f64, Error> {
         return Err(Error::CalibrationFailed("target epsilon too small for this delta".into()));
     }
     let mut sigma = t / lo;
-    // Guard the division's rounding: step up until the target is met.
-    while exact::gaussian_epsilon(t / sigma, delta) > target {
+    // Guard the division's rounding: step up until the target is met, as
+    // the accountant itself computes it.
+    while eps_at(sigma, 1.0, rounds, delta, AccountantKind::Exact) > target {
         sigma = sigma.next_up();
     }
     Ok(sigma)

@@ -117,6 +117,15 @@ impl Grouped {
         Ok(g)
     }
 
+    /// For a ledger of pure-DP events only: the sum of their epsilons
+    /// (basic composition gives (sum, 0)-DP). `None` if Gaussian rounds are present.
+    pub(crate) fn pure_epsilon_sum(&self) -> Option<f64> {
+        if self.has_full || !self.sampled.is_empty() {
+            return None;
+        }
+        Some(self.laplace.iter().chain(&self.exponential).map(|&(e, c)| e * c as f64).sum())
+    }
+
     /// Whether the ledger holds only Gaussian rounds.
     pub(crate) fn only_gaussian(&self) -> bool {
         self.laplace.is_empty() && self.exponential.is_empty()

@@ -127,7 +127,11 @@ fn delta_queries_match() {
             if let Some(exact) = num(&r, "delta_exact") {
                 assert!(got >= exact * (1.0 - 1e-9) - 1e-300, "{r:?}: pld {got} < exact {exact}");
             }
-            let tol = (0.05 * want).max(2e-15);
+            // Below ~1e-13 both values sit at the numerical floor of an FFT
+            // composition (rounding of ~1e-16 relative to the largest grid
+            // probability, summed over 1e5..1e6 grid points), which this
+            // accountant adds to delta on purpose rather than dropping.
+            let tol = (0.05 * want).max(5e-14);
             assert!((got - want).abs() <= tol, "{r:?}: pld {got} vs {want}");
         }
         n += 1;

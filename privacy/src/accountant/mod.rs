@@ -7,6 +7,9 @@
 //! | [`AccountantKind::Pld`] | every ledger | pessimistic PLD with FFT composition (Doroshenko et al. 2022; Koskela et al. 2020) |
 //! | [`AccountantKind::Best`] | every ledger | the smallest of the valid bounds above |
 //!
+//! For ledgers of pure-DP events only, RDP and PLD also take the basic
+//! composition bound (sum of epsilons, delta 0) when it is smaller.
+//!
 //! All of them are upper bounds on the privacy actually spent: they may
 //! overstate it, never understate it.
 
@@ -129,11 +132,14 @@ pub(crate) fn epsilon_grouped(g: &Grouped, delta: f64, kind: AccountantKind) -> 
         }
         AccountantKind::Rdp => {
             let (e, a) = rdp::RdpCurve::from_grouped(g).epsilon(delta)?;
-            Ok(report(e, kind, Some(a)))
+            match g.pure_epsilon_sum() {
+                Some(sum) if sum <= e => Ok(report(sum, kind, None)),
+                _ => Ok(report(e, kind, Some(a))),
+            }
         }
         AccountantKind::Pld => {
             let e = pld::ComposedPld::from_grouped(g, pld::PldOptions::default())?.epsilon(delta)?;
-            Ok(report(e, kind, None))
+            Ok(report(g.pure_epsilon_sum().map_or(e, |s| s.min(e)), kind, None))
         }
         AccountantKind::Best => {
             let mut candidates = Vec::new();
@@ -171,6 +177,10 @@ pub(crate) fn epsilon_grouped(g: &Grouped, delta: f64, kind: AccountantKind) -> 
 pub fn delta(events: &[PrivacyEvent], epsilon: f64, kind: AccountantKind) -> Result<f64, Error> {
     let e = Epsilon::new(epsilon)?.get();
     let g = Grouped::new(events)?;
+    // Basic composition: a pure-DP ledger is (sum of epsilons, 0)-DP.
+    if kind != AccountantKind::Exact && g.pure_epsilon_sum().is_some_and(|s| e >= s) {
+        return Ok(0.0);
+    }
     match kind {
         AccountantKind::Exact => Ok(exact::gaussian_delta(exact::ledger_mu(&g)?, e)),
         AccountantKind::Rdp => Ok(rdp::RdpCurve::from_grouped(&g).delta(e).0),

@@ -56,8 +56,12 @@ impl Default for PldOptions {
     }
 }
 
-/// Upper bound on the probability mass each Chernoff-truncated tail may hold.
+/// Upper bound on the probability mass above the composition window (added
+/// to delta).
 const TAIL: f64 = 1e-18;
+/// Upper bound on the mass below the window. It wraps around into the
+/// window (the transform is cyclic), where it can only add to delta.
+const TAIL_LOW: f64 = 1e-16;
 /// Total infinite mass the per-mechanism truncation may add to delta.
 const INF_BUDGET: f64 = 1e-17;
 
@@ -229,15 +233,17 @@ impl Pmf {
             })
             .filter(|b| b.2 > 0.0)
             .collect();
+        let logm: Vec<f64> = bins.iter().map(|b| b.2.ln()).collect();
         lambdas
             .iter()
             .map(|&lam| {
-                let mut acc = f64::NEG_INFINITY;
-                for &(lo, hi, m) in &bins {
-                    let l = if lam > 0.0 { hi } else { lo };
-                    acc = log_add(acc, m.ln() + lam * l);
+                let at = |(b, lm): (&(f64, f64, f64), &f64)| lm + lam * if lam > 0.0 { b.1 } else { b.0 };
+                let max = bins.iter().zip(&logm).map(at).fold(f64::NEG_INFINITY, f64::max);
+                if max == f64::NEG_INFINITY {
+                    return max;
                 }
-                acc
+                let sum: f64 = bins.iter().zip(&logm).map(|x| (at(x) - max).exp()).sum();
+                max + sum.ln()
             })
             .collect()
     }
@@ -424,11 +430,17 @@ fn lazy_gaussian_epsilon(sigma: f64, h: f64, target: f64) -> f64 {
     e.clamp(j * h, (j + 1.0) * h).max(0.0)
 }
 
-/// Smallest FFT-friendly length >= n (2^k or 3 * 2^k).
+/// Smallest FFT-friendly length >= n, of the form 2^a 3^b 5^c with b, c <= 2.
 fn fft_len(n: usize) -> usize {
-    let p = n.next_power_of_two();
-    let t = (p / 4) * 3;
-    if t >= n { t } else { p }
+    let mut best = n.next_power_of_two();
+    for m in [3usize, 5, 9, 15, 25, 45, 75, 225] {
+        let mut v = m;
+        while v < n {
+            v *= 2;
+        }
+        best = best.min(v);
+    }
+    best
 }
 
 /// Composes `(mechanism, count)` pairs of one direction. Returns the PMF and
@@ -454,10 +466,10 @@ fn compose(mechs: &[(Mech, u64)], h: f64, tau: f64, max_len: usize) -> Result<(P
                 *acc += c * v;
             }
         }
-        let lt = TAIL.ln();
+        let (lt, llt) = (TAIL.ln(), TAIL_LOW.ln());
         let hi = lambdas.iter().zip(&kp).map(|(l, k)| (k - lt) / l).fold(f64::INFINITY, f64::min);
         let lo =
-            lambdas.iter().zip(&kn).map(|(l, k)| (lt - k) / l).fold(f64::NEG_INFINITY, f64::max);
+            lambdas.iter().zip(&kn).map(|(l, k)| (llt - k) / l).fold(f64::NEG_INFINITY, f64::max);
         let base: i64 = pmfs.iter().map(|(p, c)| p.start * *c as i64).sum();
         let top: i64 =
             pmfs.iter().map(|(p, c)| (p.start + p.probs.len() as i64 - 1) * *c as i64).sum();
@@ -469,9 +481,8 @@ fn compose(mechs: &[(Mech, u64)], h: f64, tau: f64, max_len: usize) -> Result<(P
             h *= width as f64 / (max_len as f64 * 0.9);
             continue;
         }
-        let mut planner = FftPlanner::<f64>::new();
-        let fwd = planner.plan_fft_forward(n);
-        let inv = planner.plan_fft_inverse(n);
+        // One plan serves both directions: ifft(x) = conj(fft(conj(x))) / n.
+        let fwd = FftPlanner::<f64>::new().plan_fft_forward(n);
         let mut acc = vec![Complex64::new(1.0, 0.0); n];
         let mut buf = vec![Complex64::new(0.0, 0.0); n];
         let mut log_keep_finite = 0.0;
@@ -487,13 +498,15 @@ fn compose(mechs: &[(Mech, u64)], h: f64, tau: f64, max_len: usize) -> Result<(P
             }
             log_keep_finite += c as f64 * (-p.inf_mass).ln_1p();
         }
-        inv.process(&mut acc);
+        acc.iter_mut().for_each(|z| *z = z.conj());
+        fwd.process(&mut acc);
         let scale = 1.0 / n as f64;
         let off = (w_lo - base).rem_euclid(n as i64) as usize;
         let mut probs = Vec::with_capacity(n);
         let mut negative = 0.0;
-        for i in 0..n {
-            let v = acc[(off + i) % n].re * scale;
+        for z in acc[off..].iter().chain(&acc[..off]) {
+            // The real part is unchanged by the final conjugation.
+            let v = z.re * scale;
             if v < 0.0 {
                 negative -= v;
                 probs.push(0.0);
@@ -510,18 +523,24 @@ fn compose(mechs: &[(Mech, u64)], h: f64, tau: f64, max_len: usize) -> Result<(P
     Err(not_applicable("the composed privacy loss is too wide to discretise"))
 }
 
+/// `z^c` by square-and-multiply (about 2 log2(c) complex products; much
+/// cheaper than the polar form, whose `sin_cos` of a huge angle is slow).
 fn pow_complex(z: Complex64, c: u64) -> Complex64 {
-    if c == 1 {
-        return z;
+    let mut base = z;
+    let mut acc = Complex64::new(1.0, 0.0);
+    let mut e = c;
+    while e > 0 {
+        if e & 1 == 1 {
+            acc *= base;
+        }
+        e >>= 1;
+        if e > 0 {
+            base = base * base;
+            if base.norm_sqr() < 1e-300 {
+                // |z|^(2k) already negligible: the rest can only shrink it.
+                return if e > 0 { Complex64::new(0.0, 0.0) } else { acc };
+            }
+        }
     }
-    if c <= 16 {
-        return z.powu(c as u32);
-    }
-    let r = z.norm();
-    if r == 0.0 {
-        return Complex64::new(0.0, 0.0);
-    }
-    let mag = (r.ln() * c as f64).exp();
-    let ang = z.arg() * c as f64;
-    Complex64::from_polar(mag, ang)
+    acc
 }

@@ -8,7 +8,8 @@
 //!   sum), stopped when both partial terms decrease and lie 30 nats below the
 //!   total, and an order whose series has not stopped after 1000 terms is
 //!   left out (treated as infinite) — the same rules as Google's
-//!   dp_accounting, so `--accountant rdp` reproduces its figures.
+//!   dp_accounting, so `--accountant rdp` reproduces its figures. Each
+//!   order is also capped by the full-participation value `a / (2 sigma^2)`.
 //! * Full participation: alpha / (2 sigma^2) per round.
 //! * Discrete Laplace with parameter epsilon: its exact RDP,
 //!   `ln((e^{(a-1)eps} + e^{-a eps}) / (1 + e^{-eps})) / (a-1)`, which is
@@ -128,12 +129,16 @@ pub fn sampled_gaussian_rdp(q: f64, sigma: f64, alpha: f64) -> f64 {
     if q == 1.0 {
         return alpha / (2.0 * sigma * sigma);
     }
+    let full = alpha / (2.0 * sigma * sigma);
     let log_a = if alpha.fract() == 0.0 {
         log_a_int(q, sigma, alpha)
     } else {
         log_a_frac(q, sigma, alpha)
     };
-    log_a / (alpha - 1.0)
+    // Subsampling never hurts (joint convexity of the Rényi divergence), so
+    // the full-participation value caps the series bound, which sums terms
+    // in absolute value and can exceed it when q is close to 1.
+    (log_a / (alpha - 1.0)).min(full)
 }
 
 /// RDP at order `alpha` of randomised response / discrete Laplace with pure
