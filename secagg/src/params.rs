@@ -6,7 +6,7 @@
 //! over the whole round, γ the fraction that may be corrupt and collude with
 //! the coordinator, σ the security parameter and η the correctness parameter
 //! (failure probabilities 2^−σ and 2^−η). Write D = ⌈δn⌉, C = ⌈γn⌉ and
-//! R = D + C. In the randomly relabelled Harary graph ([`crate::graph`]) a
+//! R = D + C. In the randomly relabelled Harary graph ([`crate::neighbours_of`]) a
 //! participant's k neighbours are a uniformly random k-subset of the other
 //! n − 1, so the number of dropped (corrupt) neighbours is hypergeometric,
 //! Hyp(n − 1, D, k) (resp. Hyp(n − 1, C, k)). We require, with union bounds

@@ -64,6 +64,14 @@ fn same_seed_same_transcript() {
     let b = run_round(&p, &inputs, &plan, 99).unwrap();
     let c = run_round(&p, &inputs, &plan, 100).unwrap();
     assert_eq!(a, b);
+    // Pinned: a change here means the protocol's bytes changed (keys, KDF,
+    // Shamir, AEAD, graph or PRG), which breaks mixed-version rounds.
+    assert_eq!(
+        a.transcript_hash[..4],
+        [0x6c, 0x1b, 0x63, 0xf6],
+        "transcript changed: {:02x?}",
+        &a.transcript_hash[..4]
+    );
     assert_ne!(a.transcript_hash, c.transcript_hash);
     assert_eq!(a.sum, c.sum);
 }
