@@ -45,14 +45,22 @@ pub fn calibrate_noise_multiplier(
             }
             calibrate_exact(target, delta, rounds)
         }
-        AccountantKind::Rdp | AccountantKind::Pld => {
-            search(|s| eps_at(s, q, rounds, delta, kind), target, None, tolerance(kind))
-        }
+        AccountantKind::Rdp | AccountantKind::Pld => search(
+            |s| eps_at(s, q, rounds, delta, kind),
+            target,
+            None,
+            tolerance(kind),
+        ),
         AccountantKind::Best => {
             if q == 1.0 {
                 return calibrate_exact(target, delta, rounds);
             }
-            let s_rdp = search(|s| eps_at(s, q, rounds, delta, AccountantKind::Rdp), target, None, tolerance(kind))?;
+            let s_rdp = search(
+                |s| eps_at(s, q, rounds, delta, AccountantKind::Rdp),
+                target,
+                None,
+                tolerance(kind),
+            )?;
             let f = |s| eps_at(s, q, rounds, delta, AccountantKind::Pld);
             if f(s_rdp) > target {
                 return Ok(s_rdp);
@@ -64,13 +72,19 @@ pub fn calibrate_noise_multiplier(
 }
 
 fn tolerance(kind: AccountantKind) -> f64 {
-    if kind == AccountantKind::Pld { 1e-7 } else { 1e-12 }
+    if kind == AccountantKind::Pld {
+        1e-7
+    } else {
+        1e-12
+    }
 }
 
 /// Epsilon at sigma, with "does not apply" read as "too little noise".
 fn eps_at(sigma: f64, q: f64, rounds: u32, delta: f64, kind: AccountantKind) -> f64 {
     let ev = [PrivacyEvent::gaussian(sigma, q, rounds)];
-    let Ok(g) = Grouped::new(&ev) else { return f64::INFINITY };
+    let Ok(g) = Grouped::new(&ev) else {
+        return f64::INFINITY;
+    };
     let r = match kind {
         AccountantKind::Rdp => rdp::RdpCurve::from_grouped(&g).epsilon(delta).map(|x| x.0),
         AccountantKind::Pld => pld::ComposedPld::from_grouped(&g, pld::PldOptions::default())
@@ -103,7 +117,9 @@ fn calibrate_exact(target: f64, delta: f64, rounds: u32) -> Result<f64, Error> {
         }
     }
     if lo <= 0.0 {
-        return Err(Error::CalibrationFailed("target epsilon too small for this delta".into()));
+        return Err(Error::CalibrationFailed(
+            "target epsilon too small for this delta".into(),
+        ));
     }
     let mut sigma = t / lo;
     // Guard the division's rounding: step up until the target is met, as
@@ -117,7 +133,12 @@ fn calibrate_exact(target: f64, delta: f64, rounds: u32) -> Result<f64, Error> {
 /// Root search on a decreasing `f` for `f(sigma) <= target`, returning the
 /// upper end of the final bracket. `hi_hint` is a sigma known to meet the
 /// target, if any.
-fn search(f: impl Fn(f64) -> f64, target: f64, hi_hint: Option<f64>, tol: f64) -> Result<f64, Error> {
+fn search(
+    f: impl Fn(f64) -> f64,
+    target: f64,
+    hi_hint: Option<f64>,
+    tol: f64,
+) -> Result<f64, Error> {
     let (mut lo, mut hi);
     match hi_hint {
         Some(h) => {
@@ -159,7 +180,11 @@ fn search(f: impl Fn(f64) -> f64, target: f64, hi_hint: Option<f64>, tol: f64) -
     // bisection step whenever the bracket does not shrink fast enough.
     let g = |s: f64| {
         let e = f(s);
-        if e.is_finite() && e > 0.0 { e.ln() - target.ln() } else { f64::INFINITY }
+        if e.is_finite() && e > 0.0 {
+            e.ln() - target.ln()
+        } else {
+            f64::INFINITY
+        }
     };
     let (mut a, mut b) = (lo.ln(), hi.ln());
     let (mut ga, mut gb) = (g(lo), g(hi));

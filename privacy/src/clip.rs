@@ -17,7 +17,11 @@ pub struct ClipOutcome {
 }
 
 fn check_norm(max_norm: f64) -> Result<(), Error> {
-    if max_norm.is_finite() && max_norm > 0.0 { Ok(()) } else { Err(Error::InvalidClipNorm(max_norm)) }
+    if max_norm.is_finite() && max_norm > 0.0 {
+        Ok(())
+    } else {
+        Err(Error::InvalidClipNorm(max_norm))
+    }
 }
 
 /// Norm of a slice, computed with scaling so that it neither overflows nor
@@ -46,7 +50,10 @@ pub fn clip_l2(update: &mut [f64], max_norm: f64) -> Result<ClipOutcome, Error> 
     check_norm(max_norm)?;
     let norm = l2_norm(update.iter().copied())?;
     if norm <= max_norm {
-        return Ok(ClipOutcome { norm_before: norm, scaled: false });
+        return Ok(ClipOutcome {
+            norm_before: norm,
+            scaled: false,
+        });
     }
     let f = max_norm / norm;
     update.iter_mut().for_each(|v| *v *= f);
@@ -56,7 +63,10 @@ pub fn clip_l2(update: &mut [f64], max_norm: f64) -> Result<ClipOutcome, Error> 
         update.iter_mut().for_each(|v| *v *= 1.0 - f64::EPSILON);
         after = l2_norm(update.iter().copied())?;
     }
-    Ok(ClipOutcome { norm_before: norm, scaled: true })
+    Ok(ClipOutcome {
+        norm_before: norm,
+        scaled: true,
+    })
 }
 
 /// [`clip_l2`] for `f32` updates; the norm is computed in `f64`.
@@ -64,16 +74,24 @@ pub fn clip_l2_f32(update: &mut [f32], max_norm: f64) -> Result<ClipOutcome, Err
     check_norm(max_norm)?;
     let norm = l2_norm(update.iter().map(|&v| f64::from(v)))?;
     if norm <= max_norm {
-        return Ok(ClipOutcome { norm_before: norm, scaled: false });
+        return Ok(ClipOutcome {
+            norm_before: norm,
+            scaled: false,
+        });
     }
     let f = max_norm / norm;
-    update.iter_mut().for_each(|v| *v = (f64::from(*v) * f) as f32);
+    update
+        .iter_mut()
+        .for_each(|v| *v = (f64::from(*v) * f) as f32);
     let mut after = l2_norm(update.iter().map(|&v| f64::from(v)))?;
     while after > max_norm {
         update.iter_mut().for_each(|v| *v *= 1.0 - f32::EPSILON);
         after = l2_norm(update.iter().map(|&v| f64::from(v)))?;
     }
-    Ok(ClipOutcome { norm_before: norm, scaled: true })
+    Ok(ClipOutcome {
+        norm_before: norm,
+        scaled: true,
+    })
 }
 
 #[cfg(test)]
@@ -84,7 +102,13 @@ mod tests {
     fn clips_to_norm_and_keeps_small_updates() {
         let mut v = vec![3.0, 4.0];
         let o = clip_l2(&mut v, 1.0).unwrap();
-        assert_eq!(o, ClipOutcome { norm_before: 5.0, scaled: true });
+        assert_eq!(
+            o,
+            ClipOutcome {
+                norm_before: 5.0,
+                scaled: true
+            }
+        );
         assert!((v[0] - 0.6).abs() < 1e-15 && (v[1] - 0.8).abs() < 1e-15);
         assert!(v.iter().map(|x| x * x).sum::<f64>().sqrt() <= 1.0);
         let mut w = vec![0.1, 0.2];
@@ -103,8 +127,14 @@ mod tests {
         assert_eq!(n[0], 1.0);
         let mut i = vec![f32::INFINITY];
         assert_eq!(clip_l2_f32(&mut i, 1.0), Err(Error::NonFinite));
-        assert!(matches!(clip_l2(&mut [1.0], 0.0), Err(Error::InvalidClipNorm(_))));
-        assert!(matches!(clip_l2(&mut [1.0], f64::NAN), Err(Error::InvalidClipNorm(_))));
+        assert!(matches!(
+            clip_l2(&mut [1.0], 0.0),
+            Err(Error::InvalidClipNorm(_))
+        ));
+        assert!(matches!(
+            clip_l2(&mut [1.0], f64::NAN),
+            Err(Error::InvalidClipNorm(_))
+        ));
     }
 
     #[test]

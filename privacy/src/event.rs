@@ -42,7 +42,11 @@ pub enum PrivacyEvent {
 impl PrivacyEvent {
     /// `count` rounds of the Gaussian mechanism with multiplier `sigma` at rate `q`.
     pub fn gaussian(sigma: f64, q: f64, count: u32) -> Self {
-        Self::Gaussian { noise_multiplier: sigma, sampling_rate: q, count }
+        Self::Gaussian {
+            noise_multiplier: sigma,
+            sampling_rate: q,
+            count,
+        }
     }
 
     /// Number of releases this event stands for.
@@ -58,7 +62,11 @@ impl PrivacyEvent {
     /// finite and > 0.
     pub fn validate(&self) -> Result<(), Error> {
         match *self {
-            Self::Gaussian { noise_multiplier, sampling_rate, .. } => {
+            Self::Gaussian {
+                noise_multiplier,
+                sampling_rate,
+                ..
+            } => {
                 NoiseMultiplier::new(noise_multiplier)?;
                 SamplingRate::new(sampling_rate)?;
             }
@@ -100,7 +108,11 @@ impl Grouped {
             }
             let c = u64::from(e.count());
             match *e {
-                PrivacyEvent::Gaussian { noise_multiplier: s, sampling_rate: q, .. } => {
+                PrivacyEvent::Gaussian {
+                    noise_multiplier: s,
+                    sampling_rate: q,
+                    ..
+                } => {
                     if q == 1.0 {
                         g.full_mu2 += c as f64 / (s * s);
                         g.has_full = true;
@@ -123,7 +135,13 @@ impl Grouped {
         if self.has_full || !self.sampled.is_empty() {
             return None;
         }
-        Some(self.laplace.iter().chain(&self.exponential).map(|&(e, c)| e * c as f64).sum())
+        Some(
+            self.laplace
+                .iter()
+                .chain(&self.exponential)
+                .map(|&(e, c)| e * c as f64)
+                .sum(),
+        )
     }
 
     /// Whether the ledger holds only Gaussian rounds.

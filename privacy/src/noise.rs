@@ -80,7 +80,11 @@ fn below_u128<R: Rng + ?Sized>(n: u128, rng: &mut R) -> u128 {
         return u128::from(below_u64(n as u64, rng));
     }
     let bits = 128 - (n - 1).leading_zeros();
-    let mask = if bits == 128 { u128::MAX } else { (1u128 << bits) - 1 };
+    let mask = if bits == 128 {
+        u128::MAX
+    } else {
+        (1u128 << bits) - 1
+    };
     loop {
         let x = ((u128::from(rng.next_u64()) << 64) | u128::from(rng.next_u64())) & mask;
         if x < n {
@@ -198,7 +202,10 @@ impl DiscreteGaussian {
     /// [`MIN_SIGMA`] are raised to it) and precomputes the sampler.
     pub fn new(sigma: f64) -> Result<Self, Error> {
         if !(sigma.is_finite() && sigma > 0.0 && sigma <= MAX_SIGMA) {
-            return Err(Error::InvalidScale { value: sigma, max: MAX_SIGMA });
+            return Err(Error::InvalidScale {
+                value: sigma,
+                max: MAX_SIGMA,
+            });
         }
         let sigma = sigma.max(MIN_SIGMA);
         let t = sigma.floor() as u64 + 1;
@@ -218,7 +225,13 @@ impl DiscreteGaussian {
             m2.div_ceil(den)
         };
         let den = 2 * u128::from(t) * m * d;
-        Ok(Self { t, m, d, den, sigma })
+        Ok(Self {
+            t,
+            m,
+            d,
+            den,
+            sigma,
+        })
     }
 
     /// The sigma this sampler was built for (the sampled one is at most a
@@ -230,7 +243,9 @@ impl DiscreteGaussian {
     /// Draws one sample.
     pub fn sample<R: CryptoRng + ?Sized>(&self, rng: &mut R) -> i64 {
         loop {
-            let Some(y) = discrete_laplace_ts(self.t, 0, rng) else { continue };
+            let Some(y) = discrete_laplace_ts(self.t, 0, rng) else {
+                continue;
+            };
             // gamma = (|y| d - m)^2 / (2 t m d)
             let a = u128::from(y.unsigned_abs()) * self.d;
             let diff = a.abs_diff(self.m);
@@ -269,7 +284,11 @@ fn decompose(x: f64) -> (u64, i32) {
     let bits = x.to_bits();
     let e = ((bits >> 52) & 0x7ff) as i32;
     let f = bits & ((1u64 << 52) - 1);
-    if e == 0 { (f, -1074) } else { (f | (1u64 << 52), e - 1075) }
+    if e == 0 {
+        (f, -1074)
+    } else {
+        (f | (1u64 << 52), e - 1075)
+    }
 }
 
 /// One exact sample of the discrete Gaussian `N_Z(0, sigma^2)`.
@@ -335,7 +354,10 @@ impl DiscreteLaplace {
     /// `scale = t / 2^shift`.
     pub fn new(scale: f64) -> Result<Self, Error> {
         if !(scale.is_finite() && scale > 0.0 && scale <= MAX_SIGMA) {
-            return Err(Error::InvalidScale { value: scale, max: MAX_SIGMA });
+            return Err(Error::InvalidScale {
+                value: scale,
+                max: MAX_SIGMA,
+            });
         }
         let (mut mant, mut exp) = decompose(scale.max(MIN_SIGMA));
         while mant & 1 == 0 && exp < 0 {
@@ -343,9 +365,15 @@ impl DiscreteLaplace {
             exp += 1;
         }
         if exp >= 0 {
-            Ok(Self { t: mant << exp, shift: 0 })
+            Ok(Self {
+                t: mant << exp,
+                shift: 0,
+            })
         } else {
-            Ok(Self { t: mant, shift: (-exp) as u32 })
+            Ok(Self {
+                t: mant,
+                shift: (-exp) as u32,
+            })
         }
     }
 
@@ -357,7 +385,11 @@ impl DiscreteLaplace {
             return Err(Error::InvalidSensitivity(sensitivity));
         }
         let s = sensitivity / epsilon;
-        Ok(if s * epsilon < sensitivity { s.next_up() } else { s })
+        Ok(if s * epsilon < sensitivity {
+            s.next_up()
+        } else {
+            s
+        })
     }
 
     /// Draws one sample.
@@ -428,7 +460,11 @@ pub fn exponential_mechanism<R: CryptoRng + ?Sized>(
         .iter()
         .map(|&s| {
             let g = ((max - s) * scale * GRID).ceil();
-            if g.is_finite() && g < 2f64.powi(126) { Some(g as u128) } else { None }
+            if g.is_finite() && g < 2f64.powi(126) {
+                Some(g as u128)
+            } else {
+                None
+            }
         })
         .collect();
     if nums.iter().all(Option::is_none) {
@@ -438,10 +474,10 @@ pub fn exponential_mechanism<R: CryptoRng + ?Sized>(
     let n = scores.len() as u64;
     loop {
         let i = below_u64(n, rng) as usize;
-        if let Some(num) = nums[i] {
-            if bernoulli_exp(U256(0, num), 1u128 << 60, rng) {
-                return Ok(i);
-            }
+        if let Some(num) = nums[i]
+            && bernoulli_exp(U256(0, num), 1u128 << 60, rng)
+        {
+            return Ok(i);
         }
     }
 }
@@ -481,7 +517,14 @@ mod tests {
 
     #[test]
     fn u256_square_matches_schoolbook() {
-        for a in [0u128, 1, u128::from(u64::MAX), 1u128 << 64, (1u128 << 100) + 12345, u128::MAX >> 1] {
+        for a in [
+            0u128,
+            1,
+            u128::from(u64::MAX),
+            1u128 << 64,
+            (1u128 << 100) + 12345,
+            u128::MAX >> 1,
+        ] {
             let s = U256::square(a);
             // check s = a^2 via (a^2) mod 2^128 and high part by floats
             assert_eq!(s.1, a.wrapping_mul(a));

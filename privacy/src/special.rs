@@ -131,7 +131,7 @@ mod tests {
         let (a, b) = (0.3, 1.3);
         let naive = normal_sf(a) - ((b * b - a * a) / 2.0).exp() * normal_sf(b);
         assert!((gauss_hockey(a, b) / naive - 1.0).abs() < 1e-13);
-        let (u, v) = (0.3, 1.3);
+        let (u, v) = (0.3f64, 1.3);
         let naive = ((u * u - v * v) / 2.0).exp() * normal_sf(u) - normal_sf(v);
         assert!((gauss_hockey_mirror(u, v) / naive - 1.0).abs() < 1e-13);
     }

@@ -2,10 +2,14 @@
 
 use proptest::prelude::*;
 use tessera_privacy::accountant::exact::{gaussian_delta, gaussian_epsilon};
-use tessera_privacy::{AccountantKind, Error, PrivacyEvent, calibrate_noise_multiplier, delta, epsilon};
+use tessera_privacy::{
+    AccountantKind, Error, PrivacyEvent, calibrate_noise_multiplier, delta, epsilon,
+};
 
 fn eps(sigma: f64, q: f64, t: u32, kind: AccountantKind) -> f64 {
-    epsilon(&[PrivacyEvent::gaussian(sigma, q, t)], 1e-5, kind).unwrap().epsilon
+    epsilon(&[PrivacyEvent::gaussian(sigma, q, t)], 1e-5, kind)
+        .unwrap()
+        .epsilon
 }
 
 proptest! {
@@ -77,31 +81,52 @@ fn pld_calibration_round_trips() {
 
 #[test]
 fn heterogeneous_ledgers_compose() {
-    let mixed = [PrivacyEvent::gaussian(1.0, 0.02, 300), PrivacyEvent::gaussian(2.0, 0.05, 300)];
+    let mixed = [
+        PrivacyEvent::gaussian(1.0, 0.02, 300),
+        PrivacyEvent::gaussian(2.0, 0.05, 300),
+    ];
     let lo = [PrivacyEvent::gaussian(2.0, 0.02, 600)];
     let hi = [PrivacyEvent::gaussian(1.0, 0.05, 600)];
-    for k in [AccountantKind::Rdp, AccountantKind::Pld, AccountantKind::Best] {
+    for k in [
+        AccountantKind::Rdp,
+        AccountantKind::Pld,
+        AccountantKind::Best,
+    ] {
         let m = epsilon(&mixed, 1e-5, k).unwrap().epsilon;
         assert!(epsilon(&lo, 1e-5, k).unwrap().epsilon <= m, "{k}");
         assert!(m <= epsilon(&hi, 1e-5, k).unwrap().epsilon, "{k}");
     }
     // Full-participation rounds of different sigma compose exactly to mu = sqrt(sum 1/s^2).
-    let parts = [PrivacyEvent::gaussian(2.0, 1.0, 3), PrivacyEvent::gaussian(4.0, 1.0, 4)];
+    let parts = [
+        PrivacyEvent::gaussian(2.0, 1.0, 3),
+        PrivacyEvent::gaussian(4.0, 1.0, 4),
+    ];
     let mu = (3.0f64 / 4.0 + 4.0 / 16.0).sqrt();
-    let e = epsilon(&parts, 1e-6, AccountantKind::Exact).unwrap().epsilon;
+    let e = epsilon(&parts, 1e-6, AccountantKind::Exact)
+        .unwrap()
+        .epsilon;
     assert!((e - gaussian_epsilon(mu, 1e-6)).abs() < 1e-12);
     // One event per round is the same ledger as one event with a count.
-    let split: Vec<_> = (0..50).map(|_| PrivacyEvent::gaussian(1.1, 0.1, 1)).collect();
+    let split: Vec<_> = (0..50)
+        .map(|_| PrivacyEvent::gaussian(1.1, 0.1, 1))
+        .collect();
     let joined = [PrivacyEvent::gaussian(1.1, 0.1, 50)];
     for k in [AccountantKind::Rdp, AccountantKind::Pld] {
-        assert_eq!(epsilon(&split, 1e-5, k).unwrap().epsilon, epsilon(&joined, 1e-5, k).unwrap().epsilon);
+        assert_eq!(
+            epsilon(&split, 1e-5, k).unwrap().epsilon,
+            epsilon(&joined, 1e-5, k).unwrap().epsilon
+        );
     }
 }
 
 #[test]
 fn reverse_query_is_consistent() {
     let ev = [PrivacyEvent::gaussian(1.0, 0.01, 1000)];
-    for k in [AccountantKind::Rdp, AccountantKind::Pld, AccountantKind::Best] {
+    for k in [
+        AccountantKind::Rdp,
+        AccountantKind::Pld,
+        AccountantKind::Best,
+    ] {
         let e = epsilon(&ev, 1e-6, k).unwrap().epsilon;
         let d = delta(&ev, e, k).unwrap();
         assert!(d <= 1e-6 * (1.0 + 1e-6), "{k}: {d}");
@@ -112,32 +137,74 @@ fn reverse_query_is_consistent() {
 #[test]
 fn bad_input_is_a_typed_error() {
     let g = |s, q, t| [PrivacyEvent::gaussian(s, q, t)];
-    assert_eq!(epsilon(&g(-1.0, 1.0, 1), 1e-5, AccountantKind::Best).unwrap_err(), Error::InvalidNoiseMultiplier(-1.0));
-    assert!(matches!(epsilon(&g(f64::NAN, 1.0, 1), 1e-5, AccountantKind::Rdp), Err(Error::InvalidNoiseMultiplier(_))));
-    assert_eq!(epsilon(&g(1.0, 0.0, 1), 1e-5, AccountantKind::Rdp).unwrap_err(), Error::InvalidSamplingRate(0.0));
-    assert_eq!(epsilon(&g(1.0, 1.5, 1), 1e-5, AccountantKind::Rdp).unwrap_err(), Error::InvalidSamplingRate(1.5));
+    assert_eq!(
+        epsilon(&g(-1.0, 1.0, 1), 1e-5, AccountantKind::Best).unwrap_err(),
+        Error::InvalidNoiseMultiplier(-1.0)
+    );
+    assert!(matches!(
+        epsilon(&g(f64::NAN, 1.0, 1), 1e-5, AccountantKind::Rdp),
+        Err(Error::InvalidNoiseMultiplier(_))
+    ));
+    assert_eq!(
+        epsilon(&g(1.0, 0.0, 1), 1e-5, AccountantKind::Rdp).unwrap_err(),
+        Error::InvalidSamplingRate(0.0)
+    );
+    assert_eq!(
+        epsilon(&g(1.0, 1.5, 1), 1e-5, AccountantKind::Rdp).unwrap_err(),
+        Error::InvalidSamplingRate(1.5)
+    );
     for d in [0.0, 1.0, -1.0, f64::NAN] {
-        assert!(matches!(epsilon(&g(1.0, 1.0, 1), d, AccountantKind::Best), Err(Error::InvalidDelta(_))));
+        assert!(matches!(
+            epsilon(&g(1.0, 1.0, 1), d, AccountantKind::Best),
+            Err(Error::InvalidDelta(_))
+        ));
     }
-    assert!(matches!(delta(&g(1.0, 1.0, 1), -1.0, AccountantKind::Best), Err(Error::InvalidEpsilon(_))));
-    assert_eq!(calibrate_noise_multiplier(1.0, 1e-5, 1.0, 0, AccountantKind::Best).unwrap_err(), Error::ZeroRounds);
-    assert!(matches!(calibrate_noise_multiplier(0.0, 1e-5, 1.0, 1, AccountantKind::Best), Err(Error::InvalidEpsilon(_))));
+    assert!(matches!(
+        delta(&g(1.0, 1.0, 1), -1.0, AccountantKind::Best),
+        Err(Error::InvalidEpsilon(_))
+    ));
+    assert_eq!(
+        calibrate_noise_multiplier(1.0, 1e-5, 1.0, 0, AccountantKind::Best).unwrap_err(),
+        Error::ZeroRounds
+    );
+    assert!(matches!(
+        calibrate_noise_multiplier(0.0, 1e-5, 1.0, 1, AccountantKind::Best),
+        Err(Error::InvalidEpsilon(_))
+    ));
     assert!(matches!(
         calibrate_noise_multiplier(1.0, 1e-5, 0.5, 1, AccountantKind::Exact),
-        Err(Error::NotApplicable { accountant: AccountantKind::Exact, .. })
+        Err(Error::NotApplicable {
+            accountant: AccountantKind::Exact,
+            ..
+        })
     ));
     // An empty ledger has spent nothing.
-    assert_eq!(epsilon(&[], 1e-5, AccountantKind::Best).unwrap().epsilon, 0.0);
-    assert_eq!("PLD".parse::<AccountantKind>().unwrap(), AccountantKind::Pld);
+    assert_eq!(
+        epsilon(&[], 1e-5, AccountantKind::Best).unwrap().epsilon,
+        0.0
+    );
+    assert_eq!(
+        "PLD".parse::<AccountantKind>().unwrap(),
+        AccountantKind::Pld
+    );
     assert!("moments".parse::<AccountantKind>().is_err());
     assert_eq!(AccountantKind::Best.to_string(), "best");
 }
 
 #[test]
 fn events_serialise_with_a_mechanism_tag() {
-    let e = PrivacyEvent::DiscreteLaplace { epsilon: 0.5, count: 2 };
+    let e = PrivacyEvent::DiscreteLaplace {
+        epsilon: 0.5,
+        count: 2,
+    };
     let s = serde_json::to_string(&e).unwrap();
-    assert_eq!(s, r#"{"mechanism":"discrete_laplace","epsilon":0.5,"count":2}"#);
-    let g: PrivacyEvent = serde_json::from_str(r#"{"mechanism":"gaussian","noise_multiplier":1.0,"sampling_rate":0.1,"count":3}"#).unwrap();
+    assert_eq!(
+        s,
+        r#"{"mechanism":"discrete_laplace","epsilon":0.5,"count":2}"#
+    );
+    let g: PrivacyEvent = serde_json::from_str(
+        r#"{"mechanism":"gaussian","noise_multiplier":1.0,"sampling_rate":0.1,"count":3}"#,
+    )
+    .unwrap();
     assert_eq!(g, PrivacyEvent::gaussian(1.0, 0.1, 3));
 }

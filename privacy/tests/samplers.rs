@@ -28,7 +28,11 @@ fn chi_square(samples: &[i64], lo: i64, hi: i64, pmf: impl Fn(i64) -> f64) -> (f
     let above: f64 = (hi + 1..=hi + 200).map(&pmf).sum();
     exp[0] += below;
     exp[k - 1] += above;
-    let stat = obs.iter().zip(&exp).map(|(o, e)| (o - n * e / z).powi(2) / (n * e / z)).sum();
+    let stat = obs
+        .iter()
+        .zip(&exp)
+        .map(|(o, e)| (o - n * e / z).powi(2) / (n * e / z))
+        .sum();
     (stat, k - 1)
 }
 
@@ -45,7 +49,9 @@ fn discrete_gaussian_matches_its_pmf_at_small_sigma() {
         let mut r = rng(seed);
         let xs: Vec<i64> = (0..100_000).map(|_| g.sample(&mut r)).collect();
         let w = (4.0 * sigma).ceil() as i64;
-        let (stat, dof) = chi_square(&xs, -w, w, |x| (-(x * x) as f64 / (2.0 * sigma * sigma)).exp());
+        let (stat, dof) = chi_square(&xs, -w, w, |x| {
+            (-(x * x) as f64 / (2.0 * sigma * sigma)).exp()
+        });
         assert!(stat < critical(dof), "sigma {sigma}: chi2 {stat} dof {dof}");
     }
 }
@@ -55,13 +61,18 @@ fn discrete_gaussian_moments_at_large_sigma() {
     for sigma in [1e3f64, 1e6, 1e9] {
         let mut r = rng(sigma as u64);
         let n = 50_000;
-        let xs: Vec<f64> = (0..n).map(|_| sample_discrete_gaussian(sigma, &mut r) as f64).collect();
+        let xs: Vec<f64> = (0..n)
+            .map(|_| sample_discrete_gaussian(sigma, &mut r) as f64)
+            .collect();
         let mean = xs.iter().sum::<f64>() / n as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
         let kurt = xs.iter().map(|x| (x - mean).powi(4)).sum::<f64>() / n as f64 / (var * var);
         let se = sigma / (n as f64).sqrt();
         assert!(mean.abs() < 6.0 * se, "sigma {sigma}: mean {mean}");
-        assert!((var / (sigma * sigma) - 1.0).abs() < 6.0 * (2.0 / n as f64).sqrt(), "sigma {sigma}: var {var}");
+        assert!(
+            (var / (sigma * sigma) - 1.0).abs() < 6.0 * (2.0 / n as f64).sqrt(),
+            "sigma {sigma}: var {var}"
+        );
         assert!((kurt - 3.0).abs() < 0.15, "sigma {sigma}: kurtosis {kurt}");
     }
 }
@@ -80,7 +91,9 @@ fn discrete_laplace_matches_its_pmf() {
     let s = 1e5;
     let mut r = rng(8);
     let n = 50_000;
-    let xs: Vec<f64> = (0..n).map(|_| sample_discrete_laplace(s, &mut r) as f64).collect();
+    let xs: Vec<f64> = (0..n)
+        .map(|_| sample_discrete_laplace(s, &mut r) as f64)
+        .collect();
     let var = xs.iter().map(|x| x * x).sum::<f64>() / n as f64;
     assert!((var / (2.0 * s * s) - 1.0).abs() < 0.06, "{var}");
     assert_eq!(DiscreteLaplace::scale_for(0.5, 1.0).unwrap(), 2.0);
@@ -97,20 +110,43 @@ fn exponential_mechanism_matches_its_distribution() {
     for _ in 0..n {
         counts[exponential_mechanism(&scores, eps, sens, &mut r).unwrap()] += 1.0;
     }
-    let w: Vec<f64> = scores.iter().map(|s| (eps * s / (2.0 * sens)).exp()).collect();
+    let w: Vec<f64> = scores
+        .iter()
+        .map(|s| (eps * s / (2.0 * sens)).exp())
+        .collect();
     let z: f64 = w.iter().sum();
-    let stat: f64 =
-        counts.iter().zip(&w).map(|(o, wi)| (o - n as f64 * wi / z).powi(2) / (n as f64 * wi / z)).sum();
+    let stat: f64 = counts
+        .iter()
+        .zip(&w)
+        .map(|(o, wi)| (o - n as f64 * wi / z).powi(2) / (n as f64 * wi / z))
+        .sum();
     assert!(stat < critical(3), "chi2 {stat}");
     // report-noisy-max is the same distribution; the best candidate wins most often.
-    let best = (0..2000).filter(|_| report_noisy_max(&scores, 8.0, 1.0, &mut r).unwrap() == 3).count();
+    let best = (0..2000)
+        .filter(|_| report_noisy_max(&scores, 8.0, 1.0, &mut r).unwrap() == 3)
+        .count();
     assert!(best > 1800, "{best}");
-    assert_eq!(exponential_mechanism(&[], 1.0, 1.0, &mut r), Err(Error::NoCandidates));
-    assert_eq!(exponential_mechanism(&[f64::NAN], 1.0, 1.0, &mut r), Err(Error::NonFinite));
-    assert!(matches!(exponential_mechanism(&[1.0], 0.0, 1.0, &mut r), Err(Error::InvalidEpsilon(_))));
-    assert!(matches!(exponential_mechanism(&[1.0], 1.0, -1.0, &mut r), Err(Error::InvalidSensitivity(_))));
+    assert_eq!(
+        exponential_mechanism(&[], 1.0, 1.0, &mut r),
+        Err(Error::NoCandidates)
+    );
+    assert_eq!(
+        exponential_mechanism(&[f64::NAN], 1.0, 1.0, &mut r),
+        Err(Error::NonFinite)
+    );
+    assert!(matches!(
+        exponential_mechanism(&[1.0], 0.0, 1.0, &mut r),
+        Err(Error::InvalidEpsilon(_))
+    ));
+    assert!(matches!(
+        exponential_mechanism(&[1.0], 1.0, -1.0, &mut r),
+        Err(Error::InvalidSensitivity(_))
+    ));
     // Widely spread scores still terminate and pick the top one.
-    assert_eq!(exponential_mechanism(&[-1e300, 0.0], 1.0, 1.0, &mut r), Ok(1));
+    assert_eq!(
+        exponential_mechanism(&[-1e300, 0.0], 1.0, 1.0, &mut r),
+        Ok(1)
+    );
 }
 
 /// Counts the words drawn from the inner RNG.
@@ -138,7 +174,10 @@ impl<R: TryCryptoRng> TryCryptoRng for Counting<R> {}
 
 #[test]
 fn samplers_draw_from_the_rng_they_are_given() {
-    let mut c = Counting { inner: rng(10), words: 0 };
+    let mut c = Counting {
+        inner: rng(10),
+        words: 0,
+    };
     sample_discrete_gaussian(1e6, &mut c);
     let after_one = c.words;
     assert!(after_one > 0);
@@ -153,7 +192,14 @@ fn samplers_draw_from_the_rng_they_are_given() {
     assert!(c.words > before);
 
     // Same seed, same samples; different seeds, different samples.
-    let draw = |seed| (0..64).map(|_| 0).scan(rng(seed), |r, _: i32| Some(sample_discrete_gaussian(1e6, r))).collect::<Vec<_>>();
+    let draw = |seed| {
+        (0..64)
+            .map(|_| 0)
+            .scan(rng(seed), |r, _: i32| {
+                Some(sample_discrete_gaussian(1e6, r))
+            })
+            .collect::<Vec<_>>()
+    };
     assert_eq!(draw(11), draw(11));
     assert_ne!(draw(11), draw(12));
 }
@@ -165,7 +211,10 @@ fn modular_noise_wraps_and_bad_sigma_fails_private() {
     add_discrete_gaussian_mod(&mut v, 8, 20.0, &mut r);
     assert!(v.iter().all(|&x| x < 256));
     // Centred around 250 mod 256: differences to 250 are small in the ring.
-    let d: Vec<i64> = v.iter().map(|&x| ((x as i64 - 250 + 128).rem_euclid(256)) - 128).collect();
+    let d: Vec<i64> = v
+        .iter()
+        .map(|&x| ((x as i64 - 250 + 128).rem_euclid(256)) - 128)
+        .collect();
     let mean = d.iter().sum::<i64>() as f64 / d.len() as f64;
     assert!(mean.abs() < 3.0, "{mean}");
     assert!(d.iter().any(|&x| x < -10) && d.iter().any(|&x| x > 10));
@@ -181,8 +230,14 @@ fn modular_noise_wraps_and_bad_sigma_fails_private() {
     assert!(w.iter().filter(|&&x| x == 7).count() < 3);
     assert!(w.iter().all(|&x| x < 1 << 16));
     let g = DiscreteGaussian::new(5.0).unwrap();
-    assert_eq!(g.add_mod(&mut w, 0, &mut r), Err(Error::InvalidModulusBits(0)));
-    assert!(matches!(DiscreteGaussian::new(MAX_SIGMA * 2.0), Err(Error::InvalidScale { .. })));
+    assert_eq!(
+        g.add_mod(&mut w, 0, &mut r),
+        Err(Error::InvalidModulusBits(0))
+    );
+    assert!(matches!(
+        DiscreteGaussian::new(MAX_SIGMA * 2.0),
+        Err(Error::InvalidScale { .. })
+    ));
     assert_eq!(sample_discrete_gaussian(0.0, &mut r), 0);
 }
 

@@ -16,18 +16,28 @@ fn rows(name: &str) -> Vec<Row> {
     r.records()
         .map(|rec| {
             let rec = rec.unwrap();
-            headers.iter().zip(rec.iter()).map(|(h, v)| (h.to_owned(), v.to_owned())).collect()
+            headers
+                .iter()
+                .zip(rec.iter())
+                .map(|(h, v)| (h.to_owned(), v.to_owned()))
+                .collect()
         })
         .collect()
 }
 
 fn num(r: &Row, k: &str) -> Option<f64> {
-    r.get(k).filter(|v| !v.is_empty()).map(|v| v.parse().unwrap())
+    r.get(k)
+        .filter(|v| !v.is_empty())
+        .map(|v| v.parse().unwrap())
 }
 
 fn ledger(r: &Row) -> Vec<PrivacyEvent> {
     let t = num(r, "T").unwrap() as u32;
-    vec![PrivacyEvent::gaussian(num(r, "sigma").unwrap(), num(r, "q").unwrap(), t)]
+    vec![PrivacyEvent::gaussian(
+        num(r, "sigma").unwrap(),
+        num(r, "q").unwrap(),
+        t,
+    )]
 }
 
 fn rel(a: f64, b: f64) -> f64 {
@@ -38,9 +48,20 @@ fn rel(a: f64, b: f64) -> f64 {
 fn epsilon_exact_matches_analytic_gaussian() {
     let mut n = 0;
     for r in rows("epsilon_public.csv") {
-        let Some(want) = num(&r, "eps_exact") else { continue };
-        let got = epsilon(&ledger(&r), num(&r, "delta").unwrap(), AccountantKind::Exact).unwrap();
-        assert!(rel(got.epsilon, want) < 1e-11, "{r:?}: exact {} vs {want}", got.epsilon);
+        let Some(want) = num(&r, "eps_exact") else {
+            continue;
+        };
+        let got = epsilon(
+            &ledger(&r),
+            num(&r, "delta").unwrap(),
+            AccountantKind::Exact,
+        )
+        .unwrap();
+        assert!(
+            rel(got.epsilon, want) < 1e-11,
+            "{r:?}: exact {} vs {want}",
+            got.epsilon
+        );
         n += 1;
     }
     assert!(n >= 30, "{n}");
@@ -51,7 +72,10 @@ fn epsilon_exact_is_not_applicable_when_sampled() {
     for r in rows("epsilon_public.csv") {
         if num(&r, "q").unwrap() < 1.0 {
             let e = epsilon(&ledger(&r), 1e-5, AccountantKind::Exact).unwrap_err();
-            assert!(matches!(e, tessera_privacy::Error::NotApplicable { .. }), "{e}");
+            assert!(
+                matches!(e, tessera_privacy::Error::NotApplicable { .. }),
+                "{e}"
+            );
             return;
         }
     }
@@ -68,7 +92,10 @@ fn epsilon_rdp_matches_dp_accounting() {
         if excluded {
             assert!(got <= want * (1.0 + 1e-9), "{r:?}: rdp {got} > {want}");
         } else {
-            assert!(rel(got, want) < 1e-9, "{r:?}: rdp {got} vs {want} (order {order})");
+            assert!(
+                rel(got, want) < 1e-9,
+                "{r:?}: rdp {got} vs {want} (order {order})"
+            );
             assert_eq!(order, num(&r, "rdp_order").unwrap(), "{r:?}");
         }
         n += 1;
@@ -82,7 +109,10 @@ fn epsilon_pld_within_band_and_above_truth() {
     let mut groups: HashMap<(String, String, String), Vec<Row>> = HashMap::new();
     for r in rows("epsilon_public.csv") {
         if num(&r, "eps_pld").is_some() {
-            groups.entry((r["sigma"].clone(), r["q"].clone(), r["T"].clone())).or_default().push(r);
+            groups
+                .entry((r["sigma"].clone(), r["q"].clone(), r["T"].clone()))
+                .or_default()
+                .push(r);
         }
     }
     let mut n = 0;
@@ -95,10 +125,16 @@ fn epsilon_pld_within_band_and_above_truth() {
             let band = (0.01 * want).max(5e-3);
             assert!((got - want).abs() <= band, "{r:?}: pld {got} vs {want}");
             if let Some(fine) = num(r, "eps_pld_fine") {
-                assert!((got - fine).abs() <= band, "{r:?}: pld {got} vs fine {fine}");
+                assert!(
+                    (got - fine).abs() <= band,
+                    "{r:?}: pld {got} vs fine {fine}"
+                );
             }
             if let Some(exact) = num(r, "eps_exact") {
-                assert!(got >= exact * (1.0 - 1e-12), "{r:?}: pld {got} < exact {exact}");
+                assert!(
+                    got >= exact * (1.0 - 1e-12),
+                    "{r:?}: pld {got} < exact {exact}"
+                );
             }
             if let Some(lower) = num(r, "eps_prv_lower") {
                 assert!(got >= lower, "{r:?}: pld {got} < prv lower {lower}");
@@ -117,15 +153,24 @@ fn delta_queries_match() {
         let eps = num(&r, "eps").unwrap();
         let want_rdp = num(&r, "delta_rdp").unwrap();
         let got_rdp = delta(&ev, eps, AccountantKind::Rdp).unwrap();
-        assert!(rel(got_rdp, want_rdp) < 1e-8 || (got_rdp - want_rdp).abs() < 1e-15, "{r:?}: rdp {got_rdp}");
+        assert!(
+            rel(got_rdp, want_rdp) < 1e-8 || (got_rdp - want_rdp).abs() < 1e-15,
+            "{r:?}: rdp {got_rdp}"
+        );
         if let Some(want) = num(&r, "delta_exact") {
             let got = delta(&ev, eps, AccountantKind::Exact).unwrap();
-            assert!(rel(got, want) < 1e-9 || (got - want).abs() < 1e-15, "{r:?}: exact {got}");
+            assert!(
+                rel(got, want) < 1e-9 || (got - want).abs() < 1e-15,
+                "{r:?}: exact {got}"
+            );
         }
         if let Some(want) = num(&r, "delta_pld") {
             let got = delta(&ev, eps, AccountantKind::Pld).unwrap();
             if let Some(exact) = num(&r, "delta_exact") {
-                assert!(got >= exact * (1.0 - 1e-9) - 1e-300, "{r:?}: pld {got} < exact {exact}");
+                assert!(
+                    got >= exact * (1.0 - 1e-9) - 1e-300,
+                    "{r:?}: pld {got} < exact {exact}"
+                );
             }
             // Below ~1e-13 both values sit at the numerical floor of an FFT
             // composition (rounding of ~1e-16 relative to the largest grid
@@ -157,7 +202,10 @@ fn calibration_matches() {
         }
         if let Some(want) = num(&r, "sigma_pld") {
             let got = calibrate_noise_multiplier(target, d, q, t, AccountantKind::Pld).unwrap();
-            assert!((got - want).abs() <= 1e-3 * want + 1e-5, "{r:?}: pld sigma {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 1e-3 * want + 1e-5,
+                "{r:?}: pld sigma {got} vs {want}"
+            );
         }
     }
 }

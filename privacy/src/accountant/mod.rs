@@ -42,8 +42,11 @@ pub enum AccountantKind {
 
 impl AccountantKind {
     /// The concrete accountants `Best` chooses from, tightest first.
-    pub const CONCRETE: [AccountantKind; 3] =
-        [AccountantKind::Exact, AccountantKind::Pld, AccountantKind::Rdp];
+    pub const CONCRETE: [AccountantKind; 3] = [
+        AccountantKind::Exact,
+        AccountantKind::Pld,
+        AccountantKind::Rdp,
+    ];
 
     /// The lowercase name used on the command line and in JSON.
     pub fn as_str(self) -> &'static str {
@@ -58,7 +61,7 @@ impl AccountantKind {
 
 impl fmt::Display for AccountantKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -111,13 +114,21 @@ pub struct EpsilonReport {
 ///
 /// Errors: invalid events or delta; `NotApplicable` when the accountant
 /// cannot bound this ledger (e.g. `Exact` with a sampling rate below 1).
-pub fn epsilon(events: &[PrivacyEvent], delta: f64, kind: AccountantKind) -> Result<EpsilonReport, Error> {
+pub fn epsilon(
+    events: &[PrivacyEvent],
+    delta: f64,
+    kind: AccountantKind,
+) -> Result<EpsilonReport, Error> {
     let d = Delta::new(delta)?.get();
     let g = Grouped::new(events)?;
     epsilon_grouped(&g, d, kind)
 }
 
-pub(crate) fn epsilon_grouped(g: &Grouped, delta: f64, kind: AccountantKind) -> Result<EpsilonReport, Error> {
+pub(crate) fn epsilon_grouped(
+    g: &Grouped,
+    delta: f64,
+    kind: AccountantKind,
+) -> Result<EpsilonReport, Error> {
     let report = |epsilon, accountant, rdp_order| EpsilonReport {
         epsilon,
         delta,
@@ -138,26 +149,42 @@ pub(crate) fn epsilon_grouped(g: &Grouped, delta: f64, kind: AccountantKind) -> 
             }
         }
         AccountantKind::Pld => {
-            let e = pld::ComposedPld::from_grouped(g, pld::PldOptions::default())?.epsilon(delta)?;
-            Ok(report(g.pure_epsilon_sum().map_or(e, |s| s.min(e)), kind, None))
+            let e =
+                pld::ComposedPld::from_grouped(g, pld::PldOptions::default())?.epsilon(delta)?;
+            Ok(report(
+                g.pure_epsilon_sum().map_or(e, |s| s.min(e)),
+                kind,
+                None,
+            ))
         }
         AccountantKind::Best => {
             let mut candidates = Vec::new();
             let mut best: Option<EpsilonReport> = None;
             for k in AccountantKind::CONCRETE {
                 // Exact is the true value: nothing can beat it, skip the rest.
-                if best.as_ref().is_some_and(|b| b.accountant == AccountantKind::Exact) {
+                if best
+                    .as_ref()
+                    .is_some_and(|b| b.accountant == AccountantKind::Exact)
+                {
                     break;
                 }
                 match epsilon_grouped(g, delta, k) {
                     Ok(r) => {
-                        candidates.push(Candidate { accountant: k, epsilon: Some(r.epsilon), reason: None });
+                        candidates.push(Candidate {
+                            accountant: k,
+                            epsilon: Some(r.epsilon),
+                            reason: None,
+                        });
                         if best.as_ref().is_none_or(|b| r.epsilon < b.epsilon) {
                             best = Some(r);
                         }
                     }
                     Err(Error::NotApplicable { reason, .. }) => {
-                        candidates.push(Candidate { accountant: k, epsilon: None, reason: Some(reason) });
+                        candidates.push(Candidate {
+                            accountant: k,
+                            epsilon: None,
+                            reason: Some(reason),
+                        });
                     }
                     Err(e) => return Err(e),
                 }
@@ -184,7 +211,9 @@ pub fn delta(events: &[PrivacyEvent], epsilon: f64, kind: AccountantKind) -> Res
     match kind {
         AccountantKind::Exact => Ok(exact::gaussian_delta(exact::ledger_mu(&g)?, e)),
         AccountantKind::Rdp => Ok(rdp::RdpCurve::from_grouped(&g).delta(e).0),
-        AccountantKind::Pld => Ok(pld::ComposedPld::from_grouped(&g, pld::PldOptions::default())?.delta(e)),
+        AccountantKind::Pld => {
+            Ok(pld::ComposedPld::from_grouped(&g, pld::PldOptions::default())?.delta(e))
+        }
         AccountantKind::Best => {
             if let Ok(mu) = exact::ledger_mu(&g) {
                 return Ok(exact::gaussian_delta(mu, e));

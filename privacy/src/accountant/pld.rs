@@ -52,7 +52,10 @@ pub struct PldOptions {
 
 impl Default for PldOptions {
     fn default() -> Self {
-        Self { value_discretization_interval: 1e-4, max_fft_len: 1 << 20 }
+        Self {
+            value_discretization_interval: 1e-4,
+            max_fft_len: 1 << 20,
+        }
     }
 }
 
@@ -91,7 +94,11 @@ impl Mech {
                 let m = 0.5 / sigma;
                 gauss_hockey(r - m, r + m)
             }
-            Mech::Sampled { sigma, q, dir: Dir::Remove } => {
+            Mech::Sampled {
+                sigma,
+                q,
+                dir: Dir::Remove,
+            } => {
                 // L(x) = ln(1 - q + q e^{(2x-1)/(2 s^2)}) is increasing; L > eps iff x > x_eps.
                 if eps <= (-q).ln_1p() {
                     return -eps.exp_m1();
@@ -99,7 +106,11 @@ impl Mech {
                 let x = sigma * sigma * (eps.exp_m1() / q).ln_1p() + 0.5;
                 q * gauss_hockey((x - 1.0) / sigma, x / sigma)
             }
-            Mech::Sampled { sigma, q, dir: Dir::Add } => {
+            Mech::Sampled {
+                sigma,
+                q,
+                dir: Dir::Add,
+            } => {
                 // L(x) = -ln(1 - q + q e^{(2x-1)/(2 s^2)}) is decreasing, at most -ln(1-q).
                 if eps >= -(-q).ln_1p() {
                     return 0.0;
@@ -132,12 +143,20 @@ impl Mech {
                 let mu = 1.0 / sigma;
                 (mu * mu / 2.0 - z * mu, mu * mu / 2.0 + z * mu)
             }
-            Mech::Sampled { sigma, q, dir: Dir::Remove } => {
+            Mech::Sampled {
+                sigma,
+                q,
+                dir: Dir::Remove,
+            } => {
                 let x = 1.0 + z * sigma;
                 let t = (2.0 * x - 1.0) / (2.0 * sigma * sigma);
                 ((-q).ln_1p(), log_add((-q).ln_1p(), q.ln() + t))
             }
-            Mech::Sampled { sigma, q, dir: Dir::Add } => {
+            Mech::Sampled {
+                sigma,
+                q,
+                dir: Dir::Add,
+            } => {
                 let x = z * sigma;
                 let t = (2.0 * x - 1.0) / (2.0 * sigma * sigma);
                 (-log_add((-q).ln_1p(), q.ln() + t), -(-q).ln_1p())
@@ -157,17 +176,31 @@ impl Mech {
         let (lo, hi) = self.range(tau);
         let jlo = (lo / h).floor() as i64;
         let jhi = ((hi / h).ceil() as i64).max(jlo + 1);
-        let d: Vec<f64> = (jlo..=jhi).map(|j| self.delta(j as f64 * h).min(1.0)).collect();
+        let d: Vec<f64> = (jlo..=jhi)
+            .map(|j| self.delta(j as f64 * h).min(1.0))
+            .collect();
         let n = d.len();
         let up = h.exp_m1(); // e^h - 1
         let down = -(-h).exp_m1(); // 1 - e^-h
         let mut probs = vec![0.0; n];
         for i in 0..n {
-            let right = if i + 1 < n { (d[i + 1] - d[i]) / up } else { 0.0 };
-            let left = if i > 0 { (d[i] - d[i - 1]) / down } else { d[0] - 1.0 };
+            let right = if i + 1 < n {
+                (d[i + 1] - d[i]) / up
+            } else {
+                0.0
+            };
+            let left = if i > 0 {
+                (d[i] - d[i - 1]) / down
+            } else {
+                d[0] - 1.0
+            };
             probs[i] = (right - left).max(0.0);
         }
-        Pmf { start: jlo, probs, inf_mass: d[n - 1] }
+        Pmf {
+            start: jlo,
+            probs,
+            inf_mass: d[n - 1],
+        }
     }
 }
 
@@ -204,14 +237,22 @@ impl Pmf {
             let l = (self.start + i as i64) as f64 * h;
             let d = self.inf_mass + a - b;
             if d >= target {
-                let e = if b > 0.0 { l + ((self.inf_mass + a - target) / b).ln() } else { l };
+                let e = if b > 0.0 {
+                    l + ((self.inf_mass + a - target) / b).ln()
+                } else {
+                    l
+                };
                 return Some(e.max(0.0));
             }
             a += p;
             b = (b + p) * decay;
         }
         let l = (self.start - 1) as f64 * h;
-        let e = if b > 0.0 { l + ((self.inf_mass + a - target) / b).ln() } else { l };
+        let e = if b > 0.0 {
+            l + ((self.inf_mass + a - target) / b).ln()
+        } else {
+            l
+        };
         Some(e.max(0.0))
     }
 
@@ -237,8 +278,14 @@ impl Pmf {
         lambdas
             .iter()
             .map(|&lam| {
-                let at = |(b, lm): (&(f64, f64, f64), &f64)| lm + lam * if lam > 0.0 { b.1 } else { b.0 };
-                let max = bins.iter().zip(&logm).map(at).fold(f64::NEG_INFINITY, f64::max);
+                let at = |(b, lm): (&(f64, f64, f64), &f64)| {
+                    lm + lam * if lam > 0.0 { b.1 } else { b.0 }
+                };
+                let max = bins
+                    .iter()
+                    .zip(&logm)
+                    .map(at)
+                    .fold(f64::NEG_INFINITY, f64::max);
                 if max == f64::NEG_INFINITY {
                     return max;
                 }
@@ -285,13 +332,23 @@ impl ComposedPld {
         }
         let mut comps: Vec<(Mech, Mech, u64)> = Vec::new();
         if g.has_full {
-            let m = Mech::Gaussian { sigma: 1.0 / g.full_mu2.sqrt() };
+            let m = Mech::Gaussian {
+                sigma: 1.0 / g.full_mu2.sqrt(),
+            };
             comps.push((m, m, 1));
         }
         for &(sigma, q, c) in &g.sampled {
             comps.push((
-                Mech::Sampled { sigma, q, dir: Dir::Remove },
-                Mech::Sampled { sigma, q, dir: Dir::Add },
+                Mech::Sampled {
+                    sigma,
+                    q,
+                    dir: Dir::Remove,
+                },
+                Mech::Sampled {
+                    sigma,
+                    q,
+                    dir: Dir::Add,
+                },
                 c,
             ));
         }
@@ -299,10 +356,16 @@ impl ComposedPld {
             comps.push((Mech::Rr { eps }, Mech::Rr { eps }, c));
         }
         if comps.is_empty() {
-            return Ok(Self { h: h0, kind: Composed::Empty });
+            return Ok(Self {
+                h: h0,
+                kind: Composed::Empty,
+            });
         }
         if let [(Mech::Gaussian { sigma }, _, 1)] = comps.as_slice() {
-            return Ok(Self { h: h0, kind: Composed::Gaussian { sigma: *sigma } });
+            return Ok(Self {
+                h: h0,
+                kind: Composed::Gaussian { sigma: *sigma },
+            });
         }
         let total: u64 = comps.iter().map(|c| c.2).sum();
         let tau = INF_BUDGET / total as f64;
@@ -322,13 +385,21 @@ impl ComposedPld {
         }
         let mut out = Vec::new();
         for &d in dirs {
-            let mechs: Vec<(Mech, u64)> =
-                comps.iter().map(|&(r, a, c)| (if d == 0 { r } else { a }, c)).collect();
+            let mechs: Vec<(Mech, u64)> = comps
+                .iter()
+                .map(|&(r, a, c)| (if d == 0 { r } else { a }, c))
+                .collect();
             out.push(compose(&mechs, h, tau, opts.max_fft_len)?);
         }
         let h = out.iter().map(|x| x.1).fold(0.0, f64::max);
-        let pmfs = out.into_iter().map(|(p, hh)| rescale_check(p, hh, h)).collect();
-        Ok(Self { h, kind: Composed::Pmfs(pmfs) })
+        let pmfs = out
+            .into_iter()
+            .map(|(p, hh)| rescale_check(p, hh, h))
+            .collect();
+        Ok(Self {
+            h,
+            kind: Composed::Pmfs(pmfs),
+        })
     }
 
     /// The grid step actually used (after any coarsening).
@@ -364,7 +435,10 @@ impl ComposedPld {
         match &self.kind {
             Composed::Empty => 0.0,
             Composed::Gaussian { sigma } => lazy_gaussian_delta(*sigma, self.h, epsilon),
-            Composed::Pmfs(p) => p.iter().map(|x| x.delta(self.h, epsilon)).fold(0.0, f64::max),
+            Composed::Pmfs(p) => p
+                .iter()
+                .map(|x| x.delta(self.h, epsilon))
+                .fold(0.0, f64::max),
         }
     }
 }
@@ -392,11 +466,18 @@ fn rescale_check(p: Pmf, h_p: f64, h: f64) -> Pmf {
         }
         probs[k] += m;
     }
-    Pmf { start, probs, inf_mass: p.inf_mass }
+    Pmf {
+        start,
+        probs,
+        inf_mass: p.inf_mass,
+    }
 }
 
 fn not_applicable(reason: &str) -> Error {
-    Error::NotApplicable { accountant: AccountantKind::Pld, reason: reason.into() }
+    Error::NotApplicable {
+        accountant: AccountantKind::Pld,
+        reason: reason.into(),
+    }
 }
 
 fn lazy_gaussian_delta(sigma: f64, h: f64, eps: f64) -> f64 {
@@ -448,7 +529,10 @@ fn fft_len(n: usize) -> usize {
 fn compose(mechs: &[(Mech, u64)], h: f64, tau: f64, max_len: usize) -> Result<(Pmf, f64), Error> {
     let mut h = h;
     for _attempt in 0..8 {
-        let pmfs: Vec<(Pmf, u64)> = mechs.iter().map(|&(m, c)| (m.discretise(h, tau), c)).collect();
+        let pmfs: Vec<(Pmf, u64)> = mechs
+            .iter()
+            .map(|&(m, c)| (m.discretise(h, tau), c))
+            .collect();
         if let [(p, 1)] = pmfs.as_slice() {
             return Ok((p.clone(), h));
         }
@@ -467,12 +551,21 @@ fn compose(mechs: &[(Mech, u64)], h: f64, tau: f64, max_len: usize) -> Result<(P
             }
         }
         let (lt, llt) = (TAIL.ln(), TAIL_LOW.ln());
-        let hi = lambdas.iter().zip(&kp).map(|(l, k)| (k - lt) / l).fold(f64::INFINITY, f64::min);
-        let lo =
-            lambdas.iter().zip(&kn).map(|(l, k)| (llt - k) / l).fold(f64::NEG_INFINITY, f64::max);
+        let hi = lambdas
+            .iter()
+            .zip(&kp)
+            .map(|(l, k)| (k - lt) / l)
+            .fold(f64::INFINITY, f64::min);
+        let lo = lambdas
+            .iter()
+            .zip(&kn)
+            .map(|(l, k)| (llt - k) / l)
+            .fold(f64::NEG_INFINITY, f64::max);
         let base: i64 = pmfs.iter().map(|(p, c)| p.start * *c as i64).sum();
-        let top: i64 =
-            pmfs.iter().map(|(p, c)| (p.start + p.probs.len() as i64 - 1) * *c as i64).sum();
+        let top: i64 = pmfs
+            .iter()
+            .map(|(p, c)| (p.start + p.probs.len() as i64 - 1) * *c as i64)
+            .sum();
         let w_lo = ((lo / h).floor() as i64).max(base);
         let w_hi = ((hi / h).ceil() as i64).min(top);
         let width = (w_hi - w_lo + 1).max(1) as usize;
@@ -518,9 +611,18 @@ fn compose(mechs: &[(Mech, u64)], h: f64, tau: f64, max_len: usize) -> Result<(P
         // rounding noise seen as negative entries (an estimate of the
         // transform's rounding error on the delta sum).
         let inf_mass = (-log_keep_finite.exp_m1() + TAIL + 2.0 * negative).min(1.0);
-        return Ok((Pmf { start: w_lo, probs, inf_mass }, h));
+        return Ok((
+            Pmf {
+                start: w_lo,
+                probs,
+                inf_mass,
+            },
+            h,
+        ));
     }
-    Err(not_applicable("the composed privacy loss is too wide to discretise"))
+    Err(not_applicable(
+        "the composed privacy loss is too wide to discretise",
+    ))
 }
 
 /// `z^c` by square-and-multiply (about 2 log2(c) complex products; much

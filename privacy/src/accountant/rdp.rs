@@ -107,7 +107,11 @@ impl RdpCurve {
             if r.is_nan() || r == f64::INFINITY {
                 continue;
             }
-            let mut logd = if r <= 0.0 { f64::NEG_INFINITY } else { 0.5 * (-(-r).exp()).ln_1p() };
+            let mut logd = if r <= 0.0 {
+                f64::NEG_INFINITY
+            } else {
+                0.5 * (-(-r).exp()).ln_1p()
+            };
             if a > 1.01 {
                 let b = (a - 1.0) * (r - eps + (-1.0 / a).ln_1p()) - a.ln();
                 logd = logd.min(b);
@@ -121,7 +125,10 @@ impl RdpCurve {
 }
 
 fn not_applicable(reason: &str) -> Error {
-    Error::NotApplicable { accountant: AccountantKind::Rdp, reason: reason.into() }
+    Error::NotApplicable {
+        accountant: AccountantKind::Rdp,
+        reason: reason.into(),
+    }
 }
 
 /// RDP at order `alpha` of one Poisson-subsampled Gaussian release.
