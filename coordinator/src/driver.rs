@@ -23,7 +23,9 @@ use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::round::{Commit, FederationMachine, Input, Kind, Output, Resume, RoundSummary, SecureRng};
+use crate::round::{
+    Commit, FederationMachine, Input, Kind, Output, Resume, RoundSummary, SecureRng,
+};
 use crate::service::{Outbox, SessionEvent};
 use crate::store::{
     AggregationKind, Checkpoint, LiveStatus, NewLedgerRow, RoundRecord, RoundStatus, Store,
@@ -91,15 +93,19 @@ impl Driver {
         let privacy = &settings.config.privacy;
         let noise_rng: SecureRng = match privacy.insecure_noise_seed {
             Some(seed) => {
-                warn!(seed, "THE NOISE IS SEEDED: this run is NOT private (simulations only)");
+                warn!(
+                    seed,
+                    "THE NOISE IS SEEDED: this run is NOT private (simulations only)"
+                );
                 Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(seed))
             }
             None => Box::new(rand::rngs::StdRng::from_rng(&mut rand::rng())),
         };
         let rng: SecureRng = Box::new(rand::rngs::StdRng::from_rng(&mut rand::rng()));
         if privacy.enabled {
-            let eps = crate::budget::ledger_epsilon(&resume.ledger, privacy.delta, privacy.accountant)
-                .unwrap_or(f64::NAN);
+            let eps =
+                crate::budget::ledger_epsilon(&resume.ledger, privacy.delta, privacy.accountant)
+                    .unwrap_or(f64::NAN);
             metrics.set_epsilon_spent(eps);
             info!(
                 noise_multiplier = settings.noise_multiplier,
@@ -113,7 +119,9 @@ impl Driver {
             warn!("differential privacy is OFF: released models carry no privacy guarantee");
         }
         if !settings.config.secagg.enabled {
-            warn!("secure aggregation is OFF: the coordinator sees each participant's update (comparisons only)");
+            warn!(
+                "secure aggregation is OFF: the coordinator sees each participant's update (comparisons only)"
+            );
         }
         let machine = FederationMachine::new(Arc::clone(&settings), resume, rng, noise_rng);
         Ok(Self {
@@ -127,7 +135,10 @@ impl Driver {
     }
 
     /// Runs until the federation finishes or the session events end.
-    pub async fn run(mut self, mut events: mpsc::Receiver<SessionEvent>) -> anyhow::Result<Outcome> {
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<SessionEvent>,
+    ) -> anyhow::Result<Outcome> {
         self.machine.start(Instant::now());
         loop {
             if let Some(outcome) = self.drain_outputs()? {
@@ -194,7 +205,8 @@ impl Driver {
                 if let Some(e) = error {
                     info!(participant = %name, error = %e, "session ended with an error");
                 }
-                self.machine.handle(now, Input::Disconnected { name, session });
+                self.machine
+                    .handle(now, Input::Disconnected { name, session });
                 self.metrics
                     .set_participants_connected(self.outboxes.len() as u64);
             }
@@ -213,17 +225,22 @@ impl Driver {
                 Output::RoundAborted(s) => {
                     self.metrics.round_aborted();
                     self.metrics.participants_dropped(s.dropped.len() as u64);
-                    let started = self.round_started_ms.remove(&s.round).unwrap_or_else(now_ms);
+                    let started = self
+                        .round_started_ms
+                        .remove(&s.round)
+                        .unwrap_or_else(now_ms);
                     self.record(&s, RoundStatus::Aborted, started, Some(now_ms()))?;
                     self.append_metrics_line(&s, "aborted", None, None)?;
                 }
                 Output::Commit(commit) => {
                     let round = commit.summary.round;
                     self.commit(*commit)?;
-                    self.machine.handle(Instant::now(), Input::Committed { round });
+                    self.machine
+                        .handle(Instant::now(), Input::Committed { round });
                 }
                 Output::Finished { reason, success } => {
                     let model = self.write_final_model()?;
+                    self.store.set_meta("finish_reason", &reason)?;
                     let rounds = self.machine.completed_training();
                     // Flush FederationDone to everyone still connected.
                     return Ok(Some(Outcome::Finished {
@@ -309,7 +326,12 @@ impl Driver {
             self.store.set_meta("preprocessing", &json.to_string())?;
         }
         if let Some(model) = &c.checkpoint {
-            let dir = self.settings.config.federation.output_dir.join("checkpoints");
+            let dir = self
+                .settings
+                .config
+                .federation
+                .output_dir
+                .join("checkpoints");
             let training_round = s.training_round.unwrap_or(0);
             let (path, sha256, bytes) = write_checkpoint(&dir, training_round, model)?;
             self.store.record_checkpoint(&Checkpoint {
@@ -356,7 +378,12 @@ impl Driver {
         epsilon: Option<f64>,
         update_norm: Option<f64>,
     ) -> anyhow::Result<()> {
-        let path = self.settings.config.federation.output_dir.join("rounds.csv");
+        let path = self
+            .settings
+            .config
+            .federation
+            .output_dir
+            .join("rounds.csv");
         let new = !path.exists();
         let mut f = OpenOptions::new()
             .create(true)

@@ -12,6 +12,7 @@
 //! - [`config`], [`metrics`], [`privacy_cmd`].
 
 pub mod budget;
+pub mod cli;
 pub mod config;
 pub mod driver;
 pub mod metrics;

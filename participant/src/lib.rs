@@ -8,6 +8,7 @@
 //! - [`ledger`]: the site's own privacy ledger (SQLite);
 //! - [`config`]: the configuration file.
 
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod ledger;

@@ -1,1 +1,20 @@
-//! placeholder
+//! Tessera simulations: real local federations (one process per
+//! participant, loopback mutual TLS) on bundled or user data, the demo, and
+//! benchmarks.
+//!
+//! - [`partition`]: holdout and natural/IID splits of CSV files;
+//! - [`launch`]: PKI, configuration files and processes of a federation;
+//! - [`experiment`]: `run`/`demo`: follow the rounds, evaluate, write the summary;
+//! - [`bench_secagg`]: the in-process secure-aggregation benchmark.
+
+pub mod bench_secagg;
+pub mod experiment;
+pub mod launch;
+pub mod partition;
+
+use std::path::PathBuf;
+
+/// The bundled data directory (`data/` at the root of the repository).
+pub fn bundled_data() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../data")
+}

@@ -1,1 +1,138 @@
-fn main() {}
+//! `tessera-sim`: run local federations on real data.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tessera_simulations::experiment::{self, PrivacyArgs, RunArgs};
+use tessera_simulations::{bench_secagg, bundled_data};
+
+/// Local multi-process Tessera federations.
+#[derive(Debug, Parser)]
+#[command(name = "tessera-sim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The bundled demo: four real hospitals (heart disease), private by default.
+    Demo {
+        /// Keep everything (certificates, logs, model, metrics) in this directory.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Training rounds.
+        #[arg(long, default_value_t = 8)]
+        rounds: u32,
+        /// Turn differential privacy off (secure aggregation stays on).
+        #[arg(long)]
+        no_privacy: bool,
+        /// Target ε of the private demo.
+        #[arg(long, default_value_t = 8.0)]
+        target_epsilon: f64,
+    },
+    /// A federation on any CSV data.
+    Run(Box<RunArgs>),
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        which: Bench,
+    },
+    /// Runs the coordinator (used by the launcher; same as `tessera-coordinator`).
+    #[command(hide = true, disable_help_flag = true)]
+    Coordinator {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Runs a participant (used by the launcher; same as `tessera-participant`).
+    #[command(hide = true, disable_help_flag = true)]
+    Participant {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// One secure-aggregation round in process: time per stage, bytes, ratio to the PRG bound.
+    Secagg(bench_secagg::SecAggBenchArgs),
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Coordinator { args } => {
+            tessera_coordinator::cli::main(std::iter::once("tessera-coordinator".to_string()).chain(args))
+        }
+        Command::Participant { args } => {
+            tessera_participant::cli::main(std::iter::once("tessera-participant".to_string()).chain(args))
+        }
+        Command::Bench {
+            which: Bench::Secagg(args),
+        } => match bench_secagg::run(&args) {
+            Ok(report) => {
+                bench_secagg::print(&report, args.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Demo {
+            out,
+            rounds,
+            no_privacy,
+            target_epsilon,
+        } => {
+            let heart = bundled_data().join("heart_disease");
+            let args = RunArgs {
+                out,
+                data: ["cleveland", "hungary", "switzerland", "va_long_beach"]
+                    .iter()
+                    .map(|h| heart.join(format!("{h}.csv")))
+                    .collect(),
+                label: "num".into(),
+                positive: Some("> 0".into()),
+                participants: None,
+                partition: None,
+                rounds,
+                model: "logistic".into(),
+                seed: 1,
+                local_epochs: None,
+                // Four sites and site-level privacy: a gentler step than the
+                // many-site default keeps the noisy average on course.
+                learning_rate: (!no_privacy).then_some(0.5),
+                batch_size: 16,
+                min_participants: None,
+                privacy: PrivacyArgs {
+                    target_epsilon: (!no_privacy).then_some(target_epsilon),
+                    ..PrivacyArgs::default()
+                },
+            };
+            run(args)
+        }
+        Command::Run(args) => run(*args),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let result = args.into_spec().and_then(experiment::run);
+    match result {
+        Ok(s) => {
+            println!();
+            println!("Final pooled test accuracy: {:.3} after {} rounds ({} participants)", s.final_accuracy, s.rounds, s.participants);
+            match (s.epsilon, s.delta) {
+                (Some(e), Some(d)) if s.private => println!("Privacy spent: ε = {e:.3} at δ = {d}"),
+                (Some(e), Some(d)) => println!("ε = {e:.3} at δ = {d} as accounted, but the noise was seeded: NOT private"),
+                _ => println!("Not private: no differential privacy in this run."),
+            }
+            println!("Finished: {}", s.finish_reason);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -375,11 +375,7 @@ impl Aggregation {
 
     /// Ends the current stage (everyone answered, or its deadline passed).
     /// `next_deadline(stage)` gives the deadline of the stage that follows.
-    pub fn close_stage(
-        &mut self,
-        now: Instant,
-        next_deadline: impl Fn(Stage) -> Instant,
-    ) -> Step {
+    pub fn close_stage(&mut self, now: Instant, next_deadline: impl Fn(Stage) -> Instant) -> Step {
         self.stage_seconds.push((
             self.stage.name(),
             now.duration_since(self.stage_started).as_secs_f64(),

@@ -125,7 +125,12 @@ impl FederationMachine {
     /// A machine resuming from `resume` (use `Resume::default()` for a new
     /// federation). `rng` drives cohort sampling and graph seeds; `noise_rng`
     /// draws the privacy noise (a CSPRNG; seeded only in simulations).
-    pub fn new(settings: Arc<Settings>, resume: Resume, rng: SecureRng, noise_rng: SecureRng) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        resume: Resume,
+        rng: SecureRng,
+        noise_rng: SecureRng,
+    ) -> Self {
         Self {
             settings,
             sessions: BTreeMap::new(),
@@ -211,7 +216,12 @@ impl FederationMachine {
             State::Running(a) if now >= a.deadline => {
                 let stage = a.stage();
                 let missing: Vec<String> = a.cohort.values().cloned().collect();
-                debug!(round = a.round, stage = stage.name(), ?missing, "stage deadline passed");
+                debug!(
+                    round = a.round,
+                    stage = stage.name(),
+                    ?missing,
+                    "stage deadline passed"
+                );
                 self.close_stage(now);
             }
             State::Waiting { .. } => self.maybe_start_round(now),
@@ -415,10 +425,16 @@ impl FederationMachine {
         if self.dp()
             && let Some(max_eps) = s.max_epsilon
         {
-            match budget::epsilon_after(&self.ledger, &next_event, privacy.delta, privacy.accountant) {
+            match budget::epsilon_after(
+                &self.ledger,
+                &next_event,
+                privacy.delta,
+                privacy.accountant,
+            ) {
                 Ok(eps) if eps > max_eps => {
-                    let spent = budget::ledger_epsilon(&self.ledger, privacy.delta, privacy.accountant)
-                        .unwrap_or(f64::NAN);
+                    let spent =
+                        budget::ledger_epsilon(&self.ledger, privacy.delta, privacy.accountant)
+                            .unwrap_or(f64::NAN);
                     self.finish(
                         format!(
                             "privacy budget reached: ε = {spent:.4} spent; training round {training_round} would take it to {eps:.4} > {max_eps} (δ = {})",
@@ -447,7 +463,12 @@ impl FederationMachine {
         self.next_round += 1;
         let n = cohort.len();
         let secure = s.config.secagg.enabled;
-        if n < s.config.federation.min_participants.max(if secure { 3 } else { 1 }) {
+        if n < s
+            .config
+            .federation
+            .min_participants
+            .max(if secure { 3 } else { 1 })
+        {
             self.round_failed(
                 now,
                 round,
@@ -488,12 +509,26 @@ impl FederationMachine {
                 (dim, n as f64 * c + noise, 32)
             }
         };
+        let noise_std = if self.dp() {
+            match kind {
+                Kind::Statistics => {
+                    privacy.statistics_noise_multiplier * statistics_sensitivity(&s)
+                }
+                Kind::Training => s.noise_multiplier * s.config.training.clip_norm,
+            }
+        } else {
+            0.0
+        };
         let encoding = match FixedPoint::for_sum(max_abs_sum, modulus_bits)
             .or_else(|_| FixedPoint::for_sum(max_abs_sum, 64))
+            .and_then(|e| limit_resolution(e, noise_std))
         {
             Ok(e) => e,
             Err(e) => {
-                self.finish(format!("no fixed-point encoding fits this round: {e}"), false);
+                self.finish(
+                    format!("no fixed-point encoding fits this round: {e}"),
+                    false,
+                );
                 return;
             }
         };
@@ -512,7 +547,14 @@ impl FederationMachine {
             ) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    self.round_failed(now, round, kind, training_round, &cohort, format!("secure aggregation parameters: {e}"));
+                    self.round_failed(
+                        now,
+                        round,
+                        kind,
+                        training_round,
+                        &cohort,
+                        format!("secure aggregation parameters: {e}"),
+                    );
                     return;
                 }
             }
@@ -598,7 +640,8 @@ impl FederationMachine {
                     local_epochs: s.config.training.local_epochs,
                     learning_rate: s.config.training.learning_rate,
                     batch_size: s.config.training.batch_size,
-                    shuffle_seed: s.config.training.seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    shuffle_seed: s.config.training.seed
+                        ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 }),
                 privacy: Some(v1::PrivacyTerms {
                     enabled: self.dp(),
@@ -735,14 +778,23 @@ impl FederationMachine {
                 }
             }
             Step::Failed(reason) => {
-                let State::Running(agg) = std::mem::replace(&mut self.state, State::Finished) else {
+                let State::Running(agg) = std::mem::replace(&mut self.state, State::Finished)
+                else {
                     unreachable!()
                 };
                 let cohort: Vec<String> = agg.cohort.values().cloned().collect();
-                self.round_failed(now, agg.round, agg.kind, agg.training_round, &cohort, reason);
+                self.round_failed(
+                    now,
+                    agg.round,
+                    agg.kind,
+                    agg.training_round,
+                    &cohort,
+                    reason,
+                );
             }
             Step::Finished { sum, contributors } => {
-                let State::Running(agg) = std::mem::replace(&mut self.state, State::Finished) else {
+                let State::Running(agg) = std::mem::replace(&mut self.state, State::Finished)
+                else {
                     unreachable!()
                 };
                 self.aggregation_finished(now, *agg, sum, contributors);
@@ -750,10 +802,17 @@ impl FederationMachine {
         }
     }
 
-    fn aggregation_finished(&mut self, now: Instant, agg: Aggregation, mut sum: Vec<u64>, contributors: Vec<u32>) {
+    fn aggregation_finished(
+        &mut self,
+        now: Instant,
+        agg: Aggregation,
+        mut sum: Vec<u64>,
+        contributors: Vec<u32>,
+    ) {
         let s = Arc::clone(&self.settings);
         let cohort: Vec<String> = agg.cohort.values().cloned().collect();
-        let contributor_names: Vec<String> = contributors.iter().map(|i| agg.cohort[i].clone()).collect();
+        let contributor_names: Vec<String> =
+            contributors.iter().map(|i| agg.cohort[i].clone()).collect();
         let min = s.config.federation.min_participants;
         if contributors.len() < min {
             self.round_failed(
@@ -762,7 +821,11 @@ impl FederationMachine {
                 agg.kind,
                 agg.training_round,
                 &cohort,
-                format!("only {} of {} participants contributed; at least {min} needed", contributors.len(), cohort.len()),
+                format!(
+                    "only {} of {} participants contributed; at least {min} needed",
+                    contributors.len(),
+                    cohort.len()
+                ),
             );
             return;
         }
@@ -784,7 +847,12 @@ impl FederationMachine {
             // Exact discrete Gaussian noise on the integer sum: std σ·C in
             // fixed-point units.
             let sigma_int = noise_multiplier * sensitivity * scale;
-            tessera_privacy::add_discrete_gaussian_mod(&mut sum, agg.encoding.modulus_bits, sigma_int, &mut self.noise_rng);
+            tessera_privacy::add_discrete_gaussian_mod(
+                &mut sum,
+                agg.encoding.modulus_bits,
+                sigma_int,
+                &mut self.noise_rng,
+            );
         }
         let decoded = agg.encoding.decode_sum(&sum);
         drop(sum);
@@ -835,7 +903,14 @@ impl FederationMachine {
                 let pre = match pre {
                     Ok(p) => p,
                     Err(e) => {
-                        self.round_failed(now, agg.round, agg.kind, 0, &cohort, format!("pooled statistics unusable: {e}"));
+                        self.round_failed(
+                            now,
+                            agg.round,
+                            agg.kind,
+                            0,
+                            &cohort,
+                            format!("pooled statistics unusable: {e}"),
+                        );
                         return;
                     }
                 };
@@ -885,7 +960,10 @@ impl FederationMachine {
                     norm_sq += step * step;
                     *w += step as f32;
                 }
-                let pre = self.preprocessor.clone().expect("training rounds follow statistics");
+                let pre = self
+                    .preprocessor
+                    .clone()
+                    .expect("training rounds follow statistics");
                 self.outputs.push_back(Output::Commit(Box::new(Commit {
                     summary,
                     privacy: ledger_entry,
@@ -920,10 +998,16 @@ impl FederationMachine {
             return;
         };
         if p.round != round {
-            warn!(round, expected = p.round, "commit confirmation for another round ignored");
+            warn!(
+                round,
+                expected = p.round,
+                "commit confirmation for another round ignored"
+            );
             return;
         }
-        let State::Committing(p) = std::mem::replace(&mut self.state, State::Waiting { ready_since: None }) else {
+        let State::Committing(p) =
+            std::mem::replace(&mut self.state, State::Waiting { ready_since: None })
+        else {
             unreachable!()
         };
         if let Some(e) = p.event {
@@ -960,6 +1044,25 @@ impl FederationMachine {
         }
         self.maybe_start_round(now);
     }
+}
+
+/// Largest noise standard deviation in fixed-point units: well inside the
+/// exact sampler's range, and far finer than needed (a resolution 2^-30 of
+/// the noise std).
+const MAX_NOISE_UNITS: f64 = (1u64 << 30) as f64;
+
+/// Lowers the fixed-point scale when the noise std would exceed
+/// [`MAX_NOISE_UNITS`] units: resolution much finer than the noise buys
+/// nothing, and the exact sampler works on a bounded integer range.
+pub fn limit_resolution(e: FixedPoint, noise_std: f64) -> Result<FixedPoint, sa::Error> {
+    if noise_std <= 0.0 {
+        return Ok(e);
+    }
+    let mut scale_bits = e.scale_bits;
+    while scale_bits > 0 && noise_std * (scale_bits as f64).exp2() > MAX_NOISE_UNITS {
+        scale_bits -= 1;
+    }
+    FixedPoint::new(scale_bits, e.modulus_bits)
 }
 
 /// The L2 sensitivity of one site's statistics contribution (DP only).

@@ -1,0 +1,170 @@
+//! The command line, shared by the stand-alone binary and `tessera-sim`'s
+//! process launcher (which runs the same code as a child process).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::config::CoordinatorConfig;
+use crate::driver::Outcome;
+use crate::privacy_cmd::{self, PrivacyCommand};
+use crate::store::{Store, ledger_report, status_report};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// The Tessera coordinator.
+#[derive(Debug, Parser)]
+#[command(name = "tessera-coordinator", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a federation: wait for participants, run the rounds, write the model.
+    Serve {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Show the current round, connected participants, ε spent and remaining.
+    Status {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every privacy ledger row with the cumulative ε after it.
+    Ledger {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Privacy planning: ε of a schedule, or σ for a target ε.
+    Privacy {
+        #[command(subcommand)]
+        command: PrivacyCommand,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs the command line on `args` (the first is the program name).
+pub fn main<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
+    match cli.command {
+        Command::Privacy { command } => privacy_cmd::run(command),
+        Command::Serve { config } => {
+            init_tracing();
+            report(serve(config))
+        }
+        Command::Status { config, json } => report(status(config, json)),
+        Command::Ledger { config, json } => report(ledger(config, json)),
+    }
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(config: PathBuf) -> anyhow::Result<()> {
+    let settings = Arc::new(CoordinatorConfig::load(&config)?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let outcome = runtime.block_on(async move {
+        let addr = settings.config.federation.listen;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        write_address(
+            &settings.config.federation.output_dir,
+            listener.local_addr()?,
+        )?;
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        crate::server::run(settings, listener, shutdown).await
+    })?;
+    match outcome {
+        Outcome::Finished {
+            reason,
+            success,
+            rounds,
+            model,
+        } => {
+            tracing::info!(%reason, rounds, model = ?model, "federation ended");
+            if success {
+                Ok(())
+            } else {
+                anyhow::bail!("federation failed: {reason}")
+            }
+        }
+        Outcome::Interrupted => {
+            tracing::info!("stopped before the federation finished; `serve` again resumes it");
+            Ok(())
+        }
+    }
+}
+
+/// Writes the bound address to `output_dir/address` (atomically, newline
+/// terminated) so that launchers can find a coordinator started on port 0.
+fn write_address(dir: &std::path::Path, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join("address.tmp");
+    std::fs::write(&tmp, format!("{addr}\n"))?;
+    std::fs::rename(&tmp, dir.join("address"))?;
+    Ok(())
+}
+
+fn open_store(config: &PathBuf) -> anyhow::Result<(Store, f64, Option<f64>)> {
+    let settings = CoordinatorConfig::load(config)?;
+    let store = Store::open_read_only(&settings.store)?;
+    Ok((store, settings.config.privacy.delta, settings.max_epsilon))
+}
+
+fn status(config: PathBuf, json: bool) -> anyhow::Result<()> {
+    let (store, delta, max_eps) = open_store(&config)?;
+    let r = status_report(&store, delta, max_eps)?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        print!("{r}");
+    }
+    Ok(())
+}
+
+fn ledger(config: PathBuf, json: bool) -> anyhow::Result<()> {
+    let (store, delta, _) = open_store(&config)?;
+    let r = ledger_report(&store, delta)?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        print!("{r}");
+    }
+    Ok(())
+}

@@ -1,0 +1,623 @@
+//! `tessera-sim run` and `demo`: partition the data, launch a real local
+//! federation, follow its rounds, evaluate every released model on the
+//! pooled test split, and write `summary.json` and `metrics.csv`.
+//!
+//! This is the one code path that simulations grow on: partitions, privacy
+//! settings, faults and sweeps all end up as a [`RunSpec`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use tessera_model::{Dataset, LabelRule, ModelKind, TaskSpec};
+
+use crate::launch::{
+    self, Binaries, FederationPlan, PrivacyPlan, SitePlan, TrainingPlan,
+};
+use crate::partition::{self, Partitioned};
+
+/// How the data is split over participants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Partition {
+    /// One participant per `--data` file.
+    Natural,
+    /// One file dealt IID (stratified by label) over `--participants`.
+    Iid,
+}
+
+/// Differential-privacy options of a run.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PrivacyArgs {
+    /// Noise multiplier σ (noise std σ·C on the summed update). Turns DP on.
+    #[arg(long, conflicts_with = "target_epsilon")]
+    pub noise_multiplier: Option<f64>,
+    /// Target ε over the planned rounds; σ is calibrated from it. Turns DP on.
+    #[arg(long)]
+    pub target_epsilon: Option<f64>,
+    /// Stop before ε would exceed this (default: the target ε).
+    #[arg(long)]
+    pub max_epsilon: Option<f64>,
+    /// δ of the guarantee.
+    #[arg(long, default_value_t = 1e-5)]
+    pub delta: f64,
+    /// Clip norm C of each update (default 0.25 with DP, 10 without).
+    #[arg(long)]
+    pub clip_norm: Option<f64>,
+    /// Poisson sampling rate q of the cohort (1 = everyone every round).
+    #[arg(long, default_value_t = 1.0)]
+    pub sampling_rate: f64,
+    /// Noise multiplier of the pooled-statistics release.
+    #[arg(long, default_value_t = 20.0)]
+    pub statistics_noise_multiplier: f64,
+    /// Seed the noise. The run is then NOT private; for reproducing simulations only.
+    #[arg(long)]
+    pub noise_seed: Option<u64>,
+    /// Sum in the clear instead of through secure aggregation (comparisons only).
+    #[arg(long)]
+    pub no_secagg: bool,
+}
+
+impl Default for PrivacyArgs {
+    /// The command line's defaults: DP off, δ = 1e-5, everyone every round.
+    fn default() -> Self {
+        Self {
+            noise_multiplier: None,
+            target_epsilon: None,
+            max_epsilon: None,
+            delta: 1e-5,
+            clip_norm: None,
+            sampling_rate: 1.0,
+            statistics_noise_multiplier: 20.0,
+            noise_seed: None,
+            no_secagg: false,
+        }
+    }
+}
+
+impl PrivacyArgs {
+    /// Whether differential privacy is on.
+    pub fn enabled(&self) -> bool {
+        self.noise_multiplier.is_some() || self.target_epsilon.is_some()
+    }
+}
+
+/// Options of `tessera-sim run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Output directory (kept): PKI, configs, logs, models, summary.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// CSV file(s): one per site (natural), or one to split (iid).
+    #[arg(long, required = true)]
+    pub data: Vec<PathBuf>,
+    /// Label column.
+    #[arg(long)]
+    pub label: String,
+    /// Positive class: `"> 0"` or a class value such as `M` (default: `> 0`
+    /// for numeric labels, else the last of the two classes in sort order).
+    #[arg(long)]
+    pub positive: Option<String>,
+    /// Number of participants (iid partition).
+    #[arg(long)]
+    pub participants: Option<usize>,
+    /// How to split the data.
+    #[arg(long, value_enum)]
+    pub partition: Option<Partition>,
+    /// Training rounds.
+    #[arg(long, default_value_t = 20)]
+    pub rounds: u32,
+    /// Model.
+    #[arg(long, default_value = "logistic")]
+    pub model: String,
+    /// Seed of the data split, the initial model and local shuffling (never of the noise).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Local epochs per round (default 2, or 1 with DP).
+    #[arg(long)]
+    pub local_epochs: Option<u32>,
+    /// Local learning rate (default 0.1, or 3 with DP).
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+    /// Local batch size.
+    #[arg(long, default_value_t = 16)]
+    pub batch_size: u32,
+    /// Least participants per round (default: all but one, at least 3).
+    #[arg(long)]
+    pub min_participants: Option<usize>,
+    /// Privacy.
+    #[command(flatten)]
+    pub privacy: PrivacyArgs,
+}
+
+/// One evaluated round.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundMetrics {
+    /// Training round.
+    pub round: u32,
+    /// Pooled test accuracy of the released model.
+    pub accuracy: f64,
+    /// Pooled test loss.
+    pub loss: f64,
+    /// Cumulative ε after the round (None when not private).
+    pub epsilon: Option<f64>,
+    /// Seconds since the federation started.
+    pub seconds: f64,
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Pooled test accuracy of the final model (0..1).
+    pub final_accuracy: f64,
+    /// Pooled test loss of the final model.
+    pub final_loss: f64,
+    /// Training rounds released.
+    pub rounds: u32,
+    /// Planned rounds.
+    pub planned_rounds: u32,
+    /// Participants launched.
+    pub participants: usize,
+    /// ε of the ledger after the last released round (null when not private).
+    pub epsilon: Option<f64>,
+    /// δ (null when not private).
+    pub delta: Option<f64>,
+    /// Noise multiplier of training rounds (null when not private).
+    pub noise_multiplier: Option<f64>,
+    /// Whether the run is differentially private (DP on and noise not seeded).
+    pub private: bool,
+    /// Whether updates went through secure aggregation.
+    pub secure_aggregation: bool,
+    /// Whether the noise was seeded (never private).
+    pub noise_seeded: bool,
+    /// Clip norm.
+    pub clip_norm: f64,
+    /// How the data was split.
+    pub partition: Partition,
+    /// Data seed.
+    pub seed: u64,
+    /// Rows in the pooled test split.
+    pub test_rows: usize,
+    /// Why the federation ended.
+    pub finish_reason: String,
+    /// Wall seconds of the federation.
+    pub wall_seconds: f64,
+    /// The final model file.
+    pub model: Option<PathBuf>,
+    /// Per-round figures.
+    pub history: Vec<RoundMetrics>,
+}
+
+/// A run, fully decided.
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    /// Where everything goes.
+    pub out: PathBuf,
+    /// The partitioned data.
+    pub data: Partitioned,
+    /// How it was split.
+    pub partition: Partition,
+    /// The task.
+    pub task: TaskSpec,
+    /// The federation to launch (dir, sites and task are filled in by [`run`]).
+    pub plan: FederationPlan,
+    /// Data seed.
+    pub seed: u64,
+}
+
+fn default_positive(path: &Path, label: &str) -> anyhow::Result<LabelRule> {
+    let table = partition::read_table(path)?;
+    let col = table.column(label, path)?;
+    let mut classes: Vec<String> = table
+        .rows
+        .iter()
+        .map(|r| r[col].trim().to_owned())
+        .filter(|v| !tessera_model::data::is_missing(v))
+        .collect();
+    classes.sort();
+    classes.dedup();
+    if classes.iter().all(|c| tessera_model::data::parse_cell(c).is_some()) {
+        return Ok(LabelRule::GreaterThan(0.0));
+    }
+    match classes.as_slice() {
+        [_, b] => Ok(LabelRule::Equals(b.clone())),
+        _ => bail!(
+            "label `{label}` has {} classes ({}); name the positive one with --positive",
+            classes.len(),
+            classes.join(", ")
+        ),
+    }
+}
+
+/// Feature ranges standing in for public domain knowledge: each feature's
+/// range over the training files, widened by 10% on each side.
+///
+/// A real private federation takes these from the task's author (clinical
+/// plausibility ranges), never from the data; simulations derive them from
+/// the data they already hold, and say so.
+fn simulation_ranges(data: &Partitioned, features: &[String]) -> BTreeMap<String, [f64; 2]> {
+    let mut out = BTreeMap::new();
+    for f in features {
+        let Some(col) = data.header.iter().position(|h| h == f) else {
+            continue;
+        };
+        let mut lo = f64::INFINITY;
+        let mut hi = f64::NEG_INFINITY;
+        for s in &data.sites {
+            for r in &s.rows {
+                if let Some(v) = tessera_model::data::parse_cell(&r[col]) {
+                    lo = lo.min(v);
+                    hi = hi.max(v);
+                }
+            }
+        }
+        if !lo.is_finite() {
+            (lo, hi) = (0.0, 1.0);
+        }
+        let pad = ((hi - lo) * 0.1).max(1e-6);
+        out.insert(f.clone(), [lo - pad, hi + pad]);
+    }
+    out
+}
+
+impl RunArgs {
+    /// Decides everything: partition, task, defaults.
+    pub fn into_spec(self) -> anyhow::Result<RunSpec> {
+        let partition = self.partition.unwrap_or(if self.data.len() > 1 {
+            Partition::Natural
+        } else {
+            Partition::Iid
+        });
+        let out = match &self.out {
+            Some(o) => o.clone(),
+            None => std::env::temp_dir().join(format!("tessera-sim-{}", std::process::id())),
+        };
+        let data = match partition {
+            Partition::Natural => {
+                if self.participants.is_some_and(|n| n != self.data.len()) {
+                    bail!("--partition natural uses one participant per --data file; drop --participants");
+                }
+                partition::natural(&self.data, &self.label, 0.2, self.seed)?
+            }
+            Partition::Iid => {
+                if self.data.len() != 1 {
+                    bail!("--partition iid splits one --data file");
+                }
+                let n = self.participants.unwrap_or(4);
+                partition::iid(&self.data[0], &self.label, n, 0.2, self.seed)?
+            }
+        };
+        let positive = match &self.positive {
+            Some(p) => p.parse().map_err(|e| anyhow::anyhow!("--positive: {e}"))?,
+            None => default_positive(&self.data[0], &self.label)?,
+        };
+        let model: ModelKind = self
+            .model
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--model: {e}"))?;
+        let features: Vec<String> = data
+            .header
+            .iter()
+            .filter(|h| **h != self.label)
+            .cloned()
+            .collect();
+        let task = TaskSpec {
+            model,
+            features: features.clone(),
+            label: self.label.clone(),
+            positive,
+        };
+        let dp = self.privacy.enabled();
+        let n = data.sites.len();
+        let privacy = dp.then(|| PrivacyPlan {
+            noise_multiplier: self.privacy.noise_multiplier,
+            target_epsilon: self.privacy.target_epsilon,
+            max_epsilon: self.privacy.max_epsilon,
+            delta: self.privacy.delta,
+            sampling_rate: self.privacy.sampling_rate,
+            statistics_noise_multiplier: self.privacy.statistics_noise_multiplier,
+            ranges: simulation_ranges(&data, &features),
+            max_rows: data
+                .sites
+                .iter()
+                .map(|s| s.rows.len())
+                .max()
+                .unwrap_or(1) as f64,
+            noise_seed: self.privacy.noise_seed,
+        });
+        let training = TrainingPlan {
+            local_epochs: self.local_epochs.unwrap_or(if dp { 1 } else { 2 }),
+            learning_rate: self.learning_rate.unwrap_or(if dp { 3.0 } else { 0.1 }),
+            batch_size: self.batch_size,
+            clip_norm: self.privacy.clip_norm.unwrap_or(if dp { 0.25 } else { 10.0 }),
+            server_learning_rate: 1.0,
+            seed: self.seed,
+        };
+        let secagg = !self.privacy.no_secagg;
+        let min_participants = self
+            .min_participants
+            .unwrap_or_else(|| if n > 3 { n - 1 } else { n }.max(if secagg { 3 } else { 1 }));
+        if secagg && n < 3 {
+            bail!("secure aggregation needs at least 3 participants (use --no-secagg to compare without it)");
+        }
+        Ok(RunSpec {
+            out: out.clone(),
+            partition,
+            task: task.clone(),
+            seed: self.seed,
+            plan: FederationPlan {
+                dir: out,
+                sites: vec![],
+                task,
+                rounds: self.rounds,
+                min_participants,
+                training,
+                secagg,
+                privacy,
+                training_seconds: 60.0,
+                stage_seconds: 20.0,
+                listen: None,
+            },
+            data,
+        })
+    }
+}
+
+fn kill_all(children: &mut [(String, Child)]) {
+    for (_, c) in children.iter_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// Runs a federation as specified, printing progress; returns the summary.
+pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
+    let out = spec.out.clone();
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let split = spec.data.write(&out.join("data"))?;
+    println!("Data ({} sites):", split.sites.len());
+    println!("{split}");
+    spec.plan.sites = split
+        .sites
+        .iter()
+        .map(|s| SitePlan {
+            name: s.name.clone(),
+            data: s.path.clone(),
+            max_epsilon: None,
+            min_noise_multiplier: None,
+        })
+        .collect();
+    let test = tessera_model::load_csv(&split.test_path, &spec.task)?;
+    describe_privacy(&spec);
+
+    let bins = Binaries::detect()?;
+    let mut layout = launch::prepare(&spec.plan)?;
+    let started = Instant::now();
+    let (mut coordinator, address) = launch::start_coordinator(&bins, &layout, "coordinator.log")?;
+    let mut children: Vec<(String, Child)> = Vec::new();
+    for site in spec.plan.sites.clone() {
+        launch::write_participant_config(&spec.plan, &mut layout, &site, &address)?;
+        match launch::start_participant(&bins, &layout, &site.name, &format!("{}.log", site.name)) {
+            Ok(c) => children.push((site.name.clone(), c)),
+            Err(e) => {
+                let _ = coordinator.kill();
+                kill_all(&mut children);
+                return Err(e);
+            }
+        }
+    }
+    println!(
+        "Federation: coordinator on {address}, {} participants, {} rounds (logs in {})",
+        children.len(),
+        spec.plan.rounds,
+        layout.logs.display()
+    );
+
+    let checkpoints = layout.coordinator_out.join("checkpoints");
+    let mut history: Vec<RoundMetrics> = Vec::new();
+    let deadline = Duration::from_secs(60 + 30 * u64::from(spec.plan.rounds));
+    let status = loop {
+        follow_rounds(&checkpoints, &layout.store(), &test, &spec, started, &mut history);
+        if let Some(status) = coordinator.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = coordinator.kill();
+            kill_all(&mut children);
+            bail!("the federation did not finish within {deadline:?}; see {}", layout.logs.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    follow_rounds(&checkpoints, &layout.store(), &test, &spec, started, &mut history);
+    let wall = started.elapsed().as_secs_f64();
+    // Participants leave on FederationDone; give them a moment, then make sure.
+    let grace = Instant::now();
+    for (name, c) in children.iter_mut() {
+        loop {
+            match c.try_wait()? {
+                Some(s) if !s.success() => {
+                    eprintln!("participant {name} exited with {s}; see its log");
+                    break;
+                }
+                Some(_) => break,
+                None if grace.elapsed() > Duration::from_secs(10) => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+    if !status.success() {
+        bail!("the coordinator failed ({status}); see {}", layout.logs.join("coordinator.log").display());
+    }
+    let model_path = layout.coordinator_out.join("model.safetensors");
+    let (final_accuracy, final_loss, model) = if model_path.exists() {
+        let m = tessera_model::read_model(&model_path)?;
+        let e = tessera_model::evaluate(&m, &test)?;
+        (e.accuracy, e.loss, Some(model_path))
+    } else {
+        (f64::NAN, f64::NAN, None)
+    };
+    let store = tessera_coordinator::store::Store::open_read_only(&layout.store())?;
+    let finish_reason = store
+        .meta("finish_reason")?
+        .unwrap_or_else(|| "federation finished".into());
+    let privacy = spec.plan.privacy.as_ref();
+    let epsilon = match privacy {
+        Some(p) => Some(tessera_coordinator::budget::ledger_epsilon(
+            &store.privacy_events()?,
+            p.delta,
+            tessera_privacy::AccountantKind::Best,
+        )?),
+        None => None,
+    };
+    let noise_multiplier = privacy.and_then(|_| {
+        store
+            .ledger()
+            .ok()?
+            .iter()
+            .rev()
+            .find(|r| r.training_round.is_some())
+            .map(|r| r.noise_multiplier)
+    });
+    let summary = Summary {
+        final_accuracy,
+        final_loss,
+        rounds: history.iter().map(|h| h.round).max().unwrap_or(0),
+        planned_rounds: spec.plan.rounds,
+        participants: spec.plan.sites.len(),
+        epsilon,
+        delta: privacy.map(|p| p.delta),
+        noise_multiplier,
+        private: privacy.is_some_and(|p| p.noise_seed.is_none()),
+        secure_aggregation: spec.plan.secagg,
+        noise_seeded: privacy.is_some_and(|p| p.noise_seed.is_some()),
+        clip_norm: spec.plan.training.clip_norm,
+        partition: spec.partition,
+        seed: spec.seed,
+        test_rows: test.n_rows(),
+        finish_reason,
+        wall_seconds: wall,
+        model,
+        history,
+    };
+    write_outputs(&out, &summary)?;
+    Ok(summary)
+}
+
+fn describe_privacy(spec: &RunSpec) {
+    match &spec.plan.privacy {
+        None => println!(
+            "Privacy: OFF — this run is NOT differentially private (add --target-epsilon or --noise-multiplier)."
+        ),
+        Some(p) => {
+            if p.noise_seed.is_some() {
+                println!("WARNING: the noise is seeded (--noise-seed): this run is NOT private; use it only to reproduce simulations.");
+            }
+            match (p.noise_multiplier, p.target_epsilon) {
+                (Some(s), _) => println!(
+                    "Privacy: DP-FedAvg, noise multiplier {s}, clip norm {}, δ = {}",
+                    spec.plan.training.clip_norm, p.delta
+                ),
+                (None, Some(e)) => println!(
+                    "Privacy: DP-FedAvg, target ε = {e} at δ = {} over {} rounds, clip norm {}",
+                    p.delta, spec.plan.rounds, spec.plan.training.clip_norm
+                ),
+                _ => {}
+            }
+        }
+    }
+    if !spec.plan.secagg {
+        println!("Secure aggregation: OFF (plain sums, for comparisons only).");
+    }
+}
+
+/// Evaluates checkpoints that appeared since the last call and prints them.
+fn follow_rounds(
+    dir: &Path,
+    store_path: &Path,
+    test: &Dataset,
+    spec: &RunSpec,
+    started: Instant,
+    history: &mut Vec<RoundMetrics>,
+) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut rounds: Vec<(u32, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let r = name
+                .strip_prefix("model-round-")?
+                .strip_suffix(".safetensors")?
+                .parse()
+                .ok()?;
+            Some((r, e.path()))
+        })
+        .filter(|(r, _)| *r > 0 && history.iter().all(|h| h.round != *r))
+        .collect();
+    rounds.sort();
+    for (round, path) in rounds {
+        let Ok(model) = tessera_model::read_model(&path) else {
+            continue;
+        };
+        let Ok(e) = tessera_model::evaluate(&model, test) else {
+            continue;
+        };
+        let epsilon = spec.plan.privacy.as_ref().and_then(|p| {
+            let store = tessera_coordinator::store::Store::open_read_only(store_path).ok()?;
+            let events: Vec<_> = store
+                .ledger()
+                .ok()?
+                .into_iter()
+                .filter(|r| r.training_round.is_none_or(|t| t <= round))
+                .map(|r| r.event)
+                .collect();
+            tessera_coordinator::budget::ledger_epsilon(&events, p.delta, tessera_privacy::AccountantKind::Best).ok()
+        });
+        let m = RoundMetrics {
+            round,
+            accuracy: e.accuracy,
+            loss: e.loss,
+            epsilon,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        match epsilon {
+            Some(eps) => println!(
+                "round {:>3}/{}: test accuracy {:.3}  loss {:.4}  ε = {eps:.3}",
+                round, spec.plan.rounds, m.accuracy, m.loss
+            ),
+            None => println!(
+                "round {:>3}/{}: test accuracy {:.3}  loss {:.4}",
+                round, spec.plan.rounds, m.accuracy, m.loss
+            ),
+        }
+        history.push(m);
+    }
+}
+
+fn write_outputs(out: &Path, summary: &Summary) -> anyhow::Result<()> {
+    std::fs::write(
+        out.join("summary.json"),
+        serde_json::to_string_pretty(summary)? + "\n",
+    )?;
+    let mut csv = String::from("round,accuracy,loss,epsilon,seconds\n");
+    for h in &summary.history {
+        csv.push_str(&format!(
+            "{},{:.6},{:.6},{},{:.3}\n",
+            h.round,
+            h.accuracy,
+            h.loss,
+            h.epsilon.map(|e| format!("{e:.6}")).unwrap_or_default(),
+            h.seconds
+        ));
+    }
+    std::fs::write(out.join("metrics.csv"), csv)?;
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! Launching a real local federation: a development PKI, one coordinator
+//! process and one process per participant, talking gRPC over loopback
+//! mutual TLS, each with its own configuration file and log.
+//!
+//! The processes are the real coordinator and participant programs. By
+//! default they are started as `tessera-sim coordinator …` and
+//! `tessera-sim participant …` (the same code, linked into this binary, so a
+//! single `cargo run --bin tessera-sim` builds everything); the environment
+//! variables `TESSERA_COORDINATOR_BIN` and `TESSERA_PARTICIPANT_BIN` point
+//! the launcher at the stand-alone `tessera-coordinator` and
+//! `tessera-participant` binaries instead.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tessera_model::TaskSpec;
+
+/// How to start the two programs.
+#[derive(Debug, Clone)]
+pub struct Binaries {
+    /// Program and leading arguments that run the coordinator.
+    pub coordinator: Vec<String>,
+    /// Program and leading arguments that run a participant.
+    pub participant: Vec<String>,
+}
+
+impl Binaries {
+    /// From the environment, else this executable's hidden subcommands.
+    pub fn detect() -> anyhow::Result<Self> {
+        let me = std::env::current_exe()
+            .context("locating the running executable")?
+            .to_string_lossy()
+            .into_owned();
+        let coordinator = match std::env::var("TESSERA_COORDINATOR_BIN") {
+            Ok(p) => vec![p],
+            Err(_) => vec![me.clone(), "coordinator".into()],
+        };
+        let participant = match std::env::var("TESSERA_PARTICIPANT_BIN") {
+            Ok(p) => vec![p],
+            Err(_) => vec![me, "participant".into()],
+        };
+        Ok(Self {
+            coordinator,
+            participant,
+        })
+    }
+}
+
+/// Differential privacy of a launched federation.
+#[derive(Debug, Clone)]
+pub struct PrivacyPlan {
+    /// Noise multiplier σ, or None to calibrate from `target_epsilon`.
+    pub noise_multiplier: Option<f64>,
+    /// Target ε over the planned rounds.
+    pub target_epsilon: Option<f64>,
+    /// Hard budget (defaults to the target).
+    pub max_epsilon: Option<f64>,
+    /// δ.
+    pub delta: f64,
+    /// Poisson sampling rate.
+    pub sampling_rate: f64,
+    /// Noise multiplier of the statistics release.
+    pub statistics_noise_multiplier: f64,
+    /// Public feature ranges for the bounded statistics.
+    pub ranges: BTreeMap<String, [f64; 2]>,
+    /// Largest number of rows one site contributes.
+    pub max_rows: f64,
+    /// Seed of the noise (simulations only; makes the run not private).
+    pub noise_seed: Option<u64>,
+}
+
+/// Local and server training settings.
+#[derive(Debug, Clone)]
+pub struct TrainingPlan {
+    /// Local epochs per round.
+    pub local_epochs: u32,
+    /// Local learning rate.
+    pub learning_rate: f64,
+    /// Local batch size.
+    pub batch_size: u32,
+    /// Clip norm C.
+    pub clip_norm: f64,
+    /// Server learning rate.
+    pub server_learning_rate: f64,
+    /// Seed of local shuffling (not a privacy seed).
+    pub seed: u64,
+}
+
+/// A site: its certificate name, data file and own privacy limits.
+#[derive(Debug, Clone)]
+pub struct SitePlan {
+    /// Certificate name.
+    pub name: String,
+    /// Training CSV.
+    pub data: PathBuf,
+    /// The site's own ε budget.
+    pub max_epsilon: Option<f64>,
+    /// The smallest noise multiplier the site accepts.
+    pub min_noise_multiplier: Option<f64>,
+}
+
+/// Everything needed to launch a federation.
+#[derive(Debug, Clone)]
+pub struct FederationPlan {
+    /// Working directory: PKI, configs, logs, coordinator output.
+    pub dir: PathBuf,
+    /// The sites.
+    pub sites: Vec<SitePlan>,
+    /// The task.
+    pub task: TaskSpec,
+    /// Planned training rounds.
+    pub rounds: u32,
+    /// Least participants per round.
+    pub min_participants: usize,
+    /// Training settings.
+    pub training: TrainingPlan,
+    /// Secure aggregation on.
+    pub secagg: bool,
+    /// Differential privacy, if on.
+    pub privacy: Option<PrivacyPlan>,
+    /// Deadline of the training stage, in seconds.
+    pub training_seconds: f64,
+    /// Deadline of the other stages, in seconds.
+    pub stage_seconds: f64,
+    /// Fixed coordinator address, or None for a free loopback port.
+    pub listen: Option<String>,
+}
+
+/// Paths of a launched federation.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// PKI directory.
+    pub pki: PathBuf,
+    /// Logs directory.
+    pub logs: PathBuf,
+    /// Coordinator output directory.
+    pub coordinator_out: PathBuf,
+    /// Coordinator configuration file.
+    pub coordinator_config: PathBuf,
+    /// Participant configuration files, by name.
+    pub participant_configs: BTreeMap<String, PathBuf>,
+}
+
+impl Layout {
+    /// The layout under `dir`.
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            pki: dir.join("pki"),
+            logs: dir.join("logs"),
+            coordinator_out: dir.join("coordinator"),
+            coordinator_config: dir.join("coordinator.toml"),
+            participant_configs: BTreeMap::new(),
+        }
+    }
+
+    /// The coordinator's SQLite store.
+    pub fn store(&self) -> PathBuf {
+        self.coordinator_out.join("coordinator.sqlite")
+    }
+
+    /// The file the coordinator writes its bound address to.
+    pub fn address_file(&self) -> PathBuf {
+        self.coordinator_out.join("address")
+    }
+}
+
+fn toml_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn toml_list(items: &[String]) -> String {
+    format!(
+        "[{}]",
+        items.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", ")
+    )
+}
+
+fn path_str(p: &Path) -> String {
+    toml_str(&p.to_string_lossy())
+}
+
+/// Writes the PKI and the coordinator's configuration; returns the layout.
+pub fn prepare(plan: &FederationPlan) -> anyhow::Result<Layout> {
+    let layout = Layout::new(&plan.dir);
+    std::fs::create_dir_all(&layout.logs)?;
+    std::fs::create_dir_all(&layout.coordinator_out)?;
+    let names: Vec<String> = plan.sites.iter().map(|s| s.name.clone()).collect();
+    if !layout.pki.join("ca.key").exists() {
+        tessera_certs::init(&layout.pki, &names, &[]).context("creating the development PKI")?;
+    }
+    let mut c = String::new();
+    let t = &plan.training;
+    writeln!(c, "[federation]")?;
+    writeln!(c, "name = \"tessera-sim\"")?;
+    writeln!(
+        c,
+        "listen = {}",
+        toml_str(plan.listen.as_deref().unwrap_or("127.0.0.1:0"))
+    )?;
+    writeln!(c, "min_participants = {}", plan.min_participants)?;
+    writeln!(c, "rounds = {}", plan.rounds)?;
+    writeln!(c, "output_dir = {}", path_str(&layout.coordinator_out))?;
+    writeln!(c, "allow = {}", toml_list(&names))?;
+    writeln!(c, "\n[tls]")?;
+    writeln!(c, "ca = {}", path_str(&layout.pki.join("ca.crt")))?;
+    writeln!(c, "cert = {}", path_str(&layout.pki.join("coordinator.crt")))?;
+    writeln!(c, "key = {}", path_str(&layout.pki.join("coordinator.key")))?;
+    writeln!(c, "\n[task]")?;
+    writeln!(c, "model = {}", toml_str(&plan.task.model.to_string()))?;
+    writeln!(c, "features = {}", toml_list(&plan.task.features))?;
+    writeln!(c, "label = {}", toml_str(&plan.task.label))?;
+    writeln!(c, "positive = {}", toml_str(&plan.task.positive.to_string()))?;
+    writeln!(c, "\n[training]")?;
+    writeln!(c, "local_epochs = {}", t.local_epochs)?;
+    writeln!(c, "learning_rate = {:?}", t.learning_rate)?;
+    writeln!(c, "batch_size = {}", t.batch_size)?;
+    writeln!(c, "clip_norm = {:?}", t.clip_norm)?;
+    writeln!(c, "server_learning_rate = {:?}", t.server_learning_rate)?;
+    writeln!(c, "seed = {}", t.seed)?;
+    writeln!(c, "\n[secagg]")?;
+    writeln!(c, "enabled = {}", plan.secagg)?;
+    writeln!(c, "\n[deadlines]")?;
+    writeln!(c, "stage_seconds = {:?}", plan.stage_seconds)?;
+    writeln!(c, "training_seconds = {:?}", plan.training_seconds)?;
+    if let Some(p) = &plan.privacy {
+        writeln!(c, "\n[privacy]")?;
+        writeln!(c, "enabled = true")?;
+        if let Some(s) = p.noise_multiplier {
+            writeln!(c, "noise_multiplier = {s:?}")?;
+        }
+        if let Some(e) = p.target_epsilon {
+            writeln!(c, "target_epsilon = {e:?}")?;
+        }
+        if let Some(m) = p.max_epsilon {
+            writeln!(c, "max_epsilon = {m:?}")?;
+        }
+        writeln!(c, "delta = {:?}", p.delta)?;
+        writeln!(c, "sampling_rate = {:?}", p.sampling_rate)?;
+        writeln!(
+            c,
+            "statistics_noise_multiplier = {:?}",
+            p.statistics_noise_multiplier
+        )?;
+        if let Some(seed) = p.noise_seed {
+            writeln!(c, "insecure_noise_seed = {seed}")?;
+        }
+        writeln!(c, "\n[statistics]")?;
+        writeln!(c, "max_rows = {:?}", p.max_rows)?;
+        writeln!(c, "\n[statistics.ranges]")?;
+        for (k, [lo, hi]) in &p.ranges {
+            writeln!(c, "{} = [{lo:?}, {hi:?}]", toml_str(k))?;
+        }
+    }
+    std::fs::write(&layout.coordinator_config, c)?;
+    Ok(layout)
+}
+
+/// Writes one participant's configuration for a coordinator at `address`.
+pub fn write_participant_config(
+    plan: &FederationPlan,
+    layout: &mut Layout,
+    site: &SitePlan,
+    address: &str,
+) -> anyhow::Result<PathBuf> {
+    let dir = plan.dir.join("sites").join(&site.name);
+    std::fs::create_dir_all(&dir)?;
+    let mut c = String::new();
+    writeln!(c, "[participant]")?;
+    writeln!(c, "coordinator = {}", toml_str(&format!("https://{address}")))?;
+    writeln!(c, "data = {}", path_str(&site.data))?;
+    writeln!(c, "state_dir = {}", path_str(&dir.join("state")))?;
+    writeln!(c, "\n[tls]")?;
+    writeln!(c, "ca = {}", path_str(&layout.pki.join("ca.crt")))?;
+    writeln!(
+        c,
+        "cert = {}",
+        path_str(&layout.pki.join(format!("{}.crt", site.name)))
+    )?;
+    writeln!(
+        c,
+        "key = {}",
+        path_str(&layout.pki.join(format!("{}.key", site.name)))
+    )?;
+    writeln!(c, "\n[privacy]")?;
+    if let Some(m) = site.max_epsilon {
+        writeln!(c, "max_epsilon = {m:?}")?;
+    }
+    if let Some(m) = site.min_noise_multiplier {
+        writeln!(c, "min_noise_multiplier = {m:?}")?;
+    }
+    if let Some(p) = &plan.privacy {
+        writeln!(c, "delta = {:?}", p.delta)?;
+    }
+    writeln!(c, "\n[reconnect]")?;
+    writeln!(c, "initial_backoff_seconds = 0.1")?;
+    writeln!(c, "max_backoff_seconds = 2.0")?;
+    writeln!(c, "give_up_after_seconds = 60.0")?;
+    let path = dir.join("participant.toml");
+    std::fs::write(&path, c)?;
+    layout
+        .participant_configs
+        .insert(site.name.clone(), path.clone());
+    Ok(path)
+}
+
+/// Starts a program with its stderr and stdout going to `log`.
+pub fn spawn(program: &[String], args: &[&str], log: &Path) -> anyhow::Result<Child> {
+    let file = File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let err = file.try_clone()?;
+    Command::new(&program[0])
+        .args(&program[1..])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(err)
+        .env("TESSERA_LOG", std::env::var("TESSERA_LOG").unwrap_or_else(|_| "info".into()))
+        .spawn()
+        .with_context(|| format!("starting {}", program[0]))
+}
+
+/// Starts the coordinator and waits until it has written its address.
+pub fn start_coordinator(
+    bins: &Binaries,
+    layout: &Layout,
+    log_name: &str,
+) -> anyhow::Result<(Child, String)> {
+    let _ = std::fs::remove_file(layout.address_file());
+    let config = layout.coordinator_config.to_string_lossy().into_owned();
+    let mut child = spawn(
+        &bins.coordinator,
+        &["serve", "--config", &config],
+        &layout.logs.join(log_name),
+    )?;
+    let start = Instant::now();
+    loop {
+        if let Ok(addr) = std::fs::read_to_string(layout.address_file())
+            && addr.ends_with('\n')
+        {
+            return Ok((child, addr.trim().to_owned()));
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the coordinator exited with {status} before listening; see {}",
+                layout.logs.join(log_name).display()
+            );
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            bail!("the coordinator did not start listening within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts one participant.
+pub fn start_participant(
+    bins: &Binaries,
+    layout: &Layout,
+    name: &str,
+    log_name: &str,
+) -> anyhow::Result<Child> {
+    let config = layout
+        .participant_configs
+        .get(name)
+        .with_context(|| format!("no configuration written for {name}"))?
+        .to_string_lossy()
+        .into_owned();
+    spawn(
+        &bins.participant,
+        &["run", "--config", &config],
+        &layout.logs.join(log_name),
+    )
+}
