@@ -111,9 +111,9 @@ pub fn calibrate_training_noise(
         lo = hi;
         hi *= 2.0;
         if hi > 1e7 {
-            return Err(BudgetError::Privacy(tessera_privacy::Error::InvalidEpsilon(
-                target_epsilon,
-            )));
+            return Err(BudgetError::Privacy(
+                tessera_privacy::Error::InvalidEpsilon(target_epsilon),
+            ));
         }
     }
     // Bisection to 1e-6 relative; `hi` always meets the target.
@@ -134,8 +134,8 @@ mod tests {
 
     #[test]
     fn calibration_meets_target_and_is_tight() {
-        let sigma = calibrate_training_noise(4.0, 1e-5, 1.0, 30, 20.0, AccountantKind::Best)
-            .unwrap();
+        let sigma =
+            calibrate_training_noise(4.0, 1e-5, 1.0, 30, 20.0, AccountantKind::Best).unwrap();
         let events = [
             statistics_event(20.0),
             PrivacyEvent::Gaussian {
@@ -167,8 +167,13 @@ mod tests {
     fn epsilon_after_grows() {
         let ledger = vec![training_event(2.0, 1.0)];
         let now = ledger_epsilon(&ledger, 1e-5, AccountantKind::Best).unwrap();
-        let next = epsilon_after(&ledger, &training_event(2.0, 1.0), 1e-5, AccountantKind::Best)
-            .unwrap();
+        let next = epsilon_after(
+            &ledger,
+            &training_event(2.0, 1.0),
+            1e-5,
+            AccountantKind::Best,
+        )
+        .unwrap();
         assert!(next > now);
     }
 }

@@ -334,11 +334,10 @@ impl CoordinatorConfig {
             path: path.to_owned(),
             source,
         })?;
-        let config: CoordinatorConfig =
-            toml::from_str(&text).map_err(|e| ConfigError::Parse {
-                path: path.to_owned(),
-                message: e.to_string(),
-            })?;
+        let config: CoordinatorConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.resolve(base).validate()
     }
@@ -400,7 +399,10 @@ impl CoordinatorConfig {
             return Err(invalid("training.local_epochs", "must be at least 1"));
         }
         if !(t.learning_rate.is_finite() && t.learning_rate > 0.0) {
-            return Err(invalid("training.learning_rate", "must be a positive number"));
+            return Err(invalid(
+                "training.learning_rate",
+                "must be a positive number",
+            ));
         }
         if t.batch_size == 0 {
             return Err(invalid("training.batch_size", "must be at least 1"));
@@ -442,8 +444,7 @@ impl CoordinatorConfig {
             if !(p.sampling_rate > 0.0 && p.sampling_rate <= 1.0) {
                 return Err(invalid("privacy.sampling_rate", "must be in (0, 1]"));
             }
-            if !(p.statistics_noise_multiplier.is_finite() && p.statistics_noise_multiplier > 0.0)
-            {
+            if !(p.statistics_noise_multiplier.is_finite() && p.statistics_noise_multiplier > 0.0) {
                 return Err(invalid(
                     "privacy.statistics_noise_multiplier",
                     "must be a positive number",

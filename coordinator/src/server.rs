@@ -46,7 +46,8 @@ pub async fn run(
     }
     .load()
     .context("loading the coordinator's TLS material")?;
-    let tls_config = tessera_certs::server_config(&material).context("building the TLS configuration")?;
+    let tls_config =
+        tessera_certs::server_config(&material).context("building the TLS configuration")?;
     let acceptor = TlsAcceptor::from(tls_config);
     let metrics = Arc::new(Metrics::new());
 

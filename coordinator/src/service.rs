@@ -90,8 +90,9 @@ fn authenticate<T>(request: &Request<T>) -> Result<(String, Vec<u8>), Status> {
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("empty client certificate chain"))?;
-    let name = tessera_certs::peer_name(leaf.as_ref())
-        .map_err(|e| Status::unauthenticated(format!("client certificate has no usable name: {e}")))?;
+    let name = tessera_certs::peer_name(leaf.as_ref()).map_err(|e| {
+        Status::unauthenticated(format!("client certificate has no usable name: {e}"))
+    })?;
     Ok((name, leaf.as_ref().to_vec()))
 }
 
