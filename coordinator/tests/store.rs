@@ -124,6 +124,11 @@ fn inconsistent_or_invalid_rows_are_refused() {
         store.append_ledger(&row),
         Err(StoreError::Invalid { .. })
     ));
+    // A Gaussian event without noise cannot be accounted: refused.
+    assert!(matches!(
+        store.append_ledger(&gaussian_row(1, 0.0, 1.0)),
+        Err(StoreError::Invalid { .. })
+    ));
     let mut row = gaussian_row(1, 2.0, 1.0);
     row.clip_norm = f64::NAN;
     assert!(matches!(

@@ -227,6 +227,12 @@ impl SiteLedger {
     pub fn record(&mut self, c: &Contribution) -> Result<(), LedgerError> {
         let round = i64::try_from(c.round)
             .map_err(|_| self.invalid(format!("round {} is too large", c.round)))?;
+        c.event().validate().map_err(|e| {
+            self.invalid(format!(
+                "contribution to round {}: cannot be accounted: {e}",
+                c.round
+            ))
+        })?;
         for (name, v) in [
             ("noise_multiplier", c.noise_multiplier),
             ("clip_norm", c.clip_norm),

@@ -69,6 +69,11 @@ fn duplicate_round_is_refused() {
         ledger.record(&bad),
         Err(LedgerError::Invalid { .. })
     ));
+    bad.noise_multiplier = 0.0;
+    assert!(matches!(
+        ledger.record(&bad),
+        Err(LedgerError::Invalid { .. })
+    ));
 }
 
 #[test]

@@ -146,6 +146,14 @@ impl Store {
     /// refused with [`StoreError::DuplicateRound`].
     pub fn append_ledger(&mut self, row: &NewLedgerRow) -> Result<LedgerRow, StoreError> {
         let round = to_i64(self, "round", row.round)?;
+        // An event the accountant cannot compose would make the ledger
+        // unaccountable: refuse it before anything is released.
+        row.event.validate().map_err(|e| {
+            self.invalid(format!(
+                "ledger row for round {}: invalid privacy event: {e}",
+                row.round
+            ))
+        })?;
         let event_value =
             serde_json::to_value(&row.event).map_err(|e| self.invalid(e.to_string()))?;
         let mechanism = event_value

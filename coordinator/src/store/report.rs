@@ -3,7 +3,7 @@
 //! (`tessera-coordinator status`).
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use tessera_privacy::{AccountantKind, PrivacyEvent};
@@ -49,7 +49,7 @@ pub struct LedgerReport {
 
 /// ε of `events` at `delta` with the best accountant; 0 for no events.
 pub(crate) fn epsilon_of(
-    store: &Store,
+    path: &Path,
     events: &[PrivacyEvent],
     delta: f64,
 ) -> Result<f64, StoreError> {
@@ -59,21 +59,63 @@ pub(crate) fn epsilon_of(
     tessera_privacy::epsilon(events, delta, AccountantKind::Best)
         .map(|r| r.epsilon)
         .map_err(|source| StoreError::Privacy {
-            path: store.path.clone(),
+            path: path.to_path_buf(),
             source,
         })
 }
+
+/// ε of every prefix `events[..=i]`, computed on up to
+/// `MAX_REPORT_THREADS` threads (one accountant run per row; the runs are
+/// independent, and with Poisson sampling each takes a noticeable time).
+fn prefix_epsilons(
+    store: &Store,
+    events: &[PrivacyEvent],
+    delta: f64,
+) -> Result<Vec<f64>, StoreError> {
+    let path = store.path();
+    let n = events.len();
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |p| p.get())
+        .clamp(1, MAX_REPORT_THREADS)
+        .min(n.max(1));
+    let results: Vec<Vec<(usize, Result<f64, StoreError>)>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    (t..n)
+                        .step_by(threads)
+                        .map(|i| (i, epsilon_of(path, &events[..=i], delta)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut out = vec![0.0; n];
+    for (i, eps) in results.into_iter().flatten() {
+        out[i] = eps?;
+    }
+    Ok(out)
+}
+
+/// Most threads [`ledger_report`] uses for its accountant runs.
+const MAX_REPORT_THREADS: usize = 8;
 
 /// Every ledger row with the cumulative ε after it (the best accountant on
 /// the rows up to it, at `delta`), and the ledger's total ε.
 pub fn ledger_report(store: &Store, delta: f64) -> Result<LedgerReport, StoreError> {
     let ledger = store.ledger()?;
-    let mut events = Vec::with_capacity(ledger.len());
+    let events: Vec<PrivacyEvent> = ledger.iter().map(|r| r.event.clone()).collect();
+    let cumulative = prefix_epsilons(store, &events, delta)?;
     let mut rows = Vec::with_capacity(ledger.len());
-    for row in ledger {
+    for (row, cumulative_epsilon) in ledger.into_iter().zip(cumulative) {
         let mechanism = row.mechanism();
-        events.push(row.event);
-        let cumulative_epsilon = epsilon_of(store, &events, delta)?;
         rows.push(LedgerReportRow {
             round: row.round,
             training_round: row.training_round,
@@ -193,7 +235,7 @@ pub fn status_report(
     let ledger = store.ledger()?;
     let rounds = store.rounds()?;
     let events: Vec<PrivacyEvent> = ledger.iter().map(|r| r.event.clone()).collect();
-    let epsilon_spent = epsilon_of(store, &events, delta)?;
+    let epsilon_spent = epsilon_of(store.path(), &events, delta)?;
     let count = |s: RoundStatus| rounds.iter().filter(|r| r.status == s).count() as u64;
     Ok(StatusReport {
         store: store.path().to_path_buf(),
