@@ -11,8 +11,10 @@
 //!   across sites (plainly, or through secure aggregation with noise), and every site builds
 //!   the same [`Preprocessor`] from the pooled sum. [`StatsBounds`] bounds each site's
 //!   contribution so that a differentially private sum has a known L2 sensitivity.
-//! - [`model`] and [`logistic`]: built-in models behind the [`Model`] trait, with flat `f32`
-//!   parameter vectors so that updates can be clipped, encoded and summed.
+//! - [`model`], [`logistic`] and [`mlp`]: built-in models (logistic regression, a
+//!   one-hidden-layer perceptron) behind the [`Model`] trait, with flat `f32` parameter
+//!   vectors so that updates can be clipped, encoded and summed; [`initial_params`] gives a
+//!   federation's starting model.
 //! - [`model_file`]: the safetensors model file (parameters, preprocessing, task, round),
 //!   written atomically, and [`evaluate`].
 //! - [`split`]: seeded, stratified holdout and IID dealing of rows, used by simulations and
@@ -32,6 +34,7 @@
 
 pub mod data;
 pub mod logistic;
+pub mod mlp;
 pub mod model;
 pub mod model_file;
 pub mod split;
@@ -40,7 +43,8 @@ pub mod task;
 
 pub use data::{DataError, Dataset, RawTable, load_csv, read_header, read_raw_csv, write_raw_csv};
 pub use logistic::LogisticRegression;
-pub use model::{Model, ModelError, TrainConfig, TrainReport, build_model};
+pub use mlp::MlpClassifier;
+pub use model::{Model, ModelError, TrainConfig, TrainReport, build_model, initial_params};
 pub use model_file::{Evaluation, ModelFile, evaluate, read_model, write_model};
 pub use stats::{LocalStats, Preprocessor, StatsBounds, l2_sensitivity};
 pub use task::{LabelRule, ModelKind, TaskError, TaskSpec};

@@ -44,7 +44,7 @@ impl LogisticRegression {
 }
 
 /// Numerically stable logistic function.
-fn sigmoid(z: f64) -> f64 {
+pub(crate) fn sigmoid(z: f64) -> f64 {
     if z >= 0.0 {
         1.0 / (1.0 + (-z).exp())
     } else {
@@ -54,7 +54,7 @@ fn sigmoid(z: f64) -> f64 {
 }
 
 /// Binary cross-entropy of logit `z` against label `y`, stable for large `|z|`.
-fn bce_logit(z: f64, y: f64) -> f64 {
+pub(crate) fn bce_logit(z: f64, y: f64) -> f64 {
     z.max(0.0) - z * y + (-z.abs()).exp().ln_1p()
 }
 

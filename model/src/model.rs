@@ -12,6 +12,7 @@ use ndarray::{Array1, Array2};
 
 use crate::data::DataError;
 use crate::logistic::LogisticRegression;
+use crate::mlp::MlpClassifier;
 use crate::task::ModelKind;
 
 /// Local training settings.
@@ -148,10 +149,12 @@ pub trait Model {
 }
 
 /// A fresh model of `kind` for `input_dim` inputs (the preprocessor's
-/// [`output_dim`](crate::Preprocessor::output_dim)), with its documented initialisation.
+/// [`output_dim`](crate::Preprocessor::output_dim)), with its documented initialisation
+/// (for an MLP, the one of [`initial_params`] with seed 0).
 pub fn build_model(kind: ModelKind, input_dim: usize) -> Box<dyn Model + Send> {
     match kind {
         ModelKind::Logistic => Box::new(LogisticRegression::new(input_dim)),
+        ModelKind::Mlp { hidden } => Box::new(MlpClassifier::new(input_dim, hidden, 0)),
     }
 }
 
@@ -159,5 +162,17 @@ pub fn build_model(kind: ModelKind, input_dim: usize) -> Box<dyn Model + Send> {
 pub fn num_params(kind: ModelKind, input_dim: usize) -> usize {
     match kind {
         ModelKind::Logistic => input_dim + 1,
+        ModelKind::Mlp { hidden } => MlpClassifier::param_count(input_dim, hidden),
+    }
+}
+
+/// The initial global model of a federation: zeros for logistic regression (its loss is
+/// convex, so zero is a fine start), the seeded random initialisation of
+/// [`MlpClassifier::init_params`] for an MLP (zeros would leave every hidden unit identical
+/// forever). The same `kind`, `input_dim` and `seed` always give the same vector.
+pub fn initial_params(kind: ModelKind, input_dim: usize, seed: u64) -> Vec<f32> {
+    match kind {
+        ModelKind::Logistic => vec![0.0; input_dim + 1],
+        ModelKind::Mlp { hidden } => MlpClassifier::init_params(input_dim, hidden, seed),
     }
 }

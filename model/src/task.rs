@@ -48,43 +48,92 @@ impl TaskSpec {
     }
 }
 
-/// The kind of model a task trains. Serialized in lower case (`"logistic"`).
+/// The kind of model a task trains.
+///
+/// Text form (configuration files, the wire, model files; [`FromStr`] and [`fmt::Display`]
+/// round-trip, and serde uses the same string):
+/// - `"logistic"` — [`ModelKind::Logistic`];
+/// - `"mlp:64"` — [`ModelKind::Mlp`] with 64 hidden units (1 to [`ModelKind::MAX_HIDDEN`]).
+///
+/// Parsing ignores case and spaces around the name and the width.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "String", into = "String")]
 pub enum ModelKind {
     /// Binary logistic regression (see [`crate::LogisticRegression`]).
     Logistic,
+    /// A one-hidden-layer perceptron: ReLU hidden layer, sigmoid output
+    /// (see [`crate::MlpClassifier`]).
+    Mlp {
+        /// Width of the hidden layer.
+        hidden: usize,
+    },
 }
 
 impl ModelKind {
-    /// Every model kind, for help texts and validation messages.
-    pub const ALL: &'static [ModelKind] = &[ModelKind::Logistic];
+    /// The model families, as written in text (for help texts and error messages).
+    pub const NAMES: &'static [&'static str] = &["logistic", "mlp:HIDDEN"];
 
-    /// The name used in configuration, on the wire and in model files.
+    /// Widest hidden layer a task may ask for (2²⁴ units), so that a task description
+    /// cannot make a site allocate an absurd model.
+    pub const MAX_HIDDEN: usize = 1 << 24;
+
+    /// The family name, without its size (`"logistic"`, `"mlp"`); [`fmt::Display`] gives the
+    /// full text form.
     pub fn as_str(self) -> &'static str {
         match self {
             ModelKind::Logistic => "logistic",
+            ModelKind::Mlp { .. } => "mlp",
         }
     }
 }
 
 impl fmt::Display for ModelKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        match self {
+            ModelKind::Logistic => f.write_str("logistic"),
+            ModelKind::Mlp { hidden } => write!(f, "mlp:{hidden}"),
+        }
     }
 }
 
 impl FromStr for ModelKind {
     type Err = TaskError;
 
-    /// Parses a model name, ignoring case and surrounding spaces (`"logistic"`).
+    /// Parses `"logistic"` or `"mlp:HIDDEN"`, ignoring case and surrounding spaces.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let t = s.trim();
-        ModelKind::ALL
-            .iter()
-            .copied()
-            .find(|k| k.as_str().eq_ignore_ascii_case(t))
-            .ok_or_else(|| TaskError::UnknownModel(t.to_string()))
+        let unknown = || TaskError::UnknownModel(t.to_string());
+        let (name, size) = match t.split_once(':') {
+            Some((n, w)) => (n.trim(), Some(w.trim())),
+            None => (t, None),
+        };
+        if name.eq_ignore_ascii_case("logistic") {
+            return match size {
+                None => Ok(ModelKind::Logistic),
+                Some(_) => Err(unknown()),
+            };
+        }
+        if name.eq_ignore_ascii_case("mlp") {
+            let hidden = size
+                .and_then(|w| w.parse::<usize>().ok())
+                .filter(|h| (1..=ModelKind::MAX_HIDDEN).contains(h))
+                .ok_or_else(|| TaskError::BadHiddenWidth(t.to_string()))?;
+            return Ok(ModelKind::Mlp { hidden });
+        }
+        Err(unknown())
+    }
+}
+
+impl TryFrom<String> for ModelKind {
+    type Error = TaskError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<ModelKind> for String {
+    fn from(k: ModelKind) -> String {
+        k.to_string()
     }
 }
 
@@ -186,8 +235,14 @@ impl From<LabelRule> for String {
 #[non_exhaustive]
 pub enum TaskError {
     /// The model name is not one this build knows.
-    #[error("unknown model kind {0:?} (known: logistic)")]
+    #[error("unknown model kind {0:?} (known: logistic, mlp:HIDDEN)")]
     UnknownModel(String),
+    /// An `mlp` model without a valid hidden width.
+    #[error(
+        "model {0:?}: an MLP needs a hidden width from 1 to {max}, written like \"mlp:64\"",
+        max = ModelKind::MAX_HIDDEN
+    )]
+    BadHiddenWidth(String),
     /// The positive-class rule could not be parsed.
     #[error(
         "invalid positive-class rule {0:?}: expected \"> NUMBER\" or a class literal such as \"M\""
@@ -257,7 +312,35 @@ mod tests {
             ModelKind::Logistic
         );
         assert_eq!(ModelKind::Logistic.to_string(), "logistic");
-        assert!("mlp".parse::<ModelKind>().is_err());
+        for (text, kind) in [
+            ("mlp:64", ModelKind::Mlp { hidden: 64 }),
+            ("mlp:1", ModelKind::Mlp { hidden: 1 }),
+            ("mlp:16777216", ModelKind::Mlp { hidden: 1 << 24 }),
+        ] {
+            assert_eq!(text.parse::<ModelKind>().unwrap(), kind);
+            assert_eq!(kind.to_string(), text);
+            let json = serde_json::to_string(&kind).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<ModelKind>(&json).unwrap(), kind);
+        }
+        assert_eq!(
+            " MLP : 8 ".parse::<ModelKind>().unwrap(),
+            ModelKind::Mlp { hidden: 8 }
+        );
+        assert_eq!(ModelKind::Mlp { hidden: 8 }.as_str(), "mlp");
+        for bad in ["mlp", "mlp:", "mlp:0", "mlp:-3", "mlp:x", "mlp:16777217"] {
+            assert!(
+                matches!(bad.parse::<ModelKind>(), Err(TaskError::BadHiddenWidth(_))),
+                "{bad}"
+            );
+        }
+        for bad in ["logistic:3", "cnn", ""] {
+            assert!(
+                matches!(bad.parse::<ModelKind>(), Err(TaskError::UnknownModel(_))),
+                "{bad}"
+            );
+        }
+        assert!(serde_json::from_str::<ModelKind>("\"mlp:0\"").is_err());
         let task = TaskSpec {
             model: ModelKind::Logistic,
             features: vec!["a".into(), "b".into()],
