@@ -177,6 +177,10 @@ pub struct TrainingSection {
     pub server_learning_rate: f64,
     /// Seed of local shuffling and of the initial model (not a privacy seed).
     pub seed: u64,
+    /// The final model averages the parameters of the last this many released
+    /// models (1: the last model alone). Averaging released models is
+    /// post-processing: free in privacy, and it smooths the noise.
+    pub average_last: u32,
 }
 
 impl Default for TrainingSection {
@@ -188,6 +192,7 @@ impl Default for TrainingSection {
             clip_norm: 10.0,
             server_learning_rate: 1.0,
             seed: 0,
+            average_last: 1,
         }
     }
 }
@@ -540,5 +545,81 @@ impl CoordinatorConfig {
             max_epsilon,
             statistics_bounds,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> String {
+        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/coordinator.toml");
+        std::fs::read_to_string(p).unwrap()
+    }
+
+    fn load_str(text: &str) -> Result<Settings, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        CoordinatorConfig::load(&path)
+    }
+
+    #[test]
+    fn the_example_configuration_is_valid() {
+        let s = load_str(&example()).unwrap();
+        assert!(s.config.privacy.enabled);
+        assert!(s.noise_multiplier > 0.0);
+        assert_eq!(s.max_epsilon, Some(8.0));
+        assert_eq!(s.task.features.len(), 13);
+        assert_eq!(s.statistics_bounds.as_ref().unwrap().lo.len(), 13);
+    }
+
+    fn invalid_key(text: &str) -> &'static str {
+        match load_str(text) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid key, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = example();
+        assert_eq!(
+            invalid_key(&e.replace("delta = 1e-5", "delta = 2.0")),
+            "privacy.delta"
+        );
+        assert_eq!(
+            invalid_key(&e.replace("target_epsilon = 8.0", "target_epsilon = 8.0\nnoise_multiplier = 1.0")),
+            "privacy.noise_multiplier"
+        );
+        assert_eq!(
+            invalid_key(&e.replace("clip_norm = 0.25", "clip_norm = -1")),
+            "training.clip_norm"
+        );
+        assert_eq!(
+            invalid_key(&e.replace("min_participants = 3", "min_participants = 2")),
+            "federation.min_participants"
+        );
+        assert_eq!(invalid_key(&e.replace("thal = [3, 7]", "")), "statistics.ranges");
+        assert_eq!(
+            invalid_key(&e.replace("positive = \"> 0\"", "positive = \"\"")),
+            "task.positive"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_parse_errors() {
+        let e = example();
+        let err = load_str(&e.replace("rounds = 8", "rounds = 8\nroundz = 9")).unwrap_err();
+        assert!(err.to_string().contains("roundz"), "{err}");
+        let err = load_str(&e.replace("rounds = 8", "rounds = \"eight\"")).unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+    }
+
+    #[test]
+    fn relative_paths_follow_the_file() {
+        let s = load_str(&example()).unwrap();
+        assert!(s.config.tls.ca.is_absolute());
+        assert!(s.store.ends_with("coordinator.sqlite"));
     }
 }

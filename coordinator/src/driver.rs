@@ -413,7 +413,10 @@ impl Driver {
         Ok(())
     }
 
-    /// Copies the last checkpoint to `output_dir/model.safetensors`.
+    /// Writes the final model to `output_dir/model.safetensors`: the last
+    /// checkpoint, or with `training.average_last = K > 1` the average of the
+    /// parameters of the last K released models (post-processing of released
+    /// models: it costs no privacy, and it averages out part of the noise).
     fn write_final_model(&mut self) -> anyhow::Result<Option<PathBuf>> {
         let Some(cp) = self.store.latest_checkpoint()? else {
             return Ok(None);
@@ -421,17 +424,34 @@ impl Driver {
         if cp.training_round == 0 {
             return Ok(None);
         }
+        let k = self.settings.config.training.average_last.max(1) as usize;
+        let mut model = tessera_model::read_model(&cp.path)
+            .with_context(|| format!("reading {}", cp.path.display()))?;
+        if k > 1 {
+            let mut all = self.store.checkpoints()?;
+            all.retain(|c| c.training_round > 0);
+            all.sort_by_key(|c| c.training_round);
+            let tail = &all[all.len().saturating_sub(k)..];
+            let mut sum = vec![0.0f64; model.params.len()];
+            for c in tail {
+                let m = tessera_model::read_model(&c.path)
+                    .with_context(|| format!("reading {}", c.path.display()))?;
+                for (s, p) in sum.iter_mut().zip(&m.params) {
+                    *s += f64::from(*p);
+                }
+            }
+            let n = tail.len() as f64;
+            model.params = sum.iter().map(|s| (s / n) as f32).collect();
+            info!(models = tail.len(), "final model is the average of the last released models");
+        }
         let dest = self
             .settings
             .config
             .federation
             .output_dir
             .join("model.safetensors");
-        let tmp = dest.with_extension("safetensors.tmp");
-        std::fs::copy(&cp.path, &tmp)
-            .with_context(|| format!("copying {} to {}", cp.path.display(), tmp.display()))?;
-        std::fs::File::open(&tmp)?.sync_all()?;
-        std::fs::rename(&tmp, &dest)?;
+        tessera_model::write_model(&dest, &model)
+            .with_context(|| format!("writing {}", dest.display()))?;
         info!(path = %dest.display(), training_round = cp.training_round, "final model written");
         Ok(Some(dest))
     }

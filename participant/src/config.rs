@@ -255,3 +255,33 @@ impl ParticipantConfig {
         self.participant.state_dir.join("site-ledger.sqlite")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_configurations_are_valid() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        for site in ["cleveland", "hungary", "switzerland", "va-long-beach"] {
+            let c = ParticipantConfig::load(&dir.join(format!("participant-{site}.toml"))).unwrap();
+            assert_eq!(c.server_name(), "127.0.0.1");
+            assert!(c.participant.data.exists(), "{}", c.participant.data.display());
+            assert_eq!(c.privacy.max_epsilon, Some(10.0));
+        }
+    }
+
+    #[test]
+    fn plain_http_is_refused_and_names_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            "[participant]\ncoordinator = \"http://x:1\"\ndata = \"d.csv\"\nstate_dir = \"s\"\n\
+             [tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n",
+        )
+        .unwrap();
+        let err = ParticipantConfig::load(&path).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { key: "participant.coordinator", .. }), "{err}");
+    }
+}

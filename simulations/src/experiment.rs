@@ -125,6 +125,10 @@ pub struct RunArgs {
     /// Local batch size.
     #[arg(long, default_value_t = 16)]
     pub batch_size: u32,
+    /// The final model averages the last this many released models
+    /// (default 1 without DP; with DP, a third of the rounds).
+    #[arg(long)]
+    pub average_last: Option<u32>,
     /// Least participants per round (default: all but one, at least 3).
     #[arg(long)]
     pub min_participants: Option<usize>,
@@ -335,6 +339,9 @@ impl RunArgs {
             clip_norm: self.privacy.clip_norm.unwrap_or(if dp { 0.25 } else { 10.0 }),
             server_learning_rate: 1.0,
             seed: self.seed,
+            average_last: self
+                .average_last
+                .unwrap_or(if dp { (self.rounds / 3).max(1) } else { 1 }),
         };
         let secagg = !self.privacy.no_secagg;
         let min_participants = self

@@ -89,6 +89,8 @@ pub struct TrainingPlan {
     pub server_learning_rate: f64,
     /// Seed of local shuffling (not a privacy seed).
     pub seed: u64,
+    /// The final model averages the last this many released models.
+    pub average_last: u32,
 }
 
 /// A site: its certificate name, data file and own privacy limits.
@@ -231,6 +233,7 @@ pub fn prepare(plan: &FederationPlan) -> anyhow::Result<Layout> {
     writeln!(c, "clip_norm = {:?}", t.clip_norm)?;
     writeln!(c, "server_learning_rate = {:?}", t.server_learning_rate)?;
     writeln!(c, "seed = {}", t.seed)?;
+    writeln!(c, "average_last = {}", t.average_last)?;
     writeln!(c, "\n[secagg]")?;
     writeln!(c, "enabled = {}", plan.secagg)?;
     writeln!(c, "\n[deadlines]")?;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tessera_simulations::experiment::{self, PrivacyArgs, RunArgs};
-use tessera_simulations::{bench_secagg, bundled_data};
+use tessera_simulations::{bench_round, bench_secagg, bundled_data};
 
 /// Local multi-process Tessera federations.
 #[derive(Debug, Parser)]
@@ -57,6 +57,8 @@ enum Command {
 enum Bench {
     /// One secure-aggregation round in process: time per stage, bytes, ratio to the PRG bound.
     Secagg(bench_secagg::SecAggBenchArgs),
+    /// One training round of a large MLP through a real federation: time, bytes, peak memory.
+    Round(bench_round::RoundBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +74,18 @@ fn main() -> ExitCode {
         } => match bench_secagg::run(&args) {
             Ok(report) => {
                 bench_secagg::print(&report, args.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench {
+            which: Bench::Round(args),
+        } => match bench_round::run(&args) {
+            Ok(report) => {
+                bench_round::print(&report, args.json);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -104,6 +118,7 @@ fn main() -> ExitCode {
                 // many-site default keeps the noisy average on course.
                 learning_rate: (!no_privacy).then_some(0.5),
                 batch_size: 16,
+                average_last: None,
                 min_participants: None,
                 privacy: PrivacyArgs {
                     target_epsilon: (!no_privacy).then_some(target_epsilon),
