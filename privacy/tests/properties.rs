@@ -208,3 +208,34 @@ fn events_serialise_with_a_mechanism_tag() {
     .unwrap();
     assert_eq!(g, PrivacyEvent::gaussian(1.0, 0.1, 3));
 }
+
+#[test]
+fn extreme_parameters_never_panic_or_return_non_finite() {
+    for sigma in [1e-300, 1e-6, 1e6, 1e300] {
+        for q in [1e-300, 1e-9, 0.5, 1.0] {
+            for t in [1u32, u32::MAX] {
+                for d in [1e-300, 0.5] {
+                    let ev = [PrivacyEvent::gaussian(sigma, q, t)];
+                    for k in [
+                        AccountantKind::Exact,
+                        AccountantKind::Rdp,
+                        AccountantKind::Pld,
+                        AccountantKind::Best,
+                    ] {
+                        match epsilon(&ev, d, k) {
+                            Ok(r) => assert!(
+                                r.epsilon.is_finite() && r.epsilon >= 0.0,
+                                "{sigma} {q} {t} {d} {k}: {r:?}"
+                            ),
+                            Err(Error::NotApplicable { .. }) => {}
+                            Err(e) => panic!("{sigma} {q} {t} {d} {k}: {e}"),
+                        }
+                        if let Ok(x) = delta(&ev, 1.0, k) {
+                            assert!((0.0..=1.0).contains(&x), "{sigma} {q} {t} {k}: delta {x}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

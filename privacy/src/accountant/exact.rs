@@ -50,11 +50,17 @@ pub fn gaussian_epsilon(mu: f64, delta: f64) -> f64 {
     if mu <= 0.0 || gaussian_delta(mu, 0.0) <= delta {
         return 0.0;
     }
+    if !mu.is_finite() {
+        return f64::INFINITY;
+    }
     // eps = mu^2/2 + mu * z puts the first term at Q(z); start near it.
     let z = (2.0 * (1.0 / delta).ln()).sqrt();
     let mut hi = (mu * mu / 2.0 + mu * z).max(1e-3);
     while gaussian_delta(mu, hi) > delta {
         hi *= 2.0;
+        if !hi.is_finite() {
+            return f64::INFINITY;
+        }
     }
     let mut lo = 0.0;
     for _ in 0..200 {

@@ -129,6 +129,22 @@ pub(crate) fn epsilon_grouped(
     delta: f64,
     kind: AccountantKind,
 ) -> Result<EpsilonReport, Error> {
+    let r = epsilon_grouped_inner(g, delta, kind)?;
+    if r.epsilon.is_finite() {
+        Ok(r)
+    } else {
+        Err(Error::NotApplicable {
+            accountant: kind,
+            reason: "the epsilon bound is not finite (too little noise for this ledger)".into(),
+        })
+    }
+}
+
+fn epsilon_grouped_inner(
+    g: &Grouped,
+    delta: f64,
+    kind: AccountantKind,
+) -> Result<EpsilonReport, Error> {
     let report = |epsilon, accountant, rdp_order| EpsilonReport {
         epsilon,
         delta,

@@ -377,6 +377,11 @@ impl ComposedPld {
         for &(r, a, _) in &comps {
             for m in [r, a] {
                 let (lo, hi) = m.range(tau);
+                if !(lo.is_finite() && hi.is_finite()) || hi - lo > 1e9 {
+                    return Err(not_applicable(
+                        "the privacy loss is too large to discretise (too little noise)",
+                    ));
+                }
                 let pts = (hi - lo) / h;
                 if pts > opts.max_fft_len as f64 / 2.0 {
                     h = (hi - lo) / (opts.max_fft_len as f64 / 2.0);
@@ -496,12 +501,20 @@ fn lazy_gaussian_epsilon(sigma: f64, h: f64, target: f64) -> f64 {
         return 0.0;
     }
     let e = super::exact::gaussian_epsilon(1.0 / sigma, target);
-    let mut j = (e / h).floor();
-    while j > 0.0 && m.delta(j * h) <= target {
-        j -= 1.0;
+    if !(e / h).is_finite() || e / h > 1e15 {
+        return f64::INFINITY;
     }
-    while m.delta((j + 1.0) * h) > target {
-        j += 1.0;
+    // The true epsilon lies in grid cell j; rounding may put it one cell off.
+    let mut j = (e / h).floor();
+    for _ in 0..4 {
+        if j > 0.0 && m.delta(j * h) <= target {
+            j -= 1.0;
+        }
+    }
+    for _ in 0..8 {
+        if m.delta((j + 1.0) * h) > target {
+            j += 1.0;
+        }
     }
     let (d0, d1) = (m.delta(j * h), m.delta((j + 1.0) * h));
     if d0 <= target {
