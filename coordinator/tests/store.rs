@@ -183,6 +183,11 @@ fn reopen_keeps_everything() {
             })
             .unwrap();
     }
+    // Read-only after a clean close (no WAL files left), then for writing.
+    let reader = Store::open_read_only(&path).unwrap();
+    assert_eq!(reader.ledger().unwrap().len(), 5);
+    assert!(!reader.writer_active());
+    drop(reader);
     let store = Store::open(&path).unwrap();
     let rounds: Vec<u64> = store.ledger().unwrap().iter().map(|r| r.round).collect();
     assert_eq!(rounds, vec![1, 2, 3, 4, 5]);
@@ -730,7 +735,25 @@ fn ledger_survives_sigkill_at_random_moments() {
         committed.extend(&reported);
 
         // After each kill the store opens cleanly and holds every row the
-        // child reported committed, each round once, without gaps.
+        // child reported committed, each round once, without gaps. A reader
+        // (the `status` command) sees the same rows before the next writer
+        // recovers the WAL.
+        match Store::open_read_only(&path) {
+            Ok(reader) => {
+                let seen: Vec<u64> = reader.ledger().unwrap().iter().map(|r| r.round).collect();
+                for r in &committed {
+                    assert!(seen.contains(r), "kill {kill}: reader misses round {r}");
+                }
+                assert!(
+                    !reader.writer_active(),
+                    "kill {kill}: lock outlived the child"
+                );
+            }
+            // Killed before the first schema was committed.
+            Err(StoreError::Missing { .. } | StoreError::SchemaVersion { found: 0, .. })
+                if committed.is_empty() => {}
+            Err(e) => panic!("kill {kill}: read-only open: {e}"),
+        }
         let store = Store::open(&path).unwrap_or_else(|e| panic!("kill {kill}: reopen: {e}"));
         let rows = store.ledger().unwrap();
         let rounds: Vec<u64> = rows.iter().map(|r| r.round).collect();
