@@ -141,7 +141,7 @@ fn write_address(dir: &std::path::Path, addr: std::net::SocketAddr) -> anyhow::R
     Ok(())
 }
 
-fn open_store(config: &PathBuf) -> anyhow::Result<(Store, f64, Option<f64>)> {
+fn open_store(config: &std::path::Path) -> anyhow::Result<(Store, f64, Option<f64>)> {
     let settings = CoordinatorConfig::load(config)?;
     let store = Store::open_read_only(&settings.store)?;
     Ok((store, settings.config.privacy.delta, settings.max_epsilon))

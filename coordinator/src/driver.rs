@@ -442,7 +442,10 @@ impl Driver {
             }
             let n = tail.len() as f64;
             model.params = sum.iter().map(|s| (s / n) as f32).collect();
-            info!(models = tail.len(), "final model is the average of the last released models");
+            info!(
+                models = tail.len(),
+                "final model is the average of the last released models"
+            );
         }
         let dest = self
             .settings
@@ -457,11 +460,14 @@ impl Driver {
     }
 
     fn write_live_status(&mut self) {
-        let describe = self.machine.describe();
+        let current = self.machine.current_round();
         let status = LiveStatus {
-            current_round: None,
-            training_round: Some(self.machine.completed_training()),
-            stage: describe,
+            current_round: current.map(|c| c.0),
+            training_round: current.and_then(|c| c.1),
+            stage: match current {
+                Some((_, _, stage)) => stage.to_owned(),
+                None => self.machine.describe(),
+            },
             connected: self.outboxes.len() as u32,
             pid: std::process::id(),
             updated_at_ms: now_ms(),

@@ -187,12 +187,14 @@ impl<T: Element> Assembler<T> {
         if chunk.data.len() > MAX_CHUNK_BYTES {
             return Err(ChunkError::Malformed("chunk larger than 1 MiB"));
         }
-        if chunk.data.len() % T::SIZE != 0 {
+        if !chunk.data.len().is_multiple_of(T::SIZE) {
             return Err(ChunkError::Malformed("not a whole number of elements"));
         }
         let n = (chunk.data.len() / T::SIZE) as u64;
         if have + n > self.expected_len {
-            return Err(ChunkError::Malformed("chunk runs past the end of the vector"));
+            return Err(ChunkError::Malformed(
+                "chunk runs past the end of the vector",
+            ));
         }
         if self.values.capacity() == 0 {
             // Reserve once, bounded by the length we agreed on, not by the peer.
@@ -245,19 +247,31 @@ mod tests {
         ));
         let mut wrong_round = chunks[0].clone();
         wrong_round.round = 2;
-        assert!(matches!(asm.push(&wrong_round), Err(ChunkError::WrongRound { .. })));
+        assert!(matches!(
+            asm.push(&wrong_round),
+            Err(ChunkError::WrongRound { .. })
+        ));
         let mut wrong_total = chunks[0].clone();
         wrong_total.total = 10;
-        assert!(matches!(asm.push(&wrong_total), Err(ChunkError::WrongLength { .. })));
+        assert!(matches!(
+            asm.push(&wrong_total),
+            Err(ChunkError::WrongLength { .. })
+        ));
         let mut ragged = chunks[0].clone();
         ragged.data.pop();
         assert!(matches!(asm.push(&ragged), Err(ChunkError::Malformed(_))));
         let mut model = chunks[0].clone();
         model.purpose = ChunkPurpose::Model as i32;
-        assert!(matches!(asm.push(&model), Err(ChunkError::WrongPurpose { .. })));
+        assert!(matches!(
+            asm.push(&model),
+            Err(ChunkError::WrongPurpose { .. })
+        ));
         assert!(!asm.push(&chunks[0]).unwrap());
         assert!(asm.push(&chunks[1]).unwrap());
-        assert!(matches!(asm.push(&chunks[1]), Err(ChunkError::AlreadyComplete)));
+        assert!(matches!(
+            asm.push(&chunks[1]),
+            Err(ChunkError::AlreadyComplete)
+        ));
         assert_eq!(asm.finish().unwrap(), values);
     }
 

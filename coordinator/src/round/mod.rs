@@ -174,6 +174,20 @@ impl FederationMachine {
         }
     }
 
+    /// The aggregation in progress: number, training round (None for
+    /// statistics) and stage name.
+    pub fn current_round(&self) -> Option<(u64, Option<u32>, &'static str)> {
+        match &self.state {
+            State::Running(a) => Some((
+                a.round,
+                (a.kind == Kind::Training).then_some(a.training_round),
+                a.stage().name(),
+            )),
+            State::Committing(p) => Some((p.round, None, "commit")),
+            _ => None,
+        }
+    }
+
     /// Whether the federation is over.
     pub fn is_finished(&self) -> bool {
         matches!(self.state, State::Finished)
@@ -847,12 +861,20 @@ impl FederationMachine {
             // Exact discrete Gaussian noise on the integer sum: std σ·C in
             // fixed-point units.
             let sigma_int = noise_multiplier * sensitivity * scale;
-            tessera_privacy::add_discrete_gaussian_mod(
-                &mut sum,
-                agg.encoding.modulus_bits,
-                sigma_int,
-                &mut self.noise_rng,
-            );
+            let noised = tessera_privacy::DiscreteGaussian::new(sigma_int)
+                .and_then(|g| g.add_mod(&mut sum, agg.encoding.modulus_bits, &mut self.noise_rng));
+            if let Err(e) = noised {
+                // Nothing is released without its noise.
+                self.round_failed(
+                    now,
+                    agg.round,
+                    agg.kind,
+                    agg.training_round,
+                    &cohort,
+                    format!("cannot add the privacy noise: {e}"),
+                );
+                return;
+            }
         }
         let decoded = agg.encoding.decode_sum(&sum);
         drop(sum);
@@ -915,7 +937,8 @@ impl FederationMachine {
                     }
                 };
                 let input_dim = pre.output_dim();
-                let model = vec![0.0f32; tessera_model::model::num_params(s.task.model, input_dim)];
+                let model =
+                    tessera_model::initial_params(s.task.model, input_dim, s.config.training.seed);
                 self.outputs.push_back(Output::Commit(Box::new(Commit {
                     summary,
                     privacy: ledger_entry,
