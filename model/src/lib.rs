@@ -41,7 +41,10 @@ pub mod split;
 pub mod stats;
 pub mod task;
 
-pub use data::{DataError, Dataset, RawTable, load_csv, read_header, read_raw_csv, write_raw_csv};
+pub use data::{
+    DataError, Dataset, RawTable, load_csv, load_csv_from_reader, read_header, read_raw_csv,
+    write_raw_csv,
+};
 pub use logistic::LogisticRegression;
 pub use mlp::MlpClassifier;
 pub use model::{Model, ModelError, TrainConfig, TrainReport, build_model, initial_params};

@@ -14,9 +14,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tessera_model::{Dataset, LabelRule, ModelKind, TaskSpec};
 
-use crate::launch::{
-    self, Binaries, FederationPlan, PrivacyPlan, SitePlan, TrainingPlan,
-};
+use crate::launch::{self, Binaries, FederationPlan, PrivacyPlan, SitePlan, TrainingPlan};
 use crate::partition::{self, Partitioned};
 
 /// How the data is split over participants.
@@ -59,6 +57,10 @@ pub struct PrivacyArgs {
     /// Sum in the clear instead of through secure aggregation (comparisons only).
     #[arg(long)]
     pub no_secagg: bool,
+    /// Participants sign their advertised keys with their certificate keys,
+    /// so the coordinator cannot substitute keys.
+    #[arg(long, conflicts_with = "no_secagg")]
+    pub signed_keys: bool,
 }
 
 impl Default for PrivacyArgs {
@@ -74,6 +76,7 @@ impl Default for PrivacyArgs {
             statistics_noise_multiplier: 20.0,
             noise_seed: None,
             no_secagg: false,
+            signed_keys: false,
         }
     }
 }
@@ -116,10 +119,10 @@ pub struct RunArgs {
     /// Seed of the data split, the initial model and local shuffling (never of the noise).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Local epochs per round (default 2, or 1 with DP).
+    /// Local epochs per round (default 2, or 3 with DP).
     #[arg(long)]
     pub local_epochs: Option<u32>,
-    /// Local learning rate (default 0.1, or 3 with DP).
+    /// Local learning rate (default 0.1, or 0.5 with DP).
     #[arg(long)]
     pub learning_rate: Option<f64>,
     /// Local batch size.
@@ -223,7 +226,10 @@ fn default_positive(path: &Path, label: &str) -> anyhow::Result<LabelRule> {
         .collect();
     classes.sort();
     classes.dedup();
-    if classes.iter().all(|c| tessera_model::data::parse_cell(c).is_some()) {
+    if classes
+        .iter()
+        .all(|c| tessera_model::data::parse_cell(c).is_some())
+    {
         return Ok(LabelRule::GreaterThan(0.0));
     }
     match classes.as_slice() {
@@ -236,31 +242,33 @@ fn default_positive(path: &Path, label: &str) -> anyhow::Result<LabelRule> {
     }
 }
 
-/// Feature ranges standing in for public domain knowledge: each feature's
-/// range over the training files, widened by 10% on each side.
+/// Feature ranges standing in for public domain knowledge: per feature, the
+/// 1st to 99th percentile of the training files, widened by 10% on each side.
 ///
 /// A real private federation takes these from the task's author (clinical
 /// plausibility ranges), never from the data; simulations derive them from
-/// the data they already hold, and say so.
+/// the data they already hold, and say so. Percentiles rather than extremes
+/// keep a few outliers from stretching the scale of every other value.
 fn simulation_ranges(data: &Partitioned, features: &[String]) -> BTreeMap<String, [f64; 2]> {
     let mut out = BTreeMap::new();
     for f in features {
         let Some(col) = data.header.iter().position(|h| h == f) else {
             continue;
         };
-        let mut lo = f64::INFINITY;
-        let mut hi = f64::NEG_INFINITY;
-        for s in &data.sites {
-            for r in &s.rows {
-                if let Some(v) = tessera_model::data::parse_cell(&r[col]) {
-                    lo = lo.min(v);
-                    hi = hi.max(v);
-                }
-            }
-        }
-        if !lo.is_finite() {
-            (lo, hi) = (0.0, 1.0);
-        }
+        let mut values: Vec<f64> = data
+            .sites
+            .iter()
+            .flat_map(|s| s.rows.iter())
+            .filter_map(|r| tessera_model::data::parse_cell(&r[col]))
+            .filter(|v| v.is_finite())
+            .collect();
+        values.sort_by(f64::total_cmp);
+        let (lo, hi) = if values.is_empty() {
+            (0.0, 1.0)
+        } else {
+            let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+            (at(0.01), at(0.99))
+        };
         let pad = ((hi - lo) * 0.1).max(1e-6);
         out.insert(f.clone(), [lo - pad, hi + pad]);
     }
@@ -282,7 +290,9 @@ impl RunArgs {
         let data = match partition {
             Partition::Natural => {
                 if self.participants.is_some_and(|n| n != self.data.len()) {
-                    bail!("--partition natural uses one participant per --data file; drop --participants");
+                    bail!(
+                        "--partition natural uses one participant per --data file; drop --participants"
+                    );
                 }
                 partition::natural(&self.data, &self.label, 0.2, self.seed)?
             }
@@ -324,31 +334,33 @@ impl RunArgs {
             sampling_rate: self.privacy.sampling_rate,
             statistics_noise_multiplier: self.privacy.statistics_noise_multiplier,
             ranges: simulation_ranges(&data, &features),
-            max_rows: data
-                .sites
-                .iter()
-                .map(|s| s.rows.len())
-                .max()
-                .unwrap_or(1) as f64,
+            max_rows: data.sites.iter().map(|s| s.rows.len()).max().unwrap_or(1) as f64,
             noise_seed: self.privacy.noise_seed,
         });
         let training = TrainingPlan {
-            local_epochs: self.local_epochs.unwrap_or(if dp { 1 } else { 2 }),
-            learning_rate: self.learning_rate.unwrap_or(if dp { 3.0 } else { 0.1 }),
+            local_epochs: self.local_epochs.unwrap_or(if dp { 3 } else { 2 }),
+            learning_rate: self.learning_rate.unwrap_or(if dp { 0.5 } else { 0.1 }),
             batch_size: self.batch_size,
-            clip_norm: self.privacy.clip_norm.unwrap_or(if dp { 0.25 } else { 10.0 }),
+            clip_norm: self
+                .privacy
+                .clip_norm
+                .unwrap_or(if dp { 0.25 } else { 10.0 }),
             server_learning_rate: 1.0,
             seed: self.seed,
-            average_last: self
-                .average_last
-                .unwrap_or(if dp { (self.rounds / 3).max(1) } else { 1 }),
+            average_last: self.average_last.unwrap_or(if dp {
+                (self.rounds / 3).max(1)
+            } else {
+                1
+            }),
         };
         let secagg = !self.privacy.no_secagg;
         let min_participants = self
             .min_participants
             .unwrap_or_else(|| if n > 3 { n - 1 } else { n }.max(if secagg { 3 } else { 1 }));
         if secagg && n < 3 {
-            bail!("secure aggregation needs at least 3 participants (use --no-secagg to compare without it)");
+            bail!(
+                "secure aggregation needs at least 3 participants (use --no-secagg to compare without it)"
+            );
         }
         Ok(RunSpec {
             out: out.clone(),
@@ -363,6 +375,7 @@ impl RunArgs {
                 min_participants,
                 training,
                 secagg,
+                signed_keys: secagg && self.privacy.signed_keys,
                 privacy,
                 training_seconds: 60.0,
                 stage_seconds: 20.0,
@@ -427,18 +440,35 @@ pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
     let mut history: Vec<RoundMetrics> = Vec::new();
     let deadline = Duration::from_secs(60 + 30 * u64::from(spec.plan.rounds));
     let status = loop {
-        follow_rounds(&checkpoints, &layout.store(), &test, &spec, started, &mut history);
+        follow_rounds(
+            &checkpoints,
+            &layout.store(),
+            &test,
+            &spec,
+            started,
+            &mut history,
+        );
         if let Some(status) = coordinator.try_wait()? {
             break status;
         }
         if started.elapsed() > deadline {
             let _ = coordinator.kill();
             kill_all(&mut children);
-            bail!("the federation did not finish within {deadline:?}; see {}", layout.logs.display());
+            bail!(
+                "the federation did not finish within {deadline:?}; see {}",
+                layout.logs.display()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    follow_rounds(&checkpoints, &layout.store(), &test, &spec, started, &mut history);
+    follow_rounds(
+        &checkpoints,
+        &layout.store(),
+        &test,
+        &spec,
+        started,
+        &mut history,
+    );
     let wall = started.elapsed().as_secs_f64();
     // Participants leave on FederationDone; give them a moment, then make sure.
     let grace = Instant::now();
@@ -460,7 +490,10 @@ pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
         }
     }
     if !status.success() {
-        bail!("the coordinator failed ({status}); see {}", layout.logs.join("coordinator.log").display());
+        bail!(
+            "the coordinator failed ({status}); see {}",
+            layout.logs.join("coordinator.log").display()
+        );
     }
     let model_path = layout.coordinator_out.join("model.safetensors");
     let (final_accuracy, final_loss, model) = if model_path.exists() {
@@ -524,7 +557,9 @@ fn describe_privacy(spec: &RunSpec) {
         ),
         Some(p) => {
             if p.noise_seed.is_some() {
-                println!("WARNING: the noise is seeded (--noise-seed): this run is NOT private; use it only to reproduce simulations.");
+                println!(
+                    "WARNING: the noise is seeded (--noise-seed): this run is NOT private; use it only to reproduce simulations."
+                );
             }
             match (p.noise_multiplier, p.target_epsilon) {
                 (Some(s), _) => println!(
@@ -541,6 +576,11 @@ fn describe_privacy(spec: &RunSpec) {
     }
     if !spec.plan.secagg {
         println!("Secure aggregation: OFF (plain sums, for comparisons only).");
+    }
+    if spec.plan.signed_keys {
+        println!(
+            "Secure aggregation: advertised keys signed with the participants' certificate keys."
+        );
     }
 }
 
@@ -586,7 +626,12 @@ fn follow_rounds(
                 .filter(|r| r.training_round.is_none_or(|t| t <= round))
                 .map(|r| r.event)
                 .collect();
-            tessera_coordinator::budget::ledger_epsilon(&events, p.delta, tessera_privacy::AccountantKind::Best).ok()
+            tessera_coordinator::budget::ledger_epsilon(
+                &events,
+                p.delta,
+                tessera_privacy::AccountantKind::Best,
+            )
+            .ok()
         });
         let m = RoundMetrics {
             round,

@@ -23,7 +23,7 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Training rounds.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 6)]
         rounds: u32,
         /// Turn differential privacy off (secure aggregation stays on).
         #[arg(long)]
@@ -63,12 +63,12 @@ enum Bench {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Coordinator { args } => {
-            tessera_coordinator::cli::main(std::iter::once("tessera-coordinator".to_string()).chain(args))
-        }
-        Command::Participant { args } => {
-            tessera_participant::cli::main(std::iter::once("tessera-participant".to_string()).chain(args))
-        }
+        Command::Coordinator { args } => tessera_coordinator::cli::main(
+            std::iter::once("tessera-coordinator".to_string()).chain(args),
+        ),
+        Command::Participant { args } => tessera_participant::cli::main(
+            std::iter::once("tessera-participant".to_string()).chain(args),
+        ),
         Command::Bench {
             which: Bench::Secagg(args),
         } => match bench_secagg::run(&args) {
@@ -114,11 +114,9 @@ fn main() -> ExitCode {
                 model: "logistic".into(),
                 seed: 1,
                 local_epochs: None,
-                // Four sites and site-level privacy: a gentler step than the
-                // many-site default keeps the noisy average on course.
-                learning_rate: (!no_privacy).then_some(0.5),
+                learning_rate: None,
                 batch_size: 16,
-                average_last: None,
+                average_last: (!no_privacy).then_some(3),
                 min_participants: None,
                 privacy: PrivacyArgs {
                     target_epsilon: (!no_privacy).then_some(target_epsilon),
@@ -136,10 +134,15 @@ fn run(args: RunArgs) -> ExitCode {
     match result {
         Ok(s) => {
             println!();
-            println!("Final pooled test accuracy: {:.3} after {} rounds ({} participants)", s.final_accuracy, s.rounds, s.participants);
+            println!(
+                "Final pooled test accuracy: {:.3} after {} rounds ({} participants)",
+                s.final_accuracy, s.rounds, s.participants
+            );
             match (s.epsilon, s.delta) {
                 (Some(e), Some(d)) if s.private => println!("Privacy spent: ε = {e:.3} at δ = {d}"),
-                (Some(e), Some(d)) => println!("ε = {e:.3} at δ = {d} as accounted, but the noise was seeded: NOT private"),
+                (Some(e), Some(d)) => println!(
+                    "ε = {e:.3} at δ = {d} as accounted, but the noise was seeded: NOT private"
+                ),
                 _ => println!("Not private: no differential privacy in this run."),
             }
             println!("Finished: {}", s.finish_reason);
