@@ -58,6 +58,12 @@ pub async fn run(config: ParticipantConfig) -> anyhow::Result<u8> {
     let ledger = SiteLedger::open(&config.ledger_path())?;
     let reconnect = config.reconnect.clone();
     let mut site = Site::new(config, ledger);
+    match crate::signing::KeySigning::from_material(&material) {
+        Ok(signing) => site = site.with_key_signing(signing),
+        Err(e) => {
+            warn!(error = %e, "advertised keys cannot be signed; rounds with signed keys will be declined")
+        }
+    }
 
     let mut backoff = reconnect.initial();
     let mut unreachable_since = Instant::now();

@@ -6,10 +6,13 @@
 //!   before touching data, training, clipping, encoding, secure aggregation);
 //! - [`client`]: the gRPC client with reconnection and backoff;
 //! - [`ledger`]: the site's own privacy ledger (SQLite);
-//! - [`config`]: the configuration file.
+//! - [`config`]: the configuration file;
+//! - [`signing`]: signed advertised keys (opt-in defence against a
+//!   coordinator substituting secure-aggregation keys).
 
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod ledger;
 pub mod session;
+pub mod signing;

@@ -30,6 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::ParticipantConfig;
 use crate::ledger::{Contribution, SiteLedger};
+use crate::signing::{CohortCertificate, KeySigning};
 
 /// What the network loop must do.
 #[derive(Debug)]
@@ -83,6 +84,7 @@ pub struct Site {
     data: Option<Dataset>,
     round: Option<RoundState>,
     rng: StdRng,
+    key_signing: Option<KeySigning>,
 }
 
 impl std::fmt::Debug for Site {
@@ -113,7 +115,16 @@ impl Site {
             data: None,
             round: None,
             rng: StdRng::from_rng(&mut rand::rng()),
+            key_signing: None,
         }
+    }
+
+    /// Lets the site take part in signed-key rounds: it signs its advertised
+    /// keys with its certificate key and checks its peers' (see
+    /// [`crate::signing`]). Without it, such rounds are declined.
+    pub fn with_key_signing(mut self, signing: KeySigning) -> Self {
+        self.key_signing = Some(signing);
+        self
     }
 
     /// The first message of every session.
@@ -367,14 +378,36 @@ impl Site {
         if 2 * params.threshold <= params.neighbours {
             return Err(format!("threshold {} is too low", params.threshold));
         }
-        if setup.signed_keys {
-            return Err("signed keys are not supported by this participant build".into());
-        }
+        let (signer, verifier) = if setup.signed_keys {
+            let signing = self.key_signing.as_ref().ok_or(
+                "the round asks for signed keys and this participant's certificate key cannot sign them",
+            )?;
+            let cohort = setup.cohort.iter().map(CohortCertificate::from);
+            match signing.for_round(setup.my_index, cohort) {
+                Ok((s, v)) => {
+                    info!(
+                        round = a.round,
+                        members = setup.cohort.len(),
+                        "cohort certificates checked; keys will be signed and verified"
+                    );
+                    (
+                        Some(Box::new(s) as Box<dyn sa::KeySigner>),
+                        Some(Box::new(v) as Box<dyn sa::KeyVerifier>),
+                    )
+                }
+                Err(e) => {
+                    warn!(round = a.round, error = %e, "refusing the round: the forwarded certificates do not check out");
+                    return Err(e.to_string());
+                }
+            }
+        } else {
+            (None, None)
+        };
         let cfg = sa::ClientConfig {
             params,
             me: setup.my_index,
-            signer: None,
-            verifier: None,
+            signer,
+            verifier,
         };
         sa::AwaitingPeerKeys::start(cfg, &mut self.rng).map_err(|e| e.to_string())
     }
