@@ -123,6 +123,9 @@ pub struct FederationPlan {
     pub training: TrainingPlan,
     /// Secure aggregation on.
     pub secagg: bool,
+    /// Participants sign their advertised keys with their certificate keys
+    /// (`[secagg] signed_keys`; needs `secagg`).
+    pub signed_keys: bool,
     /// Differential privacy, if on.
     pub privacy: Option<PrivacyPlan>,
     /// Deadline of the training stage, in seconds.
@@ -236,6 +239,7 @@ pub fn prepare(plan: &FederationPlan) -> anyhow::Result<Layout> {
     writeln!(c, "average_last = {}", t.average_last)?;
     writeln!(c, "\n[secagg]")?;
     writeln!(c, "enabled = {}", plan.secagg)?;
+    writeln!(c, "signed_keys = {}", plan.signed_keys)?;
     writeln!(c, "\n[deadlines]")?;
     writeln!(c, "stage_seconds = {:?}", plan.stage_seconds)?;
     writeln!(c, "training_seconds = {:?}", plan.training_seconds)?;
