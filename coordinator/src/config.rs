@@ -198,6 +198,26 @@ impl Default for TrainingSection {
 }
 
 /// `[secagg]`.
+///
+/// # Signed keys (`signed_keys = true`)
+///
+/// Opt-in active security against key substitution: each participant signs
+/// its two advertised public keys (bound to the round and its cohort index)
+/// with the private key of its TLS certificate; the coordinator forwards
+/// every cohort member's certificate with the announcement and refuses
+/// unsigned keys. Each participant checks that every forwarded certificate
+/// chains to the federation CA and names the member it is listed as,
+/// declines the round otherwise, and leaves the round if a neighbour's keys
+/// do not carry that neighbour's signature (see `tessera_participant::signing`).
+///
+/// This stops a coordinator from slipping in keys of its own to open the
+/// shares sent to a participant or derive its masks. It does not stop a
+/// coordinator from telling different participants different stories about
+/// who dropped out: the consistency check of Bonawitz et al. 2017 (survivors
+/// sign the set of participants still alive before unmasking) is not
+/// implemented. Nor does it help against whoever holds the CA key (which can
+/// issue a certificate for any name) or against colluding participants with
+/// genuine certificates; no revocation list is consulted.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecAggSection {
@@ -205,7 +225,8 @@ pub struct SecAggSection {
     pub enabled: bool,
     /// Fraction of a cohort that may drop out while the round still completes.
     pub dropout_tolerance: f64,
-    /// Participants sign their advertised keys with their certificate key.
+    /// Participants sign their advertised keys with their certificate key
+    /// (default off; see above for what it protects against).
     pub signed_keys: bool,
 }
 
