@@ -1,0 +1,1017 @@
+//! Acceptance tests of private rounds with real processes: one coordinator
+//! process and one process per participant (`tessera-sim coordinator …`,
+//! `tessera-sim participant …`, the same code as the stand-alone binaries),
+//! talking gRPC over loopback mutual TLS, with secure aggregation, exact
+//! discrete Gaussian noise and the SQLite stores of both sides. The data is
+//! the bundled breast-cancer set split IID over the sites; the model is
+//! logistic so that rounds are cheap.
+//!
+//! - [`budget_stop_is_exact_and_the_ledger_agrees_with_privacy_epsilon`]: a
+//!   federation with a fixed noise multiplier, more planned rounds than fit,
+//!   and `max_epsilon = 2` at δ = 1e-5 stops on its own exactly when the next
+//!   round would exceed the budget: the coordinator exits successfully, its
+//!   finish reason (store and log) names the budget, the ledger's ε ≤ 2 and
+//!   one more training event would take it past 2. The `ledger --json`
+//!   command agrees with the accountant on the ledger's own rows and with
+//!   `privacy epsilon` (to 1e-9 relative): `privacy epsilon` describes T
+//!   rounds of one noise multiplier, so it expresses the training part of the
+//!   ledger directly; the statistics release has another noise multiplier,
+//!   and the whole ledger is expressed through the one Gaussian that full
+//!   participation composes to (σ_eff = (Σ 1/σᵢ²)^-½, one round), which the
+//!   exact accountant certifies identically.
+//! - [`sigkill_at_random_moments_never_undercounts_nor_releases_twice`]: the
+//!   coordinator is SIGKILLed at least 20 times, at seeded random moments
+//!   and at targeted stages of rounds (keys, shares, masked input, unmask,
+//!   and right after a ledger row becomes durable, i.e. inside the commit),
+//!   and restarted on the same port and store each time. After every kill:
+//!   (a) the ledger holds the statistics event and a training event for
+//!   every training round whose model was sent out (participants log each
+//!   round announcement, which carries the model of the previous training
+//!   round, and each round result), and its ε is at least the ε of those
+//!   releases; (b) no round is released twice (one `released` record per
+//!   aggregation and per training round, a ledger row behind every
+//!   released record and every checkpoint, one checkpoint per training
+//!   round); (c) at the end training resumes and completes: all planned
+//!   rounds, participants exit 0, the final model is the last checkpoint.
+//! - [`site_budget_and_minimum_noise_are_enforced_by_the_sites`]: across
+//!   processes, a site whose `max_epsilon` is below the federation's budget
+//!   declines exactly the round that would take it past (and every later
+//!   one), says why in its log, and its `participant ledger --json` shows
+//!   its rounds and ε ≤ its maximum — equal to the coordinator's cumulative
+//!   ε after the last round it contributed to; the federation goes on
+//!   without it. Sites that took part in every round (statistics included)
+//!   report exactly the coordinator's ε. A site whose `min_noise_multiplier`
+//!   is above every announced σ declines every round and records nothing.
+//! - [`noise_is_fresh_unless_seeded_and_seeding_is_announced`]: through
+//!   `tessera-sim run`: a run without privacy and a run with σ > 0 give
+//!   different models; two runs with σ > 0 and no noise seed give models
+//!   that differ by the noise; two runs with the same `--noise-seed` draw
+//!   the same noise (models equal up to the participants' stochastic
+//!   rounding, far below the noise), and such a run says it is NOT private
+//!   (`summary.json`: `private: false`, `noise_seeded: true`; printed warning).
+
+mod privacy_common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use privacy_common::{Federation, Setup, field, free_port, num, rel_diff, work_dir};
+use rand::{RngExt, SeedableRng};
+use serde_json::Value;
+use tessera_coordinator::budget;
+use tessera_coordinator::store::{AggregationKind, RoundStatus, Store};
+use tessera_privacy::{AccountantKind, PrivacyEvent};
+
+const DELTA: f64 = 1e-5;
+/// Noise multiplier of the statistics release (`tessera-sim run`'s default).
+const STATISTICS_SIGMA: f64 = 20.0;
+
+fn eps(events: &[PrivacyEvent]) -> f64 {
+    if events.is_empty() {
+        return 0.0;
+    }
+    tessera_privacy::epsilon(events, DELTA, AccountantKind::Best)
+        .expect("accounting")
+        .epsilon
+}
+
+/// The statistics release followed by `t` training rounds at `sigma`, q = 1.
+fn schedule(sigma: f64, t: u32) -> Vec<PrivacyEvent> {
+    let mut v = vec![budget::statistics_event(STATISTICS_SIGMA)];
+    v.extend((0..t).map(|_| budget::training_event(sigma, 1.0)));
+    v
+}
+
+/// The largest number of training rounds at `sigma` that fits in `max_eps`
+/// after the statistics release.
+fn rounds_that_fit(sigma: f64, max_eps: f64) -> u32 {
+    let mut t = 0;
+    while eps(&schedule(sigma, t + 1)) <= max_eps {
+        t += 1;
+    }
+    t
+}
+
+#[test]
+fn budget_stop_is_exact_and_the_ledger_agrees_with_privacy_epsilon() {
+    const MAX_EPS: f64 = 2.0;
+    const SIGMA: f64 = 4.0;
+    let fit = rounds_that_fit(SIGMA, MAX_EPS);
+    assert!(
+        (2..=6).contains(&fit),
+        "σ = {SIGMA} fits {fit} rounds in ε = {MAX_EPS}; the test wants a few"
+    );
+    let planned = fit + 4;
+
+    let dir = work_dir("budget_stop");
+    let mut setup = Setup::new(4, planned, SIGMA);
+    setup.privacy.max_epsilon = Some(MAX_EPS);
+    setup.privacy.delta = DELTA;
+    let mut fed = Federation::prepare(&dir, &setup, &[]);
+    fed.start_coordinator();
+    fed.start_participants();
+    let status = fed.wait_coordinator(Duration::from_secs(600));
+    assert!(
+        status.success(),
+        "the coordinator failed ({status}):\n{}",
+        fed.coordinator_logs()
+    );
+    for (name, status) in fed.wait_participants(Duration::from_secs(60)) {
+        assert!(status.success(), "participant {name} exited with {status}");
+    }
+
+    // Why it stopped: the budget, in the store and in the log.
+    let store = fed.store();
+    let reason = store
+        .meta("finish_reason")
+        .unwrap()
+        .expect("a finish reason");
+    assert!(
+        reason.contains("privacy budget reached"),
+        "finish reason: {reason}"
+    );
+    assert!(
+        reason.contains(&format!("training round {}", fit + 1)),
+        "{reason}"
+    );
+    let log = fed.coordinator_logs();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("federation finished") && l.contains("privacy budget reached")),
+        "the coordinator log does not say the budget stopped it:\n{log}"
+    );
+
+    // The ledger: the statistics release, then exactly the rounds that fit.
+    let rows = store.ledger().unwrap();
+    assert_eq!(rows.len() as u32, fit + 1, "ledger rows: {rows:#?}");
+    assert_eq!(rows[0].kind, AggregationKind::Statistics);
+    assert_eq!(rows[0].noise_multiplier, STATISTICS_SIGMA);
+    for (i, r) in rows[1..].iter().enumerate() {
+        assert_eq!(r.kind, AggregationKind::Training);
+        assert_eq!(r.training_round, Some(i as u32 + 1));
+        assert_eq!(r.noise_multiplier, SIGMA);
+        assert_eq!(r.sampling_rate, 1.0);
+    }
+    let events: Vec<PrivacyEvent> = rows.iter().map(|r| r.event.clone()).collect();
+    let spent = eps(&events);
+    assert!(spent <= MAX_EPS, "ledger ε = {spent} > {MAX_EPS}");
+    let next = budget::epsilon_after(
+        &events,
+        &budget::training_event(SIGMA, 1.0),
+        DELTA,
+        AccountantKind::Best,
+    )
+    .unwrap();
+    assert!(
+        next > MAX_EPS,
+        "one more round would give ε = {next} ≤ {MAX_EPS}: the federation stopped early"
+    );
+    let model = tessera_model::read_model(&fed.layout.coordinator_out.join("model.safetensors"))
+        .expect("the final model");
+    assert_eq!(model.round, fit);
+
+    // `ledger --json` against the accountant on the ledger's own rows.
+    let report = fed.coordinator_ledger_json();
+    assert_eq!(num(&report["delta"], "delta"), DELTA);
+    let report_rows = report["rows"].as_array().expect("rows");
+    assert_eq!(report_rows.len(), rows.len());
+    let mut previous = 0.0;
+    for (i, r) in report_rows.iter().enumerate() {
+        assert_eq!(r["round"].as_u64(), Some(rows[i].round));
+        let cumulative = num(&r["cumulative_epsilon"], "cumulative_epsilon");
+        let expected = eps(&events[..=i]);
+        assert!(
+            rel_diff(cumulative, expected) <= 1e-9,
+            "row {i}: {cumulative} vs {expected}"
+        );
+        assert!(cumulative >= previous && cumulative <= MAX_EPS);
+        previous = cumulative;
+    }
+    let ledger_eps = num(&report["epsilon"], "epsilon");
+    assert!(
+        rel_diff(ledger_eps, spent) <= 1e-9,
+        "{ledger_eps} vs {spent}"
+    );
+
+    // `privacy epsilon` for the same rounds. It takes one noise multiplier
+    // and one sampling rate for T rounds: the training part of the ledger
+    // is exactly that.
+    let t = fit.to_string();
+    let sigma = format!("{SIGMA:?}");
+    let delta = format!("{DELTA:e}");
+    let training = run_privacy_epsilon(&sigma, &t, &delta);
+    let training_eps = num(&training["epsilon"], "epsilon");
+    let training_events: Vec<PrivacyEvent> = rows
+        .iter()
+        .filter(|r| r.kind == AggregationKind::Training)
+        .map(|r| r.event.clone())
+        .collect();
+    assert!(
+        rel_diff(training_eps, eps(&training_events)) <= 1e-9,
+        "privacy epsilon {training_eps} vs the ledger's training rows {}",
+        eps(&training_events)
+    );
+    assert!(
+        training_eps < ledger_eps,
+        "the statistics release must count"
+    );
+    // The statistics release has its own noise multiplier, which `privacy
+    // epsilon` cannot take alongside the training rounds. Under full
+    // participation the composition of Gaussian releases is one Gaussian
+    // with 1/σ_eff² = Σ 1/σᵢ² (μ-GDP), and the exact accountant certifies
+    // it identically: the whole ledger as one round at σ_eff.
+    let inverse_sq: f64 = rows
+        .iter()
+        .map(|r| {
+            assert_eq!(r.sampling_rate, 1.0);
+            r.noise_multiplier.powi(-2)
+        })
+        .sum();
+    let sigma_eff = format!("{:?}", inverse_sq.powf(-0.5));
+    let whole = run_privacy_epsilon(&sigma_eff, "1", &delta);
+    assert_eq!(whole["accountant"], "exact", "{whole}");
+    let whole_eps = num(&whole["epsilon"], "epsilon");
+    assert!(
+        rel_diff(whole_eps, ledger_eps) <= 1e-9,
+        "privacy epsilon at σ_eff = {sigma_eff}: {whole_eps}; ledger: {ledger_eps}"
+    );
+}
+
+fn run_privacy_epsilon(sigma: &str, rounds: &str, delta: &str) -> Value {
+    privacy_common::run_json(&[
+        "coordinator",
+        "privacy",
+        "epsilon",
+        "--noise-multiplier",
+        sigma,
+        "--sampling-rate",
+        "1",
+        "--rounds",
+        rounds,
+        "--delta",
+        delta,
+        "--json",
+    ])
+}
+
+/// What participants' logs show was sent out by the coordinator.
+#[derive(Debug, Default)]
+struct Releases {
+    /// The highest training round whose model was sent (in a round
+    /// announcement, which carries the model of the previous training round).
+    model: Option<u32>,
+    /// Aggregation numbers whose result (completed) was sent.
+    results: BTreeSet<u64>,
+}
+
+fn releases_in_logs(fed: &Federation) -> Releases {
+    let mut out = Releases::default();
+    for name in fed.site_names() {
+        for line in fed.participant_log(&name).lines() {
+            if line.contains("round accepted") && field(line, "kind") == Some("training") {
+                let k: u32 = field(line, "training_round")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("no training round in {line}"));
+                assert!(k >= 1, "{line}");
+                out.model = out.model.max(Some(k - 1));
+            } else if line.contains("round released") {
+                let n: u64 = field(line, "round")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("no round in {line}"));
+                out.results.insert(n);
+            }
+        }
+    }
+    out
+}
+
+/// Checks (a) and (b) of the crash-safety acceptance on the store as it is.
+fn check_store_invariants(fed: &Federation, store: &Store, sigma: f64, when: &str) {
+    let ledger = store.ledger().unwrap();
+    let rounds = store.rounds().unwrap();
+    let checkpoints = store.checkpoints().unwrap();
+    let ledger_rounds: BTreeSet<u64> = ledger.iter().map(|r| r.round).collect();
+    assert_eq!(
+        ledger_rounds.len(),
+        ledger.len(),
+        "{when}: a round with two ledger rows"
+    );
+
+    // (b) Released at most once, and never without its ledger row.
+    let mut released_training: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut released_statistics = 0;
+    for r in rounds.iter().filter(|r| r.status == RoundStatus::Released) {
+        assert!(
+            ledger_rounds.contains(&r.round),
+            "{when}: round {} is released but has no ledger row",
+            r.round
+        );
+        match r.training_round {
+            Some(t) => {
+                if let Some(other) = released_training.insert(t, r.round) {
+                    panic!(
+                        "{when}: training round {t} released twice (aggregations {other} and {})",
+                        r.round
+                    );
+                }
+            }
+            None => released_statistics += 1,
+        }
+    }
+    let checkpoint_of: BTreeMap<u32, u64> = checkpoints
+        .iter()
+        .map(|c| (c.training_round, c.round))
+        .collect();
+    for (t, round) in &released_training {
+        if let Some(c) = checkpoint_of.get(t) {
+            assert_eq!(
+                c, round,
+                "{when}: training round {t} is released by aggregation {round} but its checkpoint is from {c}"
+            );
+        }
+    }
+    assert!(
+        released_statistics <= 1,
+        "{when}: statistics released twice"
+    );
+    let mut checkpointed: BTreeSet<u32> = BTreeSet::new();
+    for c in &checkpoints {
+        assert!(
+            checkpointed.insert(c.training_round),
+            "{when}: two checkpoints of training round {}",
+            c.training_round
+        );
+        assert!(
+            ledger_rounds.contains(&c.round),
+            "{when}: checkpoint of aggregation {} without a ledger row",
+            c.round
+        );
+    }
+    if let Some(last) = checkpointed.last() {
+        assert_eq!(
+            checkpointed,
+            (0..=*last).collect::<BTreeSet<u32>>(),
+            "{when}: checkpoints are not consecutive"
+        );
+    }
+
+    // (a) Whatever was sent out is in the ledger.
+    let seen = releases_in_logs(fed);
+    for n in &seen.results {
+        assert!(
+            ledger_rounds.contains(n),
+            "{when}: participants were told round {n} was released, but the ledger has no row for it"
+        );
+    }
+    let final_model = fed.layout.coordinator_out.join("model.safetensors");
+    let final_round = final_model.exists().then(|| {
+        tessera_model::read_model(&final_model)
+            .expect("final model")
+            .round
+    });
+    let released_model = seen.model.max(final_round);
+    if let Some(k) = released_model {
+        assert!(
+            ledger.iter().any(|r| r.kind == AggregationKind::Statistics),
+            "{when}: the pooled statistics went out without their ledger event"
+        );
+        let trained: BTreeSet<u32> = ledger.iter().filter_map(|r| r.training_round).collect();
+        for t in 1..=k {
+            assert!(
+                trained.contains(&t),
+                "{when}: the model of training round {k} went out but the ledger has no event for training round {t}"
+            );
+        }
+        let events: Vec<PrivacyEvent> = ledger.iter().map(|r| r.event.clone()).collect();
+        let ledger_eps = eps(&events);
+        let released_eps = eps(&schedule(sigma, k));
+        assert!(
+            ledger_eps >= released_eps * (1.0 - 1e-12),
+            "{when}: ledger ε = {ledger_eps} < ε = {released_eps} of the model of training round {k}"
+        );
+    }
+}
+
+/// Counts the reconnection lines of every participant's log.
+fn reconnect_counts(fed: &Federation) -> Vec<usize> {
+    fed.site_names()
+        .iter()
+        .map(|n| {
+            fed.participant_log(n)
+                .lines()
+                .filter(|l| l.contains("connection lost; reconnecting"))
+                .count()
+        })
+        .collect()
+}
+
+/// How a kill is timed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillAt {
+    /// A random delay after the process starts.
+    Random,
+    /// A random moment of a secure-aggregation stage (as the coordinator
+    /// reports it in its live status).
+    Stage(&'static str),
+    /// As soon as a new ledger row is durable: inside the commit, between
+    /// the ledger row and the release.
+    Commit,
+}
+
+const KILL_PLAN: [KillAt; 6] = [
+    KillAt::Random,
+    KillAt::Stage("keys"),
+    KillAt::Stage("shares"),
+    KillAt::Stage("masked_input"),
+    KillAt::Stage("unmask"),
+    KillAt::Commit,
+];
+
+/// The coordinator's stage as its live status says, if this process wrote it.
+fn live_stage(store: Option<&Store>, pid: u32) -> Option<String> {
+    let status = store?.live_status().ok()??;
+    (status.pid == pid).then_some(status.stage)
+}
+
+fn stage_label(stage: Option<&str>) -> String {
+    match stage {
+        None => "starting".into(),
+        Some(s) if s.starts_with("waiting") => "waiting".into(),
+        Some(s) => s.to_owned(),
+    }
+}
+
+/// Where a kill made right after a new ledger row landed: inside the
+/// commit (the round not yet recorded as released) or just after it.
+fn commit_label(store_path: &Path) -> String {
+    let Ok(store) = Store::open_read_only(store_path) else {
+        return "commit".into();
+    };
+    let ledger = store.ledger().unwrap();
+    let Some(last) = ledger.last() else {
+        return "commit".into();
+    };
+    let released = store
+        .rounds()
+        .unwrap()
+        .iter()
+        .any(|r| r.round == last.round && r.status == RoundStatus::Released);
+    let checkpointed = store
+        .checkpoints()
+        .unwrap()
+        .iter()
+        .any(|c| c.round == last.round);
+    match (checkpointed, released) {
+        (false, _) => "commit (ledger row only)".into(),
+        (true, false) => "commit (ledger row and checkpoint)".into(),
+        (true, true) => "just after commit".into(),
+    }
+}
+
+#[test]
+fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
+    const SIGMA: f64 = 2.0;
+    // Rounds take tens of milliseconds: many are planned so that the kill
+    // loop never reaches the end; the last start runs the rest.
+    const PLANNED: u32 = 250;
+    const MIN_KILLS: usize = 60;
+    // Kill moments: up to RANDOM_SPAN_MS after the start (which spans the
+    // start-up, the participants' reconnection and the first rounds), or
+    // the first time a targeted stage is seen after up to TARGET_SPAN_MS.
+    const RANDOM_SPAN_MS: u64 = 500;
+    const TARGET_SPAN_MS: u64 = 80;
+    let dir = work_dir("crash_safety");
+    let mut setup = Setup::new(4, PLANNED, SIGMA);
+    setup.privacy.delta = DELTA;
+    setup.listen = Some(format!("127.0.0.1:{}", free_port()));
+    setup.training_seconds = 20.0;
+    setup.stage_seconds = 10.0;
+    // The final model is then the last checkpoint itself.
+    setup.average_last = Some(1);
+    let mut fed = Federation::prepare(&dir, &setup, &[]);
+    fed.start_coordinator();
+    fed.start_participants();
+
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5EED_C0DE);
+    let mut kills: Vec<(KillAt, String)> = Vec::new();
+    let mut first = true;
+    let mut completed = 0;
+    let started = Instant::now();
+    while kills.len() < MIN_KILLS {
+        if !first {
+            fed.spawn_coordinator();
+        }
+        first = false;
+        let plan = KILL_PLAN[kills.len() % KILL_PLAN.len()];
+        let pid = fed.coordinator.as_ref().unwrap().id();
+        let spawned = Instant::now();
+        let store_path = fed.layout.store();
+        let mut store: Option<Store> = None;
+        let mut ledger_len_at_start: Option<usize> = None;
+        // Past half the planned rounds (a fast machine), shorter waits.
+        let slow_down = if completed * 2 > PLANNED { 4 } else { 1 };
+        let pre_delay = match plan {
+            KillAt::Random => {
+                Duration::from_millis(rng.random_range(0..RANDOM_SPAN_MS) / slow_down)
+            }
+            _ => Duration::from_millis(rng.random_range(0..TARGET_SPAN_MS) / slow_down),
+        };
+        let jitter = Duration::from_millis(rng.random_range(0..4));
+        let mut last_stage: Option<String> = None;
+        let mut finished_by_itself = None;
+        let mut targeted = false;
+        // Wait for the chosen moment (bounded), watching the process.
+        loop {
+            if let Some(status) = fed.coordinator.as_mut().unwrap().try_wait().unwrap() {
+                finished_by_itself = Some(status);
+                break;
+            }
+            if store.is_none() && store_path.exists() {
+                store = Store::open_read_only(&store_path).ok();
+            }
+            if ledger_len_at_start.is_none() {
+                ledger_len_at_start = store
+                    .as_ref()
+                    .and_then(|s| s.ledger().ok())
+                    .map(|l| l.len());
+            }
+            if let Some(s) = live_stage(store.as_ref(), pid) {
+                last_stage = Some(s);
+            }
+            let waited = spawned.elapsed();
+            if waited >= pre_delay {
+                let hit = match plan {
+                    KillAt::Random => true,
+                    KillAt::Stage(stage) => last_stage.as_deref() == Some(stage),
+                    KillAt::Commit => match (&store, ledger_len_at_start) {
+                        (Some(s), Some(n)) => s.ledger().map(|l| l.len() > n).unwrap_or(false),
+                        _ => false,
+                    },
+                };
+                if hit {
+                    targeted = true;
+                    if plan != KillAt::Commit {
+                        std::thread::sleep(jitter);
+                    }
+                    break;
+                }
+            }
+            if waited > Duration::from_secs(45) {
+                break; // the moment never came: kill wherever it is
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Some(status) = finished_by_itself {
+            fed.coordinator = None;
+            panic!(
+                "the coordinator exited on its own ({status}) after {} kills; \
+                 planned rounds too few for the kill loop?\n{}",
+                kills.len(),
+                privacy_common::read_log(
+                    &fed.layout
+                        .logs
+                        .join(format!("coordinator-{}.log", fed.coordinator_starts))
+                )
+            );
+        }
+        let before = reconnect_counts(&fed);
+        // The stage at the last moment: re-read, the kill follows at once.
+        if let Some(s) = live_stage(store.as_ref(), pid) {
+            last_stage = Some(s);
+        }
+        fed.kill_coordinator();
+        drop(store);
+        let label = match plan {
+            KillAt::Commit if targeted => commit_label(&store_path),
+            _ => stage_label(last_stage.as_deref()),
+        };
+        kills.push((plan, label));
+
+        // Let every participant notice the loss (it has then handled every
+        // message the killed process sent), then check the store.
+        let noticed = Instant::now();
+        loop {
+            let now = reconnect_counts(&fed);
+            let exited: Vec<(String, std::process::ExitStatus)> = fed
+                .participants
+                .iter_mut()
+                .filter_map(|(name, c)| c.try_wait().unwrap().map(|s| (name.clone(), s)))
+                .collect();
+            if let Some((name, status)) = exited.first() {
+                panic!(
+                    "participant {name} exited during the kill loop ({status}):\n{}",
+                    fed_log(&fed.layout.logs, name)
+                );
+            }
+            if now.iter().zip(&before).all(|(a, b)| a > b) {
+                break;
+            }
+            if noticed.elapsed() > Duration::from_secs(30) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Ok(store) = Store::open_read_only(&store_path) {
+            check_store_invariants(&fed, &store, SIGMA, &format!("after kill {}", kills.len()));
+            completed = store
+                .latest_checkpoint()
+                .unwrap()
+                .map_or(0, |c| c.training_round);
+            if completed + 5 > PLANNED {
+                panic!(
+                    "training got too far during the kill loop ({completed} of {PLANNED} rounds)"
+                );
+            }
+            let (plan, label) = kills.last().unwrap();
+            println!(
+                "kill {:>2} at {:>5.1} s: {plan:?} -> {label}; {completed} training rounds released",
+                kills.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let kill_seconds = started.elapsed().as_secs_f64();
+
+    // The last start runs to the end.
+    fed.spawn_coordinator();
+    let status = fed.wait_coordinator(Duration::from_secs(600));
+    assert!(
+        status.success(),
+        "the final coordinator failed ({status}):\n{}",
+        fed.coordinator_logs()
+    );
+    for (name, status) in fed.wait_participants(Duration::from_secs(90)) {
+        assert!(
+            status.success(),
+            "participant {name} exited with {status}:\n{}",
+            fed_log(&fed.layout.logs, &name)
+        );
+    }
+    let store = fed.store();
+    check_store_invariants(&fed, &store, SIGMA, "at the end");
+    let reason = store.meta("finish_reason").unwrap().unwrap_or_default();
+    assert_eq!(reason, format!("all {PLANNED} planned rounds completed"));
+    let rounds = store.rounds().unwrap();
+    let released: BTreeSet<u32> = rounds
+        .iter()
+        .filter(|r| r.status == RoundStatus::Released)
+        .filter_map(|r| r.training_round)
+        .collect();
+    // Every planned round has its model checkpoint (0 is the statistics'
+    // initial model) behind a ledger row (checked above).
+    let checkpointed: BTreeMap<u32, u64> = store
+        .checkpoints()
+        .unwrap()
+        .iter()
+        .map(|c| (c.training_round, c.round))
+        .collect();
+    assert_eq!(
+        checkpointed.keys().copied().collect::<Vec<u32>>(),
+        (0..=PLANNED).collect::<Vec<u32>>()
+    );
+    assert!(released.iter().all(|t| (1..=PLANNED).contains(t)));
+    // A kill between the checkpoint and the round record leaves the round
+    // recorded as `started` although the resumed coordinator released its
+    // model; the ledger row and the checkpoint are what count.
+    let stale: Vec<u32> = (1..=PLANNED).filter(|t| !released.contains(t)).collect();
+    for t in &stale {
+        let record = rounds
+            .iter()
+            .find(|r| r.round == checkpointed[t])
+            .expect("a record of every checkpointed round");
+        assert_eq!(record.status, RoundStatus::Started, "{record:?}");
+    }
+    let latest = store.latest_checkpoint().unwrap().expect("a checkpoint");
+    assert_eq!(latest.training_round, PLANNED);
+    let model_path = fed.layout.coordinator_out.join("model.safetensors");
+    let model = tessera_model::read_model(&model_path).expect("the final model");
+    assert_eq!(model.round, PLANNED);
+    let last = tessera_model::read_model(&latest.path).expect("the last checkpoint");
+    assert_eq!(
+        model.params, last.params,
+        "the final model is not the last checkpoint"
+    );
+
+    let mut by_stage: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, label) in &kills {
+        *by_stage.entry(label.clone()).or_default() += 1;
+    }
+    let ledger = store.ledger().unwrap();
+    println!(
+        "{} kills in {kill_seconds:.0} s, by stage at the kill: {by_stage:?}; \
+         {} coordinator starts, {} ledger rows for {PLANNED} training rounds, {} aborted or unfinished rounds, \
+         {} released rounds still recorded as started",
+        kills.len(),
+        fed.coordinator_starts,
+        ledger.len(),
+        rounds
+            .iter()
+            .filter(|r| r.status != RoundStatus::Released)
+            .count(),
+        stale.len()
+    );
+    assert!(kills.len() >= 20);
+    for wanted in ["keys", "shares", "masked_input", "unmask", "commit"] {
+        assert!(
+            by_stage.keys().any(|k| k.starts_with(wanted)),
+            "no kill landed in stage {wanted}: {by_stage:?}"
+        );
+    }
+}
+
+fn fed_log(logs: &Path, name: &str) -> String {
+    privacy_common::read_log(&logs.join(format!("{name}.log")))
+}
+
+#[test]
+fn site_budget_and_minimum_noise_are_enforced_by_the_sites() {
+    const SIGMA: f64 = 3.0;
+    const PLANNED: u32 = 5;
+    const FEDERATION_MAX: f64 = 3.5;
+    const LIMITED: usize = 0; // the site with its own small budget
+    const STRICT: usize = 4; // the site that wants more noise than anyone announces
+    let federation_eps = eps(&schedule(SIGMA, PLANNED));
+    assert!(federation_eps <= FEDERATION_MAX, "{federation_eps}");
+    // The limited site fits the statistics and two training rounds.
+    let fits = 2;
+    let site_max = 0.5 * (eps(&schedule(SIGMA, fits)) + eps(&schedule(SIGMA, fits + 1)));
+    assert!(site_max < FEDERATION_MAX);
+    let strict_min = 50.0;
+    assert!(strict_min > SIGMA && strict_min > STATISTICS_SIGMA);
+
+    let dir = work_dir("site_budget");
+    let mut setup = Setup::new(5, PLANNED, SIGMA);
+    setup.privacy.max_epsilon = Some(FEDERATION_MAX);
+    setup.privacy.delta = DELTA;
+    // Two of five sites decline rounds: secure aggregation must finish with three.
+    setup.dropout_tolerance = Some(0.5);
+    let mut limits = vec![(None, None); 5];
+    limits[LIMITED] = (Some(site_max), None);
+    limits[STRICT] = (None, Some(strict_min));
+    let mut fed = Federation::prepare(&dir, &setup, &limits);
+    fed.start_coordinator();
+    fed.start_participants();
+    let status = fed.wait_coordinator(Duration::from_secs(600));
+    assert!(
+        status.success(),
+        "the coordinator failed ({status}):\n{}",
+        fed.coordinator_logs()
+    );
+    for (name, status) in fed.wait_participants(Duration::from_secs(60)) {
+        assert!(status.success(), "participant {name} exited with {status}");
+    }
+    let names = fed.site_names();
+    let store = fed.store();
+    assert_eq!(
+        store.meta("finish_reason").unwrap().as_deref(),
+        Some(format!("all {PLANNED} planned rounds completed").as_str()),
+        "the federation did not go on without the declining sites"
+    );
+
+    // The coordinator's view: who contributed to which released round.
+    let ledger = store.ledger().unwrap();
+    assert_eq!(ledger.len() as u32, PLANNED + 1);
+    let released: Vec<_> = store
+        .rounds()
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.status == RoundStatus::Released)
+        .collect();
+    assert_eq!(released.len() as u32, PLANNED + 1);
+    let report = fed.coordinator_ledger_json();
+    let coordinator_eps = num(&report["epsilon"], "epsilon");
+    let cumulative_by_round: BTreeMap<u64, f64> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["round"].as_u64().unwrap(),
+                num(&r["cumulative_epsilon"], "cumulative_epsilon"),
+            )
+        })
+        .collect();
+    for r in &released {
+        let limited_in = r.training_round.is_none_or(|t| t <= fits);
+        assert_eq!(
+            r.contributors.contains(&names[LIMITED]),
+            limited_in,
+            "round {} ({:?}): contributors {:?}",
+            r.round,
+            r.training_round,
+            r.contributors
+        );
+        assert!(!r.contributors.contains(&names[STRICT]), "{r:?}");
+        assert!(r.dropped.contains(&names[STRICT]), "{r:?}");
+        assert_eq!(
+            r.contributors.len(),
+            if limited_in { 4 } else { 3 },
+            "{r:?}"
+        );
+    }
+
+    // The limited site: declined exactly from the round that would pass its
+    // budget, said why, and its own ledger stops within its budget.
+    let log = fed.participant_log(&names[LIMITED]);
+    let declined: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("declining the round"))
+        .map(|l| {
+            assert!(l.contains("past its budget"), "{l}");
+            field(l, "round").unwrap().parse().unwrap()
+        })
+        .collect();
+    let beyond: Vec<u64> = released
+        .iter()
+        .filter(|r| r.training_round.is_some_and(|t| t > fits))
+        .map(|r| r.round)
+        .collect();
+    assert_eq!(declined, beyond, "declined rounds:\n{log}");
+    let first_decline = log
+        .lines()
+        .find(|l| l.contains("declining the round"))
+        .unwrap();
+    assert!(
+        first_decline.contains(&format!("past its budget {site_max}")),
+        "{first_decline}"
+    );
+    let site = fed.participant_ledger_json(&names[LIMITED]);
+    let site_rows = site["rows"].as_array().unwrap();
+    let kinds: Vec<(&str, Option<u64>)> = site_rows
+        .iter()
+        .map(|r| (r["kind"].as_str().unwrap(), r["training_round"].as_u64()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("statistics", None),
+            ("training", Some(1)),
+            ("training", Some(2))
+        ]
+    );
+    let site_eps = num(&site["epsilon"], "epsilon");
+    assert!(site_eps <= site_max, "{site_eps} > {site_max}");
+    assert_eq!(num(&site["max_epsilon"], "max_epsilon"), site_max);
+    let last_contributed = released
+        .iter()
+        .find(|r| r.training_round == Some(fits))
+        .unwrap()
+        .round;
+    let coordinator_then = cumulative_by_round[&last_contributed];
+    assert!(
+        rel_diff(site_eps, coordinator_then) <= 1e-9,
+        "site ε {site_eps} vs the coordinator's {coordinator_then} after training round {fits}"
+    );
+    assert!(eps(&schedule(SIGMA, fits + 1)) > site_max);
+
+    // Sites that took part in every round, statistics included: the same ε.
+    let ledger_rounds: Vec<u64> = ledger.iter().map(|r| r.round).collect();
+    for (i, name) in names.iter().enumerate() {
+        if i == LIMITED || i == STRICT {
+            continue;
+        }
+        let site = fed.participant_ledger_json(name);
+        let rows = site["rows"].as_array().unwrap();
+        let rounds: Vec<u64> = rows.iter().map(|r| r["round"].as_u64().unwrap()).collect();
+        assert_eq!(rounds, ledger_rounds, "{name}");
+        assert_eq!(rows[0]["kind"], "statistics", "{name}");
+        assert_eq!(num(&rows[0]["noise_multiplier"], "σ"), STATISTICS_SIGMA);
+        let e = num(&site["epsilon"], "epsilon");
+        assert!(
+            rel_diff(e, coordinator_eps) <= 1e-9,
+            "{name}: site ε {e} vs coordinator ε {coordinator_eps}"
+        );
+        for (row, (round, cumulative)) in rows.iter().zip(&cumulative_by_round) {
+            assert_eq!(row["round"].as_u64(), Some(*round));
+            let c = num(&row["cumulative_epsilon"], "cumulative_epsilon");
+            assert!(rel_diff(c, *cumulative) <= 1e-9, "{name} round {round}");
+        }
+    }
+
+    // The strict site declined every round announced to it, before any data
+    // was touched, and recorded nothing.
+    let log = fed.participant_log(&names[STRICT]);
+    let declined: Vec<u64> = log
+        .lines()
+        .filter(|l| l.contains("declining the round"))
+        .map(|l| {
+            assert!(l.contains("below this site's minimum"), "{l}");
+            field(l, "round").unwrap().parse().unwrap()
+        })
+        .collect();
+    let all: Vec<u64> = released.iter().map(|r| r.round).collect();
+    assert_eq!(declined, all, "{log}");
+    assert!(!log.contains("round accepted"), "{log}");
+    let site = fed.participant_ledger_json(&names[STRICT]);
+    assert_eq!(site["rows"].as_array().unwrap().len(), 0);
+    assert_eq!(num(&site["epsilon"], "epsilon"), 0.0);
+}
+
+/// One `tessera-sim run` on three sites; returns stdout, the summary and
+/// the final model's parameters.
+fn sim_run(name: &str, extra: &[&str]) -> (String, Value, Vec<f32>) {
+    let dir = work_dir(name);
+    let data = privacy_common::breast_cancer();
+    let mut args = vec![
+        "run",
+        "--data",
+        data.to_str().unwrap(),
+        "--label",
+        "diagnosis",
+        "--participants",
+        "3",
+        "--rounds",
+        "3",
+        "--seed",
+        "1",
+        // The same training settings with and without privacy.
+        "--clip-norm",
+        "0.25",
+        "--learning-rate",
+        "3",
+        "--local-epochs",
+        "1",
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = privacy_common::run_sim(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    let model = tessera_model::read_model(&dir.join("coordinator").join("model.safetensors"))
+        .expect("final model");
+    (stdout, summary, model.params)
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (f64::from(*x) - f64::from(*y)).abs())
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn noise_is_fresh_unless_seeded_and_seeding_is_announced() {
+    let (plain_out, plain, plain_model) = sim_run("noise_off", &[]);
+    assert_eq!(plain["private"], false);
+    assert_eq!(plain["noise_seeded"], false);
+    assert!(plain["epsilon"].is_null());
+    assert!(
+        plain_out.contains("NOT differentially private"),
+        "{plain_out}"
+    );
+
+    let noisy = ["--noise-multiplier", "1"];
+    let (out_a, a, model_a) = sim_run("noise_a", &noisy);
+    let (_, b, model_b) = sim_run("noise_b", &noisy);
+    for s in [&a, &b] {
+        assert_eq!(s["private"], true);
+        assert_eq!(s["noise_seeded"], false);
+        assert_eq!(s["noise_multiplier"], 1.0);
+    }
+    assert!(out_a.contains("Privacy spent: ε ="), "{out_a}");
+    assert!(!out_a.contains("NOT private"), "{out_a}");
+
+    let seeded = ["--noise-multiplier", "1", "--noise-seed", "7"];
+    let (out_s, s, model_s) = sim_run("noise_seeded_a", &seeded);
+    let (_, t, model_t) = sim_run("noise_seeded_b", &seeded);
+    for x in [&s, &t] {
+        assert_eq!(x["private"], false);
+        assert_eq!(x["noise_seeded"], true);
+    }
+    assert!(
+        out_s.contains("WARNING: the noise is seeded (--noise-seed): this run is NOT private"),
+        "{out_s}"
+    );
+    assert!(out_s.contains("NOT private"), "{out_s}");
+    let coordinator_log =
+        privacy_common::read_log(&work_dir_path("noise_seeded_a").join("logs/coordinator.log"));
+    assert!(
+        coordinator_log.contains("THE NOISE IS SEEDED: this run is NOT private"),
+        "{coordinator_log}"
+    );
+
+    let off_vs_on = max_abs_diff(&plain_model, &model_a);
+    let fresh = max_abs_diff(&model_a, &model_b);
+    let same_seed = max_abs_diff(&model_s, &model_t);
+    println!(
+        "largest parameter difference: noise off vs σ = 1: {off_vs_on:e}; \
+         two unseeded runs: {fresh:e}; two runs with the same noise seed: {same_seed:e}"
+    );
+    assert!(off_vs_on > 1e-3, "noise off and σ = 1 give the same model");
+    // Each round adds noise of std σ·C/n ≈ 0.08 to every coordinate.
+    assert!(fresh > 1e-3, "two unseeded runs drew the same noise");
+    assert!(
+        same_seed <= 1e-4 && same_seed * 100.0 < fresh,
+        "the same noise seed did not reproduce the noise: {same_seed:e} vs {fresh:e}"
+    );
+}
+
+fn work_dir_path(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("privacy")
+        .join(name)
+}
