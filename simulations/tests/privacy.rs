@@ -730,7 +730,8 @@ fn site_budget_and_minimum_noise_are_enforced_by_the_sites() {
     const PLANNED: u32 = 5;
     const FEDERATION_MAX: f64 = 3.5;
     const LIMITED: usize = 0; // the site with its own small budget
-    const STRICT: usize = 4; // the site that wants more noise than anyone announces
+    const STRICT: usize = 6; // the site that wants more noise than anyone announces
+    const SITES: usize = 7;
     let federation_eps = eps(&schedule(SIGMA, PLANNED));
     assert!(federation_eps <= FEDERATION_MAX, "{federation_eps}");
     // The limited site fits the statistics and two training rounds.
@@ -741,12 +742,12 @@ fn site_budget_and_minimum_noise_are_enforced_by_the_sites() {
     assert!(strict_min > SIGMA && strict_min > STATISTICS_SIGMA);
 
     let dir = work_dir("site_budget");
-    let mut setup = Setup::new(5, PLANNED, SIGMA);
+    let mut setup = Setup::new(SITES, PLANNED, SIGMA);
     setup.privacy.max_epsilon = Some(FEDERATION_MAX);
     setup.privacy.delta = DELTA;
-    // Two of five sites decline rounds: secure aggregation must finish with three.
-    setup.dropout_tolerance = Some(0.5);
-    let mut limits = vec![(None, None); 5];
+    // Two of seven sites decline rounds: within the default dropout
+    // tolerance (0.3) of secure aggregation.
+    let mut limits = vec![(None, None); SITES];
     limits[LIMITED] = (Some(site_max), None);
     limits[STRICT] = (None, Some(strict_min));
     let mut fed = Federation::prepare(&dir, &setup, &limits);
@@ -806,7 +807,7 @@ fn site_budget_and_minimum_noise_are_enforced_by_the_sites() {
         assert!(r.dropped.contains(&names[STRICT]), "{r:?}");
         assert_eq!(
             r.contributors.len(),
-            if limited_in { 4 } else { 3 },
+            if limited_in { SITES - 1 } else { SITES - 2 },
             "{r:?}"
         );
     }

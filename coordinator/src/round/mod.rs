@@ -1100,7 +1100,9 @@ pub fn statistics_sensitivity(s: &Settings) -> f64 {
 /// for cohorts too small for the probabilistic analysis, the complete graph
 /// with the largest threshold that still tolerates `dropout` (and at least a
 /// majority, so the coordinator cannot learn both secrets of anyone without
-/// a colluding majority).
+/// a colluding majority). A participant's secrets are shared among its
+/// neighbours only (not itself), so with `d` participants gone each survivor
+/// has `n − 1 − d` share holders left: the threshold is `n − 1 − d`.
 pub fn secagg_params(
     round: u64,
     participants: Vec<u32>,
@@ -1122,7 +1124,11 @@ pub fn secagg_params(
         Ok(p) => p,
         Err(_) if n >= 3 => {
             let tolerated = (dropout * n as f64).floor() as usize;
-            let threshold = (n - tolerated).max(n / 2 + 1).min(n - 1).max(2);
+            let threshold = (n - 1)
+                .saturating_sub(tolerated)
+                .max(n / 2 + 1)
+                .min(n - 1)
+                .max(2);
             sa::RoundParams {
                 round,
                 participants,
@@ -1165,4 +1171,36 @@ pub fn statistics_bounds(
         r.push((*lo, *hi));
     }
     StatsBounds::new(&r, max_rows).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::secagg_params;
+
+    /// The complete-graph fallback tolerates `floor(dropout·n)` participants
+    /// gone whenever a majority threshold allows it: every survivor keeps at
+    /// least `threshold` neighbours holding its shares.
+    #[test]
+    fn fallback_threshold_tolerates_the_configured_dropout() {
+        for n in 3..=8usize {
+            for dropout in [0.0, 0.1, 0.2, 0.3, 0.5] {
+                let p = secagg_params(1, (1..=n as u32).collect(), 10, 32, dropout, [7; 32], false)
+                    .unwrap();
+                if p.neighbours != n - 1 {
+                    continue; // SecAgg+ parameters from the analysis
+                }
+                let tolerated = (dropout * n as f64).floor() as usize;
+                let survivors_needed = p.threshold + 1;
+                let majority = n / 2 + 1;
+                assert!(p.threshold >= majority.min(n - 1), "n = {n}: {p:?}");
+                if n - 1 - tolerated >= majority {
+                    assert!(
+                        n - tolerated >= survivors_needed,
+                        "n = {n}, dropout {dropout}: threshold {} needs {survivors_needed} survivors",
+                        p.threshold
+                    );
+                }
+            }
+        }
+    }
 }

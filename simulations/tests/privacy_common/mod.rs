@@ -61,8 +61,6 @@ pub(crate) struct Setup {
     pub(crate) stage_seconds: f64,
     /// A fixed coordinator address (needed to restart it on the same port).
     pub(crate) listen: Option<String>,
-    /// `secagg.dropout_tolerance` of the coordinator, if not the default.
-    pub(crate) dropout_tolerance: Option<f64>,
     /// How many of the last released models the final model averages
     /// (None: `tessera-sim run`'s default).
     pub(crate) average_last: Option<u32>,
@@ -82,7 +80,6 @@ impl Setup {
             training_seconds: 30.0,
             stage_seconds: 20.0,
             listen: None,
-            dropout_tolerance: None,
             average_last: None,
         }
     }
@@ -177,17 +174,6 @@ impl Federation {
         spec.plan.stage_seconds = setup.stage_seconds;
         spec.plan.listen = setup.listen.clone();
         let layout = launch::prepare(&spec.plan).expect("writing the coordinator configuration");
-        if let Some(tolerance) = setup.dropout_tolerance {
-            let path = &layout.coordinator_config;
-            let text = std::fs::read_to_string(path).expect("reading the configuration");
-            let patched = text.replacen(
-                "[secagg]\n",
-                &format!("[secagg]\ndropout_tolerance = {tolerance:?}\n"),
-                1,
-            );
-            assert_ne!(text, patched, "no [secagg] section to patch");
-            std::fs::write(path, patched).expect("writing the configuration");
-        }
         Self {
             plan: spec.plan,
             layout,
