@@ -238,7 +238,7 @@ impl Site {
     /// The privacy check made before any data is touched.
     fn check_terms(&self, a: &v1::RoundAnnounce) -> Result<(), String> {
         let p = &self.config.privacy;
-        let terms = a.privacy.clone().unwrap_or_default();
+        let terms = a.privacy.unwrap_or_default();
         if !terms.enabled {
             if p.require_privacy || p.max_epsilon.is_some() {
                 return Err("the round is not differentially private and this site requires privacy".into());
@@ -274,7 +274,7 @@ impl Site {
     }
 
     fn contribution(&self, a: &v1::RoundAnnounce) -> Contribution {
-        let terms = a.privacy.clone().unwrap_or_default();
+        let terms = a.privacy.unwrap_or_default();
         Contribution {
             federation: self.federation.clone(),
             round: a.round,
