@@ -5,8 +5,10 @@
 //! - [`partition`]: holdout and natural/IID splits of CSV files;
 //! - [`launch`]: PKI, configuration files and processes of a federation;
 //! - [`experiment`]: `run`/`demo`: follow the rounds, evaluate, write the summary;
-//! - [`bench_secagg`]: the in-process secure-aggregation benchmark.
+//! - [`bench_secagg`]: the in-process secure-aggregation benchmark;
+//! - [`bench_round`]: one round of a large model through a real federation.
 
+pub mod bench_round;
 pub mod bench_secagg;
 pub mod experiment;
 pub mod launch;
