@@ -22,6 +22,14 @@ pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 pub const EXIT_REFUSED: u8 = 5;
 /// Exit code when the coordinator stayed unreachable past the give-up time.
 pub const EXIT_UNREACHABLE: u8 = 6;
+/// Exit code of a simulated crash (`[simulation] crash_after_shares`).
+pub const EXIT_SIMULATED_CRASH: u8 = 101;
+
+/// Whether `m` is the shares message after which a simulated crash is due.
+fn crash_after(round: Option<u64>, m: &tessera_proto::v1::ParticipantMessage) -> bool {
+    use tessera_proto::v1::participant_message::Body;
+    matches!((round, &m.body), (Some(r), Some(Body::ShareKeys(s))) if s.round == r)
+}
 
 enum SessionEnd {
     Exit(u8, String),
@@ -37,7 +45,9 @@ pub async fn run(config: ParticipantConfig) -> anyhow::Result<u8> {
         cert: config.tls.cert.clone(),
         key: config.tls.key.clone(),
     };
-    let material = files.load().context("loading this participant's TLS material")?;
+    let material = files
+        .load()
+        .context("loading this participant's TLS material")?;
     let server_name = config.server_name();
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&material.ca_pem))
@@ -57,6 +67,13 @@ pub async fn run(config: ParticipantConfig) -> anyhow::Result<u8> {
         .with_context(|| format!("creating {}", config.participant.state_dir.display()))?;
     let ledger = SiteLedger::open(&config.ledger_path())?;
     let reconnect = config.reconnect.clone();
+    let crash_round = config.simulation.crash_after_shares;
+    if let Some(r) = crash_round {
+        warn!(
+            round = r,
+            "simulation fault configured: this site will crash after sending its shares"
+        );
+    }
     let mut site = Site::new(config, ledger);
     match crate::signing::KeySigning::from_material(&material) {
         Ok(signing) => site = site.with_key_signing(signing),
@@ -70,7 +87,7 @@ pub async fn run(config: ParticipantConfig) -> anyhow::Result<u8> {
     loop {
         let end = match endpoint.connect().await {
             Ok(channel) => {
-                let end = session(&mut site, channel).await;
+                let end = session(&mut site, channel, crash_round).await;
                 if matches!(end, SessionEnd::Lost(_)) {
                     // A session that got going resets the clock and the backoff.
                     unreachable_since = Instant::now();
@@ -118,13 +135,19 @@ fn refusal(status: &tonic::Status) -> Option<String> {
         _ => {
             let described = tessera_certs::describe_tls_error(status);
             let lower = described.to_lowercase();
-            (lower.contains("certificate") || lower.contains("unknown ca") || lower.contains("alert"))
-                .then_some(described)
+            (lower.contains("certificate")
+                || lower.contains("unknown ca")
+                || lower.contains("alert"))
+            .then_some(described)
         }
     }
 }
 
-async fn session(site: &mut Site, channel: tonic::transport::Channel) -> SessionEnd {
+async fn session(
+    site: &mut Site,
+    channel: tonic::transport::Channel,
+    crash_round: Option<u64>,
+) -> SessionEnd {
     let mut client = FederationClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -158,8 +181,16 @@ async fn session(site: &mut Site, channel: tonic::transport::Channel) -> Session
         for action in actions {
             match action {
                 Action::Send(m) => {
+                    let crash = crash_after(crash_round, &m);
                     if tx.send(m).await.is_err() {
                         return SessionEnd::Lost("session closed while sending".into());
+                    }
+                    if crash {
+                        // Simulated crash: let the shares leave, then vanish
+                        // without a goodbye, mid-round.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        warn!("simulated crash after sending shares");
+                        std::process::exit(EXIT_SIMULATED_CRASH as i32);
                     }
                 }
                 Action::Exit { code, reason } => {

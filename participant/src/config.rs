@@ -66,6 +66,20 @@ pub struct ParticipantConfig {
     /// Reconnection behaviour.
     #[serde(default)]
     pub reconnect: ReconnectSection,
+    /// Fault injection for simulations and tests. Never set in production.
+    #[serde(default)]
+    pub simulation: SimulationSection,
+}
+
+/// `[simulation]`: faults a simulated site injects into itself, so that
+/// dropout recovery can be exercised across real processes at a chosen
+/// point of the protocol.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SimulationSection {
+    /// Exit abruptly (as a crash would) right after sending the encrypted
+    /// shares of this aggregation, before sending its masked input.
+    pub crash_after_shares: Option<u64>,
 }
 
 /// `[participant]`.
@@ -216,11 +230,17 @@ impl ParticipantConfig {
         if let Some(m) = p.min_noise_multiplier
             && !(m.is_finite() && m >= 0.0)
         {
-            return Err(invalid("privacy.min_noise_multiplier", "must be non-negative"));
+            return Err(invalid(
+                "privacy.min_noise_multiplier",
+                "must be non-negative",
+            ));
         }
         let r = &self.reconnect;
         for (key, v) in [
-            ("reconnect.initial_backoff_seconds", r.initial_backoff_seconds),
+            (
+                "reconnect.initial_backoff_seconds",
+                r.initial_backoff_seconds,
+            ),
             ("reconnect.max_backoff_seconds", r.max_backoff_seconds),
             ("reconnect.give_up_after_seconds", r.give_up_after_seconds),
         ] {
@@ -236,10 +256,7 @@ impl ParticipantConfig {
         if let Some(n) = &self.participant.server_name {
             return n.clone();
         }
-        let rest = self
-            .participant
-            .coordinator
-            .trim_start_matches("https://");
+        let rest = self.participant.coordinator.trim_start_matches("https://");
         let host = rest.split('/').next().unwrap_or("");
         if let Some(stripped) = host.strip_prefix('[') {
             return stripped.split(']').next().unwrap_or("").to_owned();
@@ -266,7 +283,11 @@ mod tests {
         for site in ["cleveland", "hungary", "switzerland", "va-long-beach"] {
             let c = ParticipantConfig::load(&dir.join(format!("participant-{site}.toml"))).unwrap();
             assert_eq!(c.server_name(), "127.0.0.1");
-            assert!(c.participant.data.exists(), "{}", c.participant.data.display());
+            assert!(
+                c.participant.data.exists(),
+                "{}",
+                c.participant.data.display()
+            );
             assert_eq!(c.privacy.max_epsilon, Some(10.0));
         }
     }
@@ -282,6 +303,15 @@ mod tests {
         )
         .unwrap();
         let err = ParticipantConfig::load(&path).unwrap_err();
-        assert!(matches!(err, ConfigError::Invalid { key: "participant.coordinator", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ConfigError::Invalid {
+                    key: "participant.coordinator",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 }

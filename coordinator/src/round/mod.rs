@@ -1096,13 +1096,16 @@ pub fn statistics_sensitivity(s: &Settings) -> f64 {
     }
 }
 
-/// Secure-aggregation parameters for a cohort: SecAgg+ recommendations, or
-/// for cohorts too small for the probabilistic analysis, the complete graph
-/// with the largest threshold that still tolerates `dropout` (and at least a
-/// majority, so the coordinator cannot learn both secrets of anyone without
-/// a colluding majority). A participant's secrets are shared among its
-/// neighbours only (not itself), so with `d` participants gone each survivor
-/// has `n − 1 − d` share holders left: the threshold is `n − 1 − d`.
+/// Secure-aggregation parameters for a cohort: SecAgg+ recommendations, or,
+/// for cohorts too small for their probabilistic analysis, the complete graph
+/// (k = n − 1 neighbours) with the threshold that tolerates the most
+/// dropouts while keeping a majority of each secret's holders (2t > k), so
+/// that the coordinator cannot learn both secrets of anyone without
+/// colluding participants.
+///
+/// A survivor's self-mask seed is shared among its k neighbours; with D of
+/// them gone, k − D holders are left, so t ≤ k − D is what tolerating D
+/// dropouts takes.
 pub fn secagg_params(
     round: u64,
     participants: Vec<u32>,
@@ -1123,17 +1126,15 @@ pub fn secagg_params(
     ) {
         Ok(p) => p,
         Err(_) if n >= 3 => {
+            let k = n - 1;
             let tolerated = (dropout * n as f64).floor() as usize;
-            let threshold = (n - 1)
-                .saturating_sub(tolerated)
-                .max(n / 2 + 1)
-                .min(n - 1)
-                .max(2);
+            let majority = k / 2 + 1;
+            let threshold = k.saturating_sub(tolerated).max(majority);
             sa::RoundParams {
                 round,
                 participants,
                 threshold,
-                neighbours: n - 1,
+                neighbours: k,
                 graph_seed,
                 dim,
                 modulus_bits,
@@ -1145,6 +1146,32 @@ pub fn secagg_params(
     params.signed_keys = signed_keys;
     params.validate()?;
     Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_cohorts_tolerate_their_dropouts() {
+        for n in 3..12u32 {
+            let p = secagg_params(1, (1..=n).collect(), 10, 32, 0.3, [0; 32], false).unwrap();
+            let dropouts = (0.3 * n as f64).floor() as usize;
+            let k = p.neighbours;
+            assert!(2 * p.threshold > k, "n = {n}: {p:?}");
+            if k == n as usize - 1 && k - dropouts > k / 2 {
+                assert!(p.threshold <= k - dropouts, "n = {n}: {p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn resolution_is_limited_by_the_noise() {
+        let e = FixedPoint::new(50, 64).unwrap();
+        let limited = limit_resolution(e, 1000.0).unwrap();
+        assert!(1000.0 * f64::from(limited.scale_bits).exp2() <= MAX_NOISE_UNITS);
+        assert_eq!(limit_resolution(e, 0.0).unwrap().scale_bits, 50);
+    }
 }
 
 /// The task as it travels on the wire.
@@ -1171,36 +1198,4 @@ pub fn statistics_bounds(
         r.push((*lo, *hi));
     }
     StatsBounds::new(&r, max_rows).map_err(|e| e.to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::secagg_params;
-
-    /// The complete-graph fallback tolerates `floor(dropout·n)` participants
-    /// gone whenever a majority threshold allows it: every survivor keeps at
-    /// least `threshold` neighbours holding its shares.
-    #[test]
-    fn fallback_threshold_tolerates_the_configured_dropout() {
-        for n in 3..=8usize {
-            for dropout in [0.0, 0.1, 0.2, 0.3, 0.5] {
-                let p = secagg_params(1, (1..=n as u32).collect(), 10, 32, dropout, [7; 32], false)
-                    .unwrap();
-                if p.neighbours != n - 1 {
-                    continue; // SecAgg+ parameters from the analysis
-                }
-                let tolerated = (dropout * n as f64).floor() as usize;
-                let survivors_needed = p.threshold + 1;
-                let majority = n / 2 + 1;
-                assert!(p.threshold >= majority.min(n - 1), "n = {n}: {p:?}");
-                if n - 1 - tolerated >= majority {
-                    assert!(
-                        n - tolerated >= survivors_needed,
-                        "n = {n}, dropout {dropout}: threshold {} needs {survivors_needed} survivors",
-                        p.threshold
-                    );
-                }
-            }
-        }
-    }
 }

@@ -1,0 +1,204 @@
+//! Secure aggregation across real processes, with a participant that dies
+//! mid-round.
+//!
+//! [`a_site_dying_mid_round_leaves_the_model_of_a_federation_without_it`]:
+//! four participant processes and a coordinator, secure aggregation on, no
+//! noise. One site crashes (exits abruptly) in the very first aggregation
+//! right after sending its encrypted shares — after its pairwise masks are
+//! committed, before its masked input — so the coordinator must recover the
+//! sum by reconstructing its mask key from the survivors' shares. The
+//! federation goes on with the other three. Its final model must equal,
+//! up to fixed-point rounding, the model of a federation in which that site
+//! was never there; and a federation in which the site takes part throughout
+//! must give a clearly different model (so the comparison can tell).
+
+#![cfg(unix)]
+
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use tessera_model::{ModelFile, TaskSpec};
+use tessera_participant::client::EXIT_SIMULATED_CRASH;
+use tessera_simulations::launch::{self, Binaries, FederationPlan, SitePlan, TrainingPlan};
+use tessera_simulations::partition;
+
+/// Kills every child still running when the test ends, however it ends.
+struct Children(Vec<(String, Child)>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn binaries() -> Binaries {
+    let sim = env!("CARGO_BIN_EXE_tessera-sim").to_string();
+    Binaries {
+        coordinator: vec![sim.clone(), "coordinator".into()],
+        participant: vec![sim, "participant".into()],
+    }
+}
+
+fn task() -> TaskSpec {
+    let path = tessera_simulations::bundled_data().join("breast_cancer_wisconsin.csv");
+    let header = tessera_model::read_header(&path).unwrap();
+    TaskSpec {
+        model: "logistic".parse().unwrap(),
+        features: header.into_iter().filter(|h| h != "diagnosis").collect(),
+        label: "diagnosis".into(),
+        positive: "M".parse().unwrap(),
+    }
+}
+
+/// Runs a federation of `sites`; `crash` names a site that crashes after
+/// sending its shares in aggregation 1. Returns the final model and the
+/// coordinator's rounds.csv.
+fn federation(dir: &Path, sites: &[SitePlan], crash: Option<&str>) -> (ModelFile, String) {
+    let plan = FederationPlan {
+        dir: dir.to_path_buf(),
+        sites: sites.to_vec(),
+        task: task(),
+        rounds: 3,
+        min_participants: 3,
+        training: TrainingPlan {
+            local_epochs: 2,
+            learning_rate: 0.1,
+            batch_size: 16,
+            clip_norm: 10.0,
+            server_learning_rate: 1.0,
+            seed: 1,
+            average_last: 1,
+        },
+        secagg: true,
+        privacy: None,
+        training_seconds: 60.0,
+        stage_seconds: 30.0,
+        listen: None,
+        signed_keys: false,
+    };
+    let bins = binaries();
+    let mut layout = launch::prepare(&plan).unwrap();
+    let (coordinator, address) =
+        launch::start_coordinator(&bins, &layout, "coordinator.log").unwrap();
+    let mut children = Children(vec![("coordinator".into(), coordinator)]);
+    for site in sites {
+        let config = launch::write_participant_config(&plan, &mut layout, site, &address).unwrap();
+        if crash == Some(site.name.as_str()) {
+            let mut text = std::fs::read_to_string(&config).unwrap();
+            text.push_str("\n[simulation]\ncrash_after_shares = 1\n");
+            std::fs::write(&config, text).unwrap();
+        }
+        let child =
+            launch::start_participant(&bins, &layout, &site.name, &format!("{}.log", site.name))
+                .unwrap();
+        children.0.push((site.name.clone(), child));
+    }
+    let start = Instant::now();
+    for (name, child) in &mut children.0 {
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(180),
+                "{name} did not finish; logs in {}",
+                layout.logs.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let expected = if crash == Some(name.as_str()) {
+            i32::from(EXIT_SIMULATED_CRASH)
+        } else {
+            0
+        };
+        assert_eq!(
+            status.code(),
+            Some(expected),
+            "{name} exited with {status}; logs in {}",
+            layout.logs.display()
+        );
+    }
+    let model =
+        tessera_model::read_model(&layout.coordinator_out.join("model.safetensors")).unwrap();
+    let rounds = std::fs::read_to_string(layout.coordinator_out.join("rounds.csv")).unwrap();
+    (model, rounds)
+}
+
+fn max_abs_diff(a: &ModelFile, b: &ModelFile) -> f64 {
+    assert_eq!(a.params.len(), b.params.len());
+    a.params
+        .iter()
+        .zip(&b.params)
+        .map(|(x, y)| f64::from((x - y).abs()))
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn a_site_dying_mid_round_leaves_the_model_of_a_federation_without_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let split = partition::iid(
+        &tessera_simulations::bundled_data().join("breast_cancer_wisconsin.csv"),
+        "diagnosis",
+        4,
+        0.2,
+        1,
+    )
+    .unwrap()
+    .write(&data)
+    .unwrap();
+    let sites: Vec<SitePlan> = split
+        .sites
+        .iter()
+        .map(|s| SitePlan {
+            name: s.name.clone(),
+            data: s.path.clone(),
+            max_epsilon: None,
+            min_noise_multiplier: None,
+        })
+        .collect();
+    let victim = sites[3].name.clone();
+    let run = |name: &str| -> PathBuf { tmp.path().join(name) };
+
+    let (with_crash, rounds) = federation(&run("crash"), &sites, Some(&victim));
+    // The statistics aggregation (round 1) lost the victim after its shares
+    // and was still released, from the other three.
+    let first = rounds
+        .lines()
+        .find(|l| l.starts_with("1,"))
+        .expect("round 1 in rounds.csv");
+    let cols: Vec<&str> = first.split(',').collect();
+    assert_eq!(cols[2], "statistics", "{first}");
+    assert_eq!(cols[3], "released", "{first}");
+    assert_eq!(
+        (cols[4], cols[5], cols[6]),
+        ("4", "3", "1"),
+        "cohort, contributors, dropped: {first}"
+    );
+    assert_eq!(
+        rounds
+            .lines()
+            .filter(|l| l.contains(",training,released,"))
+            .count(),
+        3,
+        "{rounds}"
+    );
+
+    let (never_there, _) = federation(&run("without"), &sites[..3], None);
+    let (all_four, _) = federation(&run("all"), &sites, None);
+
+    let recovered = max_abs_diff(&with_crash, &never_there);
+    let included = max_abs_diff(&all_four, &never_there);
+    assert!(
+        recovered < 1e-3,
+        "the recovered federation differs from one without the site by {recovered}"
+    );
+    assert!(
+        included > 20.0 * recovered.max(1e-5),
+        "the comparison cannot tell the site's presence: {included} vs {recovered}"
+    );
+}
