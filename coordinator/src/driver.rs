@@ -241,6 +241,7 @@ impl Driver {
                 Output::Finished { reason, success } => {
                     let model = self.write_final_model()?;
                     self.store.set_meta("finish_reason", &reason)?;
+                    self.write_live_status();
                     let rounds = self.machine.completed_training();
                     // Flush FederationDone to everyone still connected.
                     return Ok(Some(Outcome::Finished {
