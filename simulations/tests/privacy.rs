@@ -6,7 +6,7 @@
 //! the bundled breast-cancer set split IID over the sites; the model is
 //! logistic so that rounds are cheap.
 //!
-//! - [`budget_stop_is_exact_and_the_ledger_agrees_with_privacy_epsilon`]: a
+//! - `budget_stop_is_exact_and_the_ledger_agrees_with_privacy_epsilon`: a
 //!   federation with a fixed noise multiplier, more planned rounds than fit,
 //!   and `max_epsilon = 2` at δ = 1e-5 stops on its own exactly when the next
 //!   round would exceed the budget: the coordinator exits successfully, its
@@ -19,7 +19,7 @@
 //!   and the whole ledger is expressed through the one Gaussian that full
 //!   participation composes to (σ_eff = (Σ 1/σᵢ²)^-½, one round), which the
 //!   exact accountant certifies identically.
-//! - [`sigkill_at_random_moments_never_undercounts_nor_releases_twice`]: the
+//! - `sigkill_at_random_moments_never_undercounts_nor_releases_twice`: the
 //!   coordinator is SIGKILLed at least 20 times, at seeded random moments
 //!   and at targeted stages of rounds (keys, shares, masked input, unmask,
 //!   and right after a ledger row becomes durable, i.e. inside the commit),
@@ -33,7 +33,7 @@
 //!   released record and every checkpoint, one checkpoint per training
 //!   round); (c) at the end training resumes and completes: all planned
 //!   rounds, participants exit 0, the final model is the last checkpoint.
-//! - [`site_budget_and_minimum_noise_are_enforced_by_the_sites`]: across
+//! - `site_budget_and_minimum_noise_are_enforced_by_the_sites`: across
 //!   processes, a site whose `max_epsilon` is below the federation's budget
 //!   declines exactly the round that would take it past (and every later
 //!   one), says why in its log, and its `participant ledger --json` shows
@@ -42,7 +42,7 @@
 //!   without it. Sites that took part in every round (statistics included)
 //!   report exactly the coordinator's ε. A site whose `min_noise_multiplier`
 //!   is above every announced σ declines every round and records nothing.
-//! - [`noise_is_fresh_unless_seeded_and_seeding_is_announced`]: through
+//! - `noise_is_fresh_unless_seeded_and_seeding_is_announced`: through
 //!   `tessera-sim run`: a run without privacy and a run with σ > 0 give
 //!   different models; two runs with σ > 0 and no noise seed give models
 //!   that differ by the noise; two runs with the same `--noise-seed` draw
@@ -61,6 +61,7 @@ use rand::{RngExt, SeedableRng};
 use serde_json::Value;
 use tessera_coordinator::budget;
 use tessera_coordinator::store::{AggregationKind, RoundStatus, Store};
+use tessera_model::ModelFile;
 use tessera_privacy::{AccountantKind, PrivacyEvent};
 
 const DELTA: f64 = 1e-5;
@@ -739,7 +740,7 @@ fn site_budget_and_minimum_noise_are_enforced_by_the_sites() {
     let site_max = 0.5 * (eps(&schedule(SIGMA, fits)) + eps(&schedule(SIGMA, fits + 1)));
     assert!(site_max < FEDERATION_MAX);
     let strict_min = 50.0;
-    assert!(strict_min > SIGMA && strict_min > STATISTICS_SIGMA);
+    assert!(strict_min > SIGMA.max(STATISTICS_SIGMA));
 
     let dir = work_dir("site_budget");
     let mut setup = Setup::new(SITES, PLANNED, SIGMA);
@@ -910,8 +911,8 @@ fn site_budget_and_minimum_noise_are_enforced_by_the_sites() {
 }
 
 /// One `tessera-sim run` on three sites; returns stdout, the summary and
-/// the final model's parameters.
-fn sim_run(name: &str, extra: &[&str]) -> (String, Value, Vec<f32>) {
+/// the final model.
+fn sim_run(name: &str, extra: &[&str]) -> (String, Value, ModelFile) {
     let dir = work_dir(name);
     let data = privacy_common::breast_cancer();
     let mut args = vec![
@@ -933,6 +934,8 @@ fn sim_run(name: &str, extra: &[&str]) -> (String, Value, Vec<f32>) {
         "3",
         "--local-epochs",
         "1",
+        "--average-last",
+        "1",
         "--out",
         dir.to_str().unwrap(),
     ];
@@ -943,14 +946,30 @@ fn sim_run(name: &str, extra: &[&str]) -> (String, Value, Vec<f32>) {
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
     let model = tessera_model::read_model(&dir.join("coordinator").join("model.safetensors"))
         .expect("final model");
-    (stdout, summary, model.params)
+    (stdout, summary, model)
 }
 
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
+/// Largest difference between two models' parameters (infinite when their
+/// shapes differ: the noisy statistics decide the indicator columns).
+fn param_distance(a: &ModelFile, b: &ModelFile) -> f64 {
+    if a.params.len() != b.params.len() {
+        return f64::INFINITY;
+    }
+    a.params
+        .iter()
+        .zip(&b.params)
         .map(|(x, y)| (f64::from(*x) - f64::from(*y)).abs())
+        .fold(0.0, f64::max)
+}
+
+/// Largest relative difference between the pooled feature means the two
+/// models were trained with (the statistics release, always the same shape).
+fn mean_distance(a: &ModelFile, b: &ModelFile) -> f64 {
+    a.preprocessor
+        .mean
+        .iter()
+        .zip(&b.preprocessor.mean)
+        .map(|(x, y)| (x - y).abs() / x.abs().max(y.abs()).max(1.0))
         .fold(0.0, f64::max)
 }
 
@@ -964,6 +983,9 @@ fn noise_is_fresh_unless_seeded_and_seeding_is_announced() {
         plain_out.contains("NOT differentially private"),
         "{plain_out}"
     );
+    // Without noise, two runs differ only by the participants' stochastic
+    // rounding of their inputs (their own randomness, not the noise).
+    let (_, _, plain_model_2) = sim_run("noise_off_again", &[]);
 
     let noisy = ["--noise-multiplier", "1"];
     let (out_a, a, model_a) = sim_run("noise_a", &noisy);
@@ -987,7 +1009,10 @@ fn noise_is_fresh_unless_seeded_and_seeding_is_announced() {
         out_s.contains("WARNING: the noise is seeded (--noise-seed): this run is NOT private"),
         "{out_s}"
     );
-    assert!(out_s.contains("NOT private"), "{out_s}");
+    assert!(
+        out_s.contains("the noise was seeded: NOT private"),
+        "{out_s}"
+    );
     let coordinator_log =
         privacy_common::read_log(&work_dir_path("noise_seeded_a").join("logs/coordinator.log"));
     assert!(
@@ -995,19 +1020,41 @@ fn noise_is_fresh_unless_seeded_and_seeding_is_announced() {
         "{coordinator_log}"
     );
 
-    let off_vs_on = max_abs_diff(&plain_model, &model_a);
-    let fresh = max_abs_diff(&model_a, &model_b);
-    let same_seed = max_abs_diff(&model_s, &model_t);
+    let rounding = param_distance(&plain_model, &plain_model_2);
+    let off_vs_on = param_distance(&plain_model, &model_a);
+    let fresh = param_distance(&model_a, &model_b);
+    let fresh_means = mean_distance(&model_a, &model_b);
+    let same_seed = param_distance(&model_s, &model_t);
+    let same_seed_means = mean_distance(&model_s, &model_t);
     println!(
-        "largest parameter difference: noise off vs σ = 1: {off_vs_on:e}; \
-         two unseeded runs: {fresh:e}; two runs with the same noise seed: {same_seed:e}"
+        "largest differences: two runs without noise: parameters {rounding:e}; \
+         noise off vs σ = 1: parameters {off_vs_on:e}; \
+         two unseeded runs with σ = 1: parameters {fresh:e}, pooled means {fresh_means:e}; \
+         two runs with the same noise seed: parameters {same_seed:e}, pooled means {same_seed_means:e}"
+    );
+    let rounding_means = mean_distance(&plain_model, &plain_model_2);
+    assert!(
+        rounding_means * 100.0 < fresh_means,
+        "runs without noise differ as much as noisy ones: {rounding_means:e} vs {fresh_means:e}"
     );
     assert!(off_vs_on > 1e-3, "noise off and σ = 1 give the same model");
-    // Each round adds noise of std σ·C/n ≈ 0.08 to every coordinate.
-    assert!(fresh > 1e-3, "two unseeded runs drew the same noise");
+    // Each round adds noise of std σ·C/n ≈ 0.08 to every coordinate, and
+    // the statistics release its own noise to every pooled sum.
     assert!(
-        same_seed <= 1e-4 && same_seed * 100.0 < fresh,
-        "the same noise seed did not reproduce the noise: {same_seed:e} vs {fresh:e}"
+        fresh > 1e-3,
+        "two unseeded runs drew the same training noise"
+    );
+    assert!(
+        fresh_means > 1e-6,
+        "two unseeded runs drew the same statistics noise"
+    );
+    assert!(
+        same_seed.is_finite() && same_seed <= 1e-4 && same_seed * 100.0 < fresh,
+        "the same noise seed did not reproduce the training noise: {same_seed:e} vs {fresh:e}"
+    );
+    assert!(
+        same_seed_means <= 1e-9 && same_seed_means * 100.0 < fresh_means,
+        "the same noise seed did not reproduce the statistics noise: {same_seed_means:e} vs {fresh_means:e}"
     );
 }
 
