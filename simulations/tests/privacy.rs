@@ -20,35 +20,45 @@
 //!   participation composes to (σ_eff = (Σ 1/σᵢ²)^-½, one round), which the
 //!   exact accountant certifies identically.
 //! - `sigkill_at_random_moments_never_undercounts_nor_releases_twice`: the
-//!   coordinator is SIGKILLed at least 20 times, at seeded random moments
-//!   and at targeted stages of rounds (keys, shares, masked input, unmask,
-//!   and right after a ledger row becomes durable, i.e. inside the commit),
-//!   and restarted on the same port and store each time. After every kill:
-//!   (a) the ledger holds the statistics event and a training event for
-//!   every training round whose model was sent out (participants log each
-//!   round announcement, which carries the model of the previous training
-//!   round, and each round result), and its ε is at least the ε of those
-//!   releases; (b) no round is released twice (one `released` record per
-//!   aggregation and per training round, a ledger row behind every
-//!   released record and every checkpoint, one checkpoint per training
-//!   round); (c) at the end training resumes and completes: all planned
-//!   rounds, participants exit 0, the final model is the last checkpoint.
-//! - `site_budget_and_minimum_noise_are_enforced_by_the_sites`: across
-//!   processes, a site whose `max_epsilon` is below the federation's budget
-//!   declines exactly the round that would take it past (and every later
-//!   one), says why in its log, and its `participant ledger --json` shows
-//!   its rounds and ε ≤ its maximum — equal to the coordinator's cumulative
-//!   ε after the last round it contributed to; the federation goes on
-//!   without it. Sites that took part in every round (statistics included)
-//!   report exactly the coordinator's ε. A site whose `min_noise_multiplier`
-//!   is above every announced σ declines every round and records nothing.
+//!   coordinator is SIGKILLed 60 times, at seeded random moments (from its
+//!   start-up through the participants' reconnection into the rounds) and
+//!   at targeted stages of rounds (keys, shares, masked input, unmask, and
+//!   right after a ledger row becomes durable, i.e. inside the commit), and
+//!   restarted each time on the same port and store; the participants
+//!   reconnect by themselves. After every kill, once every participant has
+//!   seen the connection drop (so it has handled all the killed process
+//!   sent): (a) the ledger holds the statistics event and a training event
+//!   for every training round whose model was sent out (participants log
+//!   each round announcement, which carries the model of the previous
+//!   training round, and each round result), its ε is at least the ε of
+//!   those releases, and every round result a participant received has its
+//!   ledger row; (b) no round is released twice (at most one `released`
+//!   record per aggregation and per training round, the checkpoint's own
+//!   aggregation; a ledger row behind every released record and every
+//!   checkpoint; one checkpoint per training round, consecutive); (c) at
+//!   the end training resumes and completes: every planned round has its
+//!   checkpoint, the coordinator and the participants exit 0, the final
+//!   model is the last checkpoint.
+//! - `site_budget_and_minimum_noise_are_enforced_by_the_sites`: seven
+//!   sites; across processes, a site whose `max_epsilon` is below the
+//!   federation's budget declines exactly the round that would take it past
+//!   (and every later one), says why in its log, and its `participant ledger
+//!   --json` shows its rounds and ε ≤ its maximum — equal to the
+//!   coordinator's cumulative ε after the last round it contributed to; the
+//!   federation goes on without it. Sites that took part in every round
+//!   (statistics included: they count it too) report exactly the
+//!   coordinator's ε, row by row. A site whose `min_noise_multiplier` is
+//!   above every announced σ declines every round and records nothing.
 //! - `noise_is_fresh_unless_seeded_and_seeding_is_announced`: through
 //!   `tessera-sim run`: a run without privacy and a run with σ > 0 give
-//!   different models; two runs with σ > 0 and no noise seed give models
-//!   that differ by the noise; two runs with the same `--noise-seed` draw
-//!   the same noise (models equal up to the participants' stochastic
-//!   rounding, far below the noise), and such a run says it is NOT private
-//!   (`summary.json`: `private: false`, `noise_seeded: true`; printed warning).
+//!   different models; two runs with σ > 0 and no noise seed draw different
+//!   noise (the pooled feature means of the statistics release differ far
+//!   more than between two runs without noise, and so do the models); two
+//!   runs with the same `--noise-seed` draw the same noise (models and
+//!   pooled means equal up to the participants' stochastic rounding, far
+//!   below the noise), and such a run says it is NOT private
+//!   (`summary.json`: `private: false`, `noise_seeded: true`; the printed
+//!   warning and the coordinator's log).
 
 mod privacy_common;
 
