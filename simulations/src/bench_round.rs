@@ -34,7 +34,10 @@
 //!   last value read before the process ended. Processes are told apart by
 //!   their configuration file (`coordinator.toml`, `participant.toml`). The
 //!   figure misses only growth in the last 50 ms of a process's life (Linux
-//!   only; elsewhere it is reported as unknown).
+//!   only; elsewhere it is reported as unknown). The same readings give each
+//!   process's CPU time (`utime + stime` from `/proc/<pid>/stat`) over the
+//!   whole run, a figure less sensitive than wall time to other load on the
+//!   machine.
 
 use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
@@ -106,6 +109,8 @@ pub struct ProcessPeak {
     pub pid: u32,
     /// Highest `VmHWM` read, in bytes.
     pub peak_rss_bytes: u64,
+    /// CPU seconds (user and system) it had used at the last reading.
+    pub cpu_seconds: f64,
 }
 
 /// What one benchmark run measured.
@@ -517,7 +522,7 @@ fn scan_children(parent: u32, seen: &mut BTreeMap<u32, ProcessPeak>) {
         let entry = match seen.entry(pid) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
-                if parent_of(pid) != Some(parent) {
+                if read_stat(pid).map(|s| s.parent) != Some(parent) {
                     continue;
                 }
                 let Some(name) = role_of(pid) else {
@@ -527,21 +532,43 @@ fn scan_children(parent: u32, seen: &mut BTreeMap<u32, ProcessPeak>) {
                     name,
                     pid,
                     peak_rss_bytes: 0,
+                    cpu_seconds: 0.0,
                 })
             }
         };
         if let Some(hwm) = vm_hwm_bytes(pid) {
             entry.peak_rss_bytes = entry.peak_rss_bytes.max(hwm);
         }
+        if let Some(stat) = read_stat(pid) {
+            entry.cpu_seconds = entry.cpu_seconds.max(stat.cpu_seconds);
+        }
     }
 }
 
-/// The parent process id, from `/proc/<pid>/stat` (the field after the
-/// parenthesised command name, which may itself contain spaces or parentheses).
-fn parent_of(pid: u32) -> Option<u32> {
+/// What `/proc/<pid>/stat` tells about a process.
+struct Stat {
+    parent: u32,
+    cpu_seconds: f64,
+}
+
+/// Clock ticks per second of the times in `/proc/<pid>/stat` (Linux's `USER_HZ`,
+/// 100 on every architecture it supports).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Parent process id and CPU time (`utime + stime`) from `/proc/<pid>/stat`.
+/// Fields are counted after the parenthesised command name, which may itself
+/// contain spaces or parentheses.
+fn read_stat(pid: u32) -> Option<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    // fields[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
+    let parent = fields.get(1)?.parse().ok()?;
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(Stat {
+        parent,
+        cpu_seconds: (utime + stime) as f64 / TICKS_PER_SECOND,
+    })
 }
 
 /// `coordinator`, or the site name of a participant, from the configuration
@@ -641,10 +668,11 @@ pub fn print(report: &RoundBenchReport, json: bool) {
     );
     for p in &r.processes {
         println!(
-            "  {:<20} pid {:>7}  {:>10.1} MiB",
+            "  {:<20} pid {:>7}  {:>10.1} MiB peak RSS  {:>8.2} CPU s (whole run)",
             p.name,
             p.pid,
-            mib(p.peak_rss_bytes)
+            mib(p.peak_rss_bytes),
+            p.cpu_seconds
         );
     }
     println!(
@@ -713,7 +741,9 @@ mod tests {
     fn this_process_has_a_high_water_mark_and_a_parent() {
         let me = std::process::id();
         assert!(vm_hwm_bytes(me).unwrap() > 0);
-        assert_eq!(parent_of(me), Some(std::os::unix::process::parent_id()));
+        let stat = read_stat(me).unwrap();
+        assert_eq!(stat.parent, std::os::unix::process::parent_id());
+        assert!(stat.cpu_seconds >= 0.0);
         assert_eq!(role_of(me), None);
     }
 }
