@@ -29,6 +29,20 @@ pub enum BudgetError {
         /// The target.
         target: f64,
     },
+    /// The clipping-bit noise of adaptive clipping alone would spend the
+    /// round's whole noise: (2σ_b)^-2 ≥ σ_eff^-2.
+    #[error(
+        "the clipping-bit noise {count_sigma} is too small for the effective noise multiplier \
+         {effective_sigma}: it needs (2·σ_b)^-2 < σ^-2, i.e. σ_b > {min:.4}"
+    )]
+    ClipCountNoiseTooSmall {
+        /// σ_b.
+        count_sigma: f64,
+        /// σ_eff.
+        effective_sigma: f64,
+        /// The least σ_b that leaves room (exclusive).
+        min: f64,
+    },
 }
 
 /// The ledger event of one training round.
@@ -47,6 +61,69 @@ pub fn statistics_event(noise_multiplier: f64) -> PrivacyEvent {
         sampling_rate: 1.0,
         count: 1,
     }
+}
+
+/// The effective noise multiplier of one adaptive-clipping round: the update
+/// sum noised with std σ_Δ·C (sensitivity C) and the sum of centred clipping
+/// bits noised with std σ_b (sensitivity 1/2) together are one Gaussian
+/// mechanism with multiplier σ_eff = (σ_Δ^-2 + (2σ_b)^-2)^-1/2 (Andrew,
+/// Chien, Thakkar, McMahan, "Differentially Private Learning with Adaptive
+/// Clipping", NeurIPS 2021, Theorem 1). Both releases use the same cohort,
+/// so sampled rounds compose exactly as one sampled Gaussian at σ_eff.
+pub fn effective_noise_multiplier(update_sigma: f64, count_sigma: f64) -> f64 {
+    let inv = update_sigma.powi(-2) + (2.0 * count_sigma).powi(-2);
+    inv.powf(-0.5)
+}
+
+/// The update noise multiplier σ_Δ that, with clipping-bit noise σ_b, gives
+/// the effective multiplier `effective_sigma` (inverse of
+/// [`effective_noise_multiplier`], Andrew et al. 2021, §3): σ_Δ =
+/// (σ_eff^-2 − (2σ_b)^-2)^-1/2, rounded up so that the noise actually added
+/// is never less than what the ledger accounts. Refused when σ_b leaves no
+/// room, (2σ_b)^-2 ≥ σ_eff^-2.
+pub fn update_noise_multiplier(effective_sigma: f64, count_sigma: f64) -> Result<f64, BudgetError> {
+    let rest = effective_sigma.powi(-2) - (2.0 * count_sigma).powi(-2);
+    if !(rest > 0.0 && rest.is_finite()) {
+        return Err(BudgetError::ClipCountNoiseTooSmall {
+            count_sigma,
+            effective_sigma,
+            min: effective_sigma / 2.0,
+        });
+    }
+    let mut sigma = rest.powf(-0.5);
+    while effective_noise_multiplier(sigma, count_sigma) < effective_sigma {
+        sigma *= 1.0 + 4.0 * f64::EPSILON;
+    }
+    Ok(sigma)
+}
+
+/// Default σ_b of adaptive clipping: the expected cohort / 20 (Andrew et
+/// al. 2021, §3), so that the noisy fraction of unclipped updates has std
+/// 0.05 whatever the cohort size.
+pub fn default_clip_count_noise(expected_cohort: f64) -> f64 {
+    expected_cohort.max(1.0) / 20.0
+}
+
+/// The clipping-bit noise σ_b that gives the bit release a `share` of the
+/// round's privacy: (2σ_b)^-2 = share · σ_eff^-2, i.e. σ_b = σ_eff / (2√share);
+/// the update noise is then σ_Δ = σ_eff / √(1 − share). A choice for small
+/// cohorts, where the paper's default (expected cohort / 20) leaves no room.
+pub fn clip_count_noise_for_share(effective_sigma: f64, share: f64) -> f64 {
+    effective_sigma / (2.0 * share.sqrt())
+}
+
+/// The geometric clip-norm update of adaptive clipping (Andrew et al. 2021,
+/// Algorithm 1): C_{t+1} = C_t · exp(−η_C (b̄ − γ)), where b̄ is the noisy
+/// fraction of participants whose unclipped update norm was at most C_t and
+/// γ the target quantile. More unclipped than targeted (b̄ > γ) shrinks C;
+/// fewer grows it.
+pub fn next_clip_norm(
+    clip_norm: f64,
+    unclipped_fraction: f64,
+    target_quantile: f64,
+    rate: f64,
+) -> f64 {
+    clip_norm * (-rate * (unclipped_fraction - target_quantile)).exp()
 }
 
 /// ε of a ledger at δ with the given accountant.
@@ -161,6 +238,55 @@ mod tests {
     fn statistics_can_exhaust_the_budget() {
         let err = calibrate_training_noise(0.1, 1e-5, 1.0, 10, 0.5, AccountantKind::Best);
         assert!(matches!(err, Err(BudgetError::NoRoomForTraining { .. })));
+    }
+
+    #[test]
+    fn effective_sigma_composes_both_releases() {
+        let (update, count) = (2.0, 5.0);
+        let eff = effective_noise_multiplier(update, count);
+        assert!(eff < update, "{eff}");
+        // Closed form: (1/4 + 1/100)^-1/2.
+        assert!((eff - (0.25f64 + 0.01).powf(-0.5)).abs() < 1e-12);
+        // As σ_b grows, the bit costs nothing and σ_eff → σ_Δ.
+        let far = effective_noise_multiplier(update, 1e9);
+        assert!((far - update).abs() < 1e-9, "{far}");
+        let mut last = 0.0;
+        for b in [0.5, 1.0, 5.0, 50.0, 500.0] {
+            let e = effective_noise_multiplier(update, b);
+            assert!(e > last && e < update, "σ_b = {b}: {e}");
+            last = e;
+        }
+    }
+
+    #[test]
+    fn update_sigma_inverts_the_composition_without_undercounting() {
+        for (eff, count) in [(5.92, 9.4), (1.0, 2.0), (0.7, 100.0), (3.0, 1.6)] {
+            let update = update_noise_multiplier(eff, count).unwrap();
+            assert!(update > eff);
+            let back = effective_noise_multiplier(update, count);
+            assert!(back >= eff, "{back} < {eff}");
+            assert!((back - eff) / eff < 1e-12, "{back} vs {eff}");
+        }
+        // (2σ_b)^-2 ≥ σ_eff^-2: no room for the update noise.
+        assert!(matches!(
+            update_noise_multiplier(5.92, 0.5),
+            Err(BudgetError::ClipCountNoiseTooSmall { .. })
+        ));
+        assert!(update_noise_multiplier(2.0, 1.0).is_err());
+        assert_eq!(default_clip_count_noise(10.0), 0.5);
+    }
+
+    #[test]
+    fn clip_norm_moves_toward_the_target_quantile() {
+        // More updates unclipped than the target: C shrinks.
+        assert!(next_clip_norm(1.0, 0.9, 0.5, 0.2) < 1.0);
+        // Fewer: C grows.
+        assert!(next_clip_norm(1.0, 0.1, 0.5, 0.2) > 1.0);
+        // On target: unchanged.
+        assert_eq!(next_clip_norm(1.0, 0.5, 0.5, 0.2), 1.0);
+        // Geometric: exp(−η (b̄ − γ)).
+        let c = next_clip_norm(2.0, 1.0, 0.5, 0.2);
+        assert!((c - 2.0 * (-0.1f64).exp()).abs() < 1e-12);
     }
 
     #[test]

@@ -181,6 +181,35 @@ pub struct TrainingSection {
     /// models (1: the last model alone). Averaging released models is
     /// post-processing: free in privacy, and it smooths the noise.
     pub average_last: u32,
+    /// Adaptive clipping (Andrew, Chien, Thakkar, McMahan, "Differentially
+    /// Private Learning with Adaptive Clipping", NeurIPS 2021): `clip_norm`
+    /// is only the initial C, which then follows the `target_quantile` of
+    /// the participants' update norms, estimated privately each round.
+    pub adaptive_clipping: bool,
+    /// Adaptive clipping: the quantile γ of the update norms that C tracks
+    /// (default 0.5, the median). Only with `adaptive_clipping`.
+    pub target_quantile: Option<f64>,
+    /// Adaptive clipping: learning rate η_C of the geometric update
+    /// C ← C·exp(−η_C (b̄ − γ)) (default 0.2). Only with `adaptive_clipping`.
+    pub clip_learning_rate: Option<f64>,
+}
+
+/// Default target quantile γ of adaptive clipping (Andrew et al. 2021).
+pub const DEFAULT_TARGET_QUANTILE: f64 = 0.5;
+/// Default clip learning rate η_C of adaptive clipping (Andrew et al. 2021).
+pub const DEFAULT_CLIP_LEARNING_RATE: f64 = 0.2;
+
+impl TrainingSection {
+    /// The target quantile γ of adaptive clipping.
+    pub fn target_quantile(&self) -> f64 {
+        self.target_quantile.unwrap_or(DEFAULT_TARGET_QUANTILE)
+    }
+
+    /// The clip learning rate η_C of adaptive clipping.
+    pub fn clip_learning_rate(&self) -> f64 {
+        self.clip_learning_rate
+            .unwrap_or(DEFAULT_CLIP_LEARNING_RATE)
+    }
 }
 
 impl Default for TrainingSection {
@@ -193,6 +222,9 @@ impl Default for TrainingSection {
             server_learning_rate: 1.0,
             seed: 0,
             average_last: 1,
+            adaptive_clipping: false,
+            target_quantile: None,
+            clip_learning_rate: None,
         }
     }
 }
@@ -263,6 +295,13 @@ pub struct PrivacySection {
     pub accountant: AccountantKind,
     /// Simulations only: seed the noise, which makes the run NOT private.
     pub insecure_noise_seed: Option<u64>,
+    /// Adaptive clipping only: noise std σ_b on the sum of the centred
+    /// clipping bits (sensitivity 1/2). Default: the expected cohort / 20, as
+    /// in Andrew et al. 2021, where the expected cohort is `sampling_rate`
+    /// times the allow-list's length (or `federation.min_participants`
+    /// without an allow-list). Must leave room for the update's noise:
+    /// (2σ_b)^-2 < σ^-2, where σ is the (effective) noise multiplier.
+    pub clip_count_noise_multiplier: Option<f64>,
 }
 
 impl Default for PrivacySection {
@@ -277,6 +316,7 @@ impl Default for PrivacySection {
             statistics_noise_multiplier: 5.0,
             accountant: AccountantKind::Best,
             insecure_noise_seed: None,
+            clip_count_noise_multiplier: None,
         }
     }
 }
@@ -333,8 +373,17 @@ pub struct Settings {
     pub task: TaskSpec,
     /// SQLite store path.
     pub store: PathBuf,
-    /// Noise multiplier of training rounds (0 when DP is off).
+    /// Noise multiplier of training rounds (0 when DP is off): the one the
+    /// ledger, the budget and the participants account. With adaptive
+    /// clipping it is the effective multiplier σ_eff of the joint release of
+    /// the update sum and the clipping-bit sum (Andrew et al. 2021, Thm. 1).
     pub noise_multiplier: f64,
+    /// Noise multiplier σ_Δ on the update coordinates (noise std σ_Δ·C).
+    /// Equals `noise_multiplier` without adaptive clipping; 0 when DP is off.
+    pub update_noise_multiplier: f64,
+    /// Noise std σ_b on the sum of the centred clipping bits (adaptive
+    /// clipping with DP only; 0 otherwise).
+    pub clip_count_noise_multiplier: f64,
     /// ε budget (None: no limit).
     pub max_epsilon: Option<f64>,
     /// Bounds of the statistics contributions (DP only).
@@ -442,6 +491,31 @@ impl CoordinatorConfig {
                 "must be a positive number",
             ));
         }
+        if let Some(g) = t.target_quantile {
+            if !t.adaptive_clipping {
+                return Err(invalid(
+                    "training.target_quantile",
+                    "only used with adaptive clipping; set adaptive_clipping = true",
+                ));
+            }
+            if !(g > 0.0 && g < 1.0) {
+                return Err(invalid("training.target_quantile", "must be in (0, 1)"));
+            }
+        }
+        if let Some(eta) = t.clip_learning_rate {
+            if !t.adaptive_clipping {
+                return Err(invalid(
+                    "training.clip_learning_rate",
+                    "only used with adaptive clipping; set adaptive_clipping = true",
+                ));
+            }
+            if !(eta.is_finite() && eta > 0.0) {
+                return Err(invalid(
+                    "training.clip_learning_rate",
+                    "must be a positive number",
+                ));
+            }
+        }
         let s = &self.secagg;
         if !(0.0..1.0).contains(&s.dropout_tolerance) {
             return Err(invalid("secagg.dropout_tolerance", "must be in [0, 1)"));
@@ -463,72 +537,115 @@ impl CoordinatorConfig {
             return Err(invalid("statistics.max_rows", "must be at least 1"));
         }
         let p = &self.privacy;
-        let (noise_multiplier, max_epsilon) = if p.enabled {
-            if !(p.delta > 0.0 && p.delta < 1.0) {
-                return Err(invalid("privacy.delta", "must be in (0, 1)"));
-            }
-            if !(p.sampling_rate > 0.0 && p.sampling_rate <= 1.0) {
-                return Err(invalid("privacy.sampling_rate", "must be in (0, 1]"));
-            }
-            if !(p.statistics_noise_multiplier.is_finite() && p.statistics_noise_multiplier > 0.0) {
-                return Err(invalid(
-                    "privacy.statistics_noise_multiplier",
-                    "must be a positive number",
-                ));
-            }
-            let sigma = match (p.noise_multiplier, p.target_epsilon) {
-                (Some(_), Some(_)) => {
+        let (noise_multiplier, max_epsilon, update_noise_multiplier, clip_count_noise_multiplier) =
+            if p.enabled {
+                if !(p.delta > 0.0 && p.delta < 1.0) {
+                    return Err(invalid("privacy.delta", "must be in (0, 1)"));
+                }
+                if !(p.sampling_rate > 0.0 && p.sampling_rate <= 1.0) {
+                    return Err(invalid("privacy.sampling_rate", "must be in (0, 1]"));
+                }
+                if !(p.statistics_noise_multiplier.is_finite()
+                    && p.statistics_noise_multiplier > 0.0)
+                {
                     return Err(invalid(
-                        "privacy.noise_multiplier",
-                        "set either noise_multiplier or target_epsilon, not both",
+                        "privacy.statistics_noise_multiplier",
+                        "must be a positive number",
                     ));
                 }
-                (None, None) => {
+                let sigma = match (p.noise_multiplier, p.target_epsilon) {
+                    (Some(_), Some(_)) => {
+                        return Err(invalid(
+                            "privacy.noise_multiplier",
+                            "set either noise_multiplier or target_epsilon, not both",
+                        ));
+                    }
+                    (None, None) => {
+                        return Err(invalid(
+                            "privacy.noise_multiplier",
+                            "privacy is enabled: set noise_multiplier or target_epsilon",
+                        ));
+                    }
+                    (Some(sigma), None) => {
+                        if !(sigma.is_finite() && sigma > 0.0) {
+                            return Err(invalid("privacy.noise_multiplier", "must be positive"));
+                        }
+                        sigma
+                    }
+                    (None, Some(eps)) => {
+                        if !(eps.is_finite() && eps > 0.0) {
+                            return Err(invalid("privacy.target_epsilon", "must be positive"));
+                        }
+                        crate::budget::calibrate_training_noise(
+                            eps,
+                            p.delta,
+                            p.sampling_rate,
+                            f.rounds,
+                            p.statistics_noise_multiplier,
+                            p.accountant,
+                        )
+                        .map_err(|e| invalid("privacy.target_epsilon", e.to_string()))?
+                    }
+                };
+                let max_eps = p.max_epsilon.or(p.target_epsilon);
+                if let Some(m) = max_eps
+                    && !(m.is_finite() && m > 0.0)
+                {
+                    return Err(invalid("privacy.max_epsilon", "must be positive"));
+                }
+                let (update_sigma, count_sigma) = if self.training.adaptive_clipping {
+                    let count_sigma = match p.clip_count_noise_multiplier {
+                        Some(b) => {
+                            if !(b.is_finite() && b > 0.0) {
+                                return Err(invalid(
+                                    "privacy.clip_count_noise_multiplier",
+                                    "must be a positive number",
+                                ));
+                            }
+                            b
+                        }
+                        None => {
+                            let sites = f
+                                .allow
+                                .as_ref()
+                                .map(|a| a.len())
+                                .unwrap_or(f.min_participants);
+                            crate::budget::default_clip_count_noise(p.sampling_rate * sites as f64)
+                        }
+                    };
+                    let update_sigma = crate::budget::update_noise_multiplier(sigma, count_sigma)
+                        .map_err(|e| {
+                        invalid("privacy.clip_count_noise_multiplier", e.to_string())
+                    })?;
+                    (update_sigma, count_sigma)
+                } else {
+                    if p.clip_count_noise_multiplier.is_some() {
+                        return Err(invalid(
+                            "privacy.clip_count_noise_multiplier",
+                            "only used with adaptive clipping; set training.adaptive_clipping = true",
+                        ));
+                    }
+                    (sigma, 0.0)
+                };
+                (sigma, max_eps, update_sigma, count_sigma)
+            } else {
+                if p.noise_multiplier.is_some() || p.target_epsilon.is_some() {
                     return Err(invalid(
-                        "privacy.noise_multiplier",
-                        "privacy is enabled: set noise_multiplier or target_epsilon",
+                        "privacy.enabled",
+                        "noise settings are given but privacy is not enabled; set enabled = true",
                     ));
                 }
-                (Some(sigma), None) => {
-                    if !(sigma.is_finite() && sigma > 0.0) {
-                        return Err(invalid("privacy.noise_multiplier", "must be positive"));
-                    }
-                    sigma
+                if p.sampling_rate != 1.0 && !(p.sampling_rate > 0.0 && p.sampling_rate <= 1.0) {
+                    return Err(invalid("privacy.sampling_rate", "must be in (0, 1]"));
                 }
-                (None, Some(eps)) => {
-                    if !(eps.is_finite() && eps > 0.0) {
-                        return Err(invalid("privacy.target_epsilon", "must be positive"));
-                    }
-                    crate::budget::calibrate_training_noise(
-                        eps,
-                        p.delta,
-                        p.sampling_rate,
-                        f.rounds,
-                        p.statistics_noise_multiplier,
-                        p.accountant,
-                    )
-                    .map_err(|e| invalid("privacy.target_epsilon", e.to_string()))?
+                if p.clip_count_noise_multiplier.is_some() {
+                    return Err(invalid(
+                        "privacy.enabled",
+                        "noise settings are given but privacy is not enabled; set enabled = true",
+                    ));
                 }
+                (0.0, None, 0.0, 0.0)
             };
-            let max_eps = p.max_epsilon.or(p.target_epsilon);
-            if let Some(m) = max_eps
-                && !(m.is_finite() && m > 0.0)
-            {
-                return Err(invalid("privacy.max_epsilon", "must be positive"));
-            }
-            (sigma, max_eps)
-        } else {
-            if p.noise_multiplier.is_some() || p.target_epsilon.is_some() {
-                return Err(invalid(
-                    "privacy.enabled",
-                    "noise settings are given but privacy is not enabled; set enabled = true",
-                ));
-            }
-            if p.sampling_rate != 1.0 && !(p.sampling_rate > 0.0 && p.sampling_rate <= 1.0) {
-                return Err(invalid("privacy.sampling_rate", "must be in (0, 1]"));
-            }
-            (0.0, None)
-        };
         let statistics_bounds = if self.privacy.enabled {
             Some(
                 crate::round::statistics_bounds(
@@ -563,6 +680,8 @@ impl CoordinatorConfig {
             task,
             store,
             noise_multiplier,
+            update_noise_multiplier,
+            clip_count_noise_multiplier,
             max_epsilon,
             statistics_bounds,
         })
@@ -610,7 +729,10 @@ mod tests {
             "privacy.delta"
         );
         assert_eq!(
-            invalid_key(&e.replace("target_epsilon = 8.0", "target_epsilon = 8.0\nnoise_multiplier = 1.0")),
+            invalid_key(&e.replace(
+                "target_epsilon = 8.0",
+                "target_epsilon = 8.0\nnoise_multiplier = 1.0"
+            )),
             "privacy.noise_multiplier"
         );
         assert_eq!(
@@ -621,11 +743,94 @@ mod tests {
             invalid_key(&e.replace("min_participants = 3", "min_participants = 2")),
             "federation.min_participants"
         );
-        assert_eq!(invalid_key(&e.replace("thal = [3, 7]", "")), "statistics.ranges");
+        assert_eq!(
+            invalid_key(&e.replace("thal = [3, 7]", "")),
+            "statistics.ranges"
+        );
         assert_eq!(
             invalid_key(&e.replace("positive = \"> 0\"", "positive = \"\"")),
             "task.positive"
         );
+    }
+
+    #[test]
+    fn adaptive_clipping_settings_are_validated() {
+        let e = example();
+        let adaptive = |training: &str, privacy: &str| {
+            e.replace("clip_norm = 0.25", &format!("clip_norm = 0.25\n{training}"))
+                .replace(
+                    "statistics_noise_multiplier = 20.0",
+                    &format!("statistics_noise_multiplier = 20.0\n{privacy}"),
+                )
+        };
+        // σ_eff is calibrated as without adaptive clipping; σ_Δ follows.
+        let fixed = load_str(&e).unwrap();
+        let s = load_str(&adaptive(
+            "adaptive_clipping = true",
+            "clip_count_noise_multiplier = 10.0",
+        ))
+        .unwrap();
+        assert_eq!(s.noise_multiplier, fixed.noise_multiplier);
+        assert!(s.update_noise_multiplier > s.noise_multiplier);
+        assert_eq!(s.clip_count_noise_multiplier, 10.0);
+        let back = crate::budget::effective_noise_multiplier(
+            s.update_noise_multiplier,
+            s.clip_count_noise_multiplier,
+        );
+        assert!(back >= s.noise_multiplier && back < s.noise_multiplier * (1.0 + 1e-9));
+        assert_eq!(s.config.training.target_quantile(), 0.5);
+        assert_eq!(s.config.training.clip_learning_rate(), 0.2);
+        // Without adaptive clipping, σ_Δ = σ and no bit noise.
+        assert_eq!(fixed.update_noise_multiplier, fixed.noise_multiplier);
+        assert_eq!(fixed.clip_count_noise_multiplier, 0.0);
+        // The paper's default σ_b (4 sites / 20 = 0.2) leaves no room at this ε.
+        assert_eq!(
+            invalid_key(&adaptive("adaptive_clipping = true", "")),
+            "privacy.clip_count_noise_multiplier"
+        );
+        assert_eq!(
+            invalid_key(&adaptive(
+                "adaptive_clipping = true",
+                "clip_count_noise_multiplier = -1.0"
+            )),
+            "privacy.clip_count_noise_multiplier"
+        );
+        assert_eq!(
+            invalid_key(&adaptive("", "clip_count_noise_multiplier = 10.0")),
+            "privacy.clip_count_noise_multiplier"
+        );
+        for (line, key) in [
+            ("target_quantile = 1.0", "training.target_quantile"),
+            ("target_quantile = 0.0", "training.target_quantile"),
+            ("clip_learning_rate = 0.0", "training.clip_learning_rate"),
+            ("clip_learning_rate = nan", "training.clip_learning_rate"),
+        ] {
+            let text = adaptive(
+                &format!("adaptive_clipping = true\n{line}"),
+                "clip_count_noise_multiplier = 10.0",
+            );
+            assert_eq!(invalid_key(&text), key, "{line}");
+        }
+        // Adaptive-only keys without adaptive clipping.
+        assert_eq!(
+            invalid_key(&adaptive("target_quantile = 0.3", "")),
+            "training.target_quantile"
+        );
+        assert_eq!(
+            invalid_key(&adaptive("clip_learning_rate = 0.3", "")),
+            "training.clip_learning_rate"
+        );
+        // Without DP adaptive clipping is allowed, with no bit noise.
+        let plain = e
+            .replace(
+                "clip_norm = 0.25",
+                "clip_norm = 0.25\nadaptive_clipping = true",
+            )
+            .replace("enabled = true\ntarget_epsilon = 8.0", "enabled = false");
+        assert!(plain.contains("enabled = false"));
+        let s = load_str(&plain).unwrap();
+        assert!(s.config.training.adaptive_clipping);
+        assert_eq!(s.clip_count_noise_multiplier, 0.0);
     }
 
     #[test]

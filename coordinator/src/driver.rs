@@ -110,6 +110,9 @@ impl Driver {
             info!(
                 noise_multiplier = settings.noise_multiplier,
                 clip_norm = settings.config.training.clip_norm,
+                adaptive_clipping = settings.config.training.adaptive_clipping,
+                update_noise_multiplier = settings.update_noise_multiplier,
+                clip_count_noise_multiplier = settings.clip_count_noise_multiplier,
                 delta = privacy.delta,
                 max_epsilon = ?settings.max_epsilon,
                 spent = eps,
@@ -234,7 +237,8 @@ impl Driver {
                 }
                 Output::Commit(commit) => {
                     let round = commit.summary.round;
-                    self.commit(*commit)?;
+                    let next_clip_norm = self.machine.pending_clip_norm();
+                    self.commit(*commit, next_clip_norm)?;
                     self.machine
                         .handle(Instant::now(), Input::Committed { round });
                 }
@@ -300,8 +304,10 @@ impl Driver {
         Ok(())
     }
 
-    /// Ledger row, then checkpoint, then round record: each durable before the next.
-    fn commit(&mut self, c: Commit) -> anyhow::Result<()> {
+    /// Ledger row, then checkpoint, then round record: each durable before the
+    /// next. With adaptive clipping the next round's clip norm is stored
+    /// before the checkpoint, so a restart goes on with the adapted C.
+    fn commit(&mut self, c: Commit, next_clip_norm: Option<f64>) -> anyhow::Result<()> {
         let s = &c.summary;
         let now = now_ms();
         if let Some(entry) = &c.privacy {
@@ -325,6 +331,9 @@ impl Driver {
                 "mean": pre.mean, "std": pre.std, "indicator": pre.indicator,
             });
             self.store.set_meta("preprocessing", &json.to_string())?;
+        }
+        if let Some(clip) = next_clip_norm {
+            self.store.set_meta(META_CLIP_NORM, &format!("{clip:?}"))?;
         }
         if let Some(model) = &c.checkpoint {
             let dir = self
@@ -486,14 +495,25 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+/// Store meta key of the adapted clip norm for the next training round.
+pub const META_CLIP_NORM: &str = "clip_norm";
+
 /// Reads where the federation stood from the store.
 pub fn resume_from(store: &Store) -> anyhow::Result<Resume> {
     let ledger = store.privacy_events()?;
     let last_ledger = store.last_ledger_round()?.unwrap_or(0);
     let last_round = store.rounds()?.iter().map(|r| r.round).max().unwrap_or(0);
+    let clip_norm = match store.meta(META_CLIP_NORM)? {
+        Some(text) => Some(
+            text.parse::<f64>()
+                .with_context(|| format!("stored clip norm `{text}`"))?,
+        ),
+        None => None,
+    };
     let mut resume = Resume {
         next_round: last_ledger.max(last_round) + 1,
         ledger,
+        clip_norm,
         ..Resume::default()
     };
     if let Some(cp) = store.latest_checkpoint()? {

@@ -22,8 +22,8 @@ use tessera_model::{Dataset, LocalStats, Preprocessor, StatsBounds, TaskSpec, Tr
 use tessera_proto::chunk::{self, Assembler};
 use tessera_proto::convert;
 use tessera_proto::v1::{
-    self, ChunkPurpose, CoordinatorMessage, ParticipantMessage,
-    coordinator_message::Body as In, participant_message::Body as Out,
+    self, ChunkPurpose, CoordinatorMessage, ParticipantMessage, coordinator_message::Body as In,
+    participant_message::Body as Out,
 };
 use tessera_secagg::{self as sa, FixedPoint};
 use tracing::{debug, info, warn};
@@ -141,7 +141,10 @@ impl Site {
     /// secure-aggregation secrets are gone with it).
     pub fn connection_lost(&mut self) {
         if let Some(r) = self.round.take() {
-            info!(round = r.announce.round, "connection lost during a round; the round goes on without this site");
+            info!(
+                round = r.announce.round,
+                "connection lost during a round; the round goes on without this site"
+            );
         }
     }
 
@@ -161,9 +164,18 @@ impl Site {
             In::Result(r) => {
                 if r.completed {
                     if r.epsilon > 0.0 {
-                        info!(round = r.round, contributors = r.contributors, epsilon = r.epsilon, "round released");
+                        info!(
+                            round = r.round,
+                            contributors = r.contributors,
+                            epsilon = r.epsilon,
+                            "round released"
+                        );
                     } else {
-                        info!(round = r.round, contributors = r.contributors, "round released");
+                        info!(
+                            round = r.round,
+                            contributors = r.contributors,
+                            "round released"
+                        );
                     }
                 } else {
                     info!(round = r.round, reason = %r.reason, "round failed");
@@ -174,7 +186,10 @@ impl Site {
                 vec![]
             }
             In::Done(d) => {
-                let eps = self.ledger.epsilon(self.config.privacy.delta).unwrap_or(f64::NAN);
+                let eps = self
+                    .ledger
+                    .epsilon(self.config.privacy.delta)
+                    .unwrap_or(f64::NAN);
                 vec![Action::Exit {
                     code: 0,
                     reason: format!(
@@ -203,7 +218,12 @@ impl Site {
         if self.data.is_none() || self.task.as_ref() != Some(&task) {
             match tessera_model::load_csv(&self.config.participant.data, &task) {
                 Ok(ds) => {
-                    info!(rows = ds.n_rows(), features = ds.n_features(), skipped = ds.skipped_rows, "local data loaded");
+                    info!(
+                        rows = ds.n_rows(),
+                        features = ds.n_features(),
+                        skipped = ds.skipped_rows,
+                        "local data loaded"
+                    );
                     self.data = Some(ds);
                 }
                 Err(e) => return self.reject(format!("local data does not fit the task: {e}")),
@@ -241,12 +261,17 @@ impl Site {
         let terms = a.privacy.unwrap_or_default();
         if !terms.enabled {
             if p.require_privacy || p.max_epsilon.is_some() {
-                return Err("the round is not differentially private and this site requires privacy".into());
+                return Err(
+                    "the round is not differentially private and this site requires privacy".into(),
+                );
             }
             return Ok(());
         }
         if !(terms.noise_multiplier.is_finite() && terms.noise_multiplier > 0.0) {
-            return Err(format!("announced noise multiplier {} is not positive", terms.noise_multiplier));
+            return Err(format!(
+                "announced noise multiplier {} is not positive",
+                terms.noise_multiplier
+            ));
         }
         if let Some(min) = p.min_noise_multiplier
             && terms.noise_multiplier < min
@@ -278,7 +303,8 @@ impl Site {
         Contribution {
             federation: self.federation.clone(),
             round: a.round,
-            training_round: (a.kind == v1::AggregationKind::Training as i32).then_some(a.training_round),
+            training_round: (a.kind == v1::AggregationKind::Training as i32)
+                .then_some(a.training_round),
             kind: if a.kind == v1::AggregationKind::Training as i32 {
                 "training".into()
             } else {
@@ -322,13 +348,22 @@ impl Site {
                     actions.push(send(Out::Keys(convert::keys_to_wire(&keys))));
                     SecureState::AwaitingPeerKeys(state)
                 }
-                Err(e) => return self.decline(round, format!("secure aggregation setup refused: {e}")),
+                Err(e) => {
+                    return self.decline(round, format!("secure aggregation setup refused: {e}"));
+                }
             },
         };
-        info!(round, kind = if is_training { "training" } else { "statistics" }, training_round = a.training_round, "round accepted");
-        let model = is_training.then(|| {
-            Assembler::new(round, ChunkPurpose::Model, u64::MAX)
-        });
+        info!(
+            round,
+            kind = if is_training {
+                "training"
+            } else {
+                "statistics"
+            },
+            training_round = a.training_round,
+            "round accepted"
+        );
+        let model = is_training.then(|| Assembler::new(round, ChunkPurpose::Model, u64::MAX));
         self.round = Some(RoundState {
             announce: a,
             encoding,
@@ -449,9 +484,14 @@ impl Site {
             return vec![];
         };
         if c.offset == 0 && c.round == r.announce.round {
-            // The first chunk names the length; it must match the announcement.
-            if c.total != r.announce.dimension {
-                warn!(got = c.total, expected = r.announce.dimension, "model of the wrong size; leaving the round");
+            // The first chunk names the length; it must match the announcement
+            // (one element less with adaptive clipping: the clipping bit).
+            let expected = r.announce.dimension - u64::from(adaptive_clipping(&r.announce));
+            if c.total != expected {
+                warn!(
+                    got = c.total,
+                    expected, "model of the wrong size; leaving the round"
+                );
                 self.round = None;
                 return vec![];
             }
@@ -528,10 +568,35 @@ impl Site {
         let slack = r.encoding.max_rounding_norm(update.len());
         let clip = c - slack;
         if clip <= 0.0 {
-            return Err(format!("clip norm {c} is too small for the encoding's resolution"));
+            return Err(format!(
+                "clip norm {c} is too small for the encoding's resolution"
+            ));
         }
         let outcome = tessera_privacy::clip_l2(&mut update, clip).map_err(|e| e.to_string())?;
         debug!(clipped = outcome.scaled, "update clipped");
+        if adaptive_clipping(&r.announce) {
+            // Adaptive clipping (Andrew et al. 2021, Algorithm 1): one more
+            // element, the centred bit 1[‖Δ‖ ≤ C] − 1/2 of the unclipped norm,
+            // summed (and noised) with the update; ±1/2 is encoded exactly.
+            let unclipped = outcome.norm_before <= c;
+            debug!(
+                norm = outcome.norm_before,
+                clip_norm = c,
+                unclipped,
+                "clipping bit"
+            );
+            update.push(if unclipped { 0.5 } else { -0.5 });
+            if r.encoding.scale_bits == 0 {
+                return Err("the announced encoding cannot carry the clipping bit exactly".into());
+            }
+        }
+        if update.len() as u64 != r.announce.dimension {
+            return Err(format!(
+                "update has {} elements, the round expects {}",
+                update.len(),
+                r.announce.dimension
+            ));
+        }
         r.encoding
             .encode(&update, &mut self.rng)
             .map_err(|e| format!("update does not fit the announced encoding: {e}"))
@@ -541,7 +606,9 @@ impl Site {
         let Some(r) = self.round.as_mut() else {
             return vec![];
         };
-        let SecureState::AwaitingPeerKeys(state) = std::mem::replace(&mut r.secure, SecureState::Done) else {
+        let SecureState::AwaitingPeerKeys(state) =
+            std::mem::replace(&mut r.secure, SecureState::Done)
+        else {
             warn!(round = k.round, "peer keys out of order ignored");
             return vec![];
         };
@@ -562,7 +629,9 @@ impl Site {
         let Some(r) = self.round.as_mut() else {
             return vec![];
         };
-        let SecureState::AwaitingShares(state) = std::mem::replace(&mut r.secure, SecureState::Done) else {
+        let SecureState::AwaitingShares(state) =
+            std::mem::replace(&mut r.secure, SecureState::Done)
+        else {
             warn!(round = s.round, "shares out of order ignored");
             return vec![];
         };
@@ -579,7 +648,9 @@ impl Site {
         let Some(r) = self.round.as_mut() else {
             return vec![];
         };
-        let SecureState::AwaitingUnmask(state) = std::mem::replace(&mut r.secure, SecureState::Done) else {
+        let SecureState::AwaitingUnmask(state) =
+            std::mem::replace(&mut r.secure, SecureState::Done)
+        else {
             warn!(round = req.round, "unmask request out of order ignored");
             return vec![];
         };
@@ -639,10 +710,7 @@ impl Site {
             let narrow: Vec<u32> = values.iter().map(|&v| v as u32).collect();
             chunk::split(round, purpose, &narrow)
         };
-        chunks
-            .into_iter()
-            .map(|c| send(Out::Chunk(c)))
-            .collect()
+        chunks.into_iter().map(|c| send(Out::Chunk(c))).collect()
     }
 }
 
@@ -656,4 +724,12 @@ pub fn task_from_wire(t: &v1::TaskSpec) -> Result<TaskSpec, String> {
     };
     task.validate().map_err(|e| e.to_string())?;
     Ok(task)
+}
+
+/// Whether a training round uses adaptive clipping (Andrew et al. 2021): its
+/// vector then carries the clipping bit after the update.
+fn adaptive_clipping(a: &v1::RoundAnnounce) -> bool {
+    a.kind == v1::AggregationKind::Training as i32
+        && a.privacy.is_some_and(|p| p.adaptive_clipping)
+        && a.dimension > 0
 }

@@ -14,7 +14,9 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tessera_model::{Dataset, LabelRule, ModelKind, TaskSpec};
 
-use crate::launch::{self, Binaries, FederationPlan, PrivacyPlan, SitePlan, TrainingPlan};
+use crate::launch::{
+    self, AdaptiveClippingPlan, Binaries, FederationPlan, PrivacyPlan, SitePlan, TrainingPlan,
+};
 use crate::partition::{self, Partitioned};
 
 /// How the data is split over participants.
@@ -61,7 +63,26 @@ pub struct PrivacyArgs {
     /// so the coordinator cannot substitute keys.
     #[arg(long, conflicts_with = "no_secagg")]
     pub signed_keys: bool,
+    /// Adaptive clipping (Andrew et al. 2021): `--clip-norm` is the initial
+    /// C, which then tracks a quantile of the update norms, estimated with
+    /// its own noise (accounted). Needs DP on.
+    #[arg(long)]
+    pub adaptive_clipping: bool,
+    /// Adaptive clipping: target quantile γ of the update norms (default 0.5).
+    #[arg(long, requires = "adaptive_clipping")]
+    pub target_quantile: Option<f64>,
+    /// Adaptive clipping: clip learning rate η_C (default 0.2).
+    #[arg(long, requires = "adaptive_clipping")]
+    pub clip_learning_rate: Option<f64>,
+    /// Adaptive clipping: noise std σ_b on the summed clipping bits (default:
+    /// the bit release takes a tenth of each round's privacy).
+    #[arg(long, requires = "adaptive_clipping")]
+    pub clip_count_noise_multiplier: Option<f64>,
 }
+
+/// Share of each round's privacy `tessera-sim` gives the clipping bits of
+/// adaptive clipping when σ_b is not set.
+pub const CLIP_COUNT_PRIVACY_SHARE: f64 = 0.1;
 
 impl Default for PrivacyArgs {
     /// The command line's defaults: DP off, δ = 1e-5, everyone every round.
@@ -77,6 +98,10 @@ impl Default for PrivacyArgs {
             noise_seed: None,
             no_secagg: false,
             signed_keys: false,
+            adaptive_clipping: false,
+            target_quantile: None,
+            clip_learning_rate: None,
+            clip_count_noise_multiplier: None,
         }
     }
 }
@@ -326,6 +351,46 @@ impl RunArgs {
         };
         let dp = self.privacy.enabled();
         let n = data.sites.len();
+        let adaptive = if self.privacy.adaptive_clipping {
+            if !dp {
+                anyhow::bail!(
+                    "--adaptive-clipping needs differential privacy (--target-epsilon or --noise-multiplier)"
+                );
+            }
+            let p = &self.privacy;
+            let count_sigma = match p.clip_count_noise_multiplier {
+                Some(b) => b,
+                None => {
+                    let effective = match (p.noise_multiplier, p.target_epsilon) {
+                        (Some(s), _) => s,
+                        (None, Some(eps)) => tessera_coordinator::budget::calibrate_training_noise(
+                            eps,
+                            p.delta,
+                            p.sampling_rate,
+                            self.rounds,
+                            p.statistics_noise_multiplier,
+                            tessera_privacy::AccountantKind::Best,
+                        )?,
+                        (None, None) => unreachable!("dp is on"),
+                    };
+                    tessera_coordinator::budget::clip_count_noise_for_share(
+                        effective,
+                        CLIP_COUNT_PRIVACY_SHARE,
+                    )
+                }
+            };
+            Some(AdaptiveClippingPlan {
+                target_quantile: p
+                    .target_quantile
+                    .unwrap_or(tessera_coordinator::config::DEFAULT_TARGET_QUANTILE),
+                clip_learning_rate: p
+                    .clip_learning_rate
+                    .unwrap_or(tessera_coordinator::config::DEFAULT_CLIP_LEARNING_RATE),
+                clip_count_noise_multiplier: Some(count_sigma),
+            })
+        } else {
+            None
+        };
         let privacy = dp.then(|| PrivacyPlan {
             noise_multiplier: self.privacy.noise_multiplier,
             target_epsilon: self.privacy.target_epsilon,
@@ -336,6 +401,7 @@ impl RunArgs {
             ranges: simulation_ranges(&data, &features),
             max_rows: data.sites.iter().map(|s| s.rows.len()).max().unwrap_or(1) as f64,
             noise_seed: self.privacy.noise_seed,
+            adaptive_clipping: adaptive,
         });
         let training = TrainingPlan {
             local_epochs: self.local_epochs.unwrap_or(if dp { 3 } else { 2 }),
@@ -571,6 +637,17 @@ fn describe_privacy(spec: &RunSpec) {
                     p.delta, spec.plan.rounds, spec.plan.training.clip_norm
                 ),
                 _ => {}
+            }
+            if let Some(a) = &p.adaptive_clipping {
+                println!(
+                    "Adaptive clipping: the clip norm starts at {} and tracks the {} quantile of the update norms (clip learning rate {}, bit noise σ_b = {})",
+                    spec.plan.training.clip_norm,
+                    a.target_quantile,
+                    a.clip_learning_rate,
+                    a.clip_count_noise_multiplier
+                        .map(|b| format!("{b:.4}"))
+                        .unwrap_or_else(|| "the coordinator's default".into()),
+                );
             }
         }
     }

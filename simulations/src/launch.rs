@@ -72,6 +72,21 @@ pub struct PrivacyPlan {
     pub max_rows: f64,
     /// Seed of the noise (simulations only; makes the run not private).
     pub noise_seed: Option<u64>,
+    /// Adaptive clipping (Andrew et al. 2021), if on.
+    pub adaptive_clipping: Option<AdaptiveClippingPlan>,
+}
+
+/// Adaptive clipping (Andrew, Chien, Thakkar, McMahan, "Differentially
+/// Private Learning with Adaptive Clipping", NeurIPS 2021): the clip norm
+/// follows a quantile of the update norms, estimated privately.
+#[derive(Debug, Clone)]
+pub struct AdaptiveClippingPlan {
+    /// Target quantile γ of the update norms.
+    pub target_quantile: f64,
+    /// Clip learning rate η_C.
+    pub clip_learning_rate: f64,
+    /// Noise std σ_b on the summed clipping bits (None: the coordinator's default).
+    pub clip_count_noise_multiplier: Option<f64>,
 }
 
 /// Local and server training settings.
@@ -190,7 +205,11 @@ fn toml_str(s: &str) -> String {
 fn toml_list(items: &[String]) -> String {
     format!(
         "[{}]",
-        items.iter().map(|s| toml_str(s)).collect::<Vec<_>>().join(", ")
+        items
+            .iter()
+            .map(|s| toml_str(s))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -222,13 +241,21 @@ pub fn prepare(plan: &FederationPlan) -> anyhow::Result<Layout> {
     writeln!(c, "allow = {}", toml_list(&names))?;
     writeln!(c, "\n[tls]")?;
     writeln!(c, "ca = {}", path_str(&layout.pki.join("ca.crt")))?;
-    writeln!(c, "cert = {}", path_str(&layout.pki.join("coordinator.crt")))?;
+    writeln!(
+        c,
+        "cert = {}",
+        path_str(&layout.pki.join("coordinator.crt"))
+    )?;
     writeln!(c, "key = {}", path_str(&layout.pki.join("coordinator.key")))?;
     writeln!(c, "\n[task]")?;
     writeln!(c, "model = {}", toml_str(&plan.task.model.to_string()))?;
     writeln!(c, "features = {}", toml_list(&plan.task.features))?;
     writeln!(c, "label = {}", toml_str(&plan.task.label))?;
-    writeln!(c, "positive = {}", toml_str(&plan.task.positive.to_string()))?;
+    writeln!(
+        c,
+        "positive = {}",
+        toml_str(&plan.task.positive.to_string())
+    )?;
     writeln!(c, "\n[training]")?;
     writeln!(c, "local_epochs = {}", t.local_epochs)?;
     writeln!(c, "learning_rate = {:?}", t.learning_rate)?;
@@ -237,6 +264,15 @@ pub fn prepare(plan: &FederationPlan) -> anyhow::Result<Layout> {
     writeln!(c, "server_learning_rate = {:?}", t.server_learning_rate)?;
     writeln!(c, "seed = {}", t.seed)?;
     writeln!(c, "average_last = {}", t.average_last)?;
+    if let Some(a) = plan
+        .privacy
+        .as_ref()
+        .and_then(|p| p.adaptive_clipping.as_ref())
+    {
+        writeln!(c, "adaptive_clipping = true")?;
+        writeln!(c, "target_quantile = {:?}", a.target_quantile)?;
+        writeln!(c, "clip_learning_rate = {:?}", a.clip_learning_rate)?;
+    }
     writeln!(c, "\n[secagg]")?;
     writeln!(c, "enabled = {}", plan.secagg)?;
     writeln!(c, "signed_keys = {}", plan.signed_keys)?;
@@ -265,6 +301,13 @@ pub fn prepare(plan: &FederationPlan) -> anyhow::Result<Layout> {
         if let Some(seed) = p.noise_seed {
             writeln!(c, "insecure_noise_seed = {seed}")?;
         }
+        if let Some(b) = p
+            .adaptive_clipping
+            .as_ref()
+            .and_then(|a| a.clip_count_noise_multiplier)
+        {
+            writeln!(c, "clip_count_noise_multiplier = {b:?}")?;
+        }
         writeln!(c, "\n[statistics]")?;
         writeln!(c, "max_rows = {:?}", p.max_rows)?;
         writeln!(c, "\n[statistics.ranges]")?;
@@ -287,7 +330,11 @@ pub fn write_participant_config(
     std::fs::create_dir_all(&dir)?;
     let mut c = String::new();
     writeln!(c, "[participant]")?;
-    writeln!(c, "coordinator = {}", toml_str(&format!("https://{address}")))?;
+    writeln!(
+        c,
+        "coordinator = {}",
+        toml_str(&format!("https://{address}"))
+    )?;
     writeln!(c, "data = {}", path_str(&site.data))?;
     writeln!(c, "state_dir = {}", path_str(&dir.join("state")))?;
     writeln!(c, "\n[tls]")?;
@@ -334,7 +381,10 @@ pub fn spawn(program: &[String], args: &[&str], log: &Path) -> anyhow::Result<Ch
         .stdin(Stdio::null())
         .stdout(file)
         .stderr(err)
-        .env("TESSERA_LOG", std::env::var("TESSERA_LOG").unwrap_or_else(|_| "info".into()))
+        .env(
+            "TESSERA_LOG",
+            std::env::var("TESSERA_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .spawn()
         .with_context(|| format!("starting {}", program[0]))
 }

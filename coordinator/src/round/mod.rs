@@ -22,6 +22,9 @@ pub mod aggregation;
 pub mod cohort;
 pub mod io;
 
+#[cfg(test)]
+mod adaptive_tests;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,6 +62,9 @@ pub struct Resume {
     pub preprocessor: Option<Preprocessor>,
     /// Privacy events in the ledger.
     pub ledger: Vec<PrivacyEvent>,
+    /// Adaptive clipping: the clip norm of the next training round, as
+    /// adapted by the last released one (None: the configured initial C).
+    pub clip_norm: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -77,6 +83,8 @@ struct PendingRelease {
     cohort: Vec<String>,
     contributors: u32,
     epsilon_after: Option<f64>,
+    /// Adaptive clipping: C for the next training round.
+    next_clip_norm: Option<f64>,
 }
 
 #[derive(Debug)]
@@ -105,6 +113,8 @@ pub struct FederationMachine {
     model: Option<Vec<f32>>,
     preprocessor: Option<Preprocessor>,
     ledger: Vec<PrivacyEvent>,
+    /// Clip norm C of the next training round (adapted with adaptive clipping).
+    clip_norm: f64,
     failed_in_row: u32,
     outputs: VecDeque<Output>,
     rng: SecureRng,
@@ -131,7 +141,13 @@ impl FederationMachine {
         rng: SecureRng,
         noise_rng: SecureRng,
     ) -> Self {
+        let training = &settings.config.training;
+        let clip_norm = match resume.clip_norm {
+            Some(c) if training.adaptive_clipping && c.is_finite() && c > 0.0 => c,
+            _ => training.clip_norm,
+        };
         Self {
+            clip_norm,
             settings,
             sessions: BTreeMap::new(),
             rejected: BTreeSet::new(),
@@ -151,6 +167,22 @@ impl FederationMachine {
     /// Training rounds released so far.
     pub fn completed_training(&self) -> u32 {
         self.completed_training
+    }
+
+    /// The clip norm C the next training round will announce (the configured
+    /// one, or with adaptive clipping the one adapted so far).
+    pub fn clip_norm(&self) -> f64 {
+        self.clip_norm
+    }
+
+    /// While a round is being committed: the clip norm adaptive clipping
+    /// chose for the next training round, to be stored with the round so a
+    /// restarted coordinator goes on from it.
+    pub fn pending_clip_norm(&self) -> Option<f64> {
+        match &self.state {
+            State::Committing(p) => p.next_clip_norm,
+            _ => None,
+        }
     }
 
     /// Names of connected participants.
@@ -494,6 +526,7 @@ impl FederationMachine {
             return;
         }
         // Vector layout and encoding.
+        let adaptive = kind == Kind::Training && s.config.training.adaptive_clipping;
         let n_features = s.task.features.len();
         let (dim, max_abs_sum, modulus_bits) = match kind {
             Kind::Statistics => {
@@ -513,14 +546,20 @@ impl FederationMachine {
                 (dim, n as f64 * per_site + noise, 64)
             }
             Kind::Training => {
-                let dim = self.model.as_ref().map(|m| m.len()).unwrap_or(0);
-                let c = s.config.training.clip_norm;
+                let model_len = self.model.as_ref().map(|m| m.len()).unwrap_or(0);
+                let c = self.clip_norm;
                 let noise = if self.dp() {
-                    12.0 * s.noise_multiplier * c
+                    12.0 * s.update_noise_multiplier * c
                 } else {
                     0.0
                 };
-                (dim, n as f64 * c + noise, 32)
+                if adaptive {
+                    // One more element: the centred clipping bit, |b − 1/2| = 1/2.
+                    let bits = n as f64 / 2.0 + 12.0 * s.clip_count_noise_multiplier;
+                    (model_len + 1, (n as f64 * c + noise).max(bits), 32)
+                } else {
+                    (model_len, n as f64 * c + noise, 32)
+                }
             }
         };
         let noise_std = if self.dp() {
@@ -528,7 +567,10 @@ impl FederationMachine {
                 Kind::Statistics => {
                     privacy.statistics_noise_multiplier * statistics_sensitivity(&s)
                 }
-                Kind::Training => s.noise_multiplier * s.config.training.clip_norm,
+                Kind::Training if adaptive => {
+                    (s.update_noise_multiplier * self.clip_norm).max(s.clip_count_noise_multiplier)
+                }
+                Kind::Training => s.noise_multiplier * self.clip_norm,
             }
         } else {
             0.0
@@ -537,6 +579,15 @@ impl FederationMachine {
             .or_else(|_| FixedPoint::for_sum(max_abs_sum, 64))
             .and_then(|e| limit_resolution(e, noise_std))
         {
+            // The centred bit ±1/2 must be encoded exactly (no stochastic
+            // rounding), or its sensitivity would exceed 1/2.
+            Ok(e) if adaptive && e.scale_bits == 0 => {
+                self.finish(
+                    "no fixed-point encoding represents the clipping bit exactly".into(),
+                    false,
+                );
+                return;
+            }
             Ok(e) => e,
             Err(e) => {
                 self.finish(
@@ -666,10 +717,21 @@ impl FederationMachine {
                     },
                     clip_norm: match kind {
                         Kind::Statistics => statistics_sensitivity(&s),
-                        Kind::Training => s.config.training.clip_norm,
+                        Kind::Training => self.clip_norm,
                     },
                     sampling_rate: q,
                     delta: privacy.delta,
+                    adaptive_clipping: adaptive,
+                    update_noise_multiplier: if adaptive {
+                        s.update_noise_multiplier
+                    } else {
+                        0.0
+                    },
+                    clip_count_noise_multiplier: if adaptive {
+                        s.clip_count_noise_multiplier
+                    } else {
+                        0.0
+                    },
                 }),
                 secagg: secure_params.as_ref().map(|p| v1::SecAggSetup {
                     my_index: i as u32 + 1,
@@ -845,24 +907,42 @@ impl FederationMachine {
         }
         let privacy = &s.config.privacy;
         let scale = (agg.encoding.scale_bits as f64).exp2();
+        let adaptive = agg.kind == Kind::Training && s.config.training.adaptive_clipping;
         let (event, noise_multiplier, sensitivity) = match agg.kind {
             Kind::Statistics => (
                 budget::statistics_event(privacy.statistics_noise_multiplier),
                 privacy.statistics_noise_multiplier,
                 statistics_sensitivity(&s),
             ),
+            // With adaptive clipping, σ_eff: the ledger accounts the joint
+            // release of the update sum and the clipping-bit sum.
             Kind::Training => (
                 budget::training_event(s.noise_multiplier, privacy.sampling_rate),
                 s.noise_multiplier,
-                s.config.training.clip_norm,
+                self.clip_norm,
             ),
         };
         if self.dp() {
             // Exact discrete Gaussian noise on the integer sum: std σ·C in
-            // fixed-point units.
-            let sigma_int = noise_multiplier * sensitivity * scale;
-            let noised = tessera_privacy::DiscreteGaussian::new(sigma_int)
-                .and_then(|g| g.add_mod(&mut sum, agg.encoding.modulus_bits, &mut self.noise_rng));
+            // fixed-point units. With adaptive clipping, σ_Δ·C on the update
+            // coordinates and σ_b on the clipping-bit coordinate.
+            let modulus_bits = agg.encoding.modulus_bits;
+            let noised = if adaptive && !sum.is_empty() {
+                let last = sum.len() - 1;
+                let (update, bit) = sum.split_at_mut(last);
+                tessera_privacy::DiscreteGaussian::new(
+                    s.update_noise_multiplier * sensitivity * scale,
+                )
+                .and_then(|g| g.add_mod(update, modulus_bits, &mut self.noise_rng))
+                .and_then(|()| {
+                    tessera_privacy::DiscreteGaussian::new(s.clip_count_noise_multiplier * scale)
+                })
+                .and_then(|g| g.add_mod(bit, modulus_bits, &mut self.noise_rng))
+            } else {
+                let sigma_int = noise_multiplier * sensitivity * scale;
+                tessera_privacy::DiscreteGaussian::new(sigma_int)
+                    .and_then(|g| g.add_mod(&mut sum, modulus_bits, &mut self.noise_rng))
+            };
             if let Err(e) = noised {
                 // Nothing is released without its noise.
                 self.round_failed(
@@ -961,6 +1041,7 @@ impl FederationMachine {
                     cohort,
                     contributors: contributors.len() as u32,
                     epsilon_after,
+                    next_clip_norm: None,
                 }
             }
             Kind::Training => {
@@ -977,8 +1058,37 @@ impl FederationMachine {
                 };
                 let lr = s.config.training.server_learning_rate;
                 let mut model = self.model.clone().unwrap_or_default();
+                let (update, bit_sum) = if adaptive {
+                    let (u, b) = decoded.split_at(decoded.len().saturating_sub(1));
+                    (u, b.first().copied())
+                } else {
+                    (&decoded[..], None)
+                };
+                // Adaptive clipping (Andrew et al. 2021, Algorithm 1): the
+                // noisy fraction of unclipped updates, from the noised sum of
+                // centred bits over the same denominator, moves C
+                // geometrically toward the target quantile. Post-processing
+                // of the noised release: no further privacy cost.
+                let next_clip_norm = bit_sum.map(|b| {
+                    let unclipped = b / denominator + 0.5;
+                    let t = &s.config.training;
+                    let next = budget::next_clip_norm(
+                        self.clip_norm,
+                        unclipped,
+                        t.target_quantile(),
+                        t.clip_learning_rate(),
+                    );
+                    info!(
+                        round = agg.round,
+                        clip_norm = self.clip_norm,
+                        unclipped_fraction = unclipped,
+                        next_clip_norm = next,
+                        "adaptive clipping"
+                    );
+                    next
+                });
                 let mut norm_sq = 0.0;
-                for (w, d) in model.iter_mut().zip(&decoded) {
+                for (w, d) in model.iter_mut().zip(update) {
                     let step = lr * d / denominator;
                     norm_sq += step * step;
                     *w += step as f32;
@@ -1009,6 +1119,7 @@ impl FederationMachine {
                     cohort,
                     contributors: contributors.len() as u32,
                     epsilon_after,
+                    next_clip_norm,
                 }
             }
         };
@@ -1040,6 +1151,9 @@ impl FederationMachine {
             self.preprocessor = p.preprocessor;
         }
         self.model = p.model;
+        if let Some(c) = p.next_clip_norm {
+            self.clip_norm = c;
+        }
         if p.training {
             self.completed_training += 1;
         }
