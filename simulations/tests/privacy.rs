@@ -119,6 +119,7 @@ fn budget_stop_is_exact_and_the_ledger_agrees_with_privacy_epsilon() {
     let mut setup = Setup::new(4, planned, SIGMA);
     setup.privacy.max_epsilon = Some(MAX_EPS);
     setup.privacy.delta = DELTA;
+    setup.privacy.statistics_noise_multiplier = STATISTICS_SIGMA;
     let mut fed = Federation::prepare(&dir, &setup, &[]);
     fed.start_coordinator();
     fed.start_participants();
@@ -495,6 +496,7 @@ fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
     let dir = work_dir("crash_safety");
     let mut setup = Setup::new(4, PLANNED, SIGMA);
     setup.privacy.delta = DELTA;
+    setup.privacy.statistics_noise_multiplier = STATISTICS_SIGMA;
     setup.listen = Some(format!("127.0.0.1:{}", free_port()));
     setup.training_seconds = 20.0;
     setup.stage_seconds = 10.0;
@@ -756,6 +758,7 @@ fn site_budget_and_minimum_noise_are_enforced_by_the_sites() {
     let mut setup = Setup::new(SITES, PLANNED, SIGMA);
     setup.privacy.max_epsilon = Some(FEDERATION_MAX);
     setup.privacy.delta = DELTA;
+    setup.privacy.statistics_noise_multiplier = STATISTICS_SIGMA;
     // Two of seven sites decline rounds: within the default dropout
     // tolerance (0.3) of secure aggregation.
     let mut limits = vec![(None, None); SITES];

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use serde_json::Value;
 use tessera_simulations::experiment::{PrivacyArgs, RunArgs};
 use tessera_simulations::launch::{self, Binaries, FederationPlan, Layout, SitePlan};
@@ -85,6 +86,13 @@ impl Setup {
     }
 }
 
+/// The options of `tessera-sim run`, parsed from a command line.
+#[derive(Debug, Parser)]
+struct RunCli {
+    #[command(flatten)]
+    run: RunArgs,
+}
+
 /// A launched federation. Dropping it kills every process still running.
 pub(crate) struct Federation {
     /// The plan the processes were configured from.
@@ -133,23 +141,32 @@ impl Federation {
         setup: &Setup,
         site_limits: &[(Option<f64>, Option<f64>)],
     ) -> Self {
-        let args = RunArgs {
-            out: Some(dir.to_path_buf()),
-            data: vec![breast_cancer()],
-            label: "diagnosis".into(),
-            positive: None,
-            participants: Some(setup.sites),
-            partition: None,
-            rounds: setup.rounds,
-            model: "logistic".into(),
-            seed: 1,
-            local_epochs: None,
-            learning_rate: None,
-            batch_size: 16,
-            average_last: setup.average_last,
-            min_participants: Some(setup.min_participants),
-            privacy: setup.privacy.clone(),
-        };
+        // The run is decided exactly as `tessera-sim run` decides it from
+        // its command line; the privacy options are then set as given.
+        let mut cli = vec![
+            "tessera-sim".to_owned(),
+            "--out".into(),
+            dir.to_string_lossy().into_owned(),
+            "--data".into(),
+            breast_cancer().to_string_lossy().into_owned(),
+            "--label".into(),
+            "diagnosis".into(),
+            "--participants".into(),
+            setup.sites.to_string(),
+            "--rounds".into(),
+            setup.rounds.to_string(),
+            "--model".into(),
+            "logistic".into(),
+            "--seed".into(),
+            "1".into(),
+            "--min-participants".into(),
+            setup.min_participants.to_string(),
+        ];
+        if let Some(k) = setup.average_last {
+            cli.extend(["--average-last".to_owned(), k.to_string()]);
+        }
+        let mut args = RunCli::parse_from(cli).run;
+        args.privacy = setup.privacy.clone();
         let mut spec = args.into_spec().expect("deciding the run");
         let split = spec
             .data
