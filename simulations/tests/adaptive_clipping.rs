@@ -103,9 +103,10 @@ fn adaptive_clipping_breast_cancer_iid_within_budget() {
     assert_eq!(summary["rounds"], 30, "{summary:#}");
     assert!(accuracy >= 0.85, "final accuracy {accuracy}: {summary:#}");
 
-    let store =
-        tessera_coordinator::store::Store::open_read_only(&out.join("coordinator/coordinator.sqlite"))
-            .expect("opening the store");
+    let store = tessera_coordinator::store::Store::open_read_only(
+        &out.join("coordinator/coordinator.sqlite"),
+    )
+    .expect("opening the store");
     let rows: Vec<_> = store
         .ledger()
         .expect("reading the ledger")
@@ -113,7 +114,9 @@ fn adaptive_clipping_breast_cancer_iid_within_budget() {
         .filter(|r| r.training_round.is_some())
         .collect();
     assert_eq!(rows.len(), 30);
-    let sigma = summary["noise_multiplier"].as_f64().expect("noise_multiplier");
+    let sigma = summary["noise_multiplier"]
+        .as_f64()
+        .expect("noise_multiplier");
     let clips: Vec<f64> = rows.iter().map(|r| r.clip_norm).collect();
     println!("clip norms by round: {clips:?}");
     for r in &rows {

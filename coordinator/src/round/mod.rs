@@ -1262,32 +1262,6 @@ pub fn secagg_params(
     Ok(params)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn small_cohorts_tolerate_their_dropouts() {
-        for n in 3..12u32 {
-            let p = secagg_params(1, (1..=n).collect(), 10, 32, 0.3, [0; 32], false).unwrap();
-            let dropouts = (0.3 * n as f64).floor() as usize;
-            let k = p.neighbours;
-            assert!(2 * p.threshold > k, "n = {n}: {p:?}");
-            if k == n as usize - 1 && k - dropouts > k / 2 {
-                assert!(p.threshold <= k - dropouts, "n = {n}: {p:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn resolution_is_limited_by_the_noise() {
-        let e = FixedPoint::new(50, 64).unwrap();
-        let limited = limit_resolution(e, 1000.0).unwrap();
-        assert!(1000.0 * f64::from(limited.scale_bits).exp2() <= MAX_NOISE_UNITS);
-        assert_eq!(limit_resolution(e, 0.0).unwrap().scale_bits, 50);
-    }
-}
-
 /// The task as it travels on the wire.
 pub fn task_to_wire(task: &tessera_model::TaskSpec) -> v1::TaskSpec {
     v1::TaskSpec {
@@ -1312,4 +1286,30 @@ pub fn statistics_bounds(
         r.push((*lo, *hi));
     }
     StatsBounds::new(&r, max_rows).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_cohorts_tolerate_their_dropouts() {
+        for n in 3..12u32 {
+            let p = secagg_params(1, (1..=n).collect(), 10, 32, 0.3, [0; 32], false).unwrap();
+            let dropouts = (0.3 * n as f64).floor() as usize;
+            let k = p.neighbours;
+            assert!(2 * p.threshold > k, "n = {n}: {p:?}");
+            if k == n as usize - 1 && k - dropouts > k / 2 {
+                assert!(p.threshold <= k - dropouts, "n = {n}: {p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn resolution_is_limited_by_the_noise() {
+        let e = FixedPoint::new(50, 64).unwrap();
+        let limited = limit_resolution(e, 1000.0).unwrap();
+        assert!(1000.0 * f64::from(limited.scale_bits).exp2() <= MAX_NOISE_UNITS);
+        assert_eq!(limit_resolution(e, 0.0).unwrap().scale_bits, 50);
+    }
 }
