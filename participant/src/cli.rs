@@ -1,14 +1,13 @@
 //! The command line, shared by the stand-alone binary and `tessera-sim`'s
 //! process launcher (which runs the same code as a child process).
 
-
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::{Parser, Subcommand};
 use crate::config::ParticipantConfig;
 use crate::ledger::{SiteLedger, site_ledger_report};
+use anyhow::Context;
+use clap::{Parser, Subcommand};
 
 /// A Tessera participant.
 #[derive(Debug, Parser)]

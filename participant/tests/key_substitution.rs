@@ -64,6 +64,7 @@ impl Federation {
             },
             privacy: SitePrivacySection::default(),
             reconnect: ReconnectSection::default(),
+            simulation: Default::default(),
         };
         let ledger = SiteLedger::open(&state.join("ledger.sqlite")).unwrap();
         let mut site = Site::new(config, ledger);

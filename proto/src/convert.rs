@@ -23,12 +23,10 @@ pub enum ConvertError {
 }
 
 fn key(field: &'static str, bytes: &[u8]) -> Result<[u8; 32], ConvertError> {
-    bytes
-        .try_into()
-        .map_err(|_| ConvertError::KeyLength {
-            field,
-            len: bytes.len(),
-        })
+    bytes.try_into().map_err(|_| ConvertError::KeyLength {
+        field,
+        len: bytes.len(),
+    })
 }
 
 /// Wire keys of participant `from` → secagg.
@@ -231,7 +229,10 @@ mod tests {
             round: 4,
             keys: vec![k.clone()],
         };
-        assert_eq!(peer_keys_from_wire(&peer_keys_to_wire(&peers)).unwrap(), peers);
+        assert_eq!(
+            peer_keys_from_wire(&peer_keys_to_wire(&peers)).unwrap(),
+            peers
+        );
     }
 
     #[test]
