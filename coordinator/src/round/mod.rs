@@ -99,7 +99,9 @@ enum State {
     Finished,
 }
 
-/// How long to wait for the rest of an allow-list once `min_participants` are there.
+/// How long, before the first round, to wait for the rest of an allow-list
+/// (or, without one, for late joiners) once `min_participants` are there.
+/// Later rounds start as soon as enough participants are available.
 const JOIN_GRACE: Duration = Duration::from_secs(3);
 
 /// The coordinator's federation state machine.
@@ -116,6 +118,8 @@ pub struct FederationMachine {
     /// Clip norm C of the next training round (adapted with adaptive clipping).
     clip_norm: f64,
     failed_in_row: u32,
+    /// Whether this machine has started a round (the join grace is over).
+    started_any: bool,
     outputs: VecDeque<Output>,
     rng: SecureRng,
     noise_rng: SecureRng,
@@ -158,6 +162,7 @@ impl FederationMachine {
             preprocessor: resume.preprocessor,
             ledger: resume.ledger,
             failed_in_row: 0,
+            started_any: false,
             outputs: VecDeque::new(),
             rng,
             noise_rng,
@@ -424,9 +429,11 @@ impl FederationMachine {
             Some(allow) => allow.iter().all(|n| eligible.contains(n)),
             None => false,
         };
-        if !everyone_here && now < since + JOIN_GRACE {
+        let first = !self.started_any;
+        if first && !everyone_here && now < since + JOIN_GRACE {
             return;
         }
+        self.started_any = true;
         self.start_round(now, eligible);
     }
 
