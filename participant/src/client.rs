@@ -84,10 +84,12 @@ pub async fn run(config: ParticipantConfig) -> anyhow::Result<u8> {
 
     let mut backoff = reconnect.initial();
     let mut unreachable_since = Instant::now();
+    // Whether a session with the coordinator ever got going.
+    let mut joined = false;
     loop {
         let end = match endpoint.connect().await {
             Ok(channel) => {
-                let end = session(&mut site, channel, crash_round).await;
+                let end = session(&mut site, channel, crash_round, &mut joined).await;
                 if matches!(end, SessionEnd::Lost(_)) {
                     // A session that got going resets the clock and the backoff.
                     unreachable_since = Instant::now();
@@ -128,6 +130,33 @@ pub async fn run(config: ParticipantConfig) -> anyhow::Result<u8> {
     }
 }
 
+/// Whether the connection was dropped without a reason: the peer closed or
+/// reset it, with no TLS alert or certificate error in the error chain.
+/// From a coordinator that already accepted this participant, that is the
+/// coordinator going down (a crash, a restart), not a refusal.
+fn dropped_without_reason(e: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind as K;
+    let mut dropped = false;
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if err.downcast_ref::<rustls::Error>().is_some() {
+            return false;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            dropped |= matches!(
+                io.kind(),
+                K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe
+            );
+            if let Some(inner) = io.get_ref() {
+                current = Some(inner as &(dyn std::error::Error + 'static));
+                continue;
+            }
+        }
+        current = err.source();
+    }
+    dropped
+}
+
 /// Whether an RPC failure means the coordinator refused us for good.
 fn refusal(status: &tonic::Status) -> Option<String> {
     match status.code() {
@@ -147,6 +176,7 @@ async fn session(
     site: &mut Site,
     channel: tonic::transport::Channel,
     crash_round: Option<u64>,
+    joined: &mut bool,
 ) -> SessionEnd {
     let mut client = FederationClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -159,11 +189,14 @@ async fn session(
         Ok(r) => r.into_inner(),
         Err(status) => {
             return match refusal(&status) {
-                Some(reason) => SessionEnd::Refused(reason),
-                None => SessionEnd::Lost(format!("session failed: {}", status.message())),
+                Some(reason) if !(*joined && dropped_without_reason(&status)) => {
+                    SessionEnd::Refused(reason)
+                }
+                _ => SessionEnd::Lost(format!("session failed: {}", status.message())),
             };
         }
     };
+    *joined = true;
     info!("connected to the coordinator");
     loop {
         let message = match inbound.message().await {
@@ -171,7 +204,11 @@ async fn session(
             Ok(None) => return SessionEnd::Lost("the coordinator closed the session".into()),
             Err(status) => {
                 return match refusal(&status) {
-                    Some(reason) if status.code() != Code::Unknown => SessionEnd::Refused(reason),
+                    Some(reason)
+                        if status.code() != Code::Unknown && !dropped_without_reason(&status) =>
+                    {
+                        SessionEnd::Refused(reason)
+                    }
                     _ => SessionEnd::Lost(format!("session error: {}", status.message())),
                 };
             }
