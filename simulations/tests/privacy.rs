@@ -521,7 +521,8 @@ fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
         let spawned = Instant::now();
         let store_path = fed.layout.store();
         let mut store: Option<Store> = None;
-        let mut ledger_len_at_start: Option<usize> = None;
+        // The last ledger row when this process started (None: not read yet).
+        let mut last_row_at_start: Option<Option<u64>> = None;
         // Past half the planned rounds (a fast machine), shorter waits.
         let slow_down = if completed * 2 > PLANNED { 4 } else { 1 };
         let pre_delay = match plan {
@@ -543,11 +544,8 @@ fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
             if store.is_none() && store_path.exists() {
                 store = Store::open_read_only(&store_path).ok();
             }
-            if ledger_len_at_start.is_none() {
-                ledger_len_at_start = store
-                    .as_ref()
-                    .and_then(|s| s.ledger().ok())
-                    .map(|l| l.len());
+            if last_row_at_start.is_none() {
+                last_row_at_start = store.as_ref().and_then(|s| s.last_ledger_round().ok());
             }
             if let Some(s) = live_stage(store.as_ref(), pid) {
                 last_stage = Some(s);
@@ -557,8 +555,12 @@ fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
                 let hit = match plan {
                     KillAt::Random => true,
                     KillAt::Stage(stage) => last_stage.as_deref() == Some(stage),
-                    KillAt::Commit => match (&store, ledger_len_at_start) {
-                        (Some(s), Some(n)) => s.ledger().map(|l| l.len() > n).unwrap_or(false),
+                    // A cheap query, polled tightly: the commit lasts milliseconds.
+                    KillAt::Commit => match (&store, last_row_at_start) {
+                        (Some(s), Some(at_start)) => s
+                            .last_ledger_round()
+                            .map(|last| last > at_start)
+                            .unwrap_or(false),
                         _ => false,
                     },
                 };
@@ -573,7 +575,11 @@ fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
             if waited > Duration::from_secs(45) {
                 break; // the moment never came: kill wherever it is
             }
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(if plan == KillAt::Commit {
+                Duration::from_micros(200)
+            } else {
+                Duration::from_millis(1)
+            });
         }
         if let Some(status) = finished_by_itself {
             fed.coordinator = None;
@@ -588,13 +594,18 @@ fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
                 )
             );
         }
-        let before = reconnect_counts(&fed);
         // The stage at the last moment: re-read, the kill follows at once.
-        if let Some(s) = live_stage(store.as_ref(), pid) {
+        if plan != KillAt::Commit
+            && let Some(s) = live_stage(store.as_ref(), pid)
+        {
             last_stage = Some(s);
         }
         fed.kill_coordinator();
         drop(store);
+        // Reconnection lines logged from now on are after the kill (the
+        // coordinator stays down until the check is done, so a participant
+        // that already noticed logs failed reconnections within its backoff).
+        let before = reconnect_counts(&fed);
         let label = match plan {
             KillAt::Commit if targeted => commit_label(&store_path),
             _ => stage_label(last_stage.as_deref()),
