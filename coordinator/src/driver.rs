@@ -80,8 +80,9 @@ impl Driver {
         let out = &settings.config.federation.output_dir;
         std::fs::create_dir_all(out.join("checkpoints"))
             .with_context(|| format!("creating {}", out.display()))?;
-        let store = Store::open(&settings.store)?;
+        let mut store = Store::open(&settings.store)?;
         let resume = resume_from(&store)?;
+        settle_interrupted_rounds(&mut store)?;
         if resume.completed_training > 0 || resume.preprocessor.is_some() {
             info!(
                 completed_training = resume.completed_training,
@@ -497,6 +498,30 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Store meta key of the adapted clip norm for the next training round.
 pub const META_CLIP_NORM: &str = "clip_norm";
+
+/// Settles the records of rounds a previous coordinator left as `started`:
+/// the round of the latest checkpoint was committed (its ledger row and
+/// checkpoint are durable, its model goes out on resume), so it is
+/// `released`; any other was interrupted before its commit and released
+/// nothing, so it is `aborted`.
+pub fn settle_interrupted_rounds(store: &mut Store) -> anyhow::Result<()> {
+    let committed = store.latest_checkpoint()?.map(|c| c.round);
+    for mut r in store.rounds()? {
+        if r.status != RoundStatus::Started {
+            continue;
+        }
+        if Some(r.round) == committed {
+            r.status = RoundStatus::Released;
+        } else {
+            r.status = RoundStatus::Aborted;
+            r.reason =
+                Some("interrupted: the coordinator stopped before the round was committed".into());
+        }
+        r.ended_at_ms = Some(now_ms());
+        store.record_round(&r)?;
+    }
+    Ok(())
+}
 
 /// Reads where the federation stood from the store.
 pub fn resume_from(store: &Store) -> anyhow::Result<Resume> {

@@ -337,7 +337,8 @@ impl Preprocessor {
     /// `mean_z = w · m`, `var_z = w · v + (1 − w) / 3`. With no noise this is the exact pooled
     /// mean and variance of the clipped values; when the noise swamps the counts it becomes
     /// range scaling ([`Preprocessor::from_bounds`]). A feature with fewer than one present
-    /// value, or zero variance, gets the prior. Indicators: pooled missing count `> 0`.
+    /// value, or zero variance, gets the prior. Indicators: pooled missing count above
+    /// three noise standard deviations (`> 0` without noise).
     pub fn from_pooled_bounded(
         pooled: &LocalStats,
         bounds: &StatsBounds,
@@ -354,7 +355,9 @@ impl Preprocessor {
         const PRIOR_VAR: f64 = 1.0 / 3.0;
         let mut p = Preprocessor::from_bounds(bounds);
         for j in 0..d {
-            p.indicator[j] = pooled.missing[j] > 0.0;
+            // A noisy count decides the model's shape: only a count well
+            // above the noise says that the feature really has missing values.
+            p.indicator[j] = pooled.missing[j] > 3.0 * noise_std;
             let n = pooled.present[j];
             if n < 1.0 {
                 continue;
