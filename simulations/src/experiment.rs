@@ -466,16 +466,7 @@ pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
     let split = spec.data.write(&out.join("data"))?;
     println!("Data ({} sites):", split.sites.len());
     println!("{split}");
-    spec.plan.sites = split
-        .sites
-        .iter()
-        .map(|s| SitePlan {
-            name: s.name.clone(),
-            data: s.path.clone(),
-            max_epsilon: None,
-            min_noise_multiplier: None,
-        })
-        .collect();
+    spec.plan.sites = SitePlan::from_split(&split);
     let test = tessera_model::load_csv(&split.test_path, &spec.task)?;
     describe_privacy(&spec);
 

@@ -121,6 +121,23 @@ pub struct SitePlan {
     pub min_noise_multiplier: Option<f64>,
 }
 
+impl SitePlan {
+    /// One site per training file of a written partition, with no privacy
+    /// limits of its own.
+    pub fn from_split(split: &crate::partition::Split) -> Vec<SitePlan> {
+        split
+            .sites
+            .iter()
+            .map(|s| SitePlan {
+                name: s.name.clone(),
+                data: s.path.clone(),
+                max_epsilon: None,
+                min_noise_multiplier: None,
+            })
+            .collect()
+    }
+}
+
 /// Everything needed to launch a federation.
 #[derive(Debug, Clone)]
 pub struct FederationPlan {

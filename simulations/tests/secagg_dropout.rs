@@ -151,16 +151,7 @@ fn a_site_dying_mid_round_leaves_the_model_of_a_federation_without_it() {
     .unwrap()
     .write(&data)
     .unwrap();
-    let sites: Vec<SitePlan> = split
-        .sites
-        .iter()
-        .map(|s| SitePlan {
-            name: s.name.clone(),
-            data: s.path.clone(),
-            max_epsilon: None,
-            min_noise_multiplier: None,
-        })
-        .collect();
+    let sites = SitePlan::from_split(&split);
     let victim = sites[3].name.clone();
     let run = |name: &str| -> PathBuf { tmp.path().join(name) };
 

@@ -96,16 +96,7 @@ fn federation_with_signed_keys_completes() {
         .unwrap();
     let plan = FederationPlan {
         dir: dir.path().to_path_buf(),
-        sites: split
-            .sites
-            .iter()
-            .map(|s| SitePlan {
-                name: s.name.clone(),
-                data: s.path.clone(),
-                max_epsilon: None,
-                min_noise_multiplier: None,
-            })
-            .collect(),
+        sites: SitePlan::from_split(&split),
         task: task.clone(),
         rounds: ROUNDS,
         min_participants: 3,

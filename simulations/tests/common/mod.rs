@@ -244,16 +244,7 @@ impl Federation {
             .collect();
         let mut plan = spec.plan;
         plan.dir = root.clone();
-        plan.sites = split
-            .sites
-            .iter()
-            .map(|s| SitePlan {
-                name: s.name.clone(),
-                data: s.path.clone(),
-                max_epsilon: None,
-                min_noise_multiplier: None,
-            })
-            .collect();
+        plan.sites = SitePlan::from_split(&split);
         plan.min_participants = setup.min_participants;
         plan.stage_seconds = setup.stage_seconds;
         plan.training_seconds = setup.training_seconds;
