@@ -9,61 +9,19 @@
 
 #![cfg(unix)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+
+use std::time::Duration;
 
 use tessera_privacy::PrivacyEvent;
+
+mod sim_cli;
+use sim_cli::tessera_sim;
 
 const PATIENCE: Duration = Duration::from_secs(600);
 
 fn breast_cancer() -> PathBuf {
     tessera_simulations::bundled_data().join("breast_cancer_wisconsin.csv")
-}
-
-/// Runs `tessera-sim ARGS --out OUT` in its own process group (killed with
-/// its federation on a timeout); returns the parsed `OUT/summary.json`.
-fn tessera_sim(args: &[&str], out: &Path) -> serde_json::Value {
-    use std::os::unix::process::CommandExt;
-
-    let log_path = out.with_extension("log");
-    let log = std::fs::File::create(&log_path).expect("creating the log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera-sim"))
-        .args(args)
-        .arg("--out")
-        .arg(out)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .expect("starting tessera-sim");
-    let group = child.id();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("polling tessera-sim") {
-            break s;
-        }
-        if start.elapsed() > PATIENCE {
-            let _ = Command::new("sh")
-                .args(["-c", &format!("kill -s KILL -- -{group}")])
-                .status();
-            let _ = child.wait();
-            panic!(
-                "tessera-sim {args:?} did not finish within {PATIENCE:?}; output:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let output = std::fs::read_to_string(&log_path).unwrap_or_default();
-    assert!(
-        status.success(),
-        "tessera-sim {args:?} failed ({status}):\n{output}"
-    );
-    let summary = std::fs::read_to_string(out.join("summary.json"))
-        .unwrap_or_else(|e| panic!("no summary.json ({e}); output:\n{output}"));
-    serde_json::from_str(&summary).expect("summary.json is JSON")
 }
 
 #[test]
@@ -95,6 +53,7 @@ fn adaptive_clipping_breast_cancer_iid_within_budget() {
             "--adaptive-clipping",
         ],
         &out,
+        PATIENCE,
     );
     let epsilon = summary["epsilon"].as_f64().expect("epsilon");
     let accuracy = summary["final_accuracy"].as_f64().expect("final_accuracy");

@@ -39,12 +39,14 @@
 #![cfg(unix)]
 
 mod common;
+mod sim_cli;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::{Federation, PATIENCE, Setup};
+use sim_cli::tessera_sim;
 use tessera_coordinator::store::RoundStatus;
 use tessera_participant::client::EXIT_REFUSED;
 use tessera_participant::session::EXIT_TASK_REJECTED;
@@ -472,52 +474,6 @@ fn without(cells: &[String], index: usize) -> Vec<String> {
         .collect()
 }
 
-/// Runs `tessera-sim ARGS`, in its own process group so that on a timeout
-/// it is killed together with the federation it launched; returns the
-/// parsed `OUT/summary.json`.
-fn tessera_sim(args: &[&str], out: &Path) -> serde_json::Value {
-    use std::os::unix::process::CommandExt;
-
-    let log_path = out.with_extension("log");
-    let log = std::fs::File::create(&log_path).expect("creating the log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera-sim"))
-        .args(args)
-        .arg("--out")
-        .arg(out)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .expect("starting tessera-sim");
-    let group = child.id();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("polling tessera-sim") {
-            break s;
-        }
-        if start.elapsed() > PATIENCE {
-            let _ = Command::new("sh")
-                .args(["-c", &format!("kill -s KILL -- -{group}")])
-                .status();
-            let _ = child.wait();
-            panic!(
-                "tessera-sim {args:?} did not finish within {PATIENCE:?}; output:\n{}",
-                std::fs::read_to_string(&log_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let output = std::fs::read_to_string(&log_path).unwrap_or_default();
-    assert!(
-        status.success(),
-        "tessera-sim {args:?} failed ({status}):\n{output}"
-    );
-    let summary = std::fs::read_to_string(out.join("summary.json"))
-        .unwrap_or_else(|e| panic!("no summary.json ({e}); output:\n{output}"));
-    serde_json::from_str(&summary).expect("summary.json is JSON")
-}
-
 #[test]
 fn sim_run_breast_cancer_iid() {
     let dir = tempfile::tempdir().unwrap();
@@ -542,6 +498,7 @@ fn sim_run_breast_cancer_iid() {
             "1",
         ],
         &out,
+        PATIENCE,
     );
     let accuracy = summary["final_accuracy"].as_f64().expect("final_accuracy");
     assert!(accuracy >= 0.95, "final accuracy {accuracy}: {summary:#}");
@@ -557,7 +514,7 @@ fn sim_demo_without_privacy() {
     let dir = tempfile::tempdir().unwrap();
     let out: PathBuf = dir.path().join("demo");
     let rounds = demo_default_rounds();
-    let summary = tessera_sim(&["demo", "--no-privacy"], &out);
+    let summary = tessera_sim(&["demo", "--no-privacy"], &out, PATIENCE);
     let accuracy = summary["final_accuracy"].as_f64().expect("final_accuracy");
     assert!(accuracy >= 0.75, "final accuracy {accuracy}: {summary:#}");
     assert_eq!(summary["rounds"], rounds, "{summary:#}");
