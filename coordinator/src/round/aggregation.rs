@@ -94,8 +94,6 @@ enum Summation {
 /// What handling a message or closing a stage asks the machine to do.
 #[derive(Debug)]
 pub enum Step {
-    /// Nothing to do yet.
-    Wait,
     /// Send these messages (index → message), the stage advanced.
     Send(Vec<(u32, v1::CoordinatorMessage)>),
     /// The sum is ready.

@@ -265,13 +265,10 @@ impl FederationMachine {
     pub fn handle_timeout(&mut self, now: Instant) {
         match &mut self.state {
             State::Running(a) if now >= a.deadline => {
-                let stage = a.stage();
-                let missing: Vec<String> = a.cohort.values().cloned().collect();
-                debug!(
+                info!(
                     round = a.round,
-                    stage = stage.name(),
-                    ?missing,
-                    "stage deadline passed"
+                    stage = a.stage().name(),
+                    "stage deadline passed; closing the stage with the participants that answered"
                 );
                 self.close_stage(now);
             }
@@ -288,15 +285,18 @@ impl FederationMachine {
                 session,
                 certificate,
             } => {
-                if let Some(old) = self.sessions.insert(
-                    name.clone(),
-                    SessionInfo {
-                        id: session,
-                        certificate,
-                    },
-                ) {
+                if self
+                    .sessions
+                    .insert(
+                        name.clone(),
+                        SessionInfo {
+                            id: session,
+                            certificate,
+                        },
+                    )
+                    .is_some()
+                {
                     info!(participant = %name, "participant reconnected; its earlier session is replaced");
-                    let _ = old;
                     self.participant_lost(now, &name, "reconnected with a new session");
                 } else {
                     info!(participant = %name, connected = self.sessions.len(), "participant joined");
@@ -849,7 +849,6 @@ impl FederationMachine {
             }
         });
         match step {
-            Step::Wait => {}
             Step::Send(messages) => {
                 for (index, message) in messages {
                     let name = agg.cohort[&index].clone();
