@@ -382,7 +382,10 @@ fn participant_killed_mid_round_is_dropped() {
 /// is in progress and returns the federation and the round. `None` if the
 /// federation ended before a round started after the freeze.
 fn kill_victim_mid_round(victim: &str) -> Option<(Federation, u64)> {
-    let mut fed = Federation::start(&fault_setup(5, 3));
+    // Rounds follow each other without pause and take milliseconds: plan
+    // enough of them that the federation is still running when the victim
+    // is frozen.
+    let mut fed = Federation::start(&fault_setup(5, 40));
     for name in ["site-1", "site-2", "site-3", "site-4", victim] {
         fed.start_site(name);
     }
