@@ -76,17 +76,7 @@ impl Model for LogisticRegression {
     }
 
     fn set_params(&mut self, p: &[f32]) -> Result<(), ModelError> {
-        if p.len() != self.params.len() {
-            return Err(ModelError::ParamLength {
-                expected: self.params.len(),
-                got: p.len(),
-            });
-        }
-        if let Some(index) = p.iter().position(|v| !v.is_finite()) {
-            return Err(ModelError::NonFinite { index });
-        }
-        self.params.copy_from_slice(p);
-        Ok(())
+        crate::model::replace_params(&mut self.params, p)
     }
 
     fn train(&mut self, x: &Array2<f64>, y: &Array1<f64>, cfg: &TrainConfig) -> TrainReport {
@@ -102,11 +92,7 @@ impl Model for LogisticRegression {
         if n == 0 || cfg.epochs == 0 {
             return report;
         }
-        let batch = if cfg.batch_size == 0 {
-            n
-        } else {
-            cfg.batch_size.min(n)
-        };
+        let batch = cfg.effective_batch(n);
         let (mut w, mut b) = self.weights_f64();
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let mut order: Vec<usize> = (0..n).collect();

@@ -279,17 +279,7 @@ impl Model for MlpClassifier {
     }
 
     fn set_params(&mut self, p: &[f32]) -> Result<(), ModelError> {
-        if p.len() != self.params.len() {
-            return Err(ModelError::ParamLength {
-                expected: self.params.len(),
-                got: p.len(),
-            });
-        }
-        if let Some(index) = p.iter().position(|v| !v.is_finite()) {
-            return Err(ModelError::NonFinite { index });
-        }
-        self.params.copy_from_slice(p);
-        Ok(())
+        crate::model::replace_params(&mut self.params, p)
     }
 
     fn train(&mut self, x: &Array2<f64>, y: &Array1<f64>, cfg: &TrainConfig) -> TrainReport {
@@ -305,11 +295,7 @@ impl Model for MlpClassifier {
         if n == 0 || cfg.epochs == 0 {
             return report;
         }
-        let batch = if cfg.batch_size == 0 {
-            n
-        } else {
-            cfg.batch_size.min(n)
-        };
+        let batch = cfg.effective_batch(n);
         let d = self.input_dim;
         let x32 = x.mapv(|v| v as f32);
         let block = self.block_rows(batch);

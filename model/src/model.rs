@@ -42,6 +42,16 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Rows per minibatch for `n` rows: the whole set when `batch_size` is 0,
+    /// never more than `n`.
+    pub fn effective_batch(&self, n: usize) -> usize {
+        if self.batch_size == 0 {
+            n
+        } else {
+            self.batch_size.min(n)
+        }
+    }
+
     /// Recommended local training for DP-FedAvg with a clip norm that binds (e.g. 0.25):
     /// 1 epoch, learning rate 3, batch 16. The large step makes every site's update reach
     /// the clip norm, so the clipped update is effectively the normalised direction, which
@@ -57,6 +67,22 @@ impl TrainConfig {
             seed: 0,
         }
     }
+}
+
+/// Replaces a model's flat parameters with `p`, refusing a wrong length or a
+/// non-finite value (the shared body of [`Model::set_params`]).
+pub fn replace_params(params: &mut [f32], p: &[f32]) -> Result<(), ModelError> {
+    if p.len() != params.len() {
+        return Err(ModelError::ParamLength {
+            expected: params.len(),
+            got: p.len(),
+        });
+    }
+    if let Some(index) = p.iter().position(|v| !v.is_finite()) {
+        return Err(ModelError::NonFinite { index });
+    }
+    params.copy_from_slice(p);
+    Ok(())
 }
 
 /// What a call to [`Model::train`] did.
