@@ -47,33 +47,15 @@ pub enum BudgetError {
 
 /// The ledger event of one training round.
 pub fn training_event(noise_multiplier: f64, sampling_rate: f64) -> PrivacyEvent {
-    PrivacyEvent::Gaussian {
-        noise_multiplier,
-        sampling_rate,
-        count: 1,
-    }
+    PrivacyEvent::gaussian(noise_multiplier, sampling_rate, 1)
 }
 
 /// The ledger event of the statistics release (every site takes part).
 pub fn statistics_event(noise_multiplier: f64) -> PrivacyEvent {
-    PrivacyEvent::Gaussian {
-        noise_multiplier,
-        sampling_rate: 1.0,
-        count: 1,
-    }
+    PrivacyEvent::gaussian(noise_multiplier, 1.0, 1)
 }
 
-/// The effective noise multiplier of one adaptive-clipping round: the update
-/// sum noised with std σ_Δ·C (sensitivity C) and the sum of centred clipping
-/// bits noised with std σ_b (sensitivity 1/2) together are one Gaussian
-/// mechanism with multiplier σ_eff = (σ_Δ^-2 + (2σ_b)^-2)^-1/2 (Andrew,
-/// Chien, Thakkar, McMahan, "Differentially Private Learning with Adaptive
-/// Clipping", NeurIPS 2021, Theorem 1). Both releases use the same cohort,
-/// so sampled rounds compose exactly as one sampled Gaussian at σ_eff.
-pub fn effective_noise_multiplier(update_sigma: f64, count_sigma: f64) -> f64 {
-    let inv = update_sigma.powi(-2) + (2.0 * count_sigma).powi(-2);
-    inv.powf(-0.5)
-}
+pub use tessera_privacy::calibrate::effective_noise_multiplier;
 
 /// The update noise multiplier σ_Δ that, with clipping-bit noise σ_b, gives
 /// the effective multiplier `effective_sigma` (inverse of
@@ -173,11 +155,7 @@ pub fn calibrate_training_noise(
     let eps_at = |sigma: f64| -> Result<f64, BudgetError> {
         let events = [
             stats.clone(),
-            PrivacyEvent::Gaussian {
-                noise_multiplier: sigma,
-                sampling_rate: q,
-                count: rounds,
-            },
+            PrivacyEvent::gaussian(sigma, q, rounds),
         ];
         ledger_epsilon(&events, delta, kind)
     };
@@ -215,21 +193,13 @@ mod tests {
             calibrate_training_noise(4.0, 1e-5, 1.0, 30, 20.0, AccountantKind::Best).unwrap();
         let events = [
             statistics_event(20.0),
-            PrivacyEvent::Gaussian {
-                noise_multiplier: sigma,
-                sampling_rate: 1.0,
-                count: 30,
-            },
+            PrivacyEvent::gaussian(sigma, 1.0, 30),
         ];
         let eps = ledger_epsilon(&events, 1e-5, AccountantKind::Best).unwrap();
         assert!(eps <= 4.0, "{eps}");
         let less = [
             events[0].clone(),
-            PrivacyEvent::Gaussian {
-                noise_multiplier: sigma * 0.99,
-                sampling_rate: 1.0,
-                count: 30,
-            },
+            PrivacyEvent::gaussian(sigma * 0.99, 1.0, 30),
         ];
         assert!(ledger_epsilon(&less, 1e-5, AccountantKind::Best).unwrap() > 4.0);
     }

@@ -140,6 +140,7 @@ impl Contribution {
             noise_multiplier: self.noise_multiplier,
             sampling_rate: 1.0,
             count: 1,
+            tv_slack: 0.0,
         }
     }
 }
@@ -442,6 +443,7 @@ fn site_events(contributions: &[Contribution]) -> Vec<PrivacyEvent> {
             noise_multiplier,
             sampling_rate: 1.0,
             count,
+            tv_slack: 0.0,
         })
         .collect()
 }

@@ -238,6 +238,7 @@ impl Site {
         vec![
             send(Out::TaskRejected(v1::TaskRejected {
                 reason: reason.clone(),
+                code: 0,
             })),
             Action::Exit {
                 code: EXIT_TASK_REJECTED,
@@ -252,6 +253,7 @@ impl Site {
             round,
             accept: false,
             reason,
+            code: 0,
         }))]
     }
 
@@ -340,6 +342,7 @@ impl Site {
             round,
             accept: true,
             reason: String::new(),
+            code: 0,
         }))];
         let secure = match &a.secagg {
             None => SecureState::Plain,

@@ -118,11 +118,7 @@ fn events_count_every_contribution_at_q_one() {
     // Counting at q = 1 is never below what a coordinator sampling at q < 1 reports.
     let sampled: Vec<PrivacyEvent> = [5.0, 5.0, 4.0, 5.0]
         .iter()
-        .map(|&noise_multiplier| PrivacyEvent::Gaussian {
-            noise_multiplier,
-            sampling_rate: 0.3,
-            count: 1,
-        })
+        .map(|&noise_multiplier| PrivacyEvent::gaussian(noise_multiplier, 0.3, 1))
         .collect();
     let coordinator = tessera_privacy::epsilon(&sampled, delta, AccountantKind::Best)
         .unwrap()

@@ -236,3 +236,15 @@ fn search(
     }
     Ok(s)
 }
+
+/// The effective noise multiplier of one adaptive-clipping round: the update
+/// sum noised with std σ_Δ·C (sensitivity C) and the sum of centred clipping
+/// bits noised with std σ_b (sensitivity 1/2) together are one Gaussian
+/// mechanism with multiplier σ_eff = (σ_Δ^-2 + (2σ_b)^-2)^-1/2 (Andrew,
+/// Chien, Thakkar, McMahan, "Differentially Private Learning with Adaptive
+/// Clipping", NeurIPS 2021, Theorem 1). Both releases use the same cohort,
+/// so sampled rounds compose exactly as one sampled Gaussian at σ_eff.
+pub fn effective_noise_multiplier(update_sigma: f64, count_sigma: f64) -> f64 {
+    let inv = update_sigma.powi(-2) + (2.0 * count_sigma).powi(-2);
+    inv.powf(-0.5)
+}

@@ -56,6 +56,14 @@ pub enum Error {
     /// A modulus size outside 1..=64 bits.
     #[error("modulus must have 1..=64 bits, got {0}")]
     InvalidModulusBits(u32),
+    /// A total-variation slack outside [0, 1), or one so large that no
+    /// epsilon reaches the requested delta.
+    #[error("total-variation slack must be in [0, 1) and below delta, got {0}")]
+    InvalidTvSlack(f64),
+    /// A Poisson cohort question with invalid parameters (population 0,
+    /// minimum 0, or a rate outside (0, 1]).
+    #[error("invalid sampled-cohort parameters: {0}")]
+    InvalidCohort(String),
     /// Calibration could not reach the target (for instance a target epsilon
     /// so small that no noise multiplier up to the search limit meets it).
     #[error("calibration failed: {0}")]

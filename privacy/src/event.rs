@@ -20,6 +20,16 @@ pub enum PrivacyEvent {
         sampling_rate: f64,
         /// Number of releases.
         count: u32,
+        /// Total-variation distance between the releases as run and the
+        /// Gaussian mechanism accounted here, summed over the `count`
+        /// releases: the discretisation of the noise
+        /// ([`crate::noise::discretisation_tv`]) and the minimum size of a
+        /// sampled cohort ([`crate::sampling`]). A mechanism within total
+        /// variation τ of an (ε, δ)-DP one is (ε, δ + (1 + e^ε)·τ)-DP, so the
+        /// accountants add (1 + e^ε) times the ledger's total to δ. Absent
+        /// (0) in ledgers written before it was recorded.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        tv_slack: f64,
     },
     /// Discrete Laplace mechanism with pure `epsilon` (scale = sensitivity /
     /// epsilon), `count` times.
@@ -46,6 +56,25 @@ impl PrivacyEvent {
             noise_multiplier: sigma,
             sampling_rate: q,
             count,
+            tv_slack: 0.0,
+        }
+    }
+
+    /// The same event with `tv` added to its total-variation slack (see
+    /// [`PrivacyEvent::Gaussian::tv_slack`]); pure-DP events carry none and
+    /// are returned unchanged.
+    pub fn with_tv_slack(mut self, tv: f64) -> Self {
+        if let Self::Gaussian { tv_slack, .. } = &mut self {
+            *tv_slack += tv;
+        }
+        self
+    }
+
+    /// The event's total-variation slack (0 for pure-DP events).
+    pub fn tv_slack(&self) -> f64 {
+        match self {
+            Self::Gaussian { tv_slack, .. } => *tv_slack,
+            _ => 0.0,
         }
     }
 
@@ -65,10 +94,14 @@ impl PrivacyEvent {
             Self::Gaussian {
                 noise_multiplier,
                 sampling_rate,
+                tv_slack,
                 ..
             } => {
                 NoiseMultiplier::new(noise_multiplier)?;
                 SamplingRate::new(sampling_rate)?;
+                if !(tv_slack.is_finite() && (0.0..1.0).contains(&tv_slack)) {
+                    return Err(Error::InvalidTvSlack(tv_slack));
+                }
             }
             Self::DiscreteLaplace { epsilon, .. } | Self::Exponential { epsilon, .. } => {
                 Epsilon::positive(epsilon)?;
@@ -95,6 +128,8 @@ pub(crate) struct Grouped {
     pub(crate) laplace: Vec<(f64, u64)>,
     /// Distinct exponential-mechanism epsilons and counts.
     pub(crate) exponential: Vec<(f64, u64)>,
+    /// Total-variation slack of the whole ledger (added to δ as (1 + e^ε)·τ).
+    pub(crate) tv_slack: f64,
 }
 
 impl Grouped {
@@ -107,6 +142,7 @@ impl Grouped {
                 continue;
             }
             let c = u64::from(e.count());
+            g.tv_slack += e.tv_slack();
             match *e {
                 PrivacyEvent::Gaussian {
                     noise_multiplier: s,
@@ -148,6 +184,10 @@ impl Grouped {
     pub(crate) fn only_gaussian(&self) -> bool {
         self.laplace.is_empty() && self.exponential.is_empty()
     }
+}
+
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
 }
 
 fn add(v: &mut Vec<(f64, u64)>, eps: f64, c: u64) {

@@ -7,6 +7,7 @@
 
 pub mod chunk;
 pub mod convert;
+pub mod reasons;
 
 /// Generated code for package `tessera.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

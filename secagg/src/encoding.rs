@@ -95,13 +95,13 @@ impl FixedPoint {
         let mask = modulus_mask(self.modulus_bits);
         values
             .iter()
-            .enumerate()
-            .map(|(i, &x)| {
+            .map(|&x| {
                 let y = x * scale;
                 if !y.is_finite() || y.abs() + 1.0 >= limit {
-                    return Err(Error::InvalidInput(format!(
-                        "value {x} at index {i} is not encodable"
-                    )));
+                    // No value or position in the text: callers may pass it on.
+                    return Err(Error::InvalidInput(
+                        "a value is not finite or too large for this encoding".into(),
+                    ));
                 }
                 let floor = y.floor();
                 let frac = y - floor;

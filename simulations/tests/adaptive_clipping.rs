@@ -83,11 +83,7 @@ fn adaptive_clipping_breast_cancer_iid_within_budget() {
         assert_eq!(r.noise_multiplier, sigma);
         assert_eq!(
             r.event,
-            PrivacyEvent::Gaussian {
-                noise_multiplier: sigma,
-                sampling_rate: 1.0,
-                count: 1
-            }
+            PrivacyEvent::gaussian(sigma, 1.0, 1)
         );
         assert!(r.clip_norm.is_finite() && r.clip_norm > 0.0);
     }

@@ -204,11 +204,7 @@ fn clip_norm_falls_toward_the_median_of_small_updates() {
         assert_eq!(o.ledger_clip_norm, o.clip_norm);
         assert_eq!(
             o.ledger_event,
-            PrivacyEvent::Gaussian {
-                noise_multiplier: sigma_eff,
-                sampling_rate: 1.0,
-                count: 1
-            }
+            PrivacyEvent::gaussian(sigma_eff, 1.0, 1)
         );
     }
 }

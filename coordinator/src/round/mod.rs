@@ -739,6 +739,7 @@ impl FederationMachine {
                     } else {
                         0.0
                     },
+                    not_private: self.dp() && privacy.insecure_noise_seed.is_some(),
                 }),
                 secagg: secure_params.as_ref().map(|p| v1::SecAggSetup {
                     my_index: i as u32 + 1,

@@ -121,7 +121,53 @@ pub fn epsilon(
 ) -> Result<EpsilonReport, Error> {
     let d = Delta::new(delta)?.get();
     let g = Grouped::new(events)?;
-    epsilon_grouped(&g, d, kind)
+    epsilon_with_slack(&g, d, kind)
+}
+
+/// Epsilon at `delta` of a ledger whose releases are within total variation
+/// τ = `g.tv_slack` of the Gaussian mechanisms accounted: the least ε (up to
+/// a relative margin of 1e-6) with δ_acc(ε) + (1 + e^ε)·τ ≤ δ, where δ_acc
+/// is the accountant's bound for the exact mechanisms.
+///
+/// Why: if M is (ε, δ_acc)-DP and M' is within total variation τ of M on
+/// every input, then for every event S, P[M'(x) ∈ S] ≤ P[M(x) ∈ S] + τ ≤
+/// e^ε P[M(x') ∈ S] + δ_acc + τ ≤ e^ε P[M'(x') ∈ S] + δ_acc + (1 + e^ε)τ.
+/// The total variation of an adaptive composition is at most the sum of
+/// its parts (a hybrid argument), which is what the ledger records.
+///
+/// The iteration ε_{k+1} = ε_acc(δ − (1 + e^{ε_k + m})τ) only grows; once
+/// ε_{k+1} ≤ ε_k + m, δ_acc(ε_{k+1}) ≤ δ − (1 + e^{ε_{k+1}})τ, so ε_{k+1}
+/// is a valid answer. With the slacks Tessera records it stops at k = 1.
+fn epsilon_with_slack(
+    g: &Grouped,
+    delta: f64,
+    kind: AccountantKind,
+) -> Result<EpsilonReport, Error> {
+    let tau = g.tv_slack;
+    if tau == 0.0 {
+        return epsilon_grouped(g, delta, kind);
+    }
+    let too_much = |accountant| Error::NotApplicable {
+        accountant,
+        reason: format!(
+            "the ledger's total-variation slack {tau:e} leaves no room in delta = {delta:e}"
+        ),
+    };
+    let mut eps = epsilon_grouped(g, delta, kind)?.epsilon;
+    for _ in 0..64 {
+        let target = eps + 1e-6 * eps.max(1.0);
+        let rest = delta - (1.0 + target.exp()) * tau;
+        if !(rest > 0.0) {
+            return Err(too_much(kind));
+        }
+        let mut r = epsilon_grouped(g, rest, kind)?;
+        if r.epsilon <= target {
+            r.delta = delta;
+            return Ok(r);
+        }
+        eps = r.epsilon;
+    }
+    Err(too_much(kind))
 }
 
 pub(crate) fn epsilon_grouped(
@@ -220,22 +266,29 @@ fn epsilon_grouped_inner(
 pub fn delta(events: &[PrivacyEvent], epsilon: f64, kind: AccountantKind) -> Result<f64, Error> {
     let e = Epsilon::new(epsilon)?.get();
     let g = Grouped::new(events)?;
+    // Releases within total variation τ of the accounted mechanisms: see
+    // `epsilon_with_slack`.
+    let slack = (1.0 + e.exp()) * g.tv_slack;
+    delta_exact_mechanisms(&g, e, kind).map(|d| (d + slack).min(1.0))
+}
+
+fn delta_exact_mechanisms(g: &Grouped, e: f64, kind: AccountantKind) -> Result<f64, Error> {
     // Basic composition: a pure-DP ledger is (sum of epsilons, 0)-DP.
     if kind != AccountantKind::Exact && g.pure_epsilon_sum().is_some_and(|s| e >= s) {
         return Ok(0.0);
     }
     match kind {
-        AccountantKind::Exact => Ok(exact::gaussian_delta(exact::ledger_mu(&g)?, e)),
-        AccountantKind::Rdp => Ok(rdp::RdpCurve::from_grouped(&g).delta(e).0),
+        AccountantKind::Exact => Ok(exact::gaussian_delta(exact::ledger_mu(g)?, e)),
+        AccountantKind::Rdp => Ok(rdp::RdpCurve::from_grouped(g).delta(e).0),
         AccountantKind::Pld => {
-            Ok(pld::ComposedPld::from_grouped(&g, pld::PldOptions::default())?.delta(e))
+            Ok(pld::ComposedPld::from_grouped(g, pld::PldOptions::default())?.delta(e))
         }
         AccountantKind::Best => {
-            if let Ok(mu) = exact::ledger_mu(&g) {
+            if let Ok(mu) = exact::ledger_mu(g) {
                 return Ok(exact::gaussian_delta(mu, e));
             }
-            let r = rdp::RdpCurve::from_grouped(&g).delta(e).0;
-            let p = pld::ComposedPld::from_grouped(&g, pld::PldOptions::default())?.delta(e);
+            let r = rdp::RdpCurve::from_grouped(g).delta(e).0;
+            let p = pld::ComposedPld::from_grouped(g, pld::PldOptions::default())?.delta(e);
             Ok(r.min(p))
         }
     }
