@@ -132,9 +132,16 @@ pub fn epsilon_after(
     ledger_epsilon(&all, delta, kind)
 }
 
+/// Share of δ the calibration leaves for the rounds' total-variation slack
+/// (discretised noise, sampled cohorts): the coordinator refuses a round
+/// whose slack, over the planned rounds, would need more
+/// (`tessera_privacy::sampling::negligible`).
+pub const SLACK_SHARE_OF_DELTA: f64 = 1e-3;
+
 /// The smallest training noise multiplier such that the statistics release
 /// plus `rounds` training rounds at rate `q` stay within `target_epsilon`,
-/// rounded toward more noise.
+/// rounded toward more noise. Calibrated at δ·(1 − [`SLACK_SHARE_OF_DELTA`])
+/// so that the rounds' slack fits in the rest.
 pub fn calibrate_training_noise(
     target_epsilon: f64,
     delta: f64,
@@ -143,6 +150,7 @@ pub fn calibrate_training_noise(
     statistics_sigma: f64,
     kind: AccountantKind,
 ) -> Result<f64, BudgetError> {
+    let delta = delta * (1.0 - SLACK_SHARE_OF_DELTA);
     let stats = statistics_event(statistics_sigma);
     let spent = ledger_epsilon(std::slice::from_ref(&stats), delta, kind)?;
     if spent >= target_epsilon {

@@ -294,7 +294,12 @@ pub struct PrivacySection {
     /// Accountant for the ledger's ε.
     pub accountant: AccountantKind,
     /// Simulations only: seed the noise, which makes the run NOT private.
+    /// Refused unless `acknowledge_not_private = true` is set as well; every
+    /// ledger row, the terms sent to the sites (and so their ledgers) and
+    /// every report then say "not private".
     pub insecure_noise_seed: Option<u64>,
+    /// The loud opt-in `insecure_noise_seed` needs.
+    pub acknowledge_not_private: bool,
     /// Adaptive clipping only: noise std σ_b on the sum of the centred
     /// clipping bits (sensitivity 1/2). Default: the expected cohort / 20, as
     /// in Andrew et al. 2021, where the expected cohort is `sampling_rate`
@@ -316,6 +321,7 @@ impl Default for PrivacySection {
             statistics_noise_multiplier: 5.0,
             accountant: AccountantKind::Best,
             insecure_noise_seed: None,
+            acknowledge_not_private: false,
             clip_count_noise_multiplier: None,
         }
     }
@@ -388,6 +394,9 @@ pub struct Settings {
     pub max_epsilon: Option<f64>,
     /// Bounds of the statistics contributions (DP only).
     pub statistics_bounds: Option<tessera_model::StatsBounds>,
+    /// DP is configured but the noise is seeded (`insecure_noise_seed`):
+    /// the federation's releases are NOT private.
+    pub not_private: bool,
 }
 
 impl Settings {
@@ -646,6 +655,23 @@ impl CoordinatorConfig {
                 }
                 (0.0, None, 0.0, 0.0)
             };
+        match (p.insecure_noise_seed, p.acknowledge_not_private) {
+            (Some(_), false) => {
+                return Err(invalid(
+                    "privacy.insecure_noise_seed",
+                    "a seeded noise makes every release NOT private; it is for simulations only \
+                     and needs `acknowledge_not_private = true` in [privacy]",
+                ));
+            }
+            (None, true) => {
+                return Err(invalid(
+                    "privacy.acknowledge_not_private",
+                    "only meaningful with insecure_noise_seed; remove it",
+                ));
+            }
+            _ => {}
+        }
+        let not_private = p.enabled && p.insecure_noise_seed.is_some();
         let statistics_bounds = if self.privacy.enabled {
             Some(
                 crate::round::statistics_bounds(
@@ -684,6 +710,7 @@ impl CoordinatorConfig {
             clip_count_noise_multiplier,
             max_epsilon,
             statistics_bounds,
+            not_private,
         })
     }
 }

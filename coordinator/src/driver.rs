@@ -81,6 +81,7 @@ impl Driver {
         std::fs::create_dir_all(out.join("checkpoints"))
             .with_context(|| format!("creating {}", out.display()))?;
         let mut store = Store::open(&settings.store)?;
+        refuse_non_private_history(&store, &settings)?;
         let resume = resume_from(&store)?;
         settle_interrupted_rounds(&mut store)?;
         if resume.completed_training > 0 || resume.preprocessor.is_some() {
@@ -322,6 +323,7 @@ impl Driver {
                 noise_multiplier: entry.noise_multiplier,
                 sampling_rate: entry.sampling_rate,
                 recorded_at_ms: now,
+                not_private: entry.not_private,
             })?;
             if let Some(eps) = c.epsilon_after {
                 self.metrics.set_epsilon_spent(eps);
@@ -521,6 +523,29 @@ pub fn settle_interrupted_rounds(store: &mut Store) -> anyhow::Result<()> {
         store.record_round(&r)?;
     }
     Ok(())
+}
+
+/// A private federation (DP on, noise not seeded) refuses a store that
+/// released rounds without privacy: the ledger's ε would not count them,
+/// so resuming would report a guarantee the released models do not have.
+pub fn refuse_non_private_history(store: &Store, settings: &Settings) -> anyhow::Result<()> {
+    if !settings.config.privacy.enabled || settings.not_private {
+        return Ok(());
+    }
+    let rounds = store.non_private_releases()?;
+    if rounds.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = rounds.iter().take(10).map(u64::to_string).collect();
+    anyhow::bail!(
+        "the store {} holds {} round(s) released without privacy (DP off or seeded noise: round {}{}); \
+         a private federation cannot resume it, because its ε would not count them. \
+         Start the private federation on a new store (`federation.store` or a new output_dir)",
+        settings.store.display(),
+        rounds.len(),
+        list.join(", "),
+        if rounds.len() > 10 { ", …" } else { "" }
+    )
 }
 
 /// Reads where the federation stood from the store.

@@ -27,6 +27,7 @@ fn gaussian_row(round: u64, sigma: f64, q: f64) -> NewLedgerRow {
         noise_multiplier: sigma,
         sampling_rate: q,
         recorded_at_ms: 1_795_000_000_000 + round as i64,
+        not_private: false,
     }
 }
 
@@ -51,6 +52,7 @@ fn append_and_read_ledger() {
         noise_multiplier: 8.0,
         sampling_rate: 1.0,
         recorded_at_ms: 1,
+        not_private: false,
     };
     let first = store.append_ledger(&stats).unwrap();
     let second = store.append_ledger(&gaussian_row(1, 5.9, 1.0)).unwrap();
@@ -67,6 +69,7 @@ fn append_and_read_ledger() {
         noise_multiplier: 0.0,
         sampling_rate: 1.0,
         recorded_at_ms: 3,
+        not_private: false,
     };
     store.append_ledger(&laplace).unwrap();
     assert!(second.id > first.id);

@@ -148,6 +148,9 @@ pub struct Aggregation {
     pub stage_seconds: Vec<(&'static str, f64)>,
     /// Expected cohort size q·N (the DP denominator).
     pub expected_cohort: f64,
+    /// The privacy event the round's release is accounted as (decided when
+    /// it started: σ, inclusion rate, total-variation slack).
+    pub event: tessera_privacy::PrivacyEvent,
 }
 
 /// Everything needed to start an aggregation.
@@ -171,6 +174,8 @@ pub struct AggregationSpec {
     pub first_deadline: Instant,
     /// Expected cohort size (DP denominator).
     pub expected_cohort: f64,
+    /// The privacy event the round's release is accounted as.
+    pub event: tessera_privacy::PrivacyEvent,
 }
 
 impl Aggregation {
@@ -215,6 +220,7 @@ impl Aggregation {
             stage_started: now,
             stage_seconds: Vec::new(),
             expected_cohort: spec.expected_cohort,
+            event: spec.event,
         })
     }
 

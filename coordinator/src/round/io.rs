@@ -138,4 +138,6 @@ pub struct LedgerEntry {
     pub noise_multiplier: f64,
     /// Sampling rate accounted.
     pub sampling_rate: f64,
+    /// The noise was seeded: the release is NOT private.
+    pub not_private: bool,
 }

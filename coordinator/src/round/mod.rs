@@ -352,7 +352,8 @@ impl FederationMachine {
                 return;
             }
             In::TaskRejected(r) => {
-                warn!(participant = %name, reason = %r.reason, "participant cannot serve the task; carrying on without it");
+                let (code, reason) = tessera_proto::reasons::reject_of(r);
+                warn!(participant = %name, code = code.as_str_name(), %reason, "participant cannot serve the task; carrying on without it");
                 self.rejected.insert(name.to_owned());
                 self.participant_lost(now, name, "rejected the task");
                 return;
@@ -375,7 +376,8 @@ impl FederationMachine {
             if reply.accept {
                 agg.accept(index);
             } else {
-                info!(participant = %name, round = agg.round, reason = %reply.reason, "participant declined the round");
+                let (code, reason) = tessera_proto::reasons::decline_of(reply);
+                info!(participant = %name, round = agg.round, code = code.as_str_name(), %reason, "participant declined the round");
                 agg.drop_participant(index);
             }
         } else if let Err(refusal) = agg.handle(index, &body) {
@@ -470,58 +472,44 @@ impl FederationMachine {
             Kind::Training => self.completed_training + 1,
         };
         let privacy = &s.config.privacy;
-        // The budget: never start a round whose release would take ε past it.
-        let next_event = match kind {
-            Kind::Statistics => budget::statistics_event(privacy.statistics_noise_multiplier),
-            Kind::Training => budget::training_event(s.noise_multiplier, privacy.sampling_rate),
-        };
-        if self.dp()
-            && let Some(max_eps) = s.max_epsilon
-        {
-            match budget::epsilon_after(
-                &self.ledger,
-                &next_event,
-                privacy.delta,
-                privacy.accountant,
-            ) {
-                Ok(eps) if eps > max_eps => {
-                    let spent =
-                        budget::ledger_epsilon(&self.ledger, privacy.delta, privacy.accountant)
-                            .unwrap_or(f64::NAN);
-                    self.finish(
-                        format!(
-                            "privacy budget reached: ε = {spent:.4} spent; training round {training_round} would take it to {eps:.4} > {max_eps} (δ = {})",
-                            privacy.delta
-                        ),
-                        true,
-                    );
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    self.finish(format!("cannot account the next round: {e}"), false);
-                    return;
-                }
-            }
-        }
-        // Cohort selection.
+        let secure = s.config.secagg.enabled;
+        let min_cohort = s
+            .config
+            .federation
+            .min_participants
+            .max(if secure { 3 } else { 1 });
+        // Cohort selection. Under Poisson sampling a draw below the minimum is
+        // discarded and another drawn; the ledger accounts what that does
+        // (see `tessera_privacy::sampling`).
         let q = if kind == Kind::Training && self.dp() {
             privacy.sampling_rate
         } else {
             1.0
+        };
+        let sampled = if let Some(needed) = self.sampled_cohort_margin(kind) {
+            match tessera_privacy::sampling::sampled_round(eligible.len() as u64, q, needed) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.finish(
+                        format!(
+                            "Poisson sampling at rate {q} cannot be accounted over {} available \
+                             participants: {e}; raise the sampling rate or use full participation",
+                            eligible.len()
+                        ),
+                        false,
+                    );
+                    return;
+                }
+            }
+        } else {
+            None
         };
         let cohort = cohort::select(&eligible, q, &mut self.rng);
         let expected_cohort = (q * eligible.len() as f64).max(1.0);
         let round = self.next_round;
         self.next_round += 1;
         let n = cohort.len();
-        let secure = s.config.secagg.enabled;
-        if n < s
-            .config
-            .federation
-            .min_participants
-            .max(if secure { 3 } else { 1 })
-        {
+        if n < min_cohort {
             self.round_failed(
                 now,
                 round,
@@ -532,78 +520,83 @@ impl FederationMachine {
             );
             return;
         }
-        // Vector layout and encoding.
         let adaptive = kind == Kind::Training && s.config.training.adaptive_clipping;
-        let n_features = s.task.features.len();
-        let (dim, max_abs_sum, modulus_bits) = match kind {
-            Kind::Statistics => {
-                let st = &s.config.statistics;
-                let dim = LocalStats::vector_len(n_features);
-                let per_site = if self.dp() {
-                    // Bounded contributions (see tessera_model::stats): rows ≤ max_rows, moments in [-1, 1] per row.
-                    st.max_rows
-                } else {
-                    st.max_rows * st.value_bound.max(1.0).powi(2)
-                };
-                let noise = if self.dp() {
-                    12.0 * privacy.statistics_noise_multiplier * statistics_sensitivity(&s)
-                } else {
-                    0.0
-                };
-                (dim, n as f64 * per_site + noise, 64)
-            }
-            Kind::Training => {
-                let model_len = self.model.as_ref().map(|m| m.len()).unwrap_or(0);
-                let c = self.clip_norm;
-                let noise = if self.dp() {
-                    12.0 * s.update_noise_multiplier * c
-                } else {
-                    0.0
-                };
-                if adaptive {
-                    // One more element: the centred clipping bit, |b − 1/2| = 1/2.
-                    let bits = n as f64 / 2.0 + 12.0 * s.clip_count_noise_multiplier;
-                    (model_len + 1, (n as f64 * c + noise).max(bits), 32)
-                } else {
-                    (model_len, n as f64 * c + noise, 32)
-                }
-            }
-        };
-        let noise_std = if self.dp() {
-            match kind {
-                Kind::Statistics => {
-                    privacy.statistics_noise_multiplier * statistics_sensitivity(&s)
-                }
-                Kind::Training if adaptive => {
-                    (s.update_noise_multiplier * self.clip_norm).max(s.clip_count_noise_multiplier)
-                }
-                Kind::Training => s.noise_multiplier * self.clip_norm,
-            }
-        } else {
-            0.0
-        };
-        let encoding = match FixedPoint::for_sum(max_abs_sum, modulus_bits)
-            .or_else(|_| FixedPoint::for_sum(max_abs_sum, 64))
-            .and_then(|e| limit_resolution(e, noise_std))
-        {
-            // The centred bit ±1/2 must be encoded exactly (no stochastic
-            // rounding), or its sensitivity would exceed 1/2.
-            Ok(e) if adaptive && e.scale_bits == 0 => {
-                self.finish(
-                    "no fixed-point encoding represents the clipping bit exactly".into(),
-                    false,
-                );
-                return;
-            }
-            Ok(e) => e,
-            Err(e) => {
-                self.finish(
-                    format!("no fixed-point encoding fits this round: {e}"),
-                    false,
-                );
+        let layout = match self.layout(kind, n) {
+            Ok(l) => l,
+            Err(reason) => {
+                self.finish(reason, false);
                 return;
             }
         };
+        let (dim, encoding) = (layout.dim, layout.encoding);
+        // The round's ledger event: σ, the rate a released round includes a
+        // site with (≥ q under sampling), and its total-variation slack.
+        let next_event = {
+            let (sigma, rate, sampling_tv) = match (kind, sampled) {
+                (Kind::Statistics, _) => (privacy.statistics_noise_multiplier, 1.0, 0.0),
+                (Kind::Training, Some(r)) => (s.noise_multiplier, r.inclusion_rate, r.tv_slack),
+                (Kind::Training, None) => (s.noise_multiplier, 1.0, 0.0),
+            };
+            PrivacyEvent::gaussian(sigma, rate, 1).with_tv_slack(layout.tv_slack + sampling_tv)
+        };
+        if self.dp() {
+            // The slack must be negligible: the calibration leaves δ/1000 for it.
+            let eps_ref = s.max_epsilon.unwrap_or(DEFAULT_SLACK_EPSILON);
+            let planned = s.config.federation.rounds;
+            if !tessera_privacy::sampling::negligible(
+                next_event.tv_slack(),
+                planned + 1,
+                privacy.delta,
+                eps_ref,
+            ) {
+                let why = match sampled {
+                    Some(r) if r.tv_slack > layout.tv_slack => format!(
+                        "a cohort drawn at rate {q} from {} participants falls below the {} \
+                         a round needs with probability {:.3e}, which is not negligible at δ = {}; \
+                         raise the sampling rate or use full participation",
+                        eligible.len(),
+                        self.sampled_cohort_margin(kind).unwrap_or(0),
+                        r.p_fail,
+                        privacy.delta
+                    ),
+                    _ => format!(
+                        "the noise of this round is too coarse for its {dim} coordinates: the \
+                         discretisation slack {:.3e} is not negligible at δ = {}",
+                        layout.tv_slack, privacy.delta
+                    ),
+                };
+                self.finish(why, false);
+                return;
+            }
+            // The budget: never start a round whose release would take ε past it.
+            if let Some(max_eps) = s.max_epsilon {
+                match budget::epsilon_after(
+                    &self.ledger,
+                    &next_event,
+                    privacy.delta,
+                    privacy.accountant,
+                ) {
+                    Ok(eps) if eps > max_eps => {
+                        let spent =
+                            budget::ledger_epsilon(&self.ledger, privacy.delta, privacy.accountant)
+                                .unwrap_or(f64::NAN);
+                        self.finish(
+                            format!(
+                                "privacy budget reached: ε = {spent:.4} spent; training round {training_round} would take it to {eps:.4} > {max_eps} (δ = {})",
+                                privacy.delta
+                            ),
+                            true,
+                        );
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.finish(format!("cannot account the next round: {e}"), false);
+                        return;
+                    }
+                }
+            }
+        }
         let indices: Vec<u32> = (1..=n as u32).collect();
         let secure_params = if secure {
             let mut graph_seed = [0u8; 32];
@@ -649,6 +642,7 @@ impl FederationMachine {
             secure: secure_params.clone(),
             first_deadline,
             expected_cohort,
+            event: next_event,
         };
         let agg = match Aggregation::new(spec, now) {
             Ok(a) => a,
@@ -739,7 +733,7 @@ impl FederationMachine {
                     } else {
                         0.0
                     },
-                    not_private: self.dp() && privacy.insecure_noise_seed.is_some(),
+                    not_private: s.not_private,
                 }),
                 secagg: secure_params.as_ref().map(|p| v1::SecAggSetup {
                     my_index: i as u32 + 1,
@@ -786,6 +780,150 @@ impl FederationMachine {
         self.state = State::Running(Box::new(agg));
     }
 
+    /// The vector layout of a round for a cohort of `n`: its length, its
+    /// fixed-point encoding and (with DP) the total-variation slack of its
+    /// discretised noise. The encoding is the 32-bit one where its noise is
+    /// fine enough, else the 64-bit one; `Err` is the reason the federation
+    /// cannot go on.
+    fn layout(&self, kind: Kind, n: usize) -> Result<Layout, String> {
+        let s = &self.settings;
+        let privacy = &s.config.privacy;
+        let dp = self.dp();
+        let adaptive = kind == Kind::Training && s.config.training.adaptive_clipping;
+        let n_features = s.task.features.len();
+        // (dim, largest |sum|, preferred modulus, noise std per part).
+        let (dim, max_abs_sum, modulus_bits) = match kind {
+            Kind::Statistics => {
+                let st = &s.config.statistics;
+                let dim = LocalStats::vector_len(n_features);
+                let per_site = if dp {
+                    // Bounded contributions (see tessera_model::stats): rows ≤ max_rows, moments in [-1, 1] per row.
+                    st.max_rows
+                } else {
+                    st.max_rows * st.value_bound.max(1.0).powi(2)
+                };
+                let noise = if dp {
+                    12.0 * privacy.statistics_noise_multiplier * statistics_sensitivity(s)
+                } else {
+                    0.0
+                };
+                (dim, n as f64 * per_site + noise, 64)
+            }
+            Kind::Training => {
+                let model_len = self.model.as_ref().map(|m| m.len()).unwrap_or(0);
+                let c = self.clip_norm;
+                let noise = if dp {
+                    12.0 * s.update_noise_multiplier * c
+                } else {
+                    0.0
+                };
+                if adaptive {
+                    // One more element: the centred clipping bit, |b − 1/2| = 1/2.
+                    let bits = n as f64 / 2.0 + 12.0 * s.clip_count_noise_multiplier;
+                    (model_len + 1, (n as f64 * c + noise).max(bits), 32)
+                } else {
+                    (model_len, n as f64 * c + noise, 32)
+                }
+            }
+        };
+        // Noise std (real units) of the update part and, with adaptive
+        // clipping, of the clipping bit.
+        let (noise_std, bit_std) = if !dp {
+            (0.0, 0.0)
+        } else {
+            match kind {
+                Kind::Statistics => (
+                    privacy.statistics_noise_multiplier * statistics_sensitivity(s),
+                    0.0,
+                ),
+                Kind::Training if adaptive => (
+                    s.update_noise_multiplier * self.clip_norm,
+                    s.clip_count_noise_multiplier,
+                ),
+                Kind::Training => (s.noise_multiplier * self.clip_norm, 0.0),
+            }
+        };
+        let largest_noise = noise_std.max(bit_std);
+        let smallest_noise = if bit_std > 0.0 {
+            noise_std.min(bit_std)
+        } else {
+            noise_std
+        };
+        let slack_of = |e: FixedPoint| -> Result<f64, tessera_privacy::Error> {
+            if !dp {
+                return Ok(0.0);
+            }
+            let scale = f64::from(e.scale_bits).exp2();
+            if bit_std > 0.0 {
+                Ok(
+                    tessera_privacy::release_tv(noise_std * scale, dim as u64 - 1)?
+                        + tessera_privacy::release_tv(bit_std * scale, 1)?,
+                )
+            } else {
+                tessera_privacy::release_tv(noise_std * scale, dim as u64)
+            }
+        };
+        let eps_ref = s.max_epsilon.unwrap_or(DEFAULT_SLACK_EPSILON);
+        // The planned training rounds and the statistics release.
+        let planned = s.config.federation.rounds + 1;
+        let mut last_error = String::new();
+        for bits in [modulus_bits, 64] {
+            let encoding = match FixedPoint::for_sum(max_abs_sum, bits)
+                .and_then(|e| limit_resolution(e, largest_noise))
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    last_error = format!("no fixed-point encoding fits this round: {e}");
+                    continue;
+                }
+            };
+            // The centred bit ±1/2 must be encoded exactly (no stochastic
+            // rounding), or its sensitivity would exceed 1/2.
+            if adaptive && encoding.scale_bits == 0 {
+                last_error = "no fixed-point encoding represents the clipping bit exactly".into();
+                continue;
+            }
+            let units = smallest_noise * f64::from(encoding.scale_bits).exp2();
+            if dp && units < tessera_privacy::MIN_NOISE_UNITS {
+                last_error = format!(
+                    "the noise would be {units:.0} fixed-point units, below the {} the exact \
+                     discrete noise is accounted for",
+                    tessera_privacy::MIN_NOISE_UNITS
+                );
+                continue;
+            }
+            let tv_slack = slack_of(encoding).map_err(|e| e.to_string())?;
+            let layout = Layout {
+                dim,
+                encoding,
+                tv_slack,
+            };
+            let fine = !dp
+                || tessera_privacy::sampling::negligible(tv_slack, planned, privacy.delta, eps_ref);
+            if fine || bits == 64 {
+                return Ok(layout);
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Under Poisson sampling with DP, the least cohort that keeps enough
+    /// contributors after the tolerated dropouts (None otherwise).
+    fn sampled_cohort_margin(&self, kind: Kind) -> Option<u64> {
+        let s = &self.settings.config;
+        let sampled = kind == Kind::Training && self.dp() && s.privacy.sampling_rate < 1.0;
+        sampled.then(|| {
+            let min = s
+                .federation
+                .min_participants
+                .max(if s.secagg.enabled { 3 } else { 1 });
+            tessera_privacy::sampling::min_cohort_with_dropouts(
+                min as u64,
+                s.secagg.dropout_tolerance,
+            )
+        })
+    }
+
     fn round_failed(
         &mut self,
         now: Instant,
@@ -825,6 +963,24 @@ impl FederationMachine {
         }
         self.failed_in_row += 1;
         self.state = State::Waiting { ready_since: None };
+        if let Some(needed) = self.sampled_cohort_margin(kind)
+            && cohort.len() as u64 >= needed
+        {
+            // The accounting of sampled rounds assumes that a cohort of this
+            // size always keeps enough contributors (at most the tolerated
+            // share drops out); this one did not, so it no longer holds for
+            // further draws.
+            self.finish(
+                format!(
+                    "a sampled round of {} participants failed ({reason}): more than the tolerated \
+                     share dropped out, which the privacy accounting of Poisson sampling assumes \
+                     never happens; no further sampled round is run",
+                    cohort.len()
+                ),
+                false,
+            );
+            return;
+        }
         let max = self.settings.config.federation.max_failed_rounds;
         if self.failed_in_row >= max {
             self.finish(
@@ -915,19 +1071,16 @@ impl FederationMachine {
         let privacy = &s.config.privacy;
         let scale = (agg.encoding.scale_bits as f64).exp2();
         let adaptive = agg.kind == Kind::Training && s.config.training.adaptive_clipping;
-        let (event, noise_multiplier, sensitivity) = match agg.kind {
+        // The event decided when the round started (with adaptive clipping
+        // σ_eff: the ledger accounts the joint release of the update sum and
+        // the clipping-bit sum).
+        let event = agg.event.clone();
+        let (noise_multiplier, sensitivity) = match agg.kind {
             Kind::Statistics => (
-                budget::statistics_event(privacy.statistics_noise_multiplier),
                 privacy.statistics_noise_multiplier,
                 statistics_sensitivity(&s),
             ),
-            // With adaptive clipping, σ_eff: the ledger accounts the joint
-            // release of the update sum and the clipping-bit sum.
-            Kind::Training => (
-                budget::training_event(s.noise_multiplier, privacy.sampling_rate),
-                s.noise_multiplier,
-                self.clip_norm,
-            ),
+            Kind::Training => (s.noise_multiplier, self.clip_norm),
         };
         if self.dp() {
             // Exact discrete Gaussian noise on the integer sum: std σ·C in
@@ -995,6 +1148,7 @@ impl FederationMachine {
                 PrivacyEvent::Gaussian { sampling_rate, .. } => *sampling_rate,
                 _ => 1.0,
             },
+            not_private: s.not_private,
         });
         let pending = match agg.kind {
             Kind::Statistics => {
@@ -1190,10 +1344,23 @@ impl FederationMachine {
     }
 }
 
-/// Largest noise standard deviation in fixed-point units: well inside the
-/// exact sampler's range, and far finer than needed (a resolution 2^-30 of
-/// the noise std).
-const MAX_NOISE_UNITS: f64 = (1u64 << 30) as f64;
+/// Largest noise standard deviation in fixed-point units: inside the exact
+/// sampler's range (2^40), and fine enough that the discretisation slack of
+/// even a very large model is negligible (about 7e-26 per coordinate).
+const MAX_NOISE_UNITS: f64 = (1u64 << 39) as f64;
+
+/// ε at which a round's total-variation slack is judged negligible when the
+/// federation has no budget (`max_epsilon`): the slack enters δ as
+/// (1 + e^ε)·τ, so a larger ε makes the same slack weigh more.
+const DEFAULT_SLACK_EPSILON: f64 = 10.0;
+
+/// What a round sums: vector length, encoding, slack of its noise.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    dim: usize,
+    encoding: FixedPoint,
+    tv_slack: f64,
+}
 
 /// Lowers the fixed-point scale when the noise std would exceed
 /// [`MAX_NOISE_UNITS`] units: resolution much finer than the noise buys

@@ -84,6 +84,10 @@ pub struct NewLedgerRow {
     pub sampling_rate: f64,
     /// When the row was written (ms since the Unix epoch).
     pub recorded_at_ms: i64,
+    /// The noise was drawn from a fixed seed (`insecure_noise_seed`): the
+    /// release is NOT private, whatever its event says.
+    #[serde(default)]
+    pub not_private: bool,
 }
 
 /// A ledger row as stored.
@@ -109,6 +113,10 @@ pub struct LedgerRow {
     pub sampling_rate: f64,
     /// When the row was written (ms since the Unix epoch).
     pub recorded_at_ms: i64,
+    /// The noise was drawn from a fixed seed (`insecure_noise_seed`): the
+    /// release is NOT private, whatever its event says.
+    #[serde(default)]
+    pub not_private: bool,
 }
 
 impl LedgerRow {
@@ -138,7 +146,7 @@ fn check_field(event: &serde_json::Value, field: &str, column: f64) -> Result<()
 }
 
 const LEDGER_COLUMNS: &str = "id, round, training_round, kind, event, cohort_size, clip_norm, \
-                              noise_multiplier, sampling_rate, recorded_at_ms";
+                              noise_multiplier, sampling_rate, recorded_at_ms, not_private";
 
 impl Store {
     /// Appends the ledger row of a released aggregation. The row is committed
@@ -205,8 +213,9 @@ impl Store {
         }
         let inserted = tx.execute(
             "INSERT INTO ledger (round, training_round, kind, mechanism, event, cohort_size,
-                                 clip_norm, noise_multiplier, sampling_rate, recorded_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                 clip_norm, noise_multiplier, sampling_rate, recorded_at_ms,
+                                 not_private)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 round,
                 row.training_round,
@@ -218,6 +227,7 @@ impl Store {
                 row.noise_multiplier,
                 row.sampling_rate,
                 row.recorded_at_ms,
+                row.not_private,
             ],
         );
         match inserted {
@@ -243,6 +253,7 @@ impl Store {
             noise_multiplier: row.noise_multiplier,
             sampling_rate: row.sampling_rate,
             recorded_at_ms: row.recorded_at_ms,
+            not_private: row.not_private,
         })
     }
 
@@ -267,6 +278,7 @@ impl Store {
                     r.get::<_, f64>(7)?,
                     r.get::<_, f64>(8)?,
                     r.get::<_, i64>(9)?,
+                    r.get::<_, bool>(10)?,
                 ))
             })
             .map_err(|e| self.sql(e))?
@@ -274,7 +286,7 @@ impl Store {
             .map_err(|e| self.sql(e))?;
         raw.into_iter()
             .map(
-                |(id, round, training_round, kind, event, cohort_size, clip, sigma, q, at)| {
+                |(id, round, training_round, kind, event, cohort_size, clip, sigma, q, at, np)| {
                     let event: PrivacyEvent = serde_json::from_str(&event).map_err(|e| {
                         self.invalid(format!("ledger row for round {round}: bad event: {e}"))
                     })?;
@@ -289,6 +301,7 @@ impl Store {
                         noise_multiplier: sigma,
                         sampling_rate: q,
                         recorded_at_ms: at,
+                        not_private: np,
                     })
                 },
             )
@@ -308,5 +321,28 @@ impl Store {
             .query_row("SELECT max(round) FROM ledger", [], |r| r.get(0))
             .map_err(|e| self.sql(e))?;
         v.map(|v| to_u64(v).map_err(|e| self.sql(e))).transpose()
+    }
+
+    /// Rounds this store released without privacy: released rounds that have
+    /// no ledger row (DP was off) and ledger rows whose noise was seeded.
+    /// A private federation cannot resume a store that has any: its ε would
+    /// leave them out.
+    pub fn non_private_releases(&self) -> Result<Vec<u64>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT round FROM rounds WHERE status = 'released'
+                     AND round NOT IN (SELECT round FROM ledger)
+                 UNION
+                 SELECT round FROM ledger WHERE not_private = 1
+                 ORDER BY round",
+            )
+            .map_err(|e| self.sql(e))?;
+        let rounds = stmt
+            .query_map([], |r| to_u64(r.get(0)?))
+            .map_err(|e| self.sql(e))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.sql(e))?;
+        Ok(rounds)
     }
 }

@@ -36,12 +36,19 @@ pub use checkpoints::{
 };
 pub use ledger::{AggregationKind, LedgerRow, NewLedgerRow};
 pub use report::{
-    LedgerReport, LedgerReportRow, StatusReport, format_utc_ms, ledger_report, status_report,
+    GUARANTEE, LedgerReport, LedgerReportRow, StatusReport, format_utc_ms, ledger_report,
+    status_report,
 };
 pub use rounds::{RoundRecord, RoundStatus};
 
-/// Schema version stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+/// Schema version stored in `PRAGMA user_version`. Version 2 added the
+/// ledger's `not_private` column; version-1 stores are migrated on open.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// From schema version 1 to 2: ledger rows say whether their noise was
+/// seeded (released without privacy). Rows written before were not.
+const MIGRATE_1_TO_2: &str = "ALTER TABLE ledger ADD COLUMN not_private INTEGER NOT NULL \
+                              DEFAULT 0 CHECK (not_private IN (0, 1));";
 
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,7 +74,8 @@ CREATE TABLE ledger (
     clip_norm        REAL    NOT NULL,
     noise_multiplier REAL    NOT NULL,
     sampling_rate    REAL    NOT NULL,
-    recorded_at_ms   INTEGER NOT NULL
+    recorded_at_ms   INTEGER NOT NULL,
+    not_private      INTEGER NOT NULL DEFAULT 0 CHECK (not_private IN (0, 1))
 ) STRICT;
 CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger
 BEGIN SELECT RAISE(ABORT, 'privacy ledger rows are append-only'); END;
@@ -490,6 +498,16 @@ impl Store {
         match version {
             0 => {
                 tx.execute_batch(SCHEMA)
+                    .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
+                    .and_then(|()| tx.commit())
+                    .map_err(|source| StoreError::Sqlite {
+                        path: self.path.clone(),
+                        source,
+                    })?;
+                Ok(())
+            }
+            1 => {
+                tx.execute_batch(MIGRATE_1_TO_2)
                     .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
                     .and_then(|()| tx.commit())
                     .map_err(|source| StoreError::Sqlite {

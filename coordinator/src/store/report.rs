@@ -33,6 +33,8 @@ pub struct LedgerReportRow {
     pub recorded_at: String,
     /// ε (at the report's δ, best accountant) of every row up to this one.
     pub cumulative_epsilon: f64,
+    /// The noise of this release was seeded: it is NOT private.
+    pub not_private: bool,
 }
 
 /// The privacy ledger with cumulative ε, for `tessera-coordinator ledger`.
@@ -45,7 +47,28 @@ pub struct LedgerReport {
     pub rows: Vec<LedgerReportRow>,
     /// ε of the whole ledger (0 when it is empty).
     pub epsilon: f64,
+    /// Whether ε is a guarantee: false when any release was made without
+    /// privacy (seeded noise, or a released round without a ledger row).
+    pub private: bool,
+    /// Rounds released without privacy, if any.
+    pub non_private_rounds: Vec<u64>,
+    /// What ε protects, in words.
+    pub guarantee: &'static str,
 }
+
+/// What the ledger's ε protects. Every member of a cohort receives the
+/// roster and the sum is divided by the announced cohort size, so who takes
+/// part is not hidden: the guarantee is for one site's contribution, which
+/// could be replaced by zero without the released models telling (the same
+/// ε as add/remove adjacency for these mechanisms). With Poisson sampling
+/// the amplification by sampling holds against those who do not see the
+/// rosters; a site in a cohort sees it, which is why sites count their own
+/// rounds at rate 1.
+pub const GUARANTEE: &str = "epsilon bounds what the released models and statistics reveal about \
+     any one site's contribution (its data could be replaced by zero: same epsilon as adding or \
+     removing the site); who takes part is not hidden, since every cohort member receives the \
+     roster; with sampling rate q < 1 the amplification holds against readers of the models, not \
+     against cohort members, who see the roster (each site's own ledger counts q = 1)";
 
 /// ε of `events` at `delta` with the best accountant; 0 for no events.
 pub(crate) fn epsilon_of(
@@ -127,19 +150,24 @@ pub fn ledger_report(store: &Store, delta: f64) -> Result<LedgerReport, StoreErr
             clip_norm: row.clip_norm,
             recorded_at: format_utc_ms(row.recorded_at_ms),
             cumulative_epsilon,
+            not_private: row.not_private,
         });
     }
     let epsilon = rows.last().map_or(0.0, |r| r.cumulative_epsilon);
+    let non_private_rounds = store.non_private_releases()?;
     Ok(LedgerReport {
         delta,
         rows,
         epsilon,
+        private: non_private_rounds.is_empty(),
+        non_private_rounds,
+        guarantee: GUARANTEE,
     })
 }
 
 impl fmt::Display for LedgerReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.rows.is_empty() {
+        if self.rows.is_empty() && self.private {
             return writeln!(
                 f,
                 "privacy ledger is empty: epsilon = 0 at delta = {:e}",
@@ -178,6 +206,22 @@ impl fmt::Display for LedgerReport {
                 r.recorded_at,
                 r.cumulative_epsilon
             )?;
+            if r.not_private {
+                writeln!(f, "{:>6} ^ NOT PRIVATE: the noise of this round was seeded", "")?;
+            }
+        }
+        if !self.private {
+            let list: Vec<String> = self
+                .non_private_rounds
+                .iter()
+                .map(u64::to_string)
+                .collect();
+            writeln!(
+                f,
+                "NOT PRIVATE: round(s) {} were released without privacy (DP off or seeded noise); \
+                 epsilon below is no guarantee for this federation",
+                list.join(", ")
+            )?;
         }
         writeln!(
             f,
@@ -185,7 +229,8 @@ impl fmt::Display for LedgerReport {
             self.rows.len(),
             self.epsilon,
             self.delta
-        )
+        )?;
+        writeln!(f, "Guarantee: {}.", self.guarantee)
     }
 }
 
