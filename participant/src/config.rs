@@ -5,6 +5,7 @@
 //! coordinator = "https://localhost:50051"
 //! data = "cleveland.csv"
 //! state_dir = "state"
+//! allowed_columns = ["age", "chol", "num"]   # optional allow-list
 //!
 //! [tls]
 //! ca = "pki/ca.crt"
@@ -15,6 +16,12 @@
 //! max_epsilon = 8.0
 //! delta = 1e-5
 //! min_noise_multiplier = 0.5
+//! require_secure_aggregation = true  # default: on for private rounds
+//!
+//! [limits]             # what an announcement may ask of the site
+//! max_dimension = 50000000
+//! max_cohort_size = 10000
+//! max_features = 10000
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -66,6 +73,9 @@ pub struct ParticipantConfig {
     /// Reconnection behaviour.
     #[serde(default)]
     pub reconnect: ReconnectSection,
+    /// Limits on what a coordinator's announcement may ask of the site.
+    #[serde(default)]
+    pub limits: LimitsSection,
     /// Fault injection for simulations and tests. Never set in production.
     #[serde(default)]
     pub simulation: SimulationSection,
@@ -95,6 +105,11 @@ pub struct ParticipantSection {
     pub data: PathBuf,
     /// Directory of the site's ledger.
     pub state_dir: PathBuf,
+    /// The only columns a task may name as features or label. Unset: any
+    /// column of the file. A task naming another column is rejected before
+    /// the data is read.
+    #[serde(default)]
+    pub allowed_columns: Option<Vec<String>>,
 }
 
 /// `[tls]`.
@@ -119,8 +134,12 @@ pub struct SitePrivacySection {
     pub delta: f64,
     /// Decline a round that announces less noise than this.
     pub min_noise_multiplier: Option<f64>,
-    /// Decline rounds without differential privacy.
+    /// Decline rounds without differential privacy (or with seeded noise).
     pub require_privacy: bool,
+    /// Decline rounds without secure aggregation. Unset: required for every
+    /// round announced as differentially private; `true`: required for all
+    /// rounds; `false`: never required.
+    pub require_secure_aggregation: Option<bool>,
 }
 
 impl Default for SitePrivacySection {
@@ -130,6 +149,45 @@ impl Default for SitePrivacySection {
             delta: 1e-5,
             min_noise_multiplier: None,
             require_privacy: false,
+            require_secure_aggregation: None,
+        }
+    }
+}
+
+impl SitePrivacySection {
+    /// Whether a round announced as private (`private`) or not must use
+    /// secure aggregation for this site to take part.
+    pub fn secure_aggregation_required(&self, private: bool) -> bool {
+        self.require_secure_aggregation.unwrap_or(private)
+    }
+}
+
+/// `[limits]`: the largest announcement the site takes part in. A round
+/// beyond them is declined before any data is touched.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Largest vector (model parameters, statistics) a round may announce.
+    pub max_dimension: u64,
+    /// Largest secure-aggregation cohort a round may announce.
+    pub max_cohort_size: u32,
+    /// Largest number of feature columns a task may name.
+    pub max_features: usize,
+}
+
+/// Default of `limits.max_dimension`.
+pub const DEFAULT_MAX_DIMENSION: u64 = 50_000_000;
+/// Default of `limits.max_cohort_size`.
+pub const DEFAULT_MAX_COHORT_SIZE: u32 = 10_000;
+/// Default of `limits.max_features`.
+pub const DEFAULT_MAX_FEATURES: usize = 10_000;
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            max_dimension: DEFAULT_MAX_DIMENSION,
+            max_cohort_size: DEFAULT_MAX_COHORT_SIZE,
+            max_features: DEFAULT_MAX_FEATURES,
         }
     }
 }
@@ -234,6 +292,24 @@ impl ParticipantConfig {
                 "privacy.min_noise_multiplier",
                 "must be non-negative",
             ));
+        }
+        if let Some(cols) = &self.participant.allowed_columns
+            && let Some(c) = cols.iter().find(|c| c.trim().is_empty())
+        {
+            return Err(invalid(
+                "participant.allowed_columns",
+                format!("empty column name {c:?}"),
+            ));
+        }
+        let l = &self.limits;
+        if l.max_dimension == 0 {
+            return Err(invalid("limits.max_dimension", "must be at least 1"));
+        }
+        if l.max_cohort_size == 0 {
+            return Err(invalid("limits.max_cohort_size", "must be at least 1"));
+        }
+        if l.max_features == 0 {
+            return Err(invalid("limits.max_features", "must be at least 1"));
         }
         let r = &self.reconnect;
         for (key, v) in [

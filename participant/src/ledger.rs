@@ -5,15 +5,25 @@
 //! coordinator announced, and computes its own ε with the same accountant.
 //! Each contribution counts as a Gaussian mechanism with sampling rate 1 (the
 //! site cannot verify the coordinator's sampling), so the site's ε is an
-//! upper bound whatever the coordinator does. The ε covers every federation
-//! recorded here: it is the same site's data in all of them.
+//! upper bound whatever the coordinator does. Each also carries the
+//! total-variation slack of the round's discretised noise (what the exact
+//! discrete Gaussian in integer units adds to δ), and whether the round's
+//! noise was seeded (`not_private`: such a round is not private at all, and
+//! the reports say so). The ε covers every federation recorded here: it is
+//! the same site's data in all of them.
 //!
 //! The ledger is one SQLite database in WAL mode with `synchronous=FULL`: a
 //! row [`SiteLedger::record`] reported written survives any crash, so a site
 //! that records its row before it sends its masked input never undercounts.
 //! Rows can be neither updated nor deleted.
+//!
+//! Schema versions: 1 had no slack and no `not_private` flag; version 2
+//! adds both columns (`ALTER TABLE … ADD COLUMN`, rows of version 1 read as
+//! slack 0 and private, which is what their rounds announced). Opening a
+//! version-1 ledger for writing migrates it; a read-only open reads it as is.
 
-use std::fmt;
+mod report;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -21,13 +31,17 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use serde::{Deserialize, Serialize};
 use tessera_privacy::{AccountantKind, PrivacyEvent};
 
+pub use report::{SiteLedgerReport, SiteLedgerRow, site_ledger_report};
+
 /// Schema version stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-const SCHEMA: &str = r#"
+/// Schema version 1 (kept to create a fresh ledger by the same path as an
+/// old one takes: version 1, then every migration).
+const SCHEMA_V1: &str = r#"
 CREATE TABLE contributions (
     id               INTEGER PRIMARY KEY AUTOINCREMENT,
     federation       TEXT    NOT NULL,
@@ -43,6 +57,16 @@ CREATE TRIGGER contributions_no_update BEFORE UPDATE ON contributions
 BEGIN SELECT RAISE(ABORT, 'site ledger rows are append-only'); END;
 CREATE TRIGGER contributions_no_delete BEFORE DELETE ON contributions
 BEGIN SELECT RAISE(ABORT, 'site ledger rows are append-only'); END;
+"#;
+
+/// Version 1 → 2: the total-variation slack of the round's noise and the
+/// seeded-noise flag. Adding columns fires no update trigger; existing rows
+/// get the defaults.
+const MIGRATE_V2: &str = r#"
+ALTER TABLE contributions
+    ADD COLUMN tv_slack REAL NOT NULL DEFAULT 0.0 CHECK (tv_slack >= 0.0);
+ALTER TABLE contributions
+    ADD COLUMN not_private INTEGER NOT NULL DEFAULT 0 CHECK (not_private IN (0, 1));
 "#;
 
 /// Errors of the site ledger. Each names the file it concerns.
@@ -128,20 +152,23 @@ pub struct Contribution {
     pub noise_multiplier: f64,
     /// Clip norm C the coordinator announced.
     pub clip_norm: f64,
+    /// Total-variation slack of the round's discretised noise, as announced
+    /// (noise std and encoding): added to δ by the accountant.
+    #[serde(default)]
+    pub tv_slack: f64,
+    /// The round announced seeded noise: it is not private, whatever σ says.
+    #[serde(default)]
+    pub not_private: bool,
     /// When the row was written (ms since the Unix epoch).
     pub recorded_at_ms: i64,
 }
 
 impl Contribution {
     /// The privacy event the site counts for this contribution: Gaussian with
-    /// the announced noise multiplier and sampling rate 1.
+    /// the announced noise multiplier, sampling rate 1, and the round's
+    /// total-variation slack.
     pub fn event(&self) -> PrivacyEvent {
-        PrivacyEvent::Gaussian {
-            noise_multiplier: self.noise_multiplier,
-            sampling_rate: 1.0,
-            count: 1,
-            tv_slack: 0.0,
-        }
+        PrivacyEvent::gaussian(self.noise_multiplier, 1.0, 1).with_tv_slack(self.tv_slack)
     }
 }
 
@@ -150,6 +177,8 @@ impl Contribution {
 pub struct SiteLedger {
     conn: Connection,
     path: PathBuf,
+    /// Schema version of the open database (a read-only open may see 1).
+    version: i64,
 }
 
 impl SiteLedger {
@@ -169,6 +198,7 @@ impl SiteLedger {
         let mut ledger = SiteLedger {
             conn,
             path: path.to_path_buf(),
+            version: SCHEMA_VERSION,
         };
         ledger.configure()?;
         ledger.migrate()?;
@@ -191,9 +221,10 @@ impl SiteLedger {
             path: path.to_path_buf(),
             source,
         })?;
-        let ledger = SiteLedger {
+        let mut ledger = SiteLedger {
             conn,
             path: path.to_path_buf(),
+            version: SCHEMA_VERSION,
         };
         ledger
             .conn
@@ -207,13 +238,14 @@ impl SiteLedger {
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(|e| ledger.sql(e))?;
-        if found != SCHEMA_VERSION {
+        if !(1..=SCHEMA_VERSION).contains(&found) {
             return Err(LedgerError::SchemaVersion {
                 path: ledger.path.clone(),
                 found,
                 expected: SCHEMA_VERSION,
             });
         }
+        ledger.version = found;
         Ok(ledger)
     }
 
@@ -237,6 +269,7 @@ impl SiteLedger {
         for (name, v) in [
             ("noise_multiplier", c.noise_multiplier),
             ("clip_norm", c.clip_norm),
+            ("tv_slack", c.tv_slack),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return Err(self.invalid(format!(
@@ -272,8 +305,9 @@ impl SiteLedger {
         }
         match tx.execute(
             "INSERT INTO contributions (federation, round, training_round, kind,
-                                        noise_multiplier, clip_norm, recorded_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                                        noise_multiplier, clip_norm, recorded_at_ms,
+                                        tv_slack, not_private)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 c.federation,
                 round,
@@ -282,6 +316,8 @@ impl SiteLedger {
                 c.noise_multiplier,
                 c.clip_norm,
                 c.recorded_at_ms,
+                c.tv_slack,
+                c.not_private,
             ],
         ) {
             Ok(_) => {}
@@ -295,13 +331,20 @@ impl SiteLedger {
 
     /// Every contribution, in the order recorded.
     pub fn contributions(&self) -> Result<Vec<Contribution>, LedgerError> {
+        // A version-1 ledger (read-only open) has neither column: its rows
+        // announced no slack and no seeded noise.
+        let extra = if self.version >= 2 {
+            "tv_slack, not_private"
+        } else {
+            "0.0, 0"
+        };
         let mut stmt = self
             .conn
-            .prepare(
+            .prepare(&format!(
                 "SELECT federation, round, training_round, kind, noise_multiplier, clip_norm,
-                        recorded_at_ms
-                 FROM contributions ORDER BY id",
-            )
+                        recorded_at_ms, {extra}
+                 FROM contributions ORDER BY id"
+            ))
             .map_err(|e| self.sql(e))?;
         let rows = stmt
             .query_map([], |r| {
@@ -323,6 +366,8 @@ impl SiteLedger {
                     noise_multiplier: r.get(4)?,
                     clip_norm: r.get(5)?,
                     recorded_at_ms: r.get(6)?,
+                    tv_slack: r.get(7)?,
+                    not_private: r.get(8)?,
                 })
             })
             .map_err(|e| self.sql(e))?;
@@ -330,9 +375,10 @@ impl SiteLedger {
     }
 
     /// The privacy events the site counts: one Gaussian event with sampling
-    /// rate 1 per contribution, with the announced noise multiplier
-    /// (contributions with the same noise multiplier are merged into one
-    /// event with a count, which composes identically).
+    /// rate 1 per contribution, with the announced noise multiplier and the
+    /// round's slack (contributions with the same noise multiplier are merged
+    /// into one event with a count and the sum of their slacks, which
+    /// composes identically).
     pub fn events(&self) -> Result<Vec<PrivacyEvent>, LedgerError> {
         Ok(site_events(&self.contributions()?))
     }
@@ -350,7 +396,7 @@ impl SiteLedger {
         self.epsilon_of(&site_events(&contributions), delta)
     }
 
-    fn epsilon_of(&self, events: &[PrivacyEvent], delta: f64) -> Result<f64, LedgerError> {
+    pub(crate) fn epsilon_of(&self, events: &[PrivacyEvent], delta: f64) -> Result<f64, LedgerError> {
         if events.is_empty() {
             return Ok(0.0);
         }
@@ -395,19 +441,24 @@ impl SiteLedger {
         let found: i64 = tx
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(sql_err)?;
-        match found {
-            0 => tx
-                .execute_batch(SCHEMA)
-                .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
-                .and_then(|()| tx.commit())
-                .map_err(sql_err),
-            SCHEMA_VERSION => Ok(()),
-            found => Err(LedgerError::SchemaVersion {
-                path: path.clone(),
-                found,
-                expected: SCHEMA_VERSION,
-            }),
-        }
+        let steps = match found {
+            0 => [SCHEMA_V1, MIGRATE_V2].as_slice(),
+            1 => [MIGRATE_V2].as_slice(),
+            SCHEMA_VERSION => return Ok(()),
+            found => {
+                return Err(LedgerError::SchemaVersion {
+                    path: path.clone(),
+                    found,
+                    expected: SCHEMA_VERSION,
+                });
+            }
+        };
+        steps
+            .iter()
+            .try_for_each(|sql| tx.execute_batch(sql))
+            .and_then(|()| tx.pragma_update(None, "user_version", SCHEMA_VERSION))
+            .and_then(|()| tx.commit())
+            .map_err(sql_err)
     }
 
     fn sql(&self, source: rusqlite::Error) -> LedgerError {
@@ -425,164 +476,25 @@ impl SiteLedger {
     }
 }
 
-/// Gaussian events at sampling rate 1, merged by noise multiplier.
-fn site_events(contributions: &[Contribution]) -> Vec<PrivacyEvent> {
-    let mut merged: Vec<(f64, u32)> = Vec::new();
+/// Gaussian events at sampling rate 1, merged by noise multiplier; the
+/// slacks of merged contributions add up.
+pub(crate) fn site_events(contributions: &[Contribution]) -> Vec<PrivacyEvent> {
+    let mut merged: Vec<(f64, u32, f64)> = Vec::new();
     for c in contributions {
         match merged
             .iter_mut()
-            .find(|(sigma, _)| sigma.to_bits() == c.noise_multiplier.to_bits())
+            .find(|(sigma, ..)| sigma.to_bits() == c.noise_multiplier.to_bits())
         {
-            Some((_, count)) => *count += 1,
-            None => merged.push((c.noise_multiplier, 1)),
+            Some((_, count, slack)) => {
+                *count += 1;
+                *slack += c.tv_slack;
+            }
+            None => merged.push((c.noise_multiplier, 1, c.tv_slack)),
         }
     }
     merged
         .into_iter()
-        .map(|(noise_multiplier, count)| PrivacyEvent::Gaussian {
-            noise_multiplier,
-            sampling_rate: 1.0,
-            count,
-            tv_slack: 0.0,
-        })
+        .map(|(sigma, count, slack)| PrivacyEvent::gaussian(sigma, 1.0, count).with_tv_slack(slack))
         .collect()
 }
 
-/// One contribution with the site's ε after it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SiteLedgerRow {
-    /// The federation.
-    pub federation: String,
-    /// Aggregation number.
-    pub round: u64,
-    /// Training round, for a model update.
-    pub training_round: Option<u32>,
-    /// What the round aggregated.
-    pub kind: String,
-    /// Announced noise multiplier σ.
-    pub noise_multiplier: f64,
-    /// Announced clip norm C.
-    pub clip_norm: f64,
-    /// When the row was written, RFC 3339 UTC.
-    pub recorded_at: String,
-    /// The site's ε (at the report's δ, q = 1, best accountant) up to and
-    /// including this contribution.
-    pub cumulative_epsilon: f64,
-}
-
-/// The site's ledger with cumulative ε, for `tessera-participant ledger`.
-/// Serialises to one JSON object; `Display` renders a table.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SiteLedgerReport {
-    /// The ledger read.
-    pub ledger: PathBuf,
-    /// δ at which ε is reported.
-    pub delta: f64,
-    /// Every contribution, in the order recorded.
-    pub rows: Vec<SiteLedgerRow>,
-    /// The site's ε over every contribution (0 when there is none).
-    pub epsilon: f64,
-    /// The site's budget, if given.
-    pub max_epsilon: Option<f64>,
-    /// Budget left (never negative), if a budget was given.
-    pub epsilon_remaining: Option<f64>,
-}
-
-/// Every contribution with the site's cumulative ε after it, at `delta`.
-pub fn site_ledger_report(
-    l: &SiteLedger,
-    delta: f64,
-    max_epsilon: Option<f64>,
-) -> Result<SiteLedgerReport, LedgerError> {
-    let contributions = l.contributions()?;
-    let mut rows = Vec::with_capacity(contributions.len());
-    for (i, c) in contributions.iter().enumerate() {
-        let cumulative_epsilon = l.epsilon_of(&site_events(&contributions[..=i]), delta)?;
-        rows.push(SiteLedgerRow {
-            federation: c.federation.clone(),
-            round: c.round,
-            training_round: c.training_round,
-            kind: c.kind.clone(),
-            noise_multiplier: c.noise_multiplier,
-            clip_norm: c.clip_norm,
-            recorded_at: format_utc_ms(c.recorded_at_ms),
-            cumulative_epsilon,
-        });
-    }
-    let epsilon = rows.last().map_or(0.0, |r| r.cumulative_epsilon);
-    Ok(SiteLedgerReport {
-        ledger: l.path.clone(),
-        delta,
-        rows,
-        epsilon,
-        max_epsilon,
-        epsilon_remaining: max_epsilon.map(|m| (m - epsilon).max(0.0)),
-    })
-}
-
-impl fmt::Display for SiteLedgerReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "site ledger {}", self.ledger.display())?;
-        if self.rows.is_empty() {
-            writeln!(
-                f,
-                "no contributions recorded: epsilon = 0 at delta = {:e}",
-                self.delta
-            )?;
-        } else {
-            writeln!(
-                f,
-                "{:<20} {:>6} {:>6} {:<11} {:>8} {:>8} {:<24} {:>12}",
-                "federation", "round", "train", "kind", "sigma", "clip", "recorded at", "cum. eps"
-            )?;
-            for r in &self.rows {
-                let train = r
-                    .training_round
-                    .map_or_else(|| "-".to_owned(), |t| t.to_string());
-                writeln!(
-                    f,
-                    "{:<20} {:>6} {:>6} {:<11} {:>8.4} {:>8.4} {:<24} {:>12.6}",
-                    r.federation,
-                    r.round,
-                    train,
-                    r.kind,
-                    r.noise_multiplier,
-                    r.clip_norm,
-                    r.recorded_at,
-                    r.cumulative_epsilon
-                )?;
-            }
-            writeln!(
-                f,
-                "{} contribution(s): epsilon = {:.6} at delta = {:e} (sampling counted as q = 1, best accountant)",
-                self.rows.len(),
-                self.epsilon,
-                self.delta
-            )?;
-        }
-        if let (Some(max), Some(left)) = (self.max_epsilon, self.epsilon_remaining) {
-            writeln!(f, "budget: max_epsilon = {max}, remaining {left:.6}")?;
-        }
-        Ok(())
-    }
-}
-
-/// Formats milliseconds since the Unix epoch as RFC 3339 UTC.
-fn format_utc_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
-}

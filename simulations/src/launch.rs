@@ -317,6 +317,7 @@ pub fn prepare(plan: &FederationPlan) -> anyhow::Result<Layout> {
         )?;
         if let Some(seed) = p.noise_seed {
             writeln!(c, "insecure_noise_seed = {seed}")?;
+            writeln!(c, "acknowledge_not_private = true")?;
         }
         if let Some(b) = p
             .adaptive_clipping
