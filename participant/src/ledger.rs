@@ -31,7 +31,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use serde::{Deserialize, Serialize};
 use tessera_privacy::{AccountantKind, PrivacyEvent};
 
-pub use report::{SiteLedgerReport, SiteLedgerRow, site_ledger_report};
+pub use report::{NOT_PRIVATE, SiteLedgerReport, SiteLedgerRow, site_ledger_report};
 
 /// Schema version stored in `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 2;
@@ -396,7 +396,11 @@ impl SiteLedger {
         self.epsilon_of(&site_events(&contributions), delta)
     }
 
-    pub(crate) fn epsilon_of(&self, events: &[PrivacyEvent], delta: f64) -> Result<f64, LedgerError> {
+    pub(crate) fn epsilon_of(
+        &self,
+        events: &[PrivacyEvent],
+        delta: f64,
+    ) -> Result<f64, LedgerError> {
         if events.is_empty() {
             return Ok(0.0);
         }
@@ -497,4 +501,3 @@ pub(crate) fn site_events(contributions: &[Contribution]) -> Vec<PrivacyEvent> {
         .map(|(sigma, count, slack)| PrivacyEvent::gaussian(sigma, 1.0, count).with_tv_slack(slack))
         .collect()
 }
-

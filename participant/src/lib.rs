@@ -4,6 +4,10 @@
 //! Layout:
 //! - [`session`]: the site's side of each round, without I/O (privacy check
 //!   before touching data, training, clipping, encoding, secure aggregation);
+//! - `task`: the task checked against the site's column allow-list, and
+//!   the site's data loaded for it;
+//! - [`terms`]: the check of a round's announced terms, before any data is
+//!   touched, with fixed decline codes;
 //! - [`client`]: the gRPC client with reconnection and backoff;
 //! - [`ledger`]: the site's own privacy ledger (SQLite);
 //! - [`config`]: the configuration file;
@@ -13,6 +17,9 @@
 pub mod cli;
 pub mod client;
 pub mod config;
+mod input;
 pub mod ledger;
 pub mod session;
 pub mod signing;
+mod task;
+pub mod terms;

@@ -2,35 +2,46 @@
 //! messages in, participant messages (and an exit decision) out.
 //!
 //! One round, as the site sees it:
-//! 1. `RoundAnnounce`: check the announced privacy terms against the site's
-//!    own budget and minimum noise *before touching any data*; decline, or
-//!    accept and (with secure aggregation) advertise keys;
-//! 2. receive the global model; compute the input: the pooled-statistics
-//!    contribution, or train locally and take the update Δ = local − global,
-//!    clipped to C and encoded in fixed point with stochastic rounding;
+//! 1. `RoundAnnounce`: check the announced terms ([`crate::terms`]) against
+//!    the site's configuration, limits and own budget *before touching any
+//!    data*; decline with a fixed code, or accept and (with secure
+//!    aggregation) advertise keys;
+//! 2. receive the global model; compute the input ([`crate::input`]): the
+//!    pooled-statistics contribution, or train locally and take the update
+//!    Δ = local − global, clipped and encoded in fixed point with stochastic
+//!    rounding. Once accepted, a round is never left because of the data: a
+//!    contribution that cannot be computed is a zero vector;
 //! 3. secure aggregation stages (keys → shares → masked input → unmasking);
 //! 4. write the site ledger row *before* the (masked) input leaves.
 //!
-//! The unmasked update never leaves this module except masked; it is never
-//! logged.
+//! What the site sends about itself is fixed: declines and task rejections
+//! carry a code and its fixed text ([`tessera_proto::reasons`]), never a
+//! value, count, path or error message derived from the data; those details
+//! go to the site's own log. The unmasked update never leaves this module
+//! except masked; it is never logged.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tessera_model::{Dataset, LocalStats, Preprocessor, StatsBounds, TaskSpec, TrainConfig};
+use tessera_model::{Dataset, TaskSpec};
 use tessera_proto::chunk::{self, Assembler};
 use tessera_proto::convert;
+use tessera_proto::reasons::{decline_text, reject_text};
 use tessera_proto::v1::{
-    self, ChunkPurpose, CoordinatorMessage, ParticipantMessage, coordinator_message::Body as In,
-    participant_message::Body as Out,
+    self, ChunkPurpose, CoordinatorMessage, DeclineCode, ParticipantMessage, RejectCode,
+    coordinator_message::Body as In, participant_message::Body as Out,
 };
-use tessera_secagg::{self as sa, FixedPoint};
+use tessera_secagg as sa;
 use tracing::{debug, info, warn};
 
 use crate::config::ParticipantConfig;
+use crate::input;
 use crate::ledger::{Contribution, SiteLedger};
 use crate::signing::{CohortCertificate, KeySigning};
+use crate::terms::{self, Decline, RoundKind, RoundPlan};
+
+pub use crate::task::task_from_wire;
 
 /// What the network loop must do.
 #[derive(Debug)]
@@ -66,7 +77,7 @@ enum SecureState {
 
 struct RoundState {
     announce: v1::RoundAnnounce,
-    encoding: FixedPoint,
+    plan: RoundPlan,
     model: Option<Assembler<f32>>,
     global: Option<Vec<f32>>,
     input: Option<Vec<u64>>,
@@ -211,109 +222,98 @@ impl Site {
                 reason: "the coordinator sent no task".into(),
             }];
         };
-        let task = match task_from_wire(&task) {
+        let task = match crate::task::accept(&self.config, &task) {
             Ok(t) => t,
-            Err(e) => return self.reject(format!("cannot understand the task: {e}")),
+            Err((code, detail)) => return self.reject(code, detail),
         };
         if self.data.is_none() || self.task.as_ref() != Some(&task) {
-            match tessera_model::load_csv(&self.config.participant.data, &task) {
-                Ok(ds) => {
-                    info!(
-                        rows = ds.n_rows(),
-                        features = ds.n_features(),
-                        skipped = ds.skipped_rows,
-                        "local data loaded"
-                    );
-                    self.data = Some(ds);
-                }
-                Err(e) => return self.reject(format!("local data does not fit the task: {e}")),
+            match crate::task::load_data(&self.config, &task) {
+                Ok(ds) => self.data = Some(ds),
+                Err((code, detail)) => return self.reject(code, detail),
             }
         }
         self.task = Some(task);
         vec![]
     }
 
-    fn reject(&mut self, reason: String) -> Vec<Action> {
-        warn!(%reason, "cannot take part");
+    /// Rejects the task: the coordinator gets `code` and its fixed text; the
+    /// detail is logged here and is the (local) exit reason.
+    fn reject(&mut self, code: RejectCode, detail: String) -> Vec<Action> {
+        warn!(?code, %detail, "cannot take part");
         vec![
             send(Out::TaskRejected(v1::TaskRejected {
-                reason: reason.clone(),
-                code: 0,
+                reason: reject_text(code).into(),
+                code: code as i32,
             })),
             Action::Exit {
                 code: EXIT_TASK_REJECTED,
-                reason,
+                reason: detail,
             },
         ]
     }
 
-    fn decline(&self, round: u64, reason: String) -> Vec<Action> {
-        warn!(round, %reason, "declining the round");
+    /// Declines a round: the coordinator gets the code and its fixed text;
+    /// the detail stays in the site's log.
+    fn decline(&self, round: u64, d: Decline) -> Vec<Action> {
+        warn!(round, code = ?d.code, reason = %d.detail, "declining the round");
         vec![send(Out::RoundReply(v1::RoundReply {
             round,
             accept: false,
-            reason,
-            code: 0,
+            reason: decline_text(d.code).into(),
+            code: d.code as i32,
         }))]
     }
 
-    /// The privacy check made before any data is touched.
-    fn check_terms(&self, a: &v1::RoundAnnounce) -> Result<(), String> {
+    /// The check made before any data is touched: the announced terms
+    /// ([`terms::check`]), then the site's own budget with this round added.
+    fn check_terms(&self, a: &v1::RoundAnnounce) -> Result<RoundPlan, Decline> {
+        let task = self
+            .task
+            .as_ref()
+            .ok_or_else(|| Decline::new(DeclineCode::NotReady, "no task"))?;
+        let plan = terms::check(&self.config, task, a)?;
         let p = &self.config.privacy;
-        let terms = a.privacy.unwrap_or_default();
-        if !terms.enabled {
-            if p.require_privacy || p.max_epsilon.is_some() {
-                return Err(
-                    "the round is not differentially private and this site requires privacy".into(),
-                );
-            }
-            return Ok(());
-        }
-        if !(terms.noise_multiplier.is_finite() && terms.noise_multiplier > 0.0) {
-            return Err(format!(
-                "announced noise multiplier {} is not positive",
-                terms.noise_multiplier
-            ));
-        }
-        if let Some(min) = p.min_noise_multiplier
-            && terms.noise_multiplier < min
-        {
-            return Err(format!(
-                "announced noise multiplier {} is below this site's minimum {min}",
-                terms.noise_multiplier
-            ));
-        }
         if let Some(max) = p.max_epsilon {
-            let next = self.contribution(a);
-            let eps = self
-                .ledger
-                .epsilon_if(&next, p.delta)
-                .map_err(|e| format!("cannot account the round: {e}"))?;
-            if eps > max {
+            let next = self.contribution(a, &plan);
+            let eps = self.ledger.epsilon_if(&next, p.delta).map_err(|e| {
+                Decline::new(
+                    DeclineCode::LedgerUnavailable,
+                    format!("cannot account the round: {e}"),
+                )
+            })?;
+            if !(eps <= max) {
                 let now = self.ledger.epsilon(p.delta).unwrap_or(f64::NAN);
-                return Err(format!(
-                    "this round would take the site's ε from {now:.4} to {eps:.4}, past its budget {max} (δ = {})",
-                    p.delta
+                return Err(Decline::new(
+                    DeclineCode::BudgetExceeded,
+                    format!(
+                        "this round would take the site's ε from {now:.4} to {eps:.4}, past its budget {max} (δ = {})",
+                        p.delta
+                    ),
                 ));
             }
         }
-        Ok(())
+        if plan.private
+            && let Err(e) = self.contribution(a, &plan).event().validate()
+        {
+            return Err(Decline::new(
+                DeclineCode::LedgerUnavailable,
+                format!("the round cannot be accounted: {e}"),
+            ));
+        }
+        Ok(plan)
     }
 
-    fn contribution(&self, a: &v1::RoundAnnounce) -> Contribution {
+    fn contribution(&self, a: &v1::RoundAnnounce, plan: &RoundPlan) -> Contribution {
         let terms = a.privacy.unwrap_or_default();
         Contribution {
             federation: self.federation.clone(),
             round: a.round,
-            training_round: (a.kind == v1::AggregationKind::Training as i32)
-                .then_some(a.training_round),
-            kind: if a.kind == v1::AggregationKind::Training as i32 {
-                "training".into()
-            } else {
-                "statistics".into()
-            },
+            training_round: (plan.kind == RoundKind::Training).then_some(a.training_round),
+            kind: plan.kind.as_str().into(),
             noise_multiplier: terms.noise_multiplier,
-            clip_norm: terms.clip_norm,
+            clip_norm: plan.clip_norm,
+            tv_slack: plan.tv_slack,
+            not_private: plan.not_private,
             recorded_at_ms: now_ms(),
         }
     }
@@ -325,19 +325,15 @@ impl Site {
             self.round = None;
         }
         if self.task.is_none() || self.data.is_none() {
-            return self.decline(round, "no task or data loaded".into());
+            return self.decline(
+                round,
+                Decline::new(DeclineCode::NotReady, "no task or data loaded"),
+            );
         }
-        if let Err(reason) = self.check_terms(&a) {
-            return self.decline(round, reason);
-        }
-        let Some(enc) = a.encoding else {
-            return self.decline(round, "no encoding announced".into());
+        let plan = match self.check_terms(&a) {
+            Ok(p) => p,
+            Err(d) => return self.decline(round, d),
         };
-        let encoding = match FixedPoint::new(enc.scale_bits, enc.modulus_bits) {
-            Ok(e) => e,
-            Err(e) => return self.decline(round, format!("bad encoding: {e}")),
-        };
-        let is_training = a.kind == v1::AggregationKind::Training as i32;
         let mut actions = vec![send(Out::RoundReply(v1::RoundReply {
             round,
             accept: true,
@@ -352,38 +348,44 @@ impl Site {
                     SecureState::AwaitingPeerKeys(state)
                 }
                 Err(e) => {
-                    return self.decline(round, format!("secure aggregation setup refused: {e}"));
+                    return self.decline(
+                        round,
+                        Decline::new(
+                            DeclineCode::InvalidSecureAggregation,
+                            format!("secure aggregation setup refused: {e}"),
+                        ),
+                    );
                 }
             },
         };
         info!(
             round,
-            kind = if is_training {
-                "training"
-            } else {
-                "statistics"
-            },
+            kind = plan.kind.as_str(),
             training_round = a.training_round,
             "round accepted"
         );
-        let model = is_training.then(|| Assembler::new(round, ChunkPurpose::Model, u64::MAX));
+        let model = (plan.kind == RoundKind::Training)
+            .then(|| Assembler::new(round, ChunkPurpose::Model, plan.model_len));
+        let at_accept = input::computed_at_accept(&plan);
         self.round = Some(RoundState {
             announce: a,
-            encoding,
+            plan,
             model,
             global: None,
             input: None,
             secure,
             sent: false,
         });
-        if !is_training {
-            match self.statistics_input() {
-                Ok(v) => self.round.as_mut().expect("set above").input = Some(v),
-                Err(e) => {
-                    self.round = None;
-                    return self.decline(round, e);
-                }
-            }
+        if at_accept {
+            let data = self.data.as_ref().expect("checked above");
+            let r = self.round.as_mut().expect("set above");
+            let computed = input::statistics(data, &r.plan);
+            r.input = Some(input::encode_or_zero(
+                round,
+                &r.plan,
+                computed,
+                &mut self.rng,
+            ));
         }
         actions.extend(self.maybe_send_input());
         actions
@@ -450,33 +452,6 @@ impl Site {
         sa::AwaitingPeerKeys::start(cfg, &mut self.rng).map_err(|e| e.to_string())
     }
 
-    fn statistics_input(&mut self) -> Result<Vec<u64>, String> {
-        let r = self.round.as_ref().expect("round set");
-        let data = self.data.as_ref().expect("data loaded");
-        let stats = match &r.announce.statistics_bounds {
-            Some(b) => {
-                let bounds = StatsBounds {
-                    lo: b.lo.clone(),
-                    hi: b.hi.clone(),
-                    max_rows: b.max_rows,
-                };
-                LocalStats::compute_bounded(data, &bounds).map_err(|e| e.to_string())?
-            }
-            None => LocalStats::compute(data),
-        };
-        let v = stats.to_vector();
-        if v.len() as u64 != r.announce.dimension {
-            return Err(format!(
-                "statistics vector has {} elements, the round expects {}",
-                v.len(),
-                r.announce.dimension
-            ));
-        }
-        r.encoding
-            .encode(&v, &mut self.rng)
-            .map_err(|e| format!("statistics do not fit the announced encoding: {e}"))
-    }
-
     fn model_chunk(&mut self, c: v1::VectorChunk) -> Vec<Action> {
         let Some(r) = self.round.as_mut() else {
             debug!(round = c.round, "model chunk outside a round ignored");
@@ -486,36 +461,28 @@ impl Site {
             warn!(round = c.round, "unexpected chunk ignored");
             return vec![];
         };
-        if c.offset == 0 && c.round == r.announce.round {
-            // The first chunk names the length; it must match the announcement
-            // (one element less with adaptive clipping: the clipping bit).
-            let expected = r.announce.dimension - u64::from(adaptive_clipping(&r.announce));
-            if c.total != expected {
-                warn!(
-                    got = c.total,
-                    expected, "model of the wrong size; leaving the round"
-                );
-                self.round = None;
-                return vec![];
-            }
-            *asm = Assembler::new(r.announce.round, ChunkPurpose::Model, c.total);
-        }
+        // The assembler expects exactly the model length the task and the
+        // preprocessing imply (checked with the terms), so a chunk naming
+        // another length is refused before anything is allocated. The data
+        // is untouched so far: leaving here depends on the coordinator only.
         match asm.push(&c) {
             Ok(false) => vec![],
             Ok(true) => {
                 let asm = r.model.take().expect("present");
                 r.global = asm.finish();
-                match self.training_input() {
-                    Ok(v) => {
-                        self.round.as_mut().expect("round").input = Some(v);
-                        self.maybe_send_input()
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "local training failed; leaving the round");
-                        self.round = None;
-                        vec![]
-                    }
-                }
+                let round = r.announce.round;
+                let task = self.task.as_ref().expect("task");
+                let data = self.data.as_ref().expect("data");
+                let global = r.global.as_deref().unwrap_or_default();
+                let settings = r.announce.training.unwrap_or_default();
+                let computed = input::training(task, data, &r.plan, global, settings);
+                r.input = Some(input::encode_or_zero(
+                    round,
+                    &r.plan,
+                    computed,
+                    &mut self.rng,
+                ));
+                self.maybe_send_input()
             }
             Err(e) => {
                 warn!(error = %e, "bad model chunk; leaving the round");
@@ -523,86 +490,6 @@ impl Site {
                 vec![]
             }
         }
-    }
-
-    fn training_input(&mut self) -> Result<Vec<u64>, String> {
-        let r = self.round.as_ref().expect("round");
-        let task = self.task.as_ref().expect("task");
-        let data = self.data.as_ref().expect("data");
-        let global = r.global.as_ref().expect("model");
-        let pre = r
-            .announce
-            .preprocessing
-            .as_ref()
-            .ok_or("no preprocessing announced")?;
-        let pre = Preprocessor {
-            mean: pre.mean.clone(),
-            std: pre.std.clone(),
-            indicator: pre.indicator.clone(),
-        };
-        if pre.n_features() != data.n_features() {
-            return Err(format!(
-                "preprocessing for {} features, data has {}",
-                pre.n_features(),
-                data.n_features()
-            ));
-        }
-        let x = pre.transform(&data.x);
-        let mut model = tessera_model::build_model(task.model, pre.output_dim());
-        model.set_params(global).map_err(|e| e.to_string())?;
-        let t = r.announce.training.unwrap_or_default();
-        let cfg = TrainConfig {
-            epochs: t.local_epochs.max(1),
-            learning_rate: t.learning_rate,
-            batch_size: t.batch_size as usize,
-            seed: t.shuffle_seed,
-        };
-        let report = model.train(&x, &data.y, &cfg);
-        debug!(steps = report.steps, "local training done");
-        let mut update: Vec<f64> = model
-            .params()
-            .iter()
-            .zip(global)
-            .map(|(l, g)| f64::from(*l) - f64::from(*g))
-            .collect();
-        let c = r.announce.privacy.map(|p| p.clip_norm).unwrap_or(0.0);
-        // Clip so that even after stochastic rounding the encoded update has
-        // norm at most C: the sensitivity the noise is calibrated to.
-        let slack = r.encoding.max_rounding_norm(update.len());
-        let clip = c - slack;
-        if clip <= 0.0 {
-            return Err(format!(
-                "clip norm {c} is too small for the encoding's resolution"
-            ));
-        }
-        let outcome = tessera_privacy::clip_l2(&mut update, clip).map_err(|e| e.to_string())?;
-        debug!(clipped = outcome.scaled, "update clipped");
-        if adaptive_clipping(&r.announce) {
-            // Adaptive clipping (Andrew et al. 2021, Algorithm 1): one more
-            // element, the centred bit 1[‖Δ‖ ≤ C] − 1/2 of the unclipped norm,
-            // summed (and noised) with the update; ±1/2 is encoded exactly.
-            let unclipped = outcome.norm_before <= c;
-            debug!(
-                norm = outcome.norm_before,
-                clip_norm = c,
-                unclipped,
-                "clipping bit"
-            );
-            update.push(if unclipped { 0.5 } else { -0.5 });
-            if r.encoding.scale_bits == 0 {
-                return Err("the announced encoding cannot carry the clipping bit exactly".into());
-            }
-        }
-        if update.len() as u64 != r.announce.dimension {
-            return Err(format!(
-                "update has {} elements, the round expects {}",
-                update.len(),
-                r.announce.dimension
-            ));
-        }
-        r.encoding
-            .encode(&update, &mut self.rng)
-            .map_err(|e| format!("update does not fit the announced encoding: {e}"))
     }
 
     fn peer_keys(&mut self, k: v1::PeerKeys) -> Vec<Action> {
@@ -682,9 +569,9 @@ impl Site {
             return vec![];
         }
         // Write-ahead: the site's ledger row is durable before anything leaves.
-        let private = r.announce.privacy.map(|p| p.enabled).unwrap_or(false);
-        if private {
-            let contribution = self.contribution(&self.round.as_ref().expect("round").announce);
+        if r.plan.private {
+            let r = self.round.as_ref().expect("round");
+            let contribution = self.contribution(&r.announce, &r.plan);
             if let Err(e) = self.ledger.record(&contribution) {
                 return self.abandon(format!("cannot write the site ledger: {e}"));
             }
@@ -692,7 +579,7 @@ impl Site {
         let r = self.round.as_mut().expect("round");
         let input = r.input.take().expect("checked");
         let round = r.announce.round;
-        let wide = r.encoding.modulus_bits > 32;
+        let wide = r.plan.encoding.modulus_bits > 32;
         let (values, purpose) = match std::mem::replace(&mut r.secure, SecureState::Done) {
             SecureState::AwaitingInput(state) => match state.mask_input(&input) {
                 Ok((next, masked)) => {
@@ -715,24 +602,4 @@ impl Site {
         };
         chunks.into_iter().map(|c| send(Out::Chunk(c))).collect()
     }
-}
-
-/// The task from its wire form.
-pub fn task_from_wire(t: &v1::TaskSpec) -> Result<TaskSpec, String> {
-    let task = TaskSpec {
-        model: t.model.parse().map_err(|e| format!("{e}"))?,
-        features: t.features.clone(),
-        label: t.label.clone(),
-        positive: t.positive.parse().map_err(|e| format!("{e}"))?,
-    };
-    task.validate().map_err(|e| e.to_string())?;
-    Ok(task)
-}
-
-/// Whether a training round uses adaptive clipping (Andrew et al. 2021): its
-/// vector then carries the clipping bit after the update.
-fn adaptive_clipping(a: &v1::RoundAnnounce) -> bool {
-    a.kind == v1::AggregationKind::Training as i32
-        && a.privacy.is_some_and(|p| p.adaptive_clipping)
-        && a.dimension > 0
 }

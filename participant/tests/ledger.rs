@@ -13,6 +13,8 @@ fn contribution(federation: &str, round: u64, sigma: f64) -> Contribution {
         kind: "training".into(),
         noise_multiplier: sigma,
         clip_norm: 0.25,
+        tv_slack: 0.0,
+        not_private: false,
         recorded_at_ms: 1_795_000_000_000 + round as i64,
     }
 }

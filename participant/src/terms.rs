@@ -1,0 +1,520 @@
+//! The check of a round's announced terms, made before the site touches its data.
+//!
+//! A coordinator may be hostile: everything in a [`v1::RoundAnnounce`] is a
+//! claim to check, not an instruction. [`check`] turns an announcement into a
+//! [`RoundPlan`] (what the site will compute, clip and encode) or a
+//! [`Decline`] with a fixed [`DeclineCode`]; the detail of a decline goes to
+//! the site's own log only. Nothing here reads the site's data: the checks
+//! use the configuration, the task and the announcement, so whether a site
+//! declines never depends on its data.
+//!
+//! What is checked:
+//! - the site's limits (`[limits]`): dimension, cohort size, feature count;
+//! - privacy: DP required by the site (seeded noise counts as not private),
+//!   positive noise, the site's minimum noise, σ_eff of adaptive clipping,
+//!   bounds and sensitivity of private statistics;
+//! - secure aggregation, when the site requires it;
+//! - that the dimension, the preprocessing and the model length are what the
+//!   task implies;
+//! - that the fixed-point encoding carries the clipped contribution without
+//!   overflow, leaves room for the rounding slack, and keeps the noise at or
+//!   above [`tessera_privacy::MIN_NOISE_UNITS`] integer units.
+
+use tessera_model::{LocalStats, Preprocessor, StatsBounds, TaskSpec};
+use tessera_privacy::MIN_NOISE_UNITS;
+use tessera_proto::v1::{self, DeclineCode};
+use tessera_secagg::FixedPoint;
+
+use crate::config::ParticipantConfig;
+
+/// Relative tolerance of announced figures the site recomputes (sensitivity, σ_eff).
+pub const RELATIVE_TOLERANCE: f64 = 1e-9;
+
+/// Why the site declines a round: a fixed code for the wire and a detail
+/// for its own log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decline {
+    /// The code sent to the coordinator (with its fixed text).
+    pub code: DeclineCode,
+    /// The detail, for the site's log only.
+    pub detail: String,
+}
+
+impl Decline {
+    /// A decline with `code` and a local `detail`.
+    pub fn new(code: DeclineCode, detail: impl Into<String>) -> Self {
+        Self {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+fn decline<T>(code: DeclineCode, detail: impl Into<String>) -> Result<T, Decline> {
+    Err(Decline::new(code, detail))
+}
+
+/// What a round aggregates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundKind {
+    /// The pooled per-feature statistics.
+    Statistics,
+    /// A clipped model update.
+    Training,
+}
+
+impl RoundKind {
+    /// The name recorded in the site ledger.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoundKind::Statistics => "statistics",
+            RoundKind::Training => "training",
+        }
+    }
+}
+
+/// What the site contributes to a round whose terms passed [`check`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoundPlan {
+    /// What the round aggregates.
+    pub kind: RoundKind,
+    /// The announced fixed-point encoding.
+    pub encoding: FixedPoint,
+    /// Length of the vector the site sends.
+    pub dimension: usize,
+    /// The round is announced as differentially private.
+    pub private: bool,
+    /// The round's noise is seeded (simulations): not private.
+    pub not_private: bool,
+    /// Adaptive clipping: the vector ends with the centred clipping bit.
+    pub adaptive: bool,
+    /// Announced clip norm C (training) or sensitivity (statistics).
+    pub clip_norm: f64,
+    /// L2 norm the vector (without the clipping bit) is clipped to before
+    /// encoding, so that after stochastic rounding it stays within
+    /// `clip_norm`; `None` for exact statistics (no privacy).
+    pub clip_to: Option<f64>,
+    /// Bounds of the statistics contribution, if announced.
+    pub bounds: Option<StatsBounds>,
+    /// The pooled preprocessing of a training round.
+    pub preprocessor: Option<Preprocessor>,
+    /// Length of the global model a training round sends (0 for statistics).
+    pub model_len: u64,
+    /// Total-variation slack of the round's discretised noise (0 without DP).
+    pub tv_slack: f64,
+}
+
+impl RoundPlan {
+    /// The vector a site contributes when it cannot compute its own after
+    /// accepting: zeros, and with adaptive clipping the bit −1/2 ("clipped").
+    ///
+    /// The vector is the same whatever the data, so contributing it reveals
+    /// nothing a dropout would not; it is within the sensitivity the noise is
+    /// calibrated to (norm 0, bit ±1/2). The bit says "clipped" because the
+    /// update the site failed to compute has no finite norm within C (a
+    /// non-finite update is the limit of an ever larger one), which is also
+    /// what the clipping code reports for a non-finite norm.
+    pub fn zero_vector(&self) -> Vec<f64> {
+        let mut v = vec![0.0; self.dimension];
+        if self.adaptive
+            && let Some(bit) = v.last_mut()
+        {
+            *bit = -0.5;
+        }
+        v
+    }
+}
+
+fn same(a: f64, b: f64) -> bool {
+    (a - b).abs() <= RELATIVE_TOLERANCE * a.abs().max(b.abs())
+}
+
+fn positive(x: f64) -> bool {
+    x.is_finite() && x > 0.0
+}
+
+/// Checks `a` against the site's configuration and the task, without
+/// touching any data, and plans the site's contribution.
+pub fn check(
+    config: &ParticipantConfig,
+    task: &TaskSpec,
+    a: &v1::RoundAnnounce,
+) -> Result<RoundPlan, Decline> {
+    use DeclineCode as D;
+    let kind = match v1::AggregationKind::try_from(a.kind) {
+        Ok(v1::AggregationKind::Statistics) => RoundKind::Statistics,
+        Ok(v1::AggregationKind::Training) => RoundKind::Training,
+        _ => {
+            return decline(
+                D::InvalidTerms,
+                format!("unknown aggregation kind {}", a.kind),
+            );
+        }
+    };
+    check_limits(config, task, a)?;
+    let n_features = task.features.len();
+    let terms = a.privacy.unwrap_or_default();
+    let p = &config.privacy;
+    let private = terms.enabled;
+    if (p.require_privacy || p.max_epsilon.is_some()) && !(private && !terms.not_private) {
+        let why = if private {
+            "the round's noise is seeded (not private)"
+        } else {
+            "the round is not differentially private"
+        };
+        return decline(
+            D::PrivacyRequired,
+            format!("{why} and this site requires privacy"),
+        );
+    }
+    let adaptive = kind == RoundKind::Training && terms.adaptive_clipping;
+    if private {
+        check_noise(config, &terms, adaptive)?;
+    }
+    if p.secure_aggregation_required(private) && a.secagg.is_none() {
+        return decline(
+            D::SecureAggregationRequired,
+            "the round has secure aggregation off",
+        );
+    }
+
+    // The task's shape: dimension, bounds, preprocessing, model length.
+    let dimension = a.dimension;
+    let (bounds, preprocessor, model_len, clip_norm) = match kind {
+        RoundKind::Statistics => {
+            let bounds = statistics_bounds(a, n_features, private)?;
+            let expected = LocalStats::vector_len(n_features) as u64;
+            if dimension != expected {
+                return decline(
+                    D::LimitsExceeded,
+                    format!("statistics of dimension {dimension}, the task implies {expected}"),
+                );
+            }
+            let clip_norm = match (&bounds, private) {
+                (Some(b), true) => {
+                    let sensitivity = tessera_model::l2_sensitivity(b, n_features);
+                    if !same(terms.clip_norm, sensitivity) {
+                        return decline(
+                            D::InvalidTerms,
+                            format!(
+                                "announced sensitivity {} differs from {sensitivity}, the bounds' own",
+                                terms.clip_norm
+                            ),
+                        );
+                    }
+                    sensitivity
+                }
+                _ => terms.clip_norm,
+            };
+            (bounds, None, 0, clip_norm)
+        }
+        RoundKind::Training => {
+            let pre = preprocessing(a, n_features)?;
+            let params = tessera_model::model::num_params(task.model, pre.output_dim()) as u64;
+            let expected = params.saturating_add(u64::from(adaptive));
+            if dimension != expected {
+                return decline(
+                    D::LimitsExceeded,
+                    format!(
+                        "dimension {dimension}, the task and preprocessing imply {expected}{}",
+                        if adaptive {
+                            " (with the clipping bit)"
+                        } else {
+                            ""
+                        }
+                    ),
+                );
+            }
+            if !positive(terms.clip_norm) {
+                return decline(
+                    D::InvalidTerms,
+                    format!("clip norm {} is not positive", terms.clip_norm),
+                );
+            }
+            (None, Some(pre), params, terms.clip_norm)
+        }
+    };
+    let dimension = dimension as usize;
+
+    let encoding = encoding_of(a)?;
+    let clip_to = check_encoding(
+        encoding, kind, private, adaptive, clip_norm, &bounds, dimension, model_len,
+    )?;
+    let tv_slack = if private {
+        noise_slack(encoding, &terms, adaptive, clip_norm, dimension)?
+    } else {
+        0.0
+    };
+    Ok(RoundPlan {
+        kind,
+        encoding,
+        dimension,
+        private,
+        not_private: terms.not_private,
+        adaptive,
+        clip_norm,
+        clip_to,
+        bounds,
+        preprocessor,
+        model_len,
+        tv_slack,
+    })
+}
+
+fn check_limits(
+    config: &ParticipantConfig,
+    task: &TaskSpec,
+    a: &v1::RoundAnnounce,
+) -> Result<(), Decline> {
+    let l = &config.limits;
+    if a.dimension == 0 || a.dimension > l.max_dimension {
+        return decline(
+            DeclineCode::LimitsExceeded,
+            format!(
+                "dimension {} is outside 1..={} (limits.max_dimension)",
+                a.dimension, l.max_dimension
+            ),
+        );
+    }
+    if task.features.len() > l.max_features {
+        return decline(
+            DeclineCode::LimitsExceeded,
+            format!(
+                "{} features, more than {} (limits.max_features)",
+                task.features.len(),
+                l.max_features
+            ),
+        );
+    }
+    if let Some(s) = &a.secagg
+        && s.cohort.len() as u64 > u64::from(l.max_cohort_size)
+    {
+        return decline(
+            DeclineCode::LimitsExceeded,
+            format!(
+                "cohort of {}, more than {} (limits.max_cohort_size)",
+                s.cohort.len(),
+                l.max_cohort_size
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// Noise multipliers of a private round: positive, at least the site's
+/// minimum, and with adaptive clipping σ_eff consistent with its parts.
+fn check_noise(
+    config: &ParticipantConfig,
+    terms: &v1::PrivacyTerms,
+    adaptive: bool,
+) -> Result<(), Decline> {
+    use DeclineCode as D;
+    let sigma = terms.noise_multiplier;
+    if !positive(sigma) {
+        return decline(
+            D::InvalidTerms,
+            format!("announced noise multiplier {sigma} is not positive"),
+        );
+    }
+    if let Some(min) = config.privacy.min_noise_multiplier
+        && sigma < min
+    {
+        return decline(
+            D::NoiseBelowMinimum,
+            format!("announced noise multiplier {sigma} is below this site's minimum {min}"),
+        );
+    }
+    if adaptive {
+        let (update, bit) = (
+            terms.update_noise_multiplier,
+            terms.clip_count_noise_multiplier,
+        );
+        if !(positive(update) && positive(bit)) {
+            return decline(
+                D::InvalidTerms,
+                format!("adaptive clipping with noise multipliers σ_Δ = {update}, σ_b = {bit}"),
+            );
+        }
+        let effective = tessera_privacy::calibrate::effective_noise_multiplier(update, bit);
+        if !same(sigma, effective) {
+            return decline(
+                D::InvalidTerms,
+                format!(
+                    "announced σ_eff {sigma} differs from {effective}, that of σ_Δ = {update} and σ_b = {bit}"
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The statistics bounds: required with DP (without them a site would send
+/// exact, unbounded statistics), and valid for the task's features.
+fn statistics_bounds(
+    a: &v1::RoundAnnounce,
+    n_features: usize,
+    private: bool,
+) -> Result<Option<StatsBounds>, Decline> {
+    let Some(b) = &a.statistics_bounds else {
+        if private {
+            return decline(
+                DeclineCode::InvalidTerms,
+                "a private statistics round without statistics bounds",
+            );
+        }
+        return Ok(None);
+    };
+    let bounds = StatsBounds {
+        lo: b.lo.clone(),
+        hi: b.hi.clone(),
+        max_rows: b.max_rows,
+    };
+    if let Err(e) = bounds.check(n_features) {
+        return decline(DeclineCode::InvalidTerms, format!("statistics bounds: {e}"));
+    }
+    if bounds.max_rows < 1.0 {
+        return decline(
+            DeclineCode::InvalidTerms,
+            format!("statistics bounds: max_rows {} is below 1", bounds.max_rows),
+        );
+    }
+    Ok(Some(bounds))
+}
+
+/// The pooled preprocessing of a training round, checked against the task.
+fn preprocessing(a: &v1::RoundAnnounce, n_features: usize) -> Result<Preprocessor, Decline> {
+    let bad = |detail: String| decline(DeclineCode::LimitsExceeded, detail);
+    let Some(p) = &a.preprocessing else {
+        return bad("a training round without preprocessing".into());
+    };
+    let lengths = [p.mean.len(), p.std.len(), p.indicator.len()];
+    if lengths.iter().any(|&l| l != n_features) {
+        return bad(format!(
+            "preprocessing of lengths {lengths:?} (mean, std, indicator) for {n_features} features"
+        ));
+    }
+    if !p.mean.iter().all(|m| m.is_finite()) {
+        return bad("preprocessing with a non-finite mean".into());
+    }
+    if !p.std.iter().all(|&s| positive(s)) {
+        return bad("preprocessing with a standard deviation that is not positive".into());
+    }
+    Ok(Preprocessor {
+        mean: p.mean.clone(),
+        std: p.std.clone(),
+        indicator: p.indicator.clone(),
+    })
+}
+
+fn encoding_of(a: &v1::RoundAnnounce) -> Result<FixedPoint, Decline> {
+    let Some(e) = a.encoding else {
+        return decline(DeclineCode::InvalidEncoding, "no encoding announced");
+    };
+    FixedPoint::new(e.scale_bits, e.modulus_bits)
+        .map_err(|err| Decline::new(DeclineCode::InvalidEncoding, err.to_string()))
+}
+
+/// Checks that the encoding carries the site's clipped contribution and
+/// returns the norm to clip to (the clip norm less the rounding slack).
+#[allow(clippy::too_many_arguments)]
+fn check_encoding(
+    encoding: FixedPoint,
+    kind: RoundKind,
+    private: bool,
+    adaptive: bool,
+    clip_norm: f64,
+    bounds: &Option<StatsBounds>,
+    dimension: usize,
+    model_len: u64,
+) -> Result<Option<f64>, Decline> {
+    use DeclineCode as D;
+    let scale = f64::from(encoding.scale_bits).exp2();
+    let limit = f64::from(encoding.modulus_bits - 1).exp2();
+    // The largest |element| the site can send: every coordinate of a clipped
+    // update is at most C, the clipping bit is ±1/2, and every element of a
+    // bounded statistics vector is at most max_rows (rows and the per-feature
+    // counts are at most the total weight max_rows, and |Σz|, Σz² at most
+    // the present count, since |z| ≤ 1). Exact statistics have no bound the
+    // site could check before reading its data.
+    let largest = match kind {
+        RoundKind::Training if adaptive => Some(clip_norm.max(0.5)),
+        RoundKind::Training => Some(clip_norm),
+        RoundKind::Statistics => bounds.as_ref().map(|b| b.max_rows),
+    };
+    if let Some(x) = largest
+        && !(x * scale + 1.0 < limit)
+    {
+        return decline(
+            D::InvalidEncoding,
+            format!(
+                "values up to {x} do not fit {} fractional bits modulo 2^{}",
+                encoding.scale_bits, encoding.modulus_bits
+            ),
+        );
+    }
+    if adaptive && encoding.scale_bits == 0 {
+        return decline(
+            D::InvalidEncoding,
+            "the encoding cannot carry the clipping bit exactly",
+        );
+    }
+    let clipped_len = match kind {
+        RoundKind::Training => model_len as usize,
+        RoundKind::Statistics if private => dimension,
+        RoundKind::Statistics => return Ok(None),
+    };
+    let clip_to = clip_norm - encoding.max_rounding_norm(clipped_len);
+    if !(clip_to > 0.0) {
+        return decline(
+            D::InvalidEncoding,
+            format!("clip norm {clip_norm} leaves nothing after the encoding's rounding slack"),
+        );
+    }
+    Ok(Some(clip_to))
+}
+
+/// Checks the noise in integer units and returns the total-variation slack
+/// of its discretisation over the released coordinates.
+fn noise_slack(
+    encoding: FixedPoint,
+    terms: &v1::PrivacyTerms,
+    adaptive: bool,
+    clip_norm: f64,
+    dimension: usize,
+) -> Result<f64, Decline> {
+    let scale = f64::from(encoding.scale_bits).exp2();
+    // (σ in integer units, coordinates) of each noised part.
+    let parts = if adaptive {
+        vec![
+            (
+                terms.update_noise_multiplier * clip_norm * scale,
+                dimension as u64 - 1,
+            ),
+            (terms.clip_count_noise_multiplier * scale, 1),
+        ]
+    } else {
+        vec![(terms.noise_multiplier * clip_norm * scale, dimension as u64)]
+    };
+    let mut slack = 0.0;
+    for (units, coordinates) in parts {
+        if !(units >= MIN_NOISE_UNITS) {
+            return decline(
+                DeclineCode::InvalidEncoding,
+                format!("noise of {units} integer units, below the minimum {MIN_NOISE_UNITS}"),
+            );
+        }
+        slack += tessera_privacy::release_tv(units, coordinates).map_err(|e| {
+            Decline::new(
+                DeclineCode::InvalidTerms,
+                format!("noise of {units} integer units: {e}"),
+            )
+        })?;
+    }
+    if !(slack.is_finite() && slack < 1.0) {
+        return decline(
+            DeclineCode::InvalidTerms,
+            format!("total-variation slack {slack} of the round's noise"),
+        );
+    }
+    Ok(slack)
+}
