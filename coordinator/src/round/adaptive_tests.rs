@@ -202,10 +202,18 @@ fn clip_norm_falls_toward_the_median_of_small_updates() {
         assert_eq!(o.noise_multiplier, sigma_eff);
         assert_eq!(o.ledger_noise_multiplier, sigma_eff);
         assert_eq!(o.ledger_clip_norm, o.clip_norm);
-        assert_eq!(
-            o.ledger_event,
-            PrivacyEvent::gaussian(sigma_eff, 1.0, 1)
-        );
+        // Full participation; the slack of the discretised noise only.
+        let PrivacyEvent::Gaussian {
+            noise_multiplier,
+            sampling_rate,
+            count,
+            tv_slack,
+        } = o.ledger_event
+        else {
+            panic!("{:?}", o.ledger_event)
+        };
+        assert_eq!((noise_multiplier, sampling_rate, count), (sigma_eff, 1.0, 1));
+        assert!(tv_slack > 0.0 && tv_slack < 1e-12, "{tv_slack:e}");
     }
 }
 

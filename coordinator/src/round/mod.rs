@@ -24,6 +24,8 @@ pub mod io;
 
 #[cfg(test)]
 mod adaptive_tests;
+#[cfg(test)]
+mod privacy_tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
