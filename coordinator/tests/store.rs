@@ -478,7 +478,9 @@ fn ledger_report_has_cumulative_epsilon_of_the_accountant() {
     assert_eq!(first["recorded_at"], "2026-11-18T11:06:40.001Z");
 
     let table = report.to_string();
-    assert_eq!(table.lines().count(), sigmas.len() + 2, "{table}");
+    // Header, one line per row, the total, and what ε protects.
+    assert_eq!(table.lines().count(), sigmas.len() + 3, "{table}");
+    assert!(table.contains("Guarantee: "), "{table}");
     assert!(table.contains("cum. eps"));
     assert!(table.contains(&format!("{previous:.6}")));
 

@@ -141,8 +141,14 @@ fn run(settings: Settings, norms: &[f64], rounds: usize) -> (Vec<Observed>, Fede
                     let mut v = vec![norm * scale, 0.0, 0.0];
                     v.push(if norm <= c { 0.5 } else { -0.5 });
                     let encoded = e.encode(&v, &mut site_rng).unwrap();
-                    let narrow: Vec<u32> = encoded.iter().map(|&x| x as u32).collect();
-                    for ch in chunk::split(a.round, ChunkPurpose::PlainInput, &narrow) {
+                    // The announced modulus decides the element width.
+                    let chunks = if e.modulus_bits > 32 {
+                        chunk::split(a.round, ChunkPurpose::PlainInput, &encoded)
+                    } else {
+                        let narrow: Vec<u32> = encoded.iter().map(|&x| x as u32).collect();
+                        chunk::split(a.round, ChunkPurpose::PlainInput, &narrow)
+                    };
+                    for ch in chunks {
                         m.handle(
                             now,
                             Input::Message {
