@@ -161,10 +161,7 @@ pub fn calibrate_training_noise(
         });
     }
     let eps_at = |sigma: f64| -> Result<f64, BudgetError> {
-        let events = [
-            stats.clone(),
-            PrivacyEvent::gaussian(sigma, q, rounds),
-        ];
+        let events = [stats.clone(), PrivacyEvent::gaussian(sigma, q, rounds)];
         ledger_epsilon(&events, delta, kind)
     };
     // Bracket: grow `hi` until it meets the target.

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::config::CoordinatorConfig;
 use crate::driver::Outcome;
 use crate::privacy_cmd::{self, PrivacyCommand};
+use crate::settings::Settings;
 use crate::store::{Store, ledger_report, status_report};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -91,7 +91,7 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
 }
 
 fn serve(config: PathBuf) -> anyhow::Result<()> {
-    let settings = Arc::new(CoordinatorConfig::load(&config)?);
+    let settings = Arc::new(Settings::load(&config)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -142,7 +142,7 @@ fn write_address(dir: &std::path::Path, addr: std::net::SocketAddr) -> anyhow::R
 }
 
 fn open_store(config: &std::path::Path) -> anyhow::Result<(Store, f64, Option<f64>)> {
-    let settings = CoordinatorConfig::load(config)?;
+    let settings = Settings::load(config)?;
     let store = Store::open_read_only(&settings.store)?;
     Ok((store, settings.config.privacy.delta, settings.max_epsilon))
 }

@@ -21,12 +21,12 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::{error, info, warn};
 
-use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::round::{
     Commit, FederationMachine, Input, Kind, Output, Resume, RoundSummary, SecureRng,
 };
 use crate::service::{Outbox, SessionEvent};
+use crate::settings::Settings;
 use crate::store::{
     AggregationKind, Checkpoint, LiveStatus, NewLedgerRow, RoundRecord, RoundStatus, Store,
     write_checkpoint,

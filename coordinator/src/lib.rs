@@ -20,4 +20,5 @@ pub mod privacy_cmd;
 pub mod round;
 pub mod server;
 pub mod service;
+pub mod settings;
 pub mod store;

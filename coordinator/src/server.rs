@@ -18,10 +18,10 @@ use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{info, warn};
 
-use crate::config::Settings;
 use crate::driver::{Driver, Outcome};
 use crate::metrics::Metrics;
 use crate::service::FederationService;
+use crate::settings::Settings;
 
 /// Largest gRPC message accepted (chunks are at most 1 MiB of data).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;

@@ -4,8 +4,9 @@
 
 use std::path::Path;
 
-use tessera_coordinator::config::{CoordinatorConfig, Settings};
+use tessera_coordinator::config::CoordinatorConfig;
 use tessera_coordinator::driver::refuse_non_private_history;
+use tessera_coordinator::settings::Settings;
 use tessera_coordinator::store::{
     AggregationKind, NewLedgerRow, RoundRecord, RoundStatus, Store, ledger_report,
 };
@@ -36,12 +37,11 @@ a = [0.0, 1.0]
         out = dir.display()
     );
     let config: CoordinatorConfig = toml::from_str(&text).unwrap();
-    config.validate().unwrap()
+    Settings::plan(config).unwrap()
 }
 
 const PRIVATE: &str = "enabled = true\nnoise_multiplier = 1.0";
-const SEEDED: &str =
-    "enabled = true\nnoise_multiplier = 1.0\ninsecure_noise_seed = 3\nacknowledge_not_private = true";
+const SEEDED: &str = "enabled = true\nnoise_multiplier = 1.0\ninsecure_noise_seed = 3\nacknowledge_not_private = true";
 
 fn released(round: u64) -> RoundRecord {
     RoundRecord {
@@ -82,8 +82,13 @@ fn rounds_released_without_dp_block_a_private_resume() {
     store.record_round(&released(1)).unwrap();
     store.record_round(&released(2)).unwrap();
     assert_eq!(store.non_private_releases().unwrap(), vec![2]);
-    let err = refuse_non_private_history(&store, &s).unwrap_err().to_string();
-    assert!(err.contains("released without privacy") && err.contains("round 2"), "{err}");
+    let err = refuse_non_private_history(&store, &s)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("released without privacy") && err.contains("round 2"),
+        "{err}"
+    );
     // A federation without DP, or a seeded one, may go on with it.
     refuse_non_private_history(&store, &settings(dir.path(), "")).unwrap();
     refuse_non_private_history(&store, &settings(dir.path(), SEEDED)).unwrap();
@@ -104,7 +109,10 @@ fn seeded_ledger_rows_block_a_private_resume_and_show_in_the_report() {
     assert!(refuse_non_private_history(&store, &s).is_err());
     let report = ledger_report(&store, 1e-5).unwrap();
     let text = report.to_string();
-    assert!(text.contains("NOT PRIVATE: the noise of this round was seeded"), "{text}");
+    assert!(
+        text.contains("NOT PRIVATE: the noise of this round was seeded"),
+        "{text}"
+    );
     assert!(text.contains("Guarantee:"), "{text}");
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["rows"][0]["not_private"], true);

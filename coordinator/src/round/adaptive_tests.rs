@@ -17,7 +17,8 @@ use tessera_proto::v1::{
 use tessera_secagg::FixedPoint;
 
 use super::{FederationMachine, Input, Output, Resume, SecureRng};
-use crate::config::{CoordinatorConfig, Settings};
+use crate::config::CoordinatorConfig;
+use crate::settings::Settings;
 
 const SITES: usize = 10;
 const MODEL_LEN: usize = 3;
@@ -65,7 +66,7 @@ b = [0.0, 1.0]
         allow = allow.join(", ")
     );
     let config: CoordinatorConfig = toml::from_str(&text).unwrap();
-    config.validate().unwrap()
+    Settings::plan(config).unwrap()
 }
 
 /// What the test saw of one training round.
@@ -218,7 +219,10 @@ fn clip_norm_falls_toward_the_median_of_small_updates() {
         else {
             panic!("{:?}", o.ledger_event)
         };
-        assert_eq!((noise_multiplier, sampling_rate, count), (sigma_eff, 1.0, 1));
+        assert_eq!(
+            (noise_multiplier, sampling_rate, count),
+            (sigma_eff, 1.0, 1)
+        );
         assert!(tv_slack > 0.0 && tv_slack < 1e-12, "{tv_slack:e}");
     }
 }

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 use rand::rand_core::CryptoRng;
-use tessera_model::{LocalStats, ModelFile, Preprocessor, StatsBounds};
+use tessera_model::{LocalStats, ModelFile, Preprocessor};
 use tessera_privacy::PrivacyEvent;
 use tessera_proto::chunk;
 use tessera_proto::v1::{
@@ -44,7 +44,7 @@ use tessera_secagg::{self as sa, FixedPoint};
 use tracing::{debug, info, warn};
 
 use crate::budget;
-use crate::config::Settings;
+use crate::settings::Settings;
 use aggregation::{Aggregation, AggregationSpec, Stage, Step};
 pub use io::{Commit, Input, Kind, LedgerEntry, Output, RoundSummary};
 
@@ -1446,22 +1446,6 @@ pub fn task_to_wire(task: &tessera_model::TaskSpec) -> v1::TaskSpec {
         label: task.label.clone(),
         positive: task.positive.to_string(),
     }
-}
-
-/// Bounds of the statistics contributions, from the configuration.
-pub fn statistics_bounds(
-    features: &[String],
-    ranges: &BTreeMap<String, [f64; 2]>,
-    max_rows: f64,
-) -> Result<StatsBounds, String> {
-    let mut r = Vec::with_capacity(features.len());
-    for f in features {
-        let Some([lo, hi]) = ranges.get(f) else {
-            return Err(format!("no range for feature `{f}`"));
-        };
-        r.push((*lo, *hi));
-    }
-    StatsBounds::new(&r, max_rows).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

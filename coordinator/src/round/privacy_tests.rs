@@ -18,7 +18,8 @@ use tessera_proto::v1::{
 };
 
 use super::{FederationMachine, Input, LedgerEntry, Output, Resume, SecureRng};
-use crate::config::{CoordinatorConfig, Settings};
+use crate::config::CoordinatorConfig;
+use crate::settings::Settings;
 
 /// A private federation of plain sums (no secure aggregation) over
 /// `features` features; `extra` is appended to `[privacy]`.
@@ -61,7 +62,7 @@ b = [0.0, 1.0]
 "#
     );
     let config: CoordinatorConfig = toml::from_str(&text).unwrap();
-    config.validate().unwrap()
+    Settings::plan(config).unwrap()
 }
 
 /// What a run showed.
@@ -123,11 +124,8 @@ fn run(mut settings: Settings, sites: usize, model_len: usize) -> Run {
                         continue;
                     };
                     if first_of_round {
-                        seen.announced.push((
-                            a.privacy.unwrap(),
-                            a.encoding.unwrap(),
-                            a.dimension,
-                        ));
+                        seen.announced
+                            .push((a.privacy.unwrap(), a.encoding.unwrap(), a.dimension));
                         first_of_round = false;
                     }
                     let session: u64 = to.trim_start_matches("site").parse().unwrap();
@@ -179,7 +177,9 @@ fn binomial_pmf(n: u64, q: f64, k: u64) -> f64 {
 }
 
 fn binomial_at_least(n: u64, q: f64, m: u64) -> f64 {
-    1.0 - (0..m.min(n + 1)).map(|k| binomial_pmf(n, q, k)).sum::<f64>()
+    1.0 - (0..m.min(n + 1))
+        .map(|k| binomial_pmf(n, q, k))
+        .sum::<f64>()
 }
 
 /// The acceptance grid: for every (N, q, minimum cohort) the machine either
@@ -206,7 +206,11 @@ fn sampled_ledger_is_never_below_the_true_inclusion_rate() {
                     continue;
                 }
                 accepted += 1;
-                assert_eq!(r.ledger.len(), rounds as usize, "N={n} q={q} m={min}: {r:?}");
+                assert_eq!(
+                    r.ledger.len(),
+                    rounds as usize,
+                    "N={n} q={q} m={min}: {r:?}"
+                );
                 let (n64, m64) = (n as u64, min as u64);
                 let true_rate = q * binomial_at_least(n64 - 1, q, m64.saturating_sub(1))
                     / binomial_at_least(n64, q, m64);
@@ -235,7 +239,10 @@ fn sampled_ledger_is_never_below_the_true_inclusion_rate() {
             }
         }
     }
-    assert!(accepted >= 5 && refused >= 5, "accepted {accepted}, refused {refused}");
+    assert!(
+        accepted >= 5 && refused >= 5,
+        "accepted {accepted}, refused {refused}"
+    );
 }
 
 /// The issue's own example: ten sites at q = 0.3 with a minimum of 3 are
@@ -249,7 +256,10 @@ fn a_small_sampled_federation_is_refused_with_its_reason() {
     );
     let (reason, success) = r.finished.unwrap();
     assert!(!success);
-    assert!(reason.contains("rate 0.3") && reason.contains("10"), "{reason}");
+    assert!(
+        reason.contains("rate 0.3") && reason.contains("10"),
+        "{reason}"
+    );
     assert!(r.ledger.is_empty());
 }
 
@@ -279,7 +289,11 @@ fn discretisation_slack_is_recorded_and_decides_the_encoding() {
 /// budget ends it), while `federation.rounds` keeps the planned count.
 fn planned_with_stop(mut settings: Settings, releases: u32) -> Settings {
     let eps = tessera_privacy::epsilon(
-        &[PrivacyEvent::gaussian(settings.noise_multiplier, 1.0, releases)],
+        &[PrivacyEvent::gaussian(
+            settings.noise_multiplier,
+            1.0,
+            releases,
+        )],
         settings.config.privacy.delta,
         AccountantKind::Rdp,
     )
@@ -335,9 +349,16 @@ insecure_noise_seed = 7
 a = [0.0, 1.0]
 "#;
     let config: CoordinatorConfig = toml::from_str(text).unwrap();
-    let err = config.validate().unwrap_err().to_string();
-    assert!(err.contains("privacy.insecure_noise_seed") && err.contains("acknowledge_not_private"), "{err}");
+    let err = Settings::plan(config).unwrap_err().to_string();
+    assert!(
+        err.contains("privacy.insecure_noise_seed") && err.contains("acknowledge_not_private"),
+        "{err}"
+    );
     // Real noise: private.
-    let r = run(planned_with_stop(settings(3, 3, "noise_multiplier = 1.0"), 1), 3, 3);
+    let r = run(
+        planned_with_stop(settings(3, 3, "noise_multiplier = 1.0"), 1),
+        3,
+        3,
+    );
     assert!(r.announced.iter().all(|(t, _, _)| !t.not_private));
 }

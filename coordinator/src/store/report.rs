@@ -207,15 +207,15 @@ impl fmt::Display for LedgerReport {
                 r.cumulative_epsilon
             )?;
             if r.not_private {
-                writeln!(f, "{:>6} ^ NOT PRIVATE: the noise of this round was seeded", "")?;
+                writeln!(
+                    f,
+                    "{:>6} ^ NOT PRIVATE: the noise of this round was seeded",
+                    ""
+                )?;
             }
         }
         if !self.private {
-            let list: Vec<String> = self
-                .non_private_rounds
-                .iter()
-                .map(u64::to_string)
-                .collect();
+            let list: Vec<String> = self.non_private_rounds.iter().map(u64::to_string).collect();
             writeln!(
                 f,
                 "NOT PRIVATE: round(s) {} were released without privacy (DP off or seeded noise); \

@@ -1,0 +1,223 @@
+//! Checks of the coordinator's configuration values: every error names
+//! the key at fault. Nothing here decides the noise.
+
+use tessera_model::{LabelRule, ModelKind};
+
+use super::{ConfigError, CoordinatorConfig, invalid};
+
+impl CoordinatorConfig {
+    /// Checks every value; names the key at fault. Deciding the noise
+    /// (calibrating σ from a target ε) is the planning step's job
+    /// ([`crate::settings::Settings::plan`]), not this one's.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        let f = &self.federation;
+        if f.name.trim().is_empty() {
+            return Err(invalid("federation.name", "must not be empty"));
+        }
+        if f.min_participants == 0 {
+            return Err(invalid("federation.min_participants", "must be at least 1"));
+        }
+        if f.rounds == 0 {
+            return Err(invalid("federation.rounds", "must be at least 1"));
+        }
+        if let Some(allow) = &f.allow
+            && allow.is_empty()
+        {
+            return Err(invalid(
+                "federation.allow",
+                "an empty allow-list admits nobody; remove the key to admit every certificate of the CA",
+            ));
+        }
+        let _: ModelKind = self
+            .task
+            .model
+            .parse()
+            .map_err(|e| invalid("task.model", format!("{e}")))?;
+        if self.task.features.is_empty() {
+            return Err(invalid("task.features", "list at least one feature column"));
+        }
+        if self.task.features.contains(&self.task.label) {
+            return Err(invalid("task.label", "the label cannot also be a feature"));
+        }
+        let _: LabelRule = self
+            .task
+            .positive
+            .parse()
+            .map_err(|e| invalid("task.positive", format!("{e}")))?;
+        let t = &self.training;
+        if t.local_epochs == 0 {
+            return Err(invalid("training.local_epochs", "must be at least 1"));
+        }
+        if !(t.learning_rate.is_finite() && t.learning_rate > 0.0) {
+            return Err(invalid(
+                "training.learning_rate",
+                "must be a positive number",
+            ));
+        }
+        if t.batch_size == 0 {
+            return Err(invalid("training.batch_size", "must be at least 1"));
+        }
+        if !(t.clip_norm.is_finite() && t.clip_norm > 0.0) {
+            return Err(invalid("training.clip_norm", "must be a positive number"));
+        }
+        if !(t.server_learning_rate.is_finite() && t.server_learning_rate > 0.0) {
+            return Err(invalid(
+                "training.server_learning_rate",
+                "must be a positive number",
+            ));
+        }
+        if let Some(g) = t.target_quantile {
+            if !t.adaptive_clipping {
+                return Err(invalid(
+                    "training.target_quantile",
+                    "only used with adaptive clipping; set adaptive_clipping = true",
+                ));
+            }
+            if !(g > 0.0 && g < 1.0) {
+                return Err(invalid("training.target_quantile", "must be in (0, 1)"));
+            }
+        }
+        if let Some(eta) = t.clip_learning_rate {
+            if !t.adaptive_clipping {
+                return Err(invalid(
+                    "training.clip_learning_rate",
+                    "only used with adaptive clipping; set adaptive_clipping = true",
+                ));
+            }
+            if !(eta.is_finite() && eta > 0.0) {
+                return Err(invalid(
+                    "training.clip_learning_rate",
+                    "must be a positive number",
+                ));
+            }
+        }
+        let s = &self.secagg;
+        if !(0.0..1.0).contains(&s.dropout_tolerance) {
+            return Err(invalid("secagg.dropout_tolerance", "must be in [0, 1)"));
+        }
+        let d = &self.deadlines;
+        for (key, v) in [
+            ("deadlines.stage_seconds", d.stage_seconds),
+            ("deadlines.training_seconds", d.training_seconds),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(invalid(key, "must be a positive number of seconds"));
+            }
+        }
+        let st = &self.statistics;
+        if !(st.value_bound.is_finite() && st.value_bound > 0.0) {
+            return Err(invalid("statistics.value_bound", "must be positive"));
+        }
+        if !(st.max_rows.is_finite() && st.max_rows >= 1.0) {
+            return Err(invalid("statistics.max_rows", "must be at least 1"));
+        }
+        let p = &self.privacy;
+        if p.enabled {
+            if !(p.delta > 0.0 && p.delta < 1.0) {
+                return Err(invalid("privacy.delta", "must be in (0, 1)"));
+            }
+            if !(p.sampling_rate > 0.0 && p.sampling_rate <= 1.0) {
+                return Err(invalid("privacy.sampling_rate", "must be in (0, 1]"));
+            }
+            if !(p.statistics_noise_multiplier.is_finite() && p.statistics_noise_multiplier > 0.0) {
+                return Err(invalid(
+                    "privacy.statistics_noise_multiplier",
+                    "must be a positive number",
+                ));
+            }
+            match (p.noise_multiplier, p.target_epsilon) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "privacy.noise_multiplier",
+                        "set either noise_multiplier or target_epsilon, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        "privacy.noise_multiplier",
+                        "privacy is enabled: set noise_multiplier or target_epsilon",
+                    ));
+                }
+                (Some(sigma), None) => {
+                    if !(sigma.is_finite() && sigma > 0.0) {
+                        return Err(invalid("privacy.noise_multiplier", "must be positive"));
+                    }
+                }
+                (None, Some(eps)) => {
+                    if !(eps.is_finite() && eps > 0.0) {
+                        return Err(invalid("privacy.target_epsilon", "must be positive"));
+                    }
+                }
+            }
+            if let Some(m) = p.max_epsilon.or(p.target_epsilon)
+                && !(m.is_finite() && m > 0.0)
+            {
+                return Err(invalid("privacy.max_epsilon", "must be positive"));
+            }
+            match p.clip_count_noise_multiplier {
+                Some(_) if !self.training.adaptive_clipping => {
+                    return Err(invalid(
+                        "privacy.clip_count_noise_multiplier",
+                        "only used with adaptive clipping; set training.adaptive_clipping = true",
+                    ));
+                }
+                Some(b) if !(b.is_finite() && b > 0.0) => {
+                    return Err(invalid(
+                        "privacy.clip_count_noise_multiplier",
+                        "must be a positive number",
+                    ));
+                }
+                _ => {}
+            }
+        } else {
+            if p.noise_multiplier.is_some() || p.target_epsilon.is_some() {
+                return Err(invalid(
+                    "privacy.enabled",
+                    "noise settings are given but privacy is not enabled; set enabled = true",
+                ));
+            }
+            if p.sampling_rate != 1.0 && !(p.sampling_rate > 0.0 && p.sampling_rate <= 1.0) {
+                return Err(invalid("privacy.sampling_rate", "must be in (0, 1]"));
+            }
+            if p.clip_count_noise_multiplier.is_some() {
+                return Err(invalid(
+                    "privacy.enabled",
+                    "noise settings are given but privacy is not enabled; set enabled = true",
+                ));
+            }
+        }
+        match (p.insecure_noise_seed, p.acknowledge_not_private) {
+            (Some(_), false) => {
+                return Err(invalid(
+                    "privacy.insecure_noise_seed",
+                    "a seeded noise makes every release NOT private; it is for simulations only \
+                     and needs `acknowledge_not_private = true` in [privacy]",
+                ));
+            }
+            (None, true) => {
+                return Err(invalid(
+                    "privacy.acknowledge_not_private",
+                    "only meaningful with insecure_noise_seed; remove it",
+                ));
+            }
+            _ => {}
+        }
+        if p.enabled {
+            for f in &self.task.features {
+                if !self.statistics.ranges.contains_key(f) {
+                    return Err(invalid(
+                        "statistics.ranges",
+                        format!("no range for feature `{f}`"),
+                    ));
+                }
+            }
+        }
+        if self.secagg.enabled && self.federation.min_participants < 3 {
+            return Err(invalid(
+                "federation.min_participants",
+                "secure aggregation needs at least 3 participants per round",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,308 @@
+//! The sections of the coordinator's configuration file, with their
+//! defaults: what each key means.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use tessera_privacy::AccountantKind;
+
+/// The whole coordinator configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Federation-wide settings.
+    pub federation: FederationSection,
+    /// TLS material.
+    pub tls: TlsSection,
+    /// The learning task.
+    pub task: TaskSection,
+    /// Local and server training settings.
+    #[serde(default)]
+    pub training: TrainingSection,
+    /// Secure aggregation.
+    #[serde(default)]
+    pub secagg: SecAggSection,
+    /// Differential privacy.
+    #[serde(default)]
+    pub privacy: PrivacySection,
+    /// Stage deadlines.
+    #[serde(default)]
+    pub deadlines: DeadlineSection,
+    /// Federated statistics (pooled standardisation).
+    #[serde(default)]
+    pub statistics: StatisticsSection,
+}
+
+/// `[federation]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FederationSection {
+    /// Name of the federation, for logs and the participants' ledgers.
+    pub name: String,
+    /// Address to listen on for participants.
+    pub listen: SocketAddr,
+    /// Rounds do not start with fewer participants, and a round completes
+    /// only if at least this many contributed.
+    pub min_participants: usize,
+    /// Planned number of training rounds.
+    pub rounds: u32,
+    /// Where the final model, metrics and checkpoints go.
+    pub output_dir: PathBuf,
+    /// SQLite store (ledger, rounds, checkpoints); default `output_dir/coordinator.sqlite`.
+    #[serde(default)]
+    pub store: Option<PathBuf>,
+    /// Optional allow-list of participant certificate names.
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
+    /// Optional Prometheus metrics address.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// How many aggregations in a row may fail before the federation gives up.
+    #[serde(default = "default_max_failed")]
+    pub max_failed_rounds: u32,
+}
+
+fn default_max_failed() -> u32 {
+    5
+}
+
+/// `[tls]`: PEM files of the federation CA and the coordinator's identity.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The federation CA certificate; participants' certificates must chain to it.
+    pub ca: PathBuf,
+    /// The coordinator's certificate.
+    pub cert: PathBuf,
+    /// The coordinator's private key.
+    pub key: PathBuf,
+}
+
+/// `[task]`: what to learn.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskSection {
+    /// Model kind (`logistic`).
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Feature columns.
+    pub features: Vec<String>,
+    /// Label column.
+    pub label: String,
+    /// Positive class: `"> 0"` or a literal class value such as `"M"`.
+    pub positive: String,
+}
+
+fn default_model() -> String {
+    "logistic".into()
+}
+
+/// `[training]`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingSection {
+    /// Local epochs per round.
+    pub local_epochs: u32,
+    /// Local SGD learning rate.
+    pub learning_rate: f64,
+    /// Local minibatch size.
+    pub batch_size: u32,
+    /// L2 norm every update is clipped to (also bounds the fixed-point range).
+    pub clip_norm: f64,
+    /// Server learning rate applied to the averaged update (FedAvg: 1).
+    pub server_learning_rate: f64,
+    /// Seed of local shuffling and of the initial model (not a privacy seed).
+    pub seed: u64,
+    /// The final model averages the parameters of the last this many released
+    /// models (1: the last model alone). Averaging released models is
+    /// post-processing: free in privacy, and it smooths the noise.
+    pub average_last: u32,
+    /// Adaptive clipping (Andrew, Chien, Thakkar, McMahan, "Differentially
+    /// Private Learning with Adaptive Clipping", NeurIPS 2021): `clip_norm`
+    /// is only the initial C, which then follows the `target_quantile` of
+    /// the participants' update norms, estimated privately each round.
+    pub adaptive_clipping: bool,
+    /// Adaptive clipping: the quantile γ of the update norms that C tracks
+    /// (default 0.5, the median). Only with `adaptive_clipping`.
+    pub target_quantile: Option<f64>,
+    /// Adaptive clipping: learning rate η_C of the geometric update
+    /// C ← C·exp(−η_C (b̄ − γ)) (default 0.2). Only with `adaptive_clipping`.
+    pub clip_learning_rate: Option<f64>,
+}
+
+/// Default target quantile γ of adaptive clipping (Andrew et al. 2021).
+pub const DEFAULT_TARGET_QUANTILE: f64 = 0.5;
+/// Default clip learning rate η_C of adaptive clipping (Andrew et al. 2021).
+pub const DEFAULT_CLIP_LEARNING_RATE: f64 = 0.2;
+
+impl TrainingSection {
+    /// The target quantile γ of adaptive clipping.
+    pub fn target_quantile(&self) -> f64 {
+        self.target_quantile.unwrap_or(DEFAULT_TARGET_QUANTILE)
+    }
+
+    /// The clip learning rate η_C of adaptive clipping.
+    pub fn clip_learning_rate(&self) -> f64 {
+        self.clip_learning_rate
+            .unwrap_or(DEFAULT_CLIP_LEARNING_RATE)
+    }
+}
+
+impl Default for TrainingSection {
+    fn default() -> Self {
+        Self {
+            local_epochs: 1,
+            learning_rate: 0.5,
+            batch_size: 16,
+            clip_norm: 10.0,
+            server_learning_rate: 1.0,
+            seed: 0,
+            average_last: 1,
+            adaptive_clipping: false,
+            target_quantile: None,
+            clip_learning_rate: None,
+        }
+    }
+}
+
+/// `[secagg]`.
+///
+/// # Signed keys (`signed_keys = true`)
+///
+/// Opt-in active security against key substitution: each participant signs
+/// its two advertised public keys (bound to the round and its cohort index)
+/// with the private key of its TLS certificate; the coordinator forwards
+/// every cohort member's certificate with the announcement and refuses
+/// unsigned keys. Each participant checks that every forwarded certificate
+/// chains to the federation CA and names the member it is listed as,
+/// declines the round otherwise, and leaves the round if a neighbour's keys
+/// do not carry that neighbour's signature (see `tessera_participant::signing`).
+///
+/// This stops a coordinator from slipping in keys of its own to open the
+/// shares sent to a participant or derive its masks. It does not stop a
+/// coordinator from telling different participants different stories about
+/// who dropped out: the consistency check of Bonawitz et al. 2017 (survivors
+/// sign the set of participants still alive before unmasking) is not
+/// implemented. Nor does it help against whoever holds the CA key (which can
+/// issue a certificate for any name) or against colluding participants with
+/// genuine certificates; no revocation list is consulted.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecAggSection {
+    /// Secure aggregation on (default). Off only for plain-FedAvg comparisons.
+    pub enabled: bool,
+    /// Fraction of a cohort that may drop out while the round still completes.
+    pub dropout_tolerance: f64,
+    /// Participants sign their advertised keys with their certificate key
+    /// (default off; see above for what it protects against).
+    pub signed_keys: bool,
+}
+
+impl Default for SecAggSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dropout_tolerance: 0.3,
+            signed_keys: false,
+        }
+    }
+}
+
+/// `[privacy]`: differential privacy of the released models.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacySection {
+    /// DP on.
+    pub enabled: bool,
+    /// Noise multiplier σ (noise std σ·C on the sum). Exclusive with `target_epsilon`.
+    pub noise_multiplier: Option<f64>,
+    /// Target ε after `federation.rounds` rounds; σ is calibrated from it.
+    pub target_epsilon: Option<f64>,
+    /// δ of the guarantee.
+    pub delta: f64,
+    /// Poisson sampling rate q; 1 = every available participant each round.
+    pub sampling_rate: f64,
+    /// Total budget: no round starts that would take ε past it. Defaults to
+    /// `target_epsilon`, or no limit with a fixed `noise_multiplier`.
+    pub max_epsilon: Option<f64>,
+    /// Noise multiplier of the federated-statistics release.
+    pub statistics_noise_multiplier: f64,
+    /// Accountant for the ledger's ε.
+    pub accountant: AccountantKind,
+    /// Simulations only: seed the noise, which makes the run NOT private.
+    /// Refused unless `acknowledge_not_private = true` is set as well; every
+    /// ledger row, the terms sent to the sites (and so their ledgers) and
+    /// every report then say "not private".
+    pub insecure_noise_seed: Option<u64>,
+    /// The loud opt-in `insecure_noise_seed` needs.
+    pub acknowledge_not_private: bool,
+    /// Adaptive clipping only: noise std σ_b on the sum of the centred
+    /// clipping bits (sensitivity 1/2). Default: the expected cohort / 20, as
+    /// in Andrew et al. 2021, where the expected cohort is `sampling_rate`
+    /// times the allow-list's length (or `federation.min_participants`
+    /// without an allow-list). Must leave room for the update's noise:
+    /// (2σ_b)^-2 < σ^-2, where σ is the (effective) noise multiplier.
+    pub clip_count_noise_multiplier: Option<f64>,
+}
+
+impl Default for PrivacySection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            noise_multiplier: None,
+            target_epsilon: None,
+            delta: 1e-5,
+            sampling_rate: 1.0,
+            max_epsilon: None,
+            statistics_noise_multiplier: 5.0,
+            accountant: AccountantKind::Best,
+            insecure_noise_seed: None,
+            acknowledge_not_private: false,
+            clip_count_noise_multiplier: None,
+        }
+    }
+}
+
+/// `[deadlines]`, in seconds.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadlineSection {
+    /// Each secure-aggregation stage (keys, shares, unmasking).
+    pub stage_seconds: f64,
+    /// Local training and upload of the (masked) update.
+    pub training_seconds: f64,
+}
+
+impl Default for DeadlineSection {
+    fn default() -> Self {
+        Self {
+            stage_seconds: 30.0,
+            training_seconds: 120.0,
+        }
+    }
+}
+
+/// `[statistics]`: bounds of each site's contribution to the pooled feature
+/// statistics (they fix the fixed-point range and, with DP, the sensitivity).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatisticsSection {
+    /// Feature values are clipped to ±value_bound before summing.
+    pub value_bound: f64,
+    /// Largest number of rows one site contributes.
+    pub max_rows: f64,
+    /// Public range `[lo, hi]` of each feature; required when DP is on, so
+    /// that one site's contribution to the pooled statistics is bounded.
+    pub ranges: std::collections::BTreeMap<String, [f64; 2]>,
+}
+
+impl Default for StatisticsSection {
+    fn default() -> Self {
+        Self {
+            value_bound: 1e4,
+            max_rows: 1e5,
+            ranges: Default::default(),
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! The planning step: a checked configuration becomes the [`Settings`] a
+//! coordinator runs with — the task, the store path, and the noise decided
+//! (σ calibrated from a target ε, split between the update and the clipping
+//! bit under adaptive clipping, the statistics bounds).
+//!
+//! Configuration checks ([`crate::config`]) and rounds ([`crate::round`])
+//! know nothing of each other; this module joins them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tessera_model::{LabelRule, ModelKind, StatsBounds, TaskSpec};
+
+use crate::budget;
+use crate::config::{ConfigError, CoordinatorConfig, invalid};
+
+/// The configuration after checking, with paths resolved and σ decided.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The raw sections, paths resolved.
+    pub config: CoordinatorConfig,
+    /// The task participants must train.
+    pub task: TaskSpec,
+    /// SQLite store path.
+    pub store: PathBuf,
+    /// Noise multiplier of training rounds (0 when DP is off): the one the
+    /// ledger, the budget and the participants account. With adaptive
+    /// clipping it is the effective multiplier σ_eff of the joint release of
+    /// the update sum and the clipping-bit sum (Andrew et al. 2021, Thm. 1).
+    pub noise_multiplier: f64,
+    /// Noise multiplier σ_Δ on the update coordinates (noise std σ_Δ·C).
+    /// Equals `noise_multiplier` without adaptive clipping; 0 when DP is off.
+    pub update_noise_multiplier: f64,
+    /// Noise std σ_b on the sum of the centred clipping bits (adaptive
+    /// clipping with DP only; 0 otherwise).
+    pub clip_count_noise_multiplier: f64,
+    /// ε budget (None: no limit).
+    pub max_epsilon: Option<f64>,
+    /// Bounds of the statistics contributions (DP only).
+    pub statistics_bounds: Option<tessera_model::StatsBounds>,
+    /// DP is configured but the noise is seeded (`insecure_noise_seed`):
+    /// the federation's releases are NOT private.
+    pub not_private: bool,
+}
+
+impl Settings {
+    /// Stage deadline.
+    pub fn stage_deadline(&self) -> Duration {
+        Duration::from_secs_f64(self.config.deadlines.stage_seconds)
+    }
+
+    /// Training deadline.
+    pub fn training_deadline(&self) -> Duration {
+        Duration::from_secs_f64(self.config.deadlines.training_seconds)
+    }
+
+    /// Reads, checks and plans a configuration file.
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
+        Settings::plan(CoordinatorConfig::load(path)?)
+    }
+
+    /// Checks a configuration and decides its noise.
+    pub fn plan(config: CoordinatorConfig) -> Result<Settings, ConfigError> {
+        config.check()?;
+        let model: ModelKind = config
+            .task
+            .model
+            .parse()
+            .map_err(|e| invalid("task.model", format!("{e}")))?;
+        let positive: LabelRule = config
+            .task
+            .positive
+            .parse()
+            .map_err(|e| invalid("task.positive", format!("{e}")))?;
+        let f = &config.federation;
+        let p = &config.privacy;
+        let (noise_multiplier, max_epsilon, update_noise_multiplier, clip_count_noise_multiplier) =
+            if p.enabled {
+                let sigma = match (p.noise_multiplier, p.target_epsilon) {
+                    (Some(sigma), _) => sigma,
+                    (None, Some(eps)) => budget::calibrate_training_noise(
+                        eps,
+                        p.delta,
+                        p.sampling_rate,
+                        f.rounds,
+                        p.statistics_noise_multiplier,
+                        p.accountant,
+                    )
+                    .map_err(|e| invalid("privacy.target_epsilon", e.to_string()))?,
+                    (None, None) => unreachable!("checked: one of the two is set"),
+                };
+                let (update_sigma, count_sigma) = if config.training.adaptive_clipping {
+                    let count_sigma = match p.clip_count_noise_multiplier {
+                        Some(b) => b,
+                        None => {
+                            let sites = f
+                                .allow
+                                .as_ref()
+                                .map(|a| a.len())
+                                .unwrap_or(f.min_participants);
+                            budget::default_clip_count_noise(p.sampling_rate * sites as f64)
+                        }
+                    };
+                    let update_sigma = budget::update_noise_multiplier(sigma, count_sigma)
+                        .map_err(|e| {
+                            invalid("privacy.clip_count_noise_multiplier", e.to_string())
+                        })?;
+                    (update_sigma, count_sigma)
+                } else {
+                    (sigma, 0.0)
+                };
+                (
+                    sigma,
+                    p.max_epsilon.or(p.target_epsilon),
+                    update_sigma,
+                    count_sigma,
+                )
+            } else {
+                (0.0, None, 0.0, 0.0)
+            };
+        let not_private = p.enabled && p.insecure_noise_seed.is_some();
+        let statistics_bounds = if p.enabled {
+            Some(
+                statistics_bounds(
+                    &config.task.features,
+                    &config.statistics.ranges,
+                    config.statistics.max_rows,
+                )
+                .map_err(|e| invalid("statistics.ranges", e))?,
+            )
+        } else {
+            None
+        };
+        let task = TaskSpec {
+            model,
+            features: config.task.features.clone(),
+            label: config.task.label.clone(),
+            positive,
+        };
+        let store = config
+            .federation
+            .store
+            .clone()
+            .unwrap_or_else(|| config.federation.output_dir.join("coordinator.sqlite"));
+        Ok(Settings {
+            config,
+            task,
+            store,
+            noise_multiplier,
+            update_noise_multiplier,
+            clip_count_noise_multiplier,
+            max_epsilon,
+            statistics_bounds,
+            not_private,
+        })
+    }
+}
+
+/// Bounds of the statistics contributions, from the configuration.
+pub fn statistics_bounds(
+    features: &[String],
+    ranges: &BTreeMap<String, [f64; 2]>,
+    max_rows: f64,
+) -> Result<StatsBounds, String> {
+    let mut r = Vec::with_capacity(features.len());
+    for f in features {
+        let Some([lo, hi]) = ranges.get(f) else {
+            return Err(format!("no range for feature `{f}`"));
+        };
+        r.push((*lo, *hi));
+    }
+    StatsBounds::new(&r, max_rows).map_err(|e| e.to_string())
+}
