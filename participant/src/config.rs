@@ -365,7 +365,89 @@ mod tests {
                 c.participant.data.display()
             );
             assert_eq!(c.privacy.max_epsilon, Some(10.0));
+            assert_eq!(
+                c.participant.allowed_columns.as_ref().map(Vec::len),
+                Some(14)
+            );
+            assert_eq!(c.privacy.require_secure_aggregation, None);
+            assert_eq!(c.limits.max_dimension, DEFAULT_MAX_DIMENSION);
         }
+    }
+
+    fn load_text(text: &str) -> Result<ParticipantConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[participant]\ncoordinator = \"https://x:1\"\ndata = \"d.csv\"\nstate_dir = \"s\"\n{text}"
+            ),
+        )
+        .unwrap();
+        ParticipantConfig::load(&path)
+    }
+
+    #[test]
+    fn trust_keys_have_their_defaults_and_are_checked() {
+        let tls = "[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+        let c = load_text(tls).unwrap();
+        assert_eq!(c.participant.allowed_columns, None);
+        assert_eq!(c.privacy.require_secure_aggregation, None);
+        assert!(c.privacy.secure_aggregation_required(true));
+        assert!(!c.privacy.secure_aggregation_required(false));
+        assert_eq!(c.limits.max_dimension, 50_000_000);
+        assert_eq!(c.limits.max_cohort_size, 10_000);
+        assert_eq!(c.limits.max_features, 10_000);
+
+        let c = load_text(&format!(
+            "allowed_columns = [\"a\", \"b\"]\n{tls}[privacy]\nrequire_secure_aggregation = false\n\
+             [limits]\nmax_dimension = 7\nmax_cohort_size = 5\nmax_features = 3\n"
+        ))
+        .unwrap();
+        assert_eq!(c.participant.allowed_columns.unwrap(), ["a", "b"]);
+        assert!(!c.privacy.secure_aggregation_required(true));
+        assert_eq!(
+            (
+                c.limits.max_dimension,
+                c.limits.max_cohort_size,
+                c.limits.max_features
+            ),
+            (7, 5, 3)
+        );
+        let c = load_text(&format!(
+            "{tls}[privacy]\nrequire_secure_aggregation = true\n"
+        ))
+        .unwrap();
+        assert!(c.privacy.secure_aggregation_required(false));
+
+        for (text, key) in [
+            (
+                format!("allowed_columns = [\" \"]\n{tls}"),
+                "participant.allowed_columns",
+            ),
+            (
+                format!("{tls}[limits]\nmax_dimension = 0\n"),
+                "limits.max_dimension",
+            ),
+            (
+                format!("{tls}[limits]\nmax_cohort_size = 0\n"),
+                "limits.max_cohort_size",
+            ),
+            (
+                format!("{tls}[limits]\nmax_features = 0\n"),
+                "limits.max_features",
+            ),
+        ] {
+            let err = load_text(&text).unwrap_err();
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, .. } if *k == key),
+                "{err}"
+            );
+        }
+        assert!(matches!(
+            load_text(&format!("{tls}[limits]\nmax_rows = 3\n")),
+            Err(ConfigError::Parse { .. })
+        ));
     }
 
     #[test]

@@ -518,3 +518,37 @@ fn noise_slack(
     }
     Ok(slack)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_zero_vector_says_clipped_under_adaptive_clipping() {
+        let mut plan = RoundPlan {
+            kind: RoundKind::Training,
+            encoding: FixedPoint::new(16, 32).unwrap(),
+            dimension: 5,
+            private: true,
+            not_private: false,
+            adaptive: true,
+            clip_norm: 1.0,
+            clip_to: Some(0.9),
+            bounds: None,
+            preprocessor: None,
+            model_len: 4,
+            tv_slack: 0.0,
+        };
+        assert_eq!(plan.zero_vector(), [0.0, 0.0, 0.0, 0.0, -0.5]);
+        plan.adaptive = false;
+        plan.dimension = 4;
+        assert_eq!(plan.zero_vector(), [0.0; 4]);
+    }
+
+    #[test]
+    fn announced_figures_agree_within_the_relative_tolerance() {
+        assert!(same(1000.0, 1000.0 * (1.0 + 1e-10)));
+        assert!(!same(1000.0, 1000.0 * (1.0 + 1e-8)));
+        assert!(!same(1.0, f64::NAN));
+    }
+}

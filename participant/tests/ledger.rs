@@ -223,3 +223,176 @@ fn rows_cannot_be_changed_or_deleted() {
     );
     assert!(raw.execute("DELETE FROM contributions", []).is_err());
 }
+
+/// The version-1 schema, as an older participant wrote it.
+const SCHEMA_V1: &str = r#"
+CREATE TABLE contributions (
+    id               INTEGER PRIMARY KEY AUTOINCREMENT,
+    federation       TEXT    NOT NULL,
+    round            INTEGER NOT NULL CHECK (round >= 0),
+    training_round   INTEGER CHECK (training_round IS NULL OR training_round >= 0),
+    kind             TEXT    NOT NULL,
+    noise_multiplier REAL    NOT NULL,
+    clip_norm        REAL    NOT NULL,
+    recorded_at_ms   INTEGER NOT NULL,
+    UNIQUE (federation, round)
+) STRICT;
+CREATE TRIGGER contributions_no_update BEFORE UPDATE ON contributions
+BEGIN SELECT RAISE(ABORT, 'site ledger rows are append-only'); END;
+CREATE TRIGGER contributions_no_delete BEFORE DELETE ON contributions
+BEGIN SELECT RAISE(ABORT, 'site ledger rows are append-only'); END;
+INSERT INTO contributions (federation, round, training_round, kind, noise_multiplier,
+                           clip_norm, recorded_at_ms)
+VALUES ('old', 1, NULL, 'statistics', 6.0, 2.5, 1795000000001),
+       ('old', 2, 1, 'training', 3.0, 0.25, 1795000000002);
+PRAGMA user_version = 1;
+"#;
+
+#[test]
+fn version_one_ledgers_are_read_and_migrated_keeping_their_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ledger_path(&dir);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute_batch(SCHEMA_V1)
+        .unwrap();
+    let old = |round: u64, sigma: f64| Contribution {
+        federation: "old".into(),
+        round,
+        training_round: (round == 2).then_some(1),
+        kind: if round == 1 { "statistics" } else { "training" }.into(),
+        noise_multiplier: sigma,
+        clip_norm: if round == 1 { 2.5 } else { 0.25 },
+        tv_slack: 0.0,
+        not_private: false,
+        recorded_at_ms: 1_795_000_000_000 + round as i64,
+    };
+    // Read as it is (a report while no participant runs)...
+    let reader = SiteLedger::open_read_only(&path).unwrap();
+    assert_eq!(reader.contributions().unwrap(), [old(1, 6.0), old(2, 3.0)]);
+    drop(reader);
+    // ...and migrated by a participant, rows kept.
+    let mut ledger = SiteLedger::open(&path).unwrap();
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let mut new = contribution("new", 1, 3.0);
+    new.tv_slack = 2.5e-9;
+    new.not_private = true;
+    ledger.record(&new).unwrap();
+    assert_eq!(
+        ledger.contributions().unwrap(),
+        [old(1, 6.0), old(2, 3.0), new.clone()]
+    );
+    drop(ledger);
+    // Reopening changes nothing; rows stay append-only.
+    let ledger = SiteLedger::open(&path).unwrap();
+    assert_eq!(ledger.contributions().unwrap().len(), 3);
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    assert!(
+        raw.execute("UPDATE contributions SET tv_slack = 0.0", [])
+            .is_err()
+    );
+    assert!(raw.execute("DELETE FROM contributions", []).is_err());
+    // A ledger from a newer build is refused.
+    raw.pragma_update(None, "user_version", 3).unwrap();
+    assert!(matches!(
+        SiteLedger::open(&path),
+        Err(LedgerError::SchemaVersion { found: 3, .. })
+    ));
+}
+
+#[test]
+fn events_carry_the_noise_slack_and_merged_events_add_it_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ledger = SiteLedger::open(&ledger_path(&dir)).unwrap();
+    let slacks = [1e-9, 3e-9, 5e-9];
+    for (i, (sigma, tv)) in [(2.0, slacks[0]), (2.0, slacks[1]), (4.0, slacks[2])]
+        .into_iter()
+        .enumerate()
+    {
+        let mut c = contribution("fed", i as u64, sigma);
+        c.tv_slack = tv;
+        assert_eq!(
+            c.event(),
+            PrivacyEvent::gaussian(sigma, 1.0, 1).with_tv_slack(tv)
+        );
+        ledger.record(&c).unwrap();
+    }
+    let events = ledger.events().unwrap();
+    assert_eq!(
+        events,
+        [
+            PrivacyEvent::gaussian(2.0, 1.0, 2).with_tv_slack(slacks[0] + slacks[1]),
+            PrivacyEvent::gaussian(4.0, 1.0, 1).with_tv_slack(slacks[2]),
+        ]
+    );
+    // The slack costs privacy: the site's ε is above the slack-free figure.
+    let delta = 1e-5;
+    let without: Vec<PrivacyEvent> = [(2.0, 2), (4.0, 1)]
+        .iter()
+        .map(|&(s, n)| PrivacyEvent::gaussian(s, 1.0, n))
+        .collect();
+    let bare = tessera_privacy::epsilon(&without, delta, AccountantKind::Best)
+        .unwrap()
+        .epsilon;
+    assert!(ledger.epsilon(delta).unwrap() > bare);
+    // A slack that is not a probability is refused.
+    let mut bad = contribution("fed", 9, 2.0);
+    bad.tv_slack = f64::NAN;
+    assert!(matches!(
+        ledger.record(&bad),
+        Err(LedgerError::Invalid { .. })
+    ));
+    bad.tv_slack = -1e-9;
+    assert!(matches!(
+        ledger.record(&bad),
+        Err(LedgerError::Invalid { .. })
+    ));
+}
+
+#[test]
+fn reports_mark_rounds_with_seeded_noise_not_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = ledger_path(&dir);
+    let mut ledger = SiteLedger::open(&path).unwrap();
+    ledger.record(&contribution("fed", 1, 4.0)).unwrap();
+    let mut seeded = contribution("fed", 2, 4.0);
+    seeded.not_private = true;
+    seeded.tv_slack = 1e-9;
+    ledger.record(&seeded).unwrap();
+    let report = site_ledger_report(&ledger, 1e-5, None).unwrap();
+    assert_eq!(report.not_private_contributions, 1);
+    let text = report.to_string();
+    let lines: Vec<&str> = text.lines().collect();
+    let row = |round: &str| {
+        *lines
+            .iter()
+            .find(|l| l.split_whitespace().nth(1) == Some(round))
+            .unwrap()
+    };
+    assert!(!row("1").contains("NOT PRIVATE"), "{text}");
+    assert!(row("2").contains("NOT PRIVATE"), "{text}");
+    assert!(text.contains("WARNING: NOT PRIVATE"), "{text}");
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["rows"][0]["not_private"], false);
+    assert_eq!(json["rows"][1]["not_private"], true);
+    assert_eq!(json["rows"][1]["tv_slack"], 1e-9);
+    assert_eq!(json["not_private_contributions"], 1);
+    assert!(json["warning"].as_str().unwrap().contains("NOT PRIVATE"));
+    // Without such rounds there is no warning.
+    let clean = tempfile::tempdir().unwrap();
+    let mut ledger = SiteLedger::open(&ledger_path(&clean)).unwrap();
+    ledger.record(&contribution("fed", 1, 4.0)).unwrap();
+    let report = site_ledger_report(&ledger, 1e-5, None).unwrap();
+    assert!(!report.to_string().contains("NOT PRIVATE"));
+    assert!(
+        serde_json::to_value(&report)
+            .unwrap()
+            .get("warning")
+            .is_none()
+    );
+}
