@@ -23,13 +23,12 @@ use tracing::{error, info, warn};
 
 use crate::metrics::Metrics;
 use crate::round::{
-    Commit, FederationMachine, Input, Kind, Output, Resume, RoundSummary, SecureRng,
+    Commit, FederationMachine, Input, OptimizerState, Output, Resume, RoundSummary, SecureRng,
 };
 use crate::service::{Outbox, SessionEvent};
 use crate::settings::Settings;
 use crate::store::{
-    AggregationKind, Checkpoint, LiveStatus, NewLedgerRow, RoundRecord, RoundStatus, Store,
-    write_checkpoint,
+    Checkpoint, LiveStatus, NewLedgerRow, RoundRecord, RoundStatus, Store, write_checkpoint,
 };
 
 /// How a federation run ended.
@@ -65,13 +64,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-fn kind_of(k: Kind) -> AggregationKind {
-    match k {
-        Kind::Statistics => AggregationKind::Statistics,
-        Kind::Training => AggregationKind::Training,
-    }
 }
 
 impl Driver {
@@ -128,7 +120,16 @@ impl Driver {
                 "secure aggregation is OFF: the coordinator sees each participant's update (comparisons only)"
             );
         }
-        let machine = FederationMachine::new(Arc::clone(&settings), resume, rng, noise_rng);
+        let optimizer_state = match store.meta(META_OPTIMIZER_STATE)? {
+            Some(text) => Some(
+                serde_json::from_str::<OptimizerState>(&text)
+                    .with_context(|| "stored server optimizer state".to_string())?,
+            ),
+            None => None,
+        };
+        let machine = settings
+            .machine(resume, optimizer_state.as_ref(), rng, noise_rng)
+            .map_err(|e| anyhow::anyhow!("cannot resume the server optimizer: {e}"))?;
         Ok(Self {
             settings,
             metrics,
@@ -295,7 +296,7 @@ impl Driver {
         self.store.record_round(&RoundRecord {
             round: s.round,
             training_round: s.training_round,
-            kind: kind_of(s.kind),
+            kind: s.kind,
             status,
             contributors: s.contributors.clone(),
             dropped: s.dropped.clone(),
@@ -316,7 +317,7 @@ impl Driver {
             self.store.append_ledger(&NewLedgerRow {
                 round: s.round,
                 training_round: s.training_round,
-                kind: kind_of(s.kind),
+                kind: s.kind,
                 event: entry.event.clone(),
                 cohort_size: entry.cohort_size,
                 clip_norm: entry.clip_norm,
@@ -337,6 +338,13 @@ impl Driver {
         }
         if let Some(clip) = next_clip_norm {
             self.store.set_meta(META_CLIP_NORM, &format!("{clip:?}"))?;
+        }
+        // The optimizer's state after this round goes with its checkpoint
+        // (nothing to keep for a stateless one).
+        let state = self.machine.optimizer_state();
+        if !state.vectors.is_empty() || state.steps > 0 {
+            self.store
+                .set_meta(META_OPTIMIZER_STATE, &serde_json::to_string(&state)?)?;
         }
         if let Some(model) = &c.checkpoint {
             let dir = self
@@ -360,14 +368,9 @@ impl Driver {
         self.record(s, RoundStatus::Released, started, Some(now_ms()))?;
         self.metrics.round_completed();
         self.metrics.participants_dropped(s.dropped.len() as u64);
-        for (stage, secs) in &s.stage_seconds {
-            if let Some(stage) = crate::metrics::Stage::ALL
-                .into_iter()
-                .find(|x| x.as_str() == *stage)
-            {
-                self.metrics
-                    .observe_stage(stage, std::time::Duration::from_secs_f64(*secs));
-            }
+        for (phase, secs) in &s.stage_seconds {
+            self.metrics
+                .observe_stage(*phase, std::time::Duration::from_secs_f64(*secs));
         }
         self.append_metrics_line(s, "released", c.epsilon_after, c.update_norm)?;
         info!(
@@ -500,6 +503,10 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Store meta key of the adapted clip norm for the next training round.
 pub const META_CLIP_NORM: &str = "clip_norm";
+
+/// Store meta key of the server optimizer's state after the last released
+/// round (JSON of [`OptimizerState`]; absent for a stateless optimizer).
+pub const META_OPTIMIZER_STATE: &str = "optimizer_state";
 
 /// Settles the records of rounds a previous coordinator left as `started`:
 /// the round of the latest checkpoint was committed (its ledger row and

@@ -36,75 +36,7 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest number of connections served at once; further ones are closed at once.
 pub const MAX_CONNECTIONS: usize = 64;
 
-/// A stage of a round, the label of `tessera_round_stage_duration_seconds`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Stage {
-    /// Federated statistics (pooled feature moments).
-    Statistics,
-    /// Public-key advertisement.
-    Keys,
-    /// Exchange of encrypted mask-seed shares.
-    Shares,
-    /// Collection of masked inputs.
-    MaskedInput,
-    /// Unmasking (share collection and mask removal).
-    Unmask,
-    /// Noise addition, decoding and the server optimizer step.
-    Noise,
-    /// The privacy-ledger commit.
-    Ledger,
-    /// Checkpoint and model release.
-    Release,
-}
-
-impl Stage {
-    /// Every stage, in round order.
-    pub const ALL: [Stage; 8] = [
-        Stage::Statistics,
-        Stage::Keys,
-        Stage::Shares,
-        Stage::MaskedInput,
-        Stage::Unmask,
-        Stage::Noise,
-        Stage::Ledger,
-        Stage::Release,
-    ];
-
-    /// The label value of this stage.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Statistics => "statistics",
-            Stage::Keys => "keys",
-            Stage::Shares => "shares",
-            Stage::MaskedInput => "masked_input",
-            Stage::Unmask => "unmask",
-            Stage::Noise => "noise",
-            Stage::Ledger => "ledger",
-            Stage::Release => "release",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl std::fmt::Display for Stage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Stage {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Stage::ALL
-            .into_iter()
-            .find(|stage| stage.as_str() == s)
-            .ok_or_else(|| format!("unknown round stage {s:?}"))
-    }
-}
+pub use crate::round::Phase as Stage;
 
 /// One cumulative histogram.
 #[derive(Debug, Clone, Default)]

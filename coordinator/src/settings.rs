@@ -14,6 +14,12 @@ use tessera_model::{LabelRule, ModelKind, StatsBounds, TaskSpec};
 
 use crate::budget;
 use crate::config::{ConfigError, CoordinatorConfig, invalid};
+use crate::round::policy::{
+    AdaptivePolicy, FederationPolicy, PrivacyPolicy, SecAggPolicy, StatisticsPolicy, TrainingPolicy,
+};
+use crate::round::{
+    CentralNoise, FederationMachine, OptimizerState, Plugins, Resume, SecureRng, optimizer,
+};
 
 /// The configuration after checking, with paths resolved and σ decided.
 #[derive(Debug, Clone)]
@@ -53,6 +59,84 @@ impl Settings {
     /// Training deadline.
     pub fn training_deadline(&self) -> Duration {
         Duration::from_secs_f64(self.config.deadlines.training_seconds)
+    }
+
+    /// The narrow policy the federation machine runs by.
+    pub fn policy(&self) -> FederationPolicy {
+        let c = &self.config;
+        let t = &c.training;
+        FederationPolicy {
+            federation: c.federation.name.clone(),
+            task: self.task.clone(),
+            rounds: c.federation.rounds,
+            min_participants: c.federation.min_participants,
+            allow: c.federation.allow.clone(),
+            max_failed_rounds: c.federation.max_failed_rounds,
+            stage_deadline: self.stage_deadline(),
+            training_deadline: self.training_deadline(),
+            secagg: c.secagg.enabled.then_some(SecAggPolicy {
+                dropout_tolerance: c.secagg.dropout_tolerance,
+                signed_keys: c.secagg.signed_keys,
+            }),
+            training: TrainingPolicy {
+                local_epochs: t.local_epochs,
+                learning_rate: t.learning_rate,
+                batch_size: t.batch_size,
+                seed: t.seed,
+                clip_norm: t.clip_norm,
+                adaptive: t.adaptive_clipping.then(|| AdaptivePolicy {
+                    target_quantile: t.target_quantile(),
+                    clip_learning_rate: t.clip_learning_rate(),
+                }),
+            },
+            privacy: c.privacy.enabled.then(|| PrivacyPolicy {
+                noise_multiplier: self.noise_multiplier,
+                update_noise_multiplier: self.update_noise_multiplier,
+                clip_count_noise_multiplier: self.clip_count_noise_multiplier,
+                statistics_noise_multiplier: c.privacy.statistics_noise_multiplier,
+                statistics_bounds: self.statistics_bounds.clone().expect("planned with DP on"),
+                delta: c.privacy.delta,
+                sampling_rate: c.privacy.sampling_rate,
+                max_epsilon: self.max_epsilon,
+                accountant: c.privacy.accountant,
+                not_private: self.not_private,
+            }),
+            statistics: StatisticsPolicy {
+                value_bound: c.statistics.value_bound,
+                max_rows: c.statistics.max_rows,
+            },
+        }
+    }
+
+    /// The federation machine these settings run: central noise drawn from
+    /// `noise_rng`, the configured server optimizer (restored from
+    /// `optimizer_state` when resuming), cohorts and graph seeds from `rng`.
+    pub fn machine(
+        &self,
+        resume: Resume,
+        optimizer_state: Option<&OptimizerState>,
+        rng: SecureRng,
+        noise_rng: SecureRng,
+    ) -> Result<FederationMachine, String> {
+        let t = &self.config.training;
+        let mut optimizer = optimizer::build(
+            &t.server_optimizer,
+            t.server_learning_rate,
+            t.server_momentum,
+        )?;
+        if let Some(state) = optimizer_state {
+            optimizer.restore(state)?;
+        }
+        let plugins = Plugins {
+            noise: Box::new(CentralNoise::new(noise_rng)),
+            optimizer,
+        };
+        Ok(FederationMachine::new(
+            std::sync::Arc::new(self.policy()),
+            resume,
+            plugins,
+            rng,
+        ))
     }
 
     /// Reads, checks and plans a configuration file.

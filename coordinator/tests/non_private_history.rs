@@ -7,9 +7,8 @@ use std::path::Path;
 use tessera_coordinator::config::CoordinatorConfig;
 use tessera_coordinator::driver::refuse_non_private_history;
 use tessera_coordinator::settings::Settings;
-use tessera_coordinator::store::{
-    AggregationKind, NewLedgerRow, RoundRecord, RoundStatus, Store, ledger_report,
-};
+use tessera_coordinator::store::{NewLedgerRow, RoundRecord, RoundStatus, Store, ledger_report};
+use tessera_model::RoundKind;
 use tessera_privacy::PrivacyEvent;
 
 fn settings(dir: &Path, privacy: &str) -> Settings {
@@ -47,7 +46,7 @@ fn released(round: u64) -> RoundRecord {
     RoundRecord {
         round,
         training_round: Some(round as u32),
-        kind: AggregationKind::Training,
+        kind: RoundKind::Training,
         status: RoundStatus::Released,
         contributors: vec!["a".into(), "b".into(), "c".into()],
         dropped: vec![],
@@ -61,7 +60,7 @@ fn ledger_row(round: u64, not_private: bool) -> NewLedgerRow {
     NewLedgerRow {
         round,
         training_round: Some(round as u32),
-        kind: AggregationKind::Training,
+        kind: RoundKind::Training,
         event: PrivacyEvent::gaussian(1.0, 1.0, 1),
         cohort_size: 3,
         clip_norm: 0.25,

@@ -10,17 +10,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tessera_coordinator::metrics::{Metrics, Stage, serve};
 use tessera_coordinator::store::{
-    AggregationKind, Checkpoint, LiveStatus, NewLedgerRow, RoundRecord, RoundStatus, Store,
-    StoreError, ledger_report, status_report, verify_checkpoint, write_checkpoint,
-    write_checkpoint_bytes,
+    Checkpoint, LiveStatus, NewLedgerRow, RoundRecord, RoundStatus, Store, StoreError,
+    ledger_report, status_report, verify_checkpoint, write_checkpoint, write_checkpoint_bytes,
 };
+use tessera_model::RoundKind;
 use tessera_privacy::{AccountantKind, PrivacyEvent};
 
 fn gaussian_row(round: u64, sigma: f64, q: f64) -> NewLedgerRow {
     NewLedgerRow {
         round,
         training_round: u32::try_from(round).ok(),
-        kind: AggregationKind::Training,
+        kind: RoundKind::Training,
         event: PrivacyEvent::gaussian(sigma, q, 1),
         cohort_size: 10,
         clip_norm: 0.25,
@@ -45,7 +45,7 @@ fn append_and_read_ledger() {
     let stats = NewLedgerRow {
         round: 0,
         training_round: None,
-        kind: AggregationKind::Statistics,
+        kind: RoundKind::Statistics,
         event: PrivacyEvent::gaussian(8.0, 1.0, 1),
         cohort_size: 10,
         clip_norm: 1.0,
@@ -59,7 +59,7 @@ fn append_and_read_ledger() {
     let laplace = NewLedgerRow {
         round: 2,
         training_round: None,
-        kind: AggregationKind::Other("histogram".into()),
+        kind: RoundKind::Statistics,
         event: PrivacyEvent::DiscreteLaplace {
             epsilon: 0.1,
             count: 1,
@@ -76,14 +76,14 @@ fn append_and_read_ledger() {
 
     let rows = store.ledger().unwrap();
     assert_eq!(rows.len(), 3);
-    assert_eq!(rows[0].kind, AggregationKind::Statistics);
+    assert_eq!(rows[0].kind, RoundKind::Statistics);
     assert_eq!(rows[0].training_round, None);
     assert_eq!(rows[1].round, 1);
     assert_eq!(rows[1].training_round, Some(1));
     assert_eq!(rows[1].noise_multiplier, 5.9);
     assert_eq!(rows[1].clip_norm, 0.25);
     assert_eq!(rows[1].mechanism(), "gaussian");
-    assert_eq!(rows[2].kind, AggregationKind::Other("histogram".into()));
+    assert_eq!(rows[2].kind, RoundKind::Statistics);
     assert_eq!(rows[2].event, laplace.event);
     assert_eq!(
         store.privacy_events().unwrap(),
@@ -168,7 +168,7 @@ fn reopen_keeps_everything() {
             .record_round(&RoundRecord {
                 round: 5,
                 training_round: Some(5),
-                kind: AggregationKind::Training,
+                kind: RoundKind::Training,
                 status: RoundStatus::Released,
                 contributors: vec!["hospital-0".into(), "hospital-1".into()],
                 dropped: vec![],
@@ -207,7 +207,7 @@ fn rounds_upsert_and_released_rounds_stay_released() {
     let mut r = RoundRecord {
         round: 3,
         training_round: Some(2),
-        kind: AggregationKind::Training,
+        kind: RoundKind::Training,
         status: RoundStatus::Started,
         contributors: vec![],
         dropped: vec![],
@@ -502,7 +502,7 @@ fn status_report_reads_live_state_budget_and_checkpoint() {
             .record_round(&RoundRecord {
                 round: r,
                 training_round: Some(r as u32),
-                kind: AggregationKind::Training,
+                kind: RoundKind::Training,
                 status: RoundStatus::Released,
                 contributors: vec!["a".into(), "b".into()],
                 dropped: vec![],
@@ -516,7 +516,7 @@ fn status_report_reads_live_state_budget_and_checkpoint() {
         .record_round(&RoundRecord {
             round: 4,
             training_round: Some(4),
-            kind: AggregationKind::Training,
+            kind: RoundKind::Training,
             status: RoundStatus::Aborted,
             contributors: vec![],
             dropped: vec!["a".into()],
@@ -611,7 +611,7 @@ fn crash_child_entry() {
             .record_round(&RoundRecord {
                 round,
                 training_round: Some(round as u32),
-                kind: AggregationKind::Training,
+                kind: RoundKind::Training,
                 status: RoundStatus::Started,
                 contributors: vec![],
                 dropped: vec![],
@@ -643,7 +643,7 @@ fn crash_child_entry() {
             .record_round(&RoundRecord {
                 round,
                 training_round: Some(round as u32),
-                kind: AggregationKind::Training,
+                kind: RoundKind::Training,
                 status: RoundStatus::Released,
                 contributors: vec!["a".into(), "b".into()],
                 dropped: vec![],

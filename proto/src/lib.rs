@@ -8,6 +8,7 @@
 pub mod chunk;
 pub mod convert;
 pub mod reasons;
+pub mod round;
 
 /// Generated code for package `tessera.v1`.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

@@ -71,11 +71,17 @@ mod tests {
             let code = DeclineCode::try_from(i).expect("declared");
             assert!(seen.insert(decline_text(code)), "{code:?}");
         }
-        assert!(DeclineCode::try_from(11).is_err(), "a new code needs a text here");
+        assert!(
+            DeclineCode::try_from(11).is_err(),
+            "a new code needs a text here"
+        );
         for i in 0..=3 {
             let code = RejectCode::try_from(i).expect("declared");
             assert!(seen.insert(reject_text(code)), "{code:?}");
         }
-        assert!(RejectCode::try_from(4).is_err(), "a new code needs a text here");
+        assert!(
+            RejectCode::try_from(4).is_err(),
+            "a new code needs a text here"
+        );
     }
 }

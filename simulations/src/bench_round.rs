@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use serde::Serialize;
-use tessera_coordinator::store::{AggregationKind, RoundStatus, Store};
+use tessera_coordinator::store::{RoundStatus, Store};
 use tessera_model::{
     LocalStats, MlpClassifier, Model, ModelKind, Preprocessor, TrainConfig, load_csv_from_reader,
 };
@@ -299,7 +299,7 @@ pub fn run(args: &RoundBenchArgs) -> anyhow::Result<RoundBenchReport> {
     let training_round_release_seconds = store
         .rounds()?
         .iter()
-        .find(|r| r.kind == AggregationKind::Training && r.status == RoundStatus::Released)
+        .find(|r| r.kind == RoundKind::Training && r.status == RoundStatus::Released)
         .and_then(|r| Some((r.ended_at_ms? - r.started_at_ms) as f64 / 1000.0))
         .unwrap_or(f64::NAN);
     drop(store);

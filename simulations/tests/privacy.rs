@@ -70,8 +70,9 @@ use privacy_common::{Federation, Setup, field, free_port, num, rel_diff, work_di
 use rand::{RngExt, SeedableRng};
 use serde_json::Value;
 use tessera_coordinator::budget;
-use tessera_coordinator::store::{AggregationKind, RoundStatus, Store};
+use tessera_coordinator::store::{RoundStatus, Store};
 use tessera_model::ModelFile;
+use tessera_model::RoundKind;
 use tessera_privacy::{AccountantKind, PrivacyEvent};
 
 const DELTA: f64 = 1e-5;
@@ -157,10 +158,10 @@ fn budget_stop_is_exact_and_the_ledger_agrees_with_privacy_epsilon() {
     // The ledger: the statistics release, then exactly the rounds that fit.
     let rows = store.ledger().unwrap();
     assert_eq!(rows.len() as u32, fit + 1, "ledger rows: {rows:#?}");
-    assert_eq!(rows[0].kind, AggregationKind::Statistics);
+    assert_eq!(rows[0].kind, RoundKind::Statistics);
     assert_eq!(rows[0].noise_multiplier, STATISTICS_SIGMA);
     for (i, r) in rows[1..].iter().enumerate() {
-        assert_eq!(r.kind, AggregationKind::Training);
+        assert_eq!(r.kind, RoundKind::Training);
         assert_eq!(r.training_round, Some(i as u32 + 1));
         assert_eq!(r.noise_multiplier, SIGMA);
         assert_eq!(r.sampling_rate, 1.0);
@@ -216,7 +217,7 @@ fn budget_stop_is_exact_and_the_ledger_agrees_with_privacy_epsilon() {
     let training_eps = num(&training["epsilon"], "epsilon");
     let training_events: Vec<PrivacyEvent> = rows
         .iter()
-        .filter(|r| r.kind == AggregationKind::Training)
+        .filter(|r| r.kind == RoundKind::Training)
         .map(|r| r.event.clone())
         .collect();
     assert!(
@@ -385,7 +386,7 @@ fn check_store_invariants(fed: &Federation, store: &Store, sigma: f64, when: &st
     let released_model = seen.model.max(final_round);
     if let Some(k) = released_model {
         assert!(
-            ledger.iter().any(|r| r.kind == AggregationKind::Statistics),
+            ledger.iter().any(|r| r.kind == RoundKind::Statistics),
             "{when}: the pooled statistics went out without their ledger event"
         );
         let trained: BTreeSet<u32> = ledger.iter().filter_map(|r| r.training_round).collect();

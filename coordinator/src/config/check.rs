@@ -66,6 +66,18 @@ impl CoordinatorConfig {
                 "must be a positive number",
             ));
         }
+        if !["fedavg", "fedavgm"].contains(&t.server_optimizer.as_str()) {
+            return Err(invalid(
+                "training.server_optimizer",
+                format!(
+                    "unknown server optimizer `{}` (known: fedavg, fedavgm)",
+                    t.server_optimizer
+                ),
+            ));
+        }
+        if !(0.0..1.0).contains(&t.server_momentum) {
+            return Err(invalid("training.server_momentum", "must be in [0, 1)"));
+        }
         if let Some(g) = t.target_quantile {
             if !t.adaptive_clipping {
                 return Err(invalid(

@@ -112,6 +112,11 @@ pub struct TrainingSection {
     pub clip_norm: f64,
     /// Server learning rate applied to the averaged update (FedAvg: 1).
     pub server_learning_rate: f64,
+    /// Server optimizer: `fedavg` (default) or `fedavgm` (FedAvg with
+    /// server momentum, Hsu, Qi & Brown 2019). Its state is checkpointed.
+    pub server_optimizer: String,
+    /// Momentum β of `fedavgm` (default 0.9).
+    pub server_momentum: f64,
     /// Seed of local shuffling and of the initial model (not a privacy seed).
     pub seed: u64,
     /// The final model averages the parameters of the last this many released
@@ -157,6 +162,8 @@ impl Default for TrainingSection {
             batch_size: 16,
             clip_norm: 10.0,
             server_learning_rate: 1.0,
+            server_optimizer: "fedavg".into(),
+            server_momentum: 0.9,
             seed: 0,
             average_last: 1,
             adaptive_clipping: false,

@@ -96,7 +96,7 @@ fn run(settings: Settings, norms: &[f64], rounds: usize) -> (Vec<Observed>, Fede
     };
     let rng: SecureRng = Box::new(ChaCha20Rng::seed_from_u64(7));
     let noise: SecureRng = Box::new(ChaCha20Rng::seed_from_u64(8));
-    let mut m = FederationMachine::new(Arc::clone(&settings), resume, rng, noise);
+    let mut m = settings.machine(resume, None, rng, noise).unwrap();
     let mut site_rng = ChaCha20Rng::seed_from_u64(9);
     let now = Instant::now();
     for i in 0..SITES {
@@ -245,13 +245,13 @@ fn a_restarted_machine_goes_on_from_the_adapted_clip_norm() {
     };
     let rng: SecureRng = Box::new(ChaCha20Rng::seed_from_u64(1));
     let noise: SecureRng = Box::new(ChaCha20Rng::seed_from_u64(2));
-    let m = FederationMachine::new(Arc::clone(&s), resume.clone(), rng, noise);
+    let m = s.machine(resume.clone(), None, rng, noise).unwrap();
     assert_eq!(m.clip_norm(), 0.7);
     // Without adaptive clipping a stored C is ignored.
     let mut fixed = (*s).clone();
     fixed.config.training.adaptive_clipping = false;
     let rng: SecureRng = Box::new(ChaCha20Rng::seed_from_u64(1));
     let noise: SecureRng = Box::new(ChaCha20Rng::seed_from_u64(2));
-    let m = FederationMachine::new(Arc::new(fixed), resume, rng, noise);
+    let m = fixed.machine(resume, None, rng, noise).unwrap();
     assert_eq!(m.clip_norm(), 10.0);
 }

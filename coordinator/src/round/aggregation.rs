@@ -12,7 +12,10 @@ use tessera_proto::convert;
 use tessera_proto::v1::{self, ChunkPurpose, participant_message::Body};
 use tessera_secagg::{self as sa, FixedPoint, ServerRound, StageOutcome};
 
-use super::io::Kind;
+use tessera_model::RoundKind as Kind;
+
+use super::kinds::Layout;
+use super::phase::Phase;
 
 /// Where an aggregation stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,11 +33,16 @@ pub enum Stage {
 impl Stage {
     /// Name used in logs and metrics.
     pub fn name(self) -> &'static str {
+        self.phase().as_str()
+    }
+
+    /// The timed phase this stage is.
+    pub fn phase(self) -> Phase {
         match self {
-            Stage::AwaitingKeys => "keys",
-            Stage::AwaitingShares => "shares",
-            Stage::AwaitingInputs => "masked_input",
-            Stage::AwaitingUnmasking => "unmask",
+            Stage::AwaitingKeys => Phase::Keys,
+            Stage::AwaitingShares => Phase::Shares,
+            Stage::AwaitingInputs => Phase::MaskedInput,
+            Stage::AwaitingUnmasking => Phase::Unmask,
         }
     }
 }
@@ -145,12 +153,14 @@ pub struct Aggregation {
     pub started: Instant,
     stage_started: Instant,
     /// Seconds per finished stage.
-    pub stage_seconds: Vec<(&'static str, f64)>,
+    pub stage_seconds: Vec<(Phase, f64)>,
     /// Expected cohort size q·N (the DP denominator).
     pub expected_cohort: f64,
     /// The privacy event the round's release is accounted as (decided when
     /// it started: σ, inclusion rate, total-variation slack).
     pub event: tessera_privacy::PrivacyEvent,
+    /// What the vector holds, part by part.
+    pub layout: Layout,
 }
 
 /// Everything needed to start an aggregation.
@@ -176,6 +186,8 @@ pub struct AggregationSpec {
     pub expected_cohort: f64,
     /// The privacy event the round's release is accounted as.
     pub event: tessera_privacy::PrivacyEvent,
+    /// What the vector holds, part by part.
+    pub layout: Layout,
 }
 
 impl Aggregation {
@@ -221,6 +233,7 @@ impl Aggregation {
             stage_seconds: Vec::new(),
             expected_cohort: spec.expected_cohort,
             event: spec.event,
+            layout: spec.layout,
         })
     }
 
@@ -381,7 +394,7 @@ impl Aggregation {
     /// `next_deadline(stage)` gives the deadline of the stage that follows.
     pub fn close_stage(&mut self, now: Instant, next_deadline: impl Fn(Stage) -> Instant) -> Step {
         self.stage_seconds.push((
-            self.stage.name(),
+            self.stage.phase(),
             now.duration_since(self.stage_started).as_secs_f64(),
         ));
         self.stage_started = now;

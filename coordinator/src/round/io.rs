@@ -1,6 +1,8 @@
 //! Inputs to and outputs of the federation machine.
 
-use tessera_model::{ModelFile, Preprocessor};
+use tessera_model::{ModelFile, Preprocessor, RoundKind};
+
+use super::phase::Phase;
 use tessera_privacy::PrivacyEvent;
 use tessera_proto::v1::{CoordinatorMessage, ParticipantMessage};
 
@@ -66,25 +68,6 @@ pub enum Output {
     },
 }
 
-/// The kind of an aggregation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// Pooled feature statistics.
-    Statistics,
-    /// A training round.
-    Training,
-}
-
-impl Kind {
-    /// Text form used in the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Statistics => "statistics",
-            Kind::Training => "training",
-        }
-    }
-}
-
 /// What the store needs to know of one aggregation.
 #[derive(Debug, Clone)]
 pub struct RoundSummary {
@@ -93,7 +76,7 @@ pub struct RoundSummary {
     /// Training round (None for statistics).
     pub training_round: Option<u32>,
     /// Statistics or training.
-    pub kind: Kind,
+    pub kind: RoundKind,
     /// Cohort names.
     pub cohort: Vec<String>,
     /// Names whose input is in the sum.
@@ -103,7 +86,7 @@ pub struct RoundSummary {
     /// Why the round failed, if it did.
     pub reason: Option<String>,
     /// Seconds spent in each stage.
-    pub stage_seconds: Vec<(&'static str, f64)>,
+    pub stage_seconds: Vec<(Phase, f64)>,
     /// Wall seconds of the whole aggregation.
     pub seconds: f64,
 }

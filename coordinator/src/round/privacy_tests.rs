@@ -17,7 +17,7 @@ use tessera_proto::v1::{
     participant_message::Body as In,
 };
 
-use super::{FederationMachine, Input, LedgerEntry, Output, Resume, SecureRng};
+use super::{Input, LedgerEntry, Output, Resume, SecureRng};
 use crate::config::CoordinatorConfig;
 use crate::settings::Settings;
 
@@ -97,7 +97,7 @@ fn run(mut settings: Settings, sites: usize, model_len: usize) -> Run {
     };
     let rng: SecureRng = Box::new(ChaCha20Rng::seed_from_u64(11));
     let noise: SecureRng = Box::new(ChaCha20Rng::seed_from_u64(12));
-    let mut m = FederationMachine::new(settings, resume, rng, noise);
+    let mut m = settings.machine(resume, None, rng, noise).unwrap();
     let now = Instant::now();
     for (i, name) in names.into_iter().enumerate() {
         m.handle(

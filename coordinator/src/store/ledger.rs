@@ -1,67 +1,11 @@
 //! The privacy ledger: one append-only row per released aggregation.
 
-use std::fmt;
-
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
+use tessera_model::RoundKind;
 use tessera_privacy::PrivacyEvent;
 
 use super::{Store, StoreError, to_i64, to_u32, to_u64};
-
-/// What an aggregation released.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(into = "String", from = "String")]
-pub enum AggregationKind {
-    /// Federated statistics (pooled feature moments), stored as `statistics`.
-    Statistics,
-    /// A model update, stored as `training`.
-    Training,
-    /// Anything else (for example an adaptive-clipping quantile estimate),
-    /// stored under its own name.
-    Other(String),
-}
-
-impl AggregationKind {
-    /// The stored name.
-    pub fn as_str(&self) -> &str {
-        match self {
-            AggregationKind::Statistics => "statistics",
-            AggregationKind::Training => "training",
-            AggregationKind::Other(s) => s,
-        }
-    }
-}
-
-impl From<String> for AggregationKind {
-    fn from(s: String) -> Self {
-        match s.as_str() {
-            "statistics" => AggregationKind::Statistics,
-            "training" => AggregationKind::Training,
-            _ => AggregationKind::Other(s),
-        }
-    }
-}
-
-impl From<&str> for AggregationKind {
-    fn from(s: &str) -> Self {
-        AggregationKind::from(s.to_owned())
-    }
-}
-
-impl From<AggregationKind> for String {
-    fn from(k: AggregationKind) -> Self {
-        match k {
-            AggregationKind::Other(s) => s,
-            k => k.as_str().to_owned(),
-        }
-    }
-}
-
-impl fmt::Display for AggregationKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A ledger row to append: the privacy event of one released aggregation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,7 +15,7 @@ pub struct NewLedgerRow {
     /// Training round, for a model update.
     pub training_round: Option<u32>,
     /// What was released.
-    pub kind: AggregationKind,
+    pub kind: RoundKind,
     /// The privacy event the accountant composes.
     pub event: PrivacyEvent,
     /// Participants whose inputs are in the sum.
@@ -100,7 +44,7 @@ pub struct LedgerRow {
     /// Training round, for a model update.
     pub training_round: Option<u32>,
     /// What was released.
-    pub kind: AggregationKind,
+    pub kind: RoundKind,
     /// The privacy event the accountant composes.
     pub event: PrivacyEvent,
     /// Participants whose inputs are in the sum.
@@ -294,7 +238,9 @@ impl Store {
                         id,
                         round,
                         training_round,
-                        kind: AggregationKind::from(kind),
+                        kind: kind.parse().map_err(|e: String| {
+                            self.invalid(format!("ledger row for round {round}: {e}"))
+                        })?,
                         event,
                         cohort_size,
                         clip_norm: clip,

@@ -34,7 +34,7 @@ pub use checkpoints::{
     Checkpoint, checkpoint_file_name, sha256_file, verify_checkpoint, write_checkpoint,
     write_checkpoint_bytes,
 };
-pub use ledger::{AggregationKind, LedgerRow, NewLedgerRow};
+pub use ledger::{LedgerRow, NewLedgerRow};
 pub use report::{
     GUARANTEE, LedgerReport, LedgerReportRow, StatusReport, format_utc_ms, ledger_report,
     status_report,

@@ -5,7 +5,9 @@ use std::fmt;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
-use super::{AggregationKind, Store, StoreError, to_i64, to_u32, to_u64};
+use tessera_model::RoundKind;
+
+use super::{Store, StoreError, to_i64, to_u32, to_u64};
 
 /// Outcome of a round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -53,7 +55,7 @@ pub struct RoundRecord {
     /// Training round, for a model update.
     pub training_round: Option<u32>,
     /// What the round aggregates.
-    pub kind: AggregationKind,
+    pub kind: RoundKind,
     /// Its outcome so far.
     pub status: RoundStatus,
     /// Participants whose inputs are in the sum.
@@ -178,7 +180,7 @@ impl Store {
                     Ok(RoundRecord {
                         round,
                         training_round,
-                        kind: AggregationKind::from(kind),
+                        kind: kind.parse().map_err(|e: String| bad("kind", &e))?,
                         status: RoundStatus::parse(&status)
                             .ok_or_else(|| bad("status", &status))?,
                         contributors: serde_json::from_str(&contributors)

@@ -1,0 +1,202 @@
+//! Releasing a round: noise on the unmasked sum (by the noise placement),
+//! decoding, what the round's kind does with the result, the commit the
+//! driver makes durable, and only then the release to the cohort.
+
+use std::time::Instant;
+
+use tessera_model::RoundKind;
+use tessera_privacy::PrivacyEvent;
+use tessera_proto::v1::{self, coordinator_message::Body as Out};
+
+use super::aggregation::Aggregation;
+use super::kinds::{Aggregated, spec_for};
+use super::{Commit, FederationMachine, LedgerEntry, Output, PendingRelease, RoundSummary, State};
+use crate::budget;
+
+impl FederationMachine {
+    pub(super) fn aggregation_finished(
+        &mut self,
+        now: Instant,
+        agg: Aggregation,
+        mut sum: Vec<u64>,
+        contributors: Vec<u32>,
+    ) {
+        let policy = std::sync::Arc::clone(&self.policy);
+        let cohort: Vec<String> = agg.cohort.values().cloned().collect();
+        let contributor_names: Vec<String> =
+            contributors.iter().map(|i| agg.cohort[i].clone()).collect();
+        let min = policy.min_participants;
+        if contributors.len() < min {
+            self.round_failed(
+                now,
+                agg.round,
+                agg.kind,
+                agg.training_round,
+                &cohort,
+                format!(
+                    "only {} of {} participants contributed; at least {min} needed",
+                    contributors.len(),
+                    cohort.len()
+                ),
+            );
+            return;
+        }
+        let spec = spec_for(agg.kind);
+        // The event decided when the round started (with adaptive clipping
+        // σ_eff: the ledger accounts the joint release of the update sum and
+        // the clipping-bit sum).
+        let event = agg.event.clone();
+        let noise_multiplier = spec.noise_multiplier(&policy);
+        let sensitivity = spec.sensitivity(&self.round_state());
+        if policy.dp() {
+            // Exact discrete Gaussian noise on the integer sum, part by part,
+            // in fixed-point units. Nothing is released without its noise.
+            let parts = agg.layout.noised_parts(agg.encoding.scale_bits);
+            if let Err(e) = self
+                .noise
+                .noise_sum(&mut sum, &parts, agg.encoding.modulus_bits)
+            {
+                self.round_failed(
+                    now,
+                    agg.round,
+                    agg.kind,
+                    agg.training_round,
+                    &cohort,
+                    format!("cannot add the privacy noise: {e}"),
+                );
+                return;
+            }
+        }
+        let decoded = agg.encoding.decode_sum(&sum);
+        drop(sum);
+        let privacy = policy.privacy.as_ref();
+        let epsilon_after = privacy
+            .and_then(|p| budget::epsilon_after(&self.ledger, &event, p.delta, p.accountant).ok());
+        let dropped: Vec<String> = cohort
+            .iter()
+            .filter(|n| !contributor_names.contains(n))
+            .cloned()
+            .collect();
+        let summary = RoundSummary {
+            round: agg.round,
+            training_round: (agg.kind == RoundKind::Training).then_some(agg.training_round),
+            kind: agg.kind,
+            cohort: cohort.clone(),
+            contributors: contributor_names.clone(),
+            dropped,
+            reason: None,
+            stage_seconds: agg.stage_seconds.clone(),
+            seconds: now.duration_since(agg.started).as_secs_f64(),
+        };
+        let ledger_entry = privacy.map(|p| LedgerEntry {
+            event: event.clone(),
+            cohort_size: cohort.len() as u32,
+            clip_norm: sensitivity,
+            noise_multiplier,
+            sampling_rate: match &event {
+                PrivacyEvent::Gaussian { sampling_rate, .. } => *sampling_rate,
+                _ => 1.0,
+            },
+            not_private: p.not_private,
+        });
+        let facts = Aggregated {
+            cohort: cohort.len(),
+            contributors: contributors.len(),
+            expected_cohort: agg.expected_cohort,
+            training_round: agg.training_round,
+        };
+        let state = super::kinds::RoundState {
+            policy: &policy,
+            model: self.model.as_deref(),
+            preprocessor: self.preprocessor.as_ref(),
+            clip_norm: self.clip_norm,
+        };
+        let released = match spec.release(&state, self.optimizer.as_mut(), &facts, decoded) {
+            Ok(r) => r,
+            Err(reason) => {
+                self.round_failed(
+                    now,
+                    agg.round,
+                    agg.kind,
+                    agg.training_round,
+                    &cohort,
+                    reason,
+                );
+                return;
+            }
+        };
+        self.outputs.push_back(Output::Commit(Box::new(Commit {
+            summary,
+            privacy: ledger_entry,
+            checkpoint: Some(released.checkpoint),
+            preprocessing: released.preprocessor.clone(),
+            epsilon_after,
+            update_norm: released.update_norm,
+        })));
+        self.state = State::Committing(Box::new(PendingRelease {
+            round: agg.round,
+            model: Some(released.model),
+            preprocessor: released.preprocessor,
+            event: policy.dp().then_some(event),
+            training: released.training,
+            cohort,
+            contributors: contributors.len() as u32,
+            epsilon_after,
+            next_clip_norm: released.next_clip_norm,
+        }));
+    }
+
+    pub(super) fn committed(&mut self, now: Instant, round: u64) {
+        let State::Committing(p) = &self.state else {
+            tracing::warn!(round, "commit confirmation outside a commit ignored");
+            return;
+        };
+        if p.round != round {
+            tracing::warn!(
+                round,
+                expected = p.round,
+                "commit confirmation for another round ignored"
+            );
+            return;
+        }
+        let State::Committing(p) =
+            std::mem::replace(&mut self.state, State::Waiting { ready_since: None })
+        else {
+            unreachable!()
+        };
+        if let Some(e) = p.event {
+            self.ledger.push(e);
+        }
+        if p.preprocessor.is_some() {
+            self.preprocessor = p.preprocessor;
+        }
+        self.model = p.model;
+        if let Some(c) = p.next_clip_norm {
+            self.clip_norm = c;
+        }
+        if p.training {
+            self.completed_training += 1;
+        }
+        self.failed_in_row = 0;
+        for name in &p.cohort {
+            if self.sessions.contains_key(name) {
+                self.send(
+                    name,
+                    Out::Result(v1::RoundResult {
+                        round: p.round,
+                        completed: true,
+                        reason: String::new(),
+                        contributors: p.contributors,
+                        epsilon: p.epsilon_after.unwrap_or(0.0),
+                    }),
+                );
+            }
+        }
+        let planned = self.policy.rounds;
+        if self.completed_training >= planned {
+            self.finish(format!("all {planned} planned rounds completed"), true);
+            return;
+        }
+        self.maybe_start_round(now);
+    }
+}

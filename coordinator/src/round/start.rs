@@ -1,0 +1,546 @@
+//! Starting a round: the cohort, the vector's encoding, the privacy event
+//! and the budget gate, the secure-aggregation parameters, and the
+//! announcement each member receives. Failed rounds end here too.
+
+use std::time::Instant;
+
+use rand::Rng;
+use tessera_model::round::{CohortMember, SecAggSetup};
+use tessera_model::{Announcement, Encoding, PrivacyTerms, RoundKind, TrainingSettings};
+use tessera_privacy::PrivacyEvent;
+use tessera_proto::chunk;
+use tessera_proto::v1::{self, ChunkPurpose, CoordinatorMessage, coordinator_message::Body as Out};
+use tessera_secagg::{self as sa, FixedPoint};
+use tracing::{info, warn};
+
+use super::aggregation::{Aggregation, AggregationSpec};
+use super::kinds::{Layout, RoundSpec, next_kind, spec_for};
+use super::{FederationMachine, Output, RoundSummary, State, cohort};
+use crate::budget;
+
+/// Largest noise standard deviation in fixed-point units: inside the exact
+/// sampler's range (2^40), and fine enough that the discretisation slack of
+/// even a very large model is negligible (about 7e-26 per coordinate).
+const MAX_NOISE_UNITS: f64 = (1u64 << 39) as f64;
+
+/// ε at which a round's total-variation slack is judged negligible when the
+/// federation has no budget (`max_epsilon`): the slack enters δ as
+/// (1 + e^ε)·τ, so a larger ε makes the same slack weigh more.
+const DEFAULT_SLACK_EPSILON: f64 = 10.0;
+
+/// A round's vector, encoded: its layout, encoding and discretisation slack.
+#[derive(Debug, Clone)]
+struct Encoded {
+    layout: Layout,
+    encoding: FixedPoint,
+    tv_slack: f64,
+}
+
+impl FederationMachine {
+    pub(super) fn start_round(&mut self, now: Instant, eligible: Vec<String>) {
+        let policy = std::sync::Arc::clone(&self.policy);
+        let kind = next_kind(&self.round_state());
+        let spec = spec_for(kind);
+        let training_round = match kind {
+            RoundKind::Statistics => 0,
+            RoundKind::Training => self.completed_training + 1,
+        };
+        let min_cohort = policy.min_cohort();
+        // Cohort selection. Under Poisson sampling a draw below the minimum is
+        // discarded and another drawn; the ledger accounts what that does
+        // (see `tessera_privacy::sampling`).
+        let q = match (&policy.privacy, kind) {
+            (Some(p), RoundKind::Training) => p.sampling_rate,
+            _ => 1.0,
+        };
+        let sampled = if let Some(needed) = self.sampled_cohort_margin(kind) {
+            match tessera_privacy::sampling::sampled_round(eligible.len() as u64, q, needed) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.finish(
+                        format!(
+                            "Poisson sampling at rate {q} cannot be accounted over {} available \
+                             participants: {e}; raise the sampling rate or use full participation",
+                            eligible.len()
+                        ),
+                        false,
+                    );
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        let cohort = cohort::select(&eligible, q, &mut self.rng);
+        let expected_cohort = (q * eligible.len() as f64).max(1.0);
+        let round = self.next_round;
+        self.next_round += 1;
+        let n = cohort.len();
+        if n < min_cohort {
+            self.round_failed(
+                now,
+                round,
+                kind,
+                training_round,
+                &cohort,
+                format!("only {n} participants selected"),
+            );
+            return;
+        }
+        let encoded = match self.encode(spec, n) {
+            Ok(l) => l,
+            Err(reason) => {
+                self.finish(reason, false);
+                return;
+            }
+        };
+        let dim = encoded.layout.dim();
+        // The round's ledger event: σ, the rate a released round includes a
+        // site with (≥ q under sampling), and its total-variation slack.
+        let sigma = spec.noise_multiplier(&policy);
+        let next_event = match sampled {
+            Some(r) => PrivacyEvent::gaussian(sigma, r.inclusion_rate, 1)
+                .with_tv_slack(encoded.tv_slack + r.tv_slack),
+            None => PrivacyEvent::gaussian(sigma, 1.0, 1).with_tv_slack(encoded.tv_slack),
+        };
+        if let Some(privacy) = &policy.privacy {
+            // The slack must be negligible: the calibration leaves δ/1000 for it.
+            let eps_ref = privacy.max_epsilon.unwrap_or(DEFAULT_SLACK_EPSILON);
+            if !tessera_privacy::sampling::negligible(
+                next_event.tv_slack(),
+                policy.rounds + 1,
+                privacy.delta,
+                eps_ref,
+            ) {
+                let why = match sampled {
+                    Some(r) if r.tv_slack > encoded.tv_slack => format!(
+                        "a cohort drawn at rate {q} from {} participants falls below the {} \
+                         a round needs with probability {:.3e}, which is not negligible at δ = {}; \
+                         raise the sampling rate or use full participation",
+                        eligible.len(),
+                        self.sampled_cohort_margin(kind).unwrap_or(0),
+                        r.p_fail,
+                        privacy.delta
+                    ),
+                    _ => format!(
+                        "the noise of this round is too coarse for its {dim} coordinates: the \
+                         discretisation slack {:.3e} is not negligible at δ = {}",
+                        encoded.tv_slack, privacy.delta
+                    ),
+                };
+                self.finish(why, false);
+                return;
+            }
+            // The budget: never start a round whose release would take ε past it.
+            if let Some(max_eps) = privacy.max_epsilon {
+                match budget::epsilon_after(
+                    &self.ledger,
+                    &next_event,
+                    privacy.delta,
+                    privacy.accountant,
+                ) {
+                    Ok(eps) if eps > max_eps => {
+                        let spent =
+                            budget::ledger_epsilon(&self.ledger, privacy.delta, privacy.accountant)
+                                .unwrap_or(f64::NAN);
+                        self.finish(
+                            format!(
+                                "privacy budget reached: ε = {spent:.4} spent; training round {training_round} would take it to {eps:.4} > {max_eps} (δ = {})",
+                                privacy.delta
+                            ),
+                            true,
+                        );
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.finish(format!("cannot account the next round: {e}"), false);
+                        return;
+                    }
+                }
+            }
+        }
+        let secure_params = match &policy.secagg {
+            Some(secagg) => {
+                let mut graph_seed = [0u8; 32];
+                self.rng.fill_bytes(&mut graph_seed);
+                match secagg_params(
+                    round,
+                    (1..=n as u32).collect(),
+                    dim,
+                    encoded.encoding.modulus_bits,
+                    secagg.dropout_tolerance,
+                    graph_seed,
+                    secagg.signed_keys,
+                ) {
+                    Ok(p) => Some(p),
+                    Err(e) => {
+                        self.round_failed(
+                            now,
+                            round,
+                            kind,
+                            training_round,
+                            &cohort,
+                            format!("secure aggregation parameters: {e}"),
+                        );
+                        return;
+                    }
+                }
+            }
+            None => None,
+        };
+        let first_deadline = now
+            + if secure_params.is_some() {
+                policy.stage_deadline
+            } else {
+                policy.training_deadline
+            };
+        let agg_spec = AggregationSpec {
+            round,
+            kind,
+            training_round,
+            cohort: cohort.clone(),
+            dim,
+            encoding: encoded.encoding,
+            secure: secure_params.clone(),
+            first_deadline,
+            expected_cohort,
+            event: next_event,
+            layout: encoded.layout.clone(),
+        };
+        let agg = match Aggregation::new(agg_spec, now) {
+            Ok(a) => a,
+            Err(e) => {
+                self.round_failed(now, round, kind, training_round, &cohort, e.to_string());
+                return;
+            }
+        };
+        info!(
+            round,
+            kind = kind.as_str(),
+            training_round,
+            cohort = n,
+            dim,
+            secure = secure_params.is_some(),
+            "round started"
+        );
+        self.outputs.push_back(Output::RoundStarted(RoundSummary {
+            round,
+            training_round: (kind == RoundKind::Training).then_some(training_round),
+            kind,
+            cohort: cohort.clone(),
+            contributors: vec![],
+            dropped: vec![],
+            reason: None,
+            stage_seconds: vec![],
+            seconds: 0.0,
+        }));
+        // Announce, then the model.
+        let terms = PrivacyTerms {
+            enabled: policy.dp(),
+            noise_multiplier: sigma,
+            clip_norm: spec.sensitivity(&self.round_state()),
+            sampling_rate: q,
+            delta: policy.privacy.as_ref().map_or(1e-5, |p| p.delta),
+            adaptive: spec.adaptive_terms(&policy),
+            not_private: policy.privacy.as_ref().is_some_and(|p| p.not_private),
+        };
+        let signed = secure_params.as_ref().is_some_and(|p| p.signed_keys);
+        let members: Vec<CohortMember> = cohort
+            .iter()
+            .enumerate()
+            .map(|(i, name)| CohortMember {
+                index: i as u32 + 1,
+                name: name.clone(),
+                certificate: if signed {
+                    self.sessions
+                        .get(name)
+                        .map(|x| x.certificate.clone())
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        let model_chunks = match (kind, &self.model) {
+            (RoundKind::Training, Some(m)) => chunk::split(round, ChunkPurpose::Model, m),
+            _ => Vec::new(),
+        };
+        let t = &policy.training;
+        for (i, name) in cohort.iter().enumerate() {
+            let announcement = Announcement {
+                round,
+                kind,
+                training_round,
+                planned_rounds: policy.rounds,
+                dimension: dim as u64,
+                training: TrainingSettings {
+                    local_epochs: t.local_epochs,
+                    learning_rate: t.learning_rate,
+                    batch_size: t.batch_size,
+                    shuffle_seed: t.seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                },
+                privacy: terms,
+                secagg: secure_params.as_ref().map(|p| SecAggSetup {
+                    my_index: i as u32 + 1,
+                    cohort: members.clone(),
+                    threshold: p.threshold as u32,
+                    neighbours: p.neighbours as u32,
+                    graph_seed: p.graph_seed,
+                    signed_keys: p.signed_keys,
+                }),
+                encoding: Encoding {
+                    scale_bits: encoded.encoding.scale_bits,
+                    modulus_bits: encoded.encoding.modulus_bits,
+                },
+                preprocessing: self.preprocessor.clone(),
+                statistics_bounds: match (&policy.privacy, kind) {
+                    (Some(p), RoundKind::Statistics) => Some(p.statistics_bounds.clone()),
+                    _ => None,
+                },
+            };
+            self.send(
+                name,
+                Out::Announce(tessera_proto::round::announcement_to_wire(&announcement)),
+            );
+            for c in &model_chunks {
+                self.send(name, Out::Chunk(c.clone()));
+            }
+        }
+        self.state = State::Running(Box::new(agg));
+    }
+
+    /// Queues a message for a participant.
+    pub(super) fn send(&mut self, to: &str, body: Out) {
+        self.outputs.push_back(Output::Send {
+            to: to.to_owned(),
+            message: CoordinatorMessage { body: Some(body) },
+        });
+    }
+
+    /// The encoding of a round of `spec` for a cohort of `n`, with (under DP)
+    /// the total-variation slack of its discretised noise. The 32-bit
+    /// encoding where its noise is fine enough, else the 64-bit one; `Err`
+    /// is the reason the federation cannot go on.
+    fn encode(&self, spec: &dyn RoundSpec, n: usize) -> Result<Encoded, String> {
+        let layout = spec.layout(&self.round_state(), n);
+        let dp = self.policy.privacy.as_ref();
+        let eps_ref = dp
+            .and_then(|p| p.max_epsilon)
+            .unwrap_or(DEFAULT_SLACK_EPSILON);
+        // The planned training rounds and the statistics release.
+        let planned = self.policy.rounds + 1;
+        let mut last_error = String::new();
+        for bits in [layout.modulus_bits, 64] {
+            let encoding = match FixedPoint::for_sum(layout.max_abs_sum(), bits)
+                .and_then(|e| limit_resolution(e, layout.largest_noise()))
+            {
+                Ok(e) => e,
+                Err(e) => {
+                    last_error = format!("no fixed-point encoding fits this round: {e}");
+                    continue;
+                }
+            };
+            if layout.needs_exact() && encoding.scale_bits == 0 {
+                last_error = "no fixed-point encoding represents the clipping bit exactly".into();
+                continue;
+            }
+            let units = layout.smallest_noise() * f64::from(encoding.scale_bits).exp2();
+            if dp.is_some() && units < tessera_privacy::MIN_NOISE_UNITS {
+                last_error = format!(
+                    "the noise would be {units:.0} fixed-point units, below the {} the exact \
+                     discrete noise is accounted for",
+                    tessera_privacy::MIN_NOISE_UNITS
+                );
+                continue;
+            }
+            let tv_slack = match dp {
+                Some(_) => layout
+                    .tv_slack(encoding.scale_bits)
+                    .map_err(|e| e.to_string())?,
+                None => 0.0,
+            };
+            let fine = dp.is_none_or(|p| {
+                tessera_privacy::sampling::negligible(tv_slack, planned, p.delta, eps_ref)
+            });
+            if fine || bits == 64 {
+                return Ok(Encoded {
+                    layout,
+                    encoding,
+                    tv_slack,
+                });
+            }
+        }
+        Err(last_error)
+    }
+
+    /// Under Poisson sampling with DP, the least cohort that keeps enough
+    /// contributors after the tolerated dropouts (None otherwise).
+    pub(super) fn sampled_cohort_margin(&self, kind: RoundKind) -> Option<u64> {
+        let p = self.policy.privacy.as_ref()?;
+        (kind == RoundKind::Training && p.sampling_rate < 1.0).then(|| {
+            tessera_privacy::sampling::min_cohort_with_dropouts(
+                self.policy.min_cohort() as u64,
+                self.policy.secagg.map_or(0.0, |s| s.dropout_tolerance),
+            )
+        })
+    }
+
+    pub(super) fn round_failed(
+        &mut self,
+        now: Instant,
+        round: u64,
+        kind: RoundKind,
+        training_round: u32,
+        cohort: &[String],
+        reason: String,
+    ) {
+        warn!(round, kind = kind.as_str(), %reason, "round failed; nothing was released");
+        self.outputs.push_back(Output::RoundAborted(RoundSummary {
+            round,
+            training_round: (kind == RoundKind::Training).then_some(training_round),
+            kind,
+            cohort: cohort.to_vec(),
+            contributors: vec![],
+            dropped: cohort.to_vec(),
+            reason: Some(reason.clone()),
+            stage_seconds: vec![],
+            seconds: 0.0,
+        }));
+        for name in cohort {
+            if self.sessions.contains_key(name) {
+                self.send(
+                    name,
+                    Out::Result(v1::RoundResult {
+                        round,
+                        completed: false,
+                        reason: reason.clone(),
+                        contributors: 0,
+                        epsilon: 0.0,
+                    }),
+                );
+            }
+        }
+        self.failed_in_row += 1;
+        self.state = State::Waiting { ready_since: None };
+        if let Some(needed) = self.sampled_cohort_margin(kind)
+            && cohort.len() as u64 >= needed
+        {
+            // The accounting of sampled rounds assumes that a cohort of this
+            // size always keeps enough contributors (at most the tolerated
+            // share drops out); this one did not, so it no longer holds for
+            // further draws.
+            self.finish(
+                format!(
+                    "a sampled round of {} participants failed ({reason}): more than the tolerated \
+                     share dropped out, which the privacy accounting of Poisson sampling assumes \
+                     never happens; no further sampled round is run",
+                    cohort.len()
+                ),
+                false,
+            );
+            return;
+        }
+        let max = self.policy.max_failed_rounds;
+        if self.failed_in_row >= max {
+            self.finish(
+                format!("{max} rounds in a row failed (last: {reason})"),
+                false,
+            );
+            return;
+        }
+        self.maybe_start_round(now);
+    }
+}
+
+/// Lowers the fixed-point scale when the noise std would exceed
+/// [`MAX_NOISE_UNITS`] units: resolution much finer than the noise buys
+/// nothing, and the exact sampler works on a bounded integer range.
+pub fn limit_resolution(e: FixedPoint, noise_std: f64) -> Result<FixedPoint, sa::Error> {
+    if noise_std <= 0.0 {
+        return Ok(e);
+    }
+    let mut scale_bits = e.scale_bits;
+    while scale_bits > 0 && noise_std * (scale_bits as f64).exp2() > MAX_NOISE_UNITS {
+        scale_bits -= 1;
+    }
+    FixedPoint::new(scale_bits, e.modulus_bits)
+}
+
+/// Secure-aggregation parameters for a cohort: SecAgg+ recommendations, or,
+/// for cohorts too small for their probabilistic analysis, the complete graph
+/// (k = n − 1 neighbours) with the threshold that tolerates the most
+/// dropouts while keeping a majority of each secret's holders (2t > k), so
+/// that the coordinator cannot learn both secrets of anyone without
+/// colluding participants.
+///
+/// A survivor's self-mask seed is shared among its k neighbours; with D of
+/// them gone, k − D holders are left, so t ≤ k − D is what tolerating D
+/// dropouts takes.
+pub fn secagg_params(
+    round: u64,
+    participants: Vec<u32>,
+    dim: usize,
+    modulus_bits: u32,
+    dropout: f64,
+    graph_seed: [u8; 32],
+    signed_keys: bool,
+) -> Result<sa::RoundParams, sa::Error> {
+    let n = participants.len();
+    let mut params = match sa::RoundParams::recommended(
+        round,
+        participants.clone(),
+        dim,
+        modulus_bits,
+        dropout,
+        graph_seed,
+    ) {
+        Ok(p) => p,
+        Err(_) if n >= 3 => {
+            let k = n - 1;
+            let tolerated = (dropout * n as f64).floor() as usize;
+            let majority = k / 2 + 1;
+            let threshold = k.saturating_sub(tolerated).max(majority);
+            sa::RoundParams {
+                round,
+                participants,
+                threshold,
+                neighbours: k,
+                graph_seed,
+                dim,
+                modulus_bits,
+                signed_keys,
+            }
+        }
+        Err(e) => return Err(e),
+    };
+    params.signed_keys = signed_keys;
+    params.validate()?;
+    Ok(params)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_cohorts_tolerate_their_dropouts() {
+        for n in 3..12u32 {
+            let p = secagg_params(1, (1..=n).collect(), 10, 32, 0.3, [0; 32], false).unwrap();
+            let dropouts = (0.3 * n as f64).floor() as usize;
+            let k = p.neighbours;
+            assert!(2 * p.threshold > k, "n = {n}: {p:?}");
+            if k == n as usize - 1 && k - dropouts > k / 2 {
+                assert!(p.threshold <= k - dropouts, "n = {n}: {p:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn resolution_is_limited_by_the_noise() {
+        let e = FixedPoint::new(50, 64).unwrap();
+        let limited = limit_resolution(e, 1000.0).unwrap();
+        assert!(1000.0 * f64::from(limited.scale_bits).exp2() <= MAX_NOISE_UNITS);
+        assert_eq!(limit_resolution(e, 0.0).unwrap().scale_bits, 50);
+    }
+}

@@ -1,0 +1,168 @@
+//! What a coordinator announces for one aggregation, as both sides hold it:
+//! the domain form of the wire's `RoundAnnounce` (conversions live in the
+//! `tessera-proto` crate, at the edge).
+
+use crate::{Preprocessor, StatsBounds};
+
+/// What an aggregation sums. One enum for the whole system: the machines,
+/// the store and the wire all use it (the wire and the store through
+/// conversions).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum RoundKind {
+    /// Per-feature counts, sums, sums of squares and missing counts.
+    Statistics,
+    /// A clipped model update (and, with adaptive clipping, the clipping bit).
+    Training,
+}
+
+impl RoundKind {
+    /// Every kind.
+    pub const ALL: [RoundKind; 2] = [RoundKind::Statistics, RoundKind::Training];
+
+    /// Text form (store, logs, metrics files).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoundKind::Statistics => "statistics",
+            RoundKind::Training => "training",
+        }
+    }
+}
+
+impl std::fmt::Display for RoundKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RoundKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        RoundKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown aggregation kind `{s}`"))
+    }
+}
+
+/// Local training settings of a training round.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct TrainingSettings {
+    /// Local epochs.
+    pub local_epochs: u32,
+    /// Local learning rate.
+    pub learning_rate: f64,
+    /// Local minibatch size.
+    pub batch_size: u32,
+    /// Seed of local shuffling (not a privacy seed).
+    pub shuffle_seed: u64,
+}
+
+/// Adaptive clipping terms (Andrew et al. 2021): the vector carries the
+/// centred clipping bit after the update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptiveTerms {
+    /// Noise multiplier σ_Δ on the update coordinates.
+    pub update_noise_multiplier: f64,
+    /// Noise std σ_b on the summed centred bits.
+    pub clip_count_noise_multiplier: f64,
+}
+
+/// The privacy terms a coordinator commits to for one aggregation.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct PrivacyTerms {
+    /// Differential privacy on.
+    pub enabled: bool,
+    /// σ: noise std σ·C on the sum (σ_eff with adaptive clipping).
+    pub noise_multiplier: f64,
+    /// L2 sensitivity C of one site's contribution.
+    pub clip_norm: f64,
+    /// Poisson sampling rate (1 = everyone).
+    pub sampling_rate: f64,
+    /// δ of the federation's budget.
+    pub delta: f64,
+    /// Adaptive clipping, if on.
+    pub adaptive: Option<AdaptiveTerms>,
+    /// The noise is seeded: NOT private.
+    pub not_private: bool,
+}
+
+/// Fixed-point encoding: values × 2^scale_bits, summed modulo 2^modulus_bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Encoding {
+    /// f.
+    pub scale_bits: u32,
+    /// k.
+    pub modulus_bits: u32,
+}
+
+/// One cohort member as announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CohortMember {
+    /// Index in the cohort (1-based).
+    pub index: u32,
+    /// Certificate name.
+    pub name: String,
+    /// DER certificate (only when keys are signed).
+    pub certificate: Vec<u8>,
+}
+
+/// Secure-aggregation setup of one aggregation, as one member receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecAggSetup {
+    /// This member's index.
+    pub my_index: u32,
+    /// The whole cohort.
+    pub cohort: Vec<CohortMember>,
+    /// Shamir threshold t.
+    pub threshold: u32,
+    /// Masking neighbours per member.
+    pub neighbours: u32,
+    /// Seed of the neighbour graph.
+    pub graph_seed: [u8; 32],
+    /// Keys are signed with the certificate key.
+    pub signed_keys: bool,
+}
+
+/// One aggregation as announced to one cohort member.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Announcement {
+    /// Aggregation number.
+    pub round: u64,
+    /// What it sums.
+    pub kind: RoundKind,
+    /// Training round (1-based; 0 for statistics).
+    pub training_round: u32,
+    /// Planned training rounds.
+    pub planned_rounds: u32,
+    /// Vector length.
+    pub dimension: u64,
+    /// Local training settings.
+    pub training: TrainingSettings,
+    /// Privacy terms.
+    pub privacy: PrivacyTerms,
+    /// Secure aggregation, or None for plain sums.
+    pub secagg: Option<SecAggSetup>,
+    /// Fixed-point encoding.
+    pub encoding: Encoding,
+    /// Pooled preprocessing (training rounds).
+    pub preprocessing: Option<Preprocessor>,
+    /// Bounds of a statistics contribution (statistics rounds with DP).
+    pub statistics_bounds: Option<StatsBounds>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_text() {
+        for k in RoundKind::ALL {
+            assert_eq!(k.as_str().parse::<RoundKind>().unwrap(), k);
+        }
+        assert!("histogram".parse::<RoundKind>().is_err());
+    }
+}
