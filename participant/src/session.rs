@@ -281,7 +281,7 @@ impl Site {
                     format!("cannot account the round: {e}"),
                 )
             })?;
-            if !(eps <= max) {
+            if eps.is_nan() || eps > max {
                 let now = self.ledger.epsilon(p.delta).unwrap_or(f64::NAN);
                 return Err(Decline::new(
                     DeclineCode::BudgetExceeded,

@@ -156,7 +156,9 @@ pub fn check(
     let terms = a.privacy.unwrap_or_default();
     let p = &config.privacy;
     let private = terms.enabled;
-    if (p.require_privacy || p.max_epsilon.is_some()) && !(private && !terms.not_private) {
+    // Seeded noise is no privacy at all, whatever the other terms say.
+    let truly_private = private && !terms.not_private;
+    if (p.require_privacy || p.max_epsilon.is_some()) && !truly_private {
         let why = if private {
             "the round's noise is seeded (not private)"
         } else {
@@ -442,7 +444,8 @@ fn check_encoding(
         RoundKind::Statistics => bounds.as_ref().map(|b| b.max_rows),
     };
     if let Some(x) = largest
-        && !(x * scale + 1.0 < limit)
+        && let units = x * scale + 1.0
+        && (units.is_nan() || units >= limit)
     {
         return decline(
             D::InvalidEncoding,
@@ -464,7 +467,7 @@ fn check_encoding(
         RoundKind::Statistics => return Ok(None),
     };
     let clip_to = clip_norm - encoding.max_rounding_norm(clipped_len);
-    if !(clip_to > 0.0) {
+    if clip_to.is_nan() || clip_to <= 0.0 {
         return decline(
             D::InvalidEncoding,
             format!("clip norm {clip_norm} leaves nothing after the encoding's rounding slack"),
@@ -497,7 +500,7 @@ fn noise_slack(
     };
     let mut slack = 0.0;
     for (units, coordinates) in parts {
-        if !(units >= MIN_NOISE_UNITS) {
+        if units.is_nan() || units < MIN_NOISE_UNITS {
             return decline(
                 DeclineCode::InvalidEncoding,
                 format!("noise of {units} integer units, below the minimum {MIN_NOISE_UNITS}"),

@@ -172,8 +172,9 @@ fn a_hostile_coordinator_learns_nothing_derived_from_the_data() {
             for m in model(round, &[0.25; 4]) {
                 assert!(out.handle(&mut site, m).is_empty());
             }
+            // Including one as long as the announced dimension implies.
             let mut huge = tessera_proto::chunk::split(round, v1::ChunkPurpose::Model, &[1.0f32]);
-            huge[0].total = u64::MAX;
+            huge[0].total = a.dimension.saturating_sub(1);
             assert!(
                 out.handle(&mut site, common::message(In::Chunk(huge.remove(0))))
                     .is_empty()

@@ -480,9 +480,31 @@ fn limits_are_the_sites_own() {
 }
 
 #[test]
-fn a_model_of_another_length_ends_the_round_before_the_data_is_touched() {
+fn a_model_of_any_announced_length_is_never_allocated() {
     let dir = SiteDir::new();
     let mut site = dir.joined("", no_secagg_required());
+    // A dimension the task does not imply, and a model of that length: the
+    // round is declined and the model's chunks ignored, so nothing of the
+    // announced size is ever reserved.
+    for dimension in [(1u64 << 62) + 1, (1 << 33) + 1, 6] {
+        let mut out = Outbox::default();
+        let a = with(private_training(9), |a| {
+            a.secagg = None;
+            a.dimension = dimension;
+        });
+        assert_eq!(
+            declined(&announce(&mut site, &mut out, &a)),
+            DeclineCode::LimitsExceeded
+        );
+        let mut chunk = tessera_proto::chunk::split(9, v1::ChunkPurpose::Model, &[0.5f32; 3]);
+        chunk[0].total = dimension - 1;
+        assert!(
+            out.handle(&mut site, message(In::Chunk(chunk.remove(0))))
+                .is_empty()
+        );
+    }
+    // An accepted round whose model comes at another length ends there,
+    // before the data is touched.
     let a = with(private_training(1), |a| a.secagg = None);
     for total in [u64::MAX, 1 << 40, 3, 5] {
         let mut out = Outbox::default();
