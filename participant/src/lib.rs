@@ -8,6 +8,8 @@
 //!   the site's data loaded for it;
 //! - [`terms`]: the check of a round's announced terms, before any data is
 //!   touched, with fixed decline codes;
+//! - `input`: the site's contribution to an accepted round (statistics or
+//!   clipped update, encoded), or a zero vector when it cannot be computed;
 //! - [`client`]: the gRPC client with reconnection and backoff;
 //! - [`ledger`]: the site's own privacy ledger (SQLite);
 //! - [`config`]: the configuration file;

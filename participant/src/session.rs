@@ -6,7 +6,7 @@
 //!    the site's configuration, limits and own budget *before touching any
 //!    data*; decline with a fixed code, or accept and (with secure
 //!    aggregation) advertise keys;
-//! 2. receive the global model; compute the input ([`crate::input`]): the
+//! 2. receive the global model; compute the input (the `input` module): the
 //!    pooled-statistics contribution, or train locally and take the update
 //!    Δ = local − global, clipped and encoded in fixed point with stochastic
 //!    rounding. Once accepted, a round is never left because of the data: a
