@@ -48,7 +48,10 @@ pub use data::{
 };
 pub use logistic::LogisticRegression;
 pub use mlp::MlpClassifier;
-pub use model::{Model, ModelError, TrainConfig, TrainReport, build_model, initial_params};
+pub use model::{
+    Metrics, Model, ModelError, Objective, TrainConfig, TrainReport, build_model, initial_params,
+    score,
+};
 pub use model_file::{Evaluation, ModelFile, evaluate, read_model, write_model};
 pub use round::{Announcement, Encoding, PrivacyTerms, RoundKind, TrainingSettings};
 pub use stats::{LocalStats, Preprocessor, StatsBounds, l2_sensitivity};

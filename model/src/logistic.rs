@@ -5,7 +5,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use crate::model::{Model, ModelError, TrainConfig, TrainReport};
+use crate::model::{Model, ModelError, Objective, TrainConfig, TrainReport};
 use crate::task::ModelKind;
 
 /// Logistic regression `p(y = 1 | x) = σ(w·x + b)`.
@@ -41,6 +41,13 @@ impl LogisticRegression {
             self.input_dim()
         );
     }
+
+    /// Probability of the positive class for each row of `x`.
+    pub fn predict_proba(&self, x: &Array2<f64>) -> Array1<f64> {
+        self.check_x(x);
+        let (w, b) = self.weights_f64();
+        x.dot(&w).mapv(|z| sigmoid(z + b))
+    }
 }
 
 /// Numerically stable logistic function.
@@ -59,6 +66,14 @@ pub(crate) fn bce_logit(z: f64, y: f64) -> f64 {
 }
 
 impl Model for LogisticRegression {
+    fn objective(&self) -> Objective {
+        Objective::Binary
+    }
+
+    fn predict(&self, x: &Array2<f64>) -> Array2<f64> {
+        self.predict_proba(x).insert_axis(ndarray::Axis(1))
+    }
+
     fn kind(&self) -> ModelKind {
         ModelKind::Logistic
     }
@@ -124,12 +139,6 @@ impl Model for LogisticRegression {
         }
         self.params[d] = b as f32;
         report
-    }
-
-    fn predict_proba(&self, x: &Array2<f64>) -> Array1<f64> {
-        self.check_x(x);
-        let (w, b) = self.weights_f64();
-        x.dot(&w).mapv(|z| sigmoid(z + b))
     }
 
     fn loss(&self, x: &Array2<f64>, y: &Array1<f64>) -> f64 {

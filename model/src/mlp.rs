@@ -9,7 +9,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::logistic::{bce_logit, sigmoid};
-use crate::model::{Model, ModelError, TrainConfig, TrainReport};
+use crate::model::{Model, ModelError, Objective, TrainConfig, TrainReport};
 use crate::task::ModelKind;
 
 /// Most hidden activations (rows × hidden units) held at once, in `f32` values (32 MiB).
@@ -257,9 +257,22 @@ impl MlpClassifier {
         }
         (loss / n as f64, grad)
     }
+
+    /// Probability of the positive class for each row of `x`.
+    pub fn predict_proba(&self, x: &Array2<f64>) -> Array1<f64> {
+        self.logits(x).mapv(sigmoid)
+    }
 }
 
 impl Model for MlpClassifier {
+    fn objective(&self) -> Objective {
+        Objective::Binary
+    }
+
+    fn predict(&self, x: &Array2<f64>) -> Array2<f64> {
+        self.predict_proba(x).insert_axis(ndarray::Axis(1))
+    }
+
     fn kind(&self) -> ModelKind {
         ModelKind::Mlp {
             hidden: self.hidden,
@@ -334,10 +347,6 @@ impl Model for MlpClassifier {
             report.last_epoch_loss = loss_sum / n as f64;
         }
         report
-    }
-
-    fn predict_proba(&self, x: &Array2<f64>) -> Array1<f64> {
-        self.logits(x).mapv(sigmoid)
     }
 
     fn loss(&self, x: &Array2<f64>, y: &Array1<f64>) -> f64 {

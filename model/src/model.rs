@@ -138,10 +138,115 @@ pub enum ModelError {
     Data(#[from] DataError),
 }
 
-/// A built-in model over preprocessed inputs, with a flat `f32` parameter vector.
+/// What a model predicts and is trained against: it decides the meaning of
+/// the labels, the outputs, the loss and the metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Objective {
+    /// Binary classification: labels 0/1, one output P(y = 1), binary
+    /// cross-entropy, accuracy at threshold 0.5.
+    Binary,
+    /// Multi-class classification: labels are class indices 0..classes,
+    /// `classes` outputs (probabilities), cross-entropy, accuracy of the
+    /// most probable class.
+    Multiclass {
+        /// Number of classes.
+        classes: usize,
+    },
+    /// Regression: real labels, one output (the prediction), mean squared
+    /// error; RMSE and MAE as metrics.
+    Regression,
+}
+
+impl Objective {
+    /// Outputs per row.
+    pub fn outputs(self) -> usize {
+        match self {
+            Objective::Multiclass { classes } => classes,
+            Objective::Binary | Objective::Regression => 1,
+        }
+    }
+}
+
+/// How a model does on labelled rows, by its objective.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Metrics {
+    /// The objective's mean loss.
+    pub loss: f64,
+    /// Classification: fraction of rows predicted correctly.
+    pub accuracy: Option<f64>,
+    /// Regression: root mean squared error.
+    pub rmse: Option<f64>,
+    /// Regression: mean absolute error.
+    pub mae: Option<f64>,
+    /// Rows evaluated.
+    pub rows: usize,
+}
+
+/// Fraction correct, RMSE and MAE of `outputs` (rows × objective outputs)
+/// against labels `y`; NaN-free only for a non-empty `y`.
+pub fn score(objective: Objective, outputs: &Array2<f64>, y: &Array1<f64>) -> Metrics {
+    let n = y.len();
+    let mut m = Metrics {
+        loss: f64::NAN,
+        accuracy: None,
+        rmse: None,
+        mae: None,
+        rows: n,
+    };
+    if n == 0 {
+        return m;
+    }
+    match objective {
+        Objective::Binary => {
+            let correct = outputs
+                .column(0)
+                .iter()
+                .zip(y)
+                .filter(|(p, y)| (**p >= 0.5) == (**y > 0.5))
+                .count();
+            m.accuracy = Some(correct as f64 / n as f64);
+        }
+        Objective::Multiclass { .. } => {
+            let correct = outputs
+                .rows()
+                .into_iter()
+                .zip(y)
+                .filter(|(row, y)| {
+                    let best = row
+                        .iter()
+                        .enumerate()
+                        .fold(
+                            (0, f64::NEG_INFINITY),
+                            |b, (i, &p)| if p > b.1 { (i, p) } else { b },
+                        )
+                        .0;
+                    best as f64 == **y
+                })
+                .count();
+            m.accuracy = Some(correct as f64 / n as f64);
+        }
+        Objective::Regression => {
+            let (mut se, mut ae) = (0.0, 0.0);
+            for (p, y) in outputs.column(0).iter().zip(y) {
+                se += (p - y) * (p - y);
+                ae += (p - y).abs();
+            }
+            m.rmse = Some((se / n as f64).sqrt());
+            m.mae = Some(ae / n as f64);
+        }
+    }
+    m
+}
+
+/// A model over preprocessed inputs, with a flat `f32` parameter vector.
+/// What it predicts, and so its labels, loss and metrics, follow its
+/// [`Objective`]: binary, multi-class or regression models implement the
+/// same trait.
 pub trait Model {
     /// Which kind of model this is.
     fn kind(&self) -> ModelKind;
+    /// What it predicts.
+    fn objective(&self) -> Objective;
     /// Number of inputs (columns of `x`) the model expects.
     fn input_dim(&self) -> usize;
     /// Length of the parameter vector.
@@ -150,28 +255,30 @@ pub trait Model {
     fn params(&self) -> &[f32];
     /// Replaces the parameters; errors on a wrong length or a non-finite value.
     fn set_params(&mut self, p: &[f32]) -> Result<(), ModelError>;
-    /// Trains on `x` (rows × [`input_dim`](Self::input_dim)) and 0/1 labels `y`.
+    /// Trains on `x` (rows × [`input_dim`](Self::input_dim)) and labels `y`
+    /// as the objective reads them.
     ///
     /// # Panics
     /// If `x` has the wrong number of columns or `y` the wrong length.
     fn train(&mut self, x: &Array2<f64>, y: &Array1<f64>, cfg: &TrainConfig) -> TrainReport;
-    /// Probability of the positive class for each row of `x`.
-    fn predict_proba(&self, x: &Array2<f64>) -> Array1<f64>;
-    /// Fraction of rows classified correctly at threshold 0.5 (NaN for no rows).
-    fn accuracy(&self, x: &Array2<f64>, y: &Array1<f64>) -> f64 {
-        if y.is_empty() {
-            return f64::NAN;
-        }
-        let p = self.predict_proba(x);
-        let correct = p
-            .iter()
-            .zip(y)
-            .filter(|(p, y)| (**p >= 0.5) == (**y > 0.5))
-            .count();
-        correct as f64 / y.len() as f64
-    }
-    /// Mean binary cross-entropy (NaN for no rows).
+    /// The outputs for each row of `x`: rows × `objective().outputs()`
+    /// (probabilities for classification, values for regression).
+    fn predict(&self, x: &Array2<f64>) -> Array2<f64>;
+    /// The objective's mean loss on `x`, `y` (NaN for no rows).
     fn loss(&self, x: &Array2<f64>, y: &Array1<f64>) -> f64;
+    /// Loss and the objective's metrics.
+    fn metrics(&self, x: &Array2<f64>, y: &Array1<f64>) -> Metrics {
+        let mut m = score(self.objective(), &self.predict(x), y);
+        m.loss = self.loss(x, y);
+        m
+    }
+    /// Classification: fraction of rows predicted correctly (NaN for no
+    /// rows, or for a regression model).
+    fn accuracy(&self, x: &Array2<f64>, y: &Array1<f64>) -> f64 {
+        score(self.objective(), &self.predict(x), y)
+            .accuracy
+            .unwrap_or(f64::NAN)
+    }
 }
 
 /// A fresh model of `kind` for `input_dim` inputs (the preprocessor's
@@ -200,5 +307,39 @@ pub fn initial_params(kind: ModelKind, input_dim: usize, seed: u64) -> Vec<f32> 
     match kind {
         ModelKind::Logistic => vec![0.0; input_dim + 1],
         ModelKind::Mlp { hidden } => MlpClassifier::init_params(input_dim, hidden, seed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ndarray::array;
+
+    use super::*;
+
+    #[test]
+    fn scores_follow_the_objective() {
+        let y = array![1.0, 0.0, 1.0, 1.0];
+        let p = array![[0.9], [0.2], [0.4], [0.5]];
+        let m = score(Objective::Binary, &p, &y);
+        assert_eq!(m.accuracy, Some(0.75));
+        assert_eq!((m.rmse, m.rows), (None, 4));
+
+        let classes = array![2.0, 0.0, 1.0];
+        let probs = array![[0.1, 0.2, 0.7], [0.5, 0.3, 0.2], [0.6, 0.3, 0.1]];
+        let m = score(Objective::Multiclass { classes: 3 }, &probs, &classes);
+        assert!((m.accuracy.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(Objective::Multiclass { classes: 3 }.outputs(), 3);
+
+        let values = array![1.0, 2.0];
+        let pred = array![[1.5], [1.0]];
+        let m = score(Objective::Regression, &pred, &values);
+        assert_eq!(m.accuracy, None);
+        assert!((m.rmse.unwrap() - (1.25f64 / 2.0).sqrt()).abs() < 1e-12);
+        assert!((m.mae.unwrap() - 0.75).abs() < 1e-12);
+        assert!(
+            score(Objective::Regression, &pred, &array![])
+                .rmse
+                .is_none()
+        );
     }
 }

@@ -282,9 +282,10 @@ pub fn evaluate(m: &ModelFile, ds: &Dataset) -> Result<Evaluation, ModelError> {
     let x = m.preprocessor.transform(&ds.x);
     let mut model = build_model(m.task.model, m.preprocessor.output_dim());
     model.set_params(&m.params)?;
+    let m = model.metrics(&x, &ds.y);
     Ok(Evaluation {
-        accuracy: model.accuracy(&x, &ds.y),
-        loss: model.loss(&x, &ds.y),
-        rows: ds.n_rows(),
+        accuracy: m.accuracy.unwrap_or(f64::NAN),
+        loss: m.loss,
+        rows: m.rows,
     })
 }
