@@ -111,18 +111,58 @@ pub enum Step {
         /// Cohort indices whose vectors are in the sum.
         contributors: Vec<u32>,
     },
-    /// The aggregation cannot complete.
-    Failed(String),
+    /// The aggregation cannot complete (too few participants left).
+    Failed(tessera_secagg::Error),
 }
 
-/// Why a participant's message was refused. The participant stays in the
-/// round unless the error is `fatal`.
-#[derive(Debug)]
-pub struct Refusal {
-    /// What was wrong.
-    pub reason: String,
-    /// Whether the participant is out of this round.
-    pub fatal: bool,
+/// Why a participant's message was refused: always the participant's
+/// doing (a local failure of the coordinator is a [`Step::Failed`]). The
+/// participant stays in the round unless [`Refusal::is_fatal`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The participant already left this round.
+    #[error("participant is no longer in this round")]
+    NotInRound,
+    /// A message that does not belong to the current stage (ignored).
+    #[error("unexpected {message} during stage {stage}")]
+    OutOfStage {
+        /// The message's name.
+        message: &'static str,
+        /// The stage awaited.
+        stage: &'static str,
+    },
+    /// Its input arrived twice (ignored).
+    #[error("input already received")]
+    DuplicateInput,
+    /// Its advertised keys are malformed.
+    #[error("malformed keys: {0}")]
+    MalformedKeys(#[from] tessera_proto::convert::ConvertError),
+    /// Secure aggregation refused the message.
+    #[error("{0}")]
+    Protocol(tessera_secagg::Error),
+    /// Its input chunks do not assemble into the announced vector.
+    #[error("bad input: {0}")]
+    BadInput(ChunkError),
+    /// Its assembled input was refused (wrong length, wrong stage, replay).
+    #[error("input refused: {0}")]
+    InputRefused(tessera_secagg::Error),
+    /// An element of its plain input lies outside the modulus.
+    #[error("input element outside the modulus")]
+    OutsideModulus,
+}
+
+impl Refusal {
+    /// Whether the participant is out of the round.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            Refusal::MalformedKeys(_)
+                | Refusal::BadInput(_)
+                | Refusal::InputRefused(_)
+                | Refusal::OutsideModulus
+        )
+    }
 }
 
 /// One aggregation in progress.
@@ -284,45 +324,37 @@ impl Aggregation {
 
     /// Handles one message of a cohort member.
     pub fn handle(&mut self, index: u32, body: &Body) -> Result<(), Refusal> {
-        let soft = |reason: String| Refusal {
-            reason,
-            fatal: false,
-        };
-        let fatal = |reason: String| Refusal {
-            reason,
-            fatal: true,
-        };
         if self.gone.contains(&index) {
-            return Err(soft("participant is no longer in this round".into()));
+            return Err(Refusal::NotInRound);
         }
         let round = self.round;
         let modulus_bits = self.encoding.modulus_bits;
         let dim = self.dim;
         match (&mut self.summation, body) {
             (Summation::Secure(server), Body::Keys(k)) => {
-                let keys = convert::keys_from_wire(index, k).map_err(|e| fatal(e.to_string()))?;
+                let keys = convert::keys_from_wire(index, k)?;
                 server
                     .receive(index, sa::ClientMessage::AdvertiseKeys(keys))
-                    .map_err(|e| soft(e.to_string()))
+                    .map_err(Refusal::Protocol)
             }
             (Summation::Secure(server), Body::ShareKeys(s)) => server
                 .receive(
                     index,
                     sa::ClientMessage::ShareKeys(convert::share_keys_from_wire(s)),
                 )
-                .map_err(|e| soft(e.to_string())),
+                .map_err(Refusal::Protocol),
             (Summation::Secure(server), Body::Unmask(u)) => server
                 .receive(
                     index,
                     sa::ClientMessage::UnmaskResponse(convert::unmask_response_from_wire(u)),
                 )
-                .map_err(|e| soft(e.to_string())),
+                .map_err(Refusal::Protocol),
             (Summation::Secure(server), Body::Chunk(chunk)) => {
                 if self.stage != Stage::AwaitingInputs {
-                    return Err(soft(format!(
-                        "masked input during stage {}",
-                        self.stage.name()
-                    )));
+                    return Err(Refusal::OutOfStage {
+                        message: "masked input",
+                        stage: self.stage.name(),
+                    });
                 }
                 let upload = self.uploads.entry(index).or_insert_with(|| {
                     Upload::new(round, ChunkPurpose::MaskedInput, dim, modulus_bits)
@@ -336,11 +368,11 @@ impl Aggregation {
                                 index,
                                 sa::ClientMessage::MaskedInput(sa::MaskedInput { round, values }),
                             )
-                            .map_err(|e| fatal(e.to_string()))
+                            .map_err(Refusal::InputRefused)
                     }
                     Err(e) => {
                         self.uploads.remove(&index);
-                        Err(fatal(format!("bad masked input: {e}")))
+                        Err(Refusal::BadInput(e))
                     }
                 }
             }
@@ -353,7 +385,7 @@ impl Aggregation {
                 Body::Chunk(chunk),
             ) => {
                 if contributors.contains(&index) {
-                    return Err(soft("input already received".into()));
+                    return Err(Refusal::DuplicateInput);
                 }
                 let upload = self.uploads.entry(index).or_insert_with(|| {
                     Upload::new(round, ChunkPurpose::PlainInput, dim, *modulus_bits)
@@ -368,7 +400,7 @@ impl Aggregation {
                             (1u64 << *modulus_bits) - 1
                         };
                         if values.iter().any(|&v| v > mask) {
-                            return Err(fatal("input element outside the modulus".into()));
+                            return Err(Refusal::OutsideModulus);
                         }
                         for (s, v) in sum.iter_mut().zip(values) {
                             *s = s.wrapping_add(v) & mask;
@@ -378,15 +410,14 @@ impl Aggregation {
                     }
                     Err(e) => {
                         self.uploads.remove(&index);
-                        Err(fatal(format!("bad input: {e}")))
+                        Err(Refusal::BadInput(e))
                     }
                 }
             }
-            (_, other) => Err(soft(format!(
-                "unexpected {} during stage {}",
-                body_name(other),
-                self.stage.name()
-            ))),
+            (_, other) => Err(Refusal::OutOfStage {
+                message: body_name(other),
+                stage: self.stage.name(),
+            }),
         }
     }
 
@@ -426,7 +457,7 @@ impl Aggregation {
                 Ok(StageOutcome::Finished { sum, contributors }) => {
                     Step::Finished { sum, contributors }
                 }
-                Err(e) => Step::Failed(e.to_string()),
+                Err(e) => Step::Failed(e),
             },
         }
     }

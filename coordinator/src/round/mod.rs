@@ -408,8 +408,8 @@ impl FederationMachine {
                 agg.drop_participant(index);
             }
         } else if let Err(refusal) = agg.handle(index, &body) {
-            warn!(participant = %name, round = agg.round, fatal = refusal.fatal, reason = %refusal.reason, "message refused");
-            if refusal.fatal {
+            warn!(participant = %name, round = agg.round, fatal = refusal.is_fatal(), reason = %refusal, "message refused");
+            if refusal.is_fatal() {
                 agg.drop_participant(index);
             }
         }
@@ -529,7 +529,7 @@ impl FederationMachine {
                     agg.kind,
                     agg.training_round,
                     &cohort,
-                    reason,
+                    reason.to_string(),
                 );
             }
             Step::Finished { sum, contributors } => {
