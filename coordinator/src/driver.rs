@@ -13,7 +13,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::Context;
 use rand::SeedableRng;
@@ -59,12 +59,7 @@ pub struct Driver {
     round_started_ms: HashMap<u64, i64>,
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use tessera_common::time::now_ms;
 
 impl Driver {
     /// Opens the store and resumes the federation from its last committed round.

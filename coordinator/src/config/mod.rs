@@ -37,56 +37,14 @@ use std::path::{Path, PathBuf};
 
 pub use sections::*;
 
-/// A configuration error, naming the key or file at fault.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML or has unknown or mistyped keys.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What the parser said, with the key and line.
-        message: String,
-    },
-    /// A value is out of range or inconsistent.
-    #[error("invalid `{key}`: {message}")]
-    Invalid {
-        /// The dotted key, e.g. `privacy.delta`.
-        key: &'static str,
-        /// Why.
-        message: String,
-    },
-}
-
-pub(crate) fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        message: message.into(),
-    }
-}
+pub use tessera_common::config::{ConfigError, invalid};
 
 impl CoordinatorConfig {
     /// Reads, parses and checks a configuration file, with relative paths
     /// resolved against its directory. [`crate::settings::Settings::load`]
     /// also plans the noise.
     pub fn load(path: &Path) -> Result<CoordinatorConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let config: CoordinatorConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let config: CoordinatorConfig = tessera_common::config::read_toml(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let config = config.resolve(base);
         config.check()?;
@@ -94,11 +52,7 @@ impl CoordinatorConfig {
     }
 
     fn resolve(mut self, base: &Path) -> Self {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
+        let fix = |p: &mut PathBuf| tessera_common::config::resolve(base, p);
         fix(&mut self.tls.ca);
         fix(&mut self.tls.cert);
         fix(&mut self.tls.key);

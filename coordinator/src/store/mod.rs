@@ -22,7 +22,7 @@ use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 mod checkpoints;
@@ -49,9 +49,6 @@ pub const SCHEMA_VERSION: i64 = 2;
 /// seeded (released without privacy). Rows written before were not.
 const MIGRATE_1_TO_2: &str = "ALTER TABLE ledger ADD COLUMN not_private INTEGER NOT NULL \
                               DEFAULT 0 CHECK (not_private IN (0, 1));";
-
-/// How long a statement waits for a lock held by another connection.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Meta key: the federation's identifier.
 pub const META_FEDERATION_ID: &str = "federation_id";
@@ -302,17 +299,13 @@ impl Store {
             })?;
         }
         let lock = lock_file(path)?;
-        let conn = Connection::open(path).map_err(|source| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let conn = tessera_common::sqlite::open_durable(path).map_err(|e| open_error(path, e))?;
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
             read_only: false,
             _lock: Some(lock),
         };
-        store.configure()?;
         store.migrate()?;
         Ok(store)
     }
@@ -325,28 +318,13 @@ impl Store {
                 path: path.to_path_buf(),
             });
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let conn = tessera_common::sqlite::open_read_only(path).map_err(|e| open_error(path, e))?;
         let store = Store {
             conn,
             path: path.to_path_buf(),
             read_only: true,
             _lock: None,
         };
-        store
-            .conn
-            .busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| store.sql(e))?;
-        store
-            .conn
-            .pragma_update(None, "query_only", true)
-            .map_err(|e| store.sql(e))?;
         let version = store.user_version()?;
         if version != SCHEMA_VERSION {
             return Err(StoreError::SchemaVersion {
@@ -461,26 +439,6 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
     }
 
-    fn configure(&mut self) -> Result<(), StoreError> {
-        self.conn
-            .busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| self.sql(e))?;
-        let mode: String = self
-            .conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(|e| self.sql(e))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(self.invalid(format!("cannot switch to WAL journal mode (got {mode})")));
-        }
-        self.conn
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| self.sql(e))?;
-        self.conn
-            .pragma_update(None, "foreign_keys", true)
-            .map_err(|e| self.sql(e))?;
-        Ok(())
-    }
-
     fn migrate(&mut self) -> Result<(), StoreError> {
         let tx = self
             .conn
@@ -526,9 +484,7 @@ impl Store {
     }
 
     fn user_version(&self) -> Result<i64, StoreError> {
-        self.conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| self.sql(e))
+        tessera_common::sqlite::user_version(&self.conn).map_err(|e| self.sql(e))
     }
 
     pub(crate) fn sql(&self, source: rusqlite::Error) -> StoreError {
@@ -555,6 +511,19 @@ pub fn lock_path(path: &Path) -> PathBuf {
 
 /// Takes the exclusive writer lock `<path>.lock`, waiting briefly in case a
 /// reader is probing it (see [`Store::writer_active`]).
+fn open_error(path: &Path, e: tessera_common::sqlite::OpenError) -> StoreError {
+    match e {
+        tessera_common::sqlite::OpenError::Sqlite(source) => StoreError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => StoreError::Invalid {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    }
+}
+
 fn lock_file(path: &Path) -> Result<File, StoreError> {
     let lock = lock_path(path);
     let file = OpenOptions::new()
