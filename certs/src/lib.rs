@@ -16,6 +16,8 @@
 
 mod error;
 pub mod pki;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
 pub mod testing;
 pub mod tls;
 

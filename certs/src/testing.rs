@@ -1,12 +1,8 @@
-//! A fresh PKI per test run, for the integration tests of every crate that
-//! speaks mutual TLS.
-//!
-//! ```no_run
-//! let dir = std::env::temp_dir().join("tessera-pki-example");
-//! let pki = tessera_certs::testing::TestPki::new(&dir, &["alice", "bob"]);
-//! let server = pki.coordinator_files().load().unwrap();
-//! let alice = pki.files_for("alice").load().unwrap();
-//! ```
+//! The test PKI as it was before it moved to `tessera-testkit`
+//! (`tessera_testkit::pki::TestPki`), compiled only for this crate's unit
+//! tests and behind the `testing` feature, not into the library: it stays
+//! until the unit tests that still import it (`tls.rs` here,
+//! `participant/src/signing.rs`) use the test kit, then goes.
 
 use std::path::{Path, PathBuf};
 

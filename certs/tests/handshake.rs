@@ -15,10 +15,10 @@ use rustls::pki_types::ServerName;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection, StreamOwned};
-use tessera_certs::testing::TestPki;
 use tessera_certs::{
     TlsMaterial, client_config, describe_tls_error, peer_name_of_chain, server_config,
 };
+use tessera_testkit::pki::TestPki;
 
 const TIMEOUT: Duration = Duration::from_secs(20);
 

@@ -1,21 +1,19 @@
 //! The one-hidden-layer MLP on the vendored data: central accuracy, model files, and the
 //! federation's initial model.
 
-mod common;
-
-use common::{breast, breast_task, holdout, pooled_preprocessor};
 use tessera_model::model::{ModelError, num_params};
 use tessera_model::{
     ModelFile, ModelKind, TrainConfig, build_model, evaluate, initial_params, read_model,
     write_model,
 };
+use tessera_testkit::data::{breast_cancer, breast_cancer_task, holdout, pooled_preprocessor};
 
 const MLP64: ModelKind = ModelKind::Mlp { hidden: 64 };
 
 /// Trains an `mlp:64` centrally on 80% of the breast-cancer data, from the federation's
 /// initial model for `seed`; returns the model file and its test accuracy.
 fn central_breast_mlp(seed: u64) -> (ModelFile, f64, tessera_model::Dataset) {
-    let (train, test) = holdout(&breast(), 1);
+    let (train, test) = holdout(&breast_cancer(), 1);
     let pre = pooled_preprocessor(std::slice::from_ref(&train));
     let x = pre.transform(&train.x);
     let mut m = build_model(MLP64, x.ncols());
@@ -40,7 +38,7 @@ fn central_breast_mlp(seed: u64) -> (ModelFile, f64, tessera_model::Dataset) {
     let file = ModelFile {
         task: tessera_model::TaskSpec {
             model: MLP64,
-            ..breast_task()
+            ..breast_cancer_task()
         },
         params: m.params().to_vec(),
         preprocessor: pre,

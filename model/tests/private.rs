@@ -2,16 +2,15 @@
 //! sites, each update clipped to 0.25, Gaussian noise of std 5.92 · 0.25 on the sum
 //! (the noise multiplier calibrated for ε = 4, δ = 1e-5 over 30 rounds), 30 rounds.
 
-mod common;
-
-use common::*;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 use tessera_model::{LocalStats, Preprocessor, StatsBounds, TrainConfig, l2_sensitivity};
+use tessera_testkit::data::*;
+use tessera_testkit::fedavg::*;
 
 #[test]
 fn dp_fedavg_breast_cancer_with_private_defaults() {
-    let (train, test) = holdout(&breast(), 1);
+    let (train, test) = holdout(&breast_cancer(), 1);
     let sites = deal(&train, 10, 1);
     let pre = pooled_preprocessor(&sites);
     let (sites, test) = prepared(&pre, &sites, &test);

@@ -1,10 +1,9 @@
 //! Hyper-parameter sweeps behind the recommended training defaults. They print tables and
 //! assert nothing; run with `cargo test -p tessera-model --test tuning -- --ignored --nocapture`.
 
-mod common;
-
-use common::*;
 use tessera_model::{Dataset, ModelKind, TrainConfig, build_model};
+use tessera_testkit::data::*;
+use tessera_testkit::fedavg::*;
 
 fn central(train: &[Dataset], test: &Dataset, cfg: TrainConfig) -> f64 {
     let pre = pooled_preprocessor(train);
@@ -35,7 +34,7 @@ fn mean_min(v: &[f64]) -> (f64, f64) {
 #[ignore]
 fn sweep_central() {
     let heart = heart_sites();
-    let bc = breast();
+    let bc = breast_cancer();
     for epochs in [5, 10, 20, 50] {
         for lr in [0.01, 0.05, 0.1] {
             let cfg = TrainConfig {
@@ -99,7 +98,7 @@ fn sweep_fedavg_heart() {
 #[test]
 #[ignore]
 fn sweep_fedavg_breast() {
-    let bc = breast();
+    let bc = breast_cancer();
     for epochs in [1, 2] {
         for lr in [0.05, 0.1, 0.2] {
             let cfg = TrainConfig {
@@ -132,7 +131,7 @@ fn sweep_fedavg_breast() {
 #[test]
 #[ignore]
 fn sweep_dp_fedavg() {
-    let bc = breast();
+    let bc = breast_cancer();
     let heart = heart_sites();
     for (clip, lrs) in [
         (0.25, vec![1.0, 2.0, 3.0, 5.0]),
@@ -215,7 +214,7 @@ fn sweep_dp_batch_and_preprocessing() {
     use rand::SeedableRng;
     use rand_distr::{Distribution, Normal};
     use tessera_model::{LocalStats, Preprocessor, l2_sensitivity};
-    let bc = breast();
+    let bc = breast_cancer();
     let bounds = widened_bounds(&bc, 50.0);
     // Preprocessing variants: exact pooled stats, bounded stats with noise sigma_s, or
     // plain range scaling from the bounds (no data used).

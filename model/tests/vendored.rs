@@ -1,14 +1,13 @@
 //! The vendored data sets load, and the built-in model reaches the known accuracies on them,
 //! centrally and with federated averaging (deterministic for the fixed seeds used here).
 
-mod common;
-
-use common::*;
 use ndarray::{Axis, concatenate};
 use tessera_model::{
     Dataset, LocalStats, ModelFile, ModelKind, TrainConfig, build_model, evaluate, read_model,
     write_model,
 };
+use tessera_testkit::data::*;
+use tessera_testkit::fedavg::*;
 
 #[test]
 fn every_vendored_file_loads() {
@@ -36,7 +35,7 @@ fn every_vendored_file_loads() {
     let oldpeak = task.features.iter().position(|f| f == "oldpeak").unwrap();
     assert!(sites[2].x.column(oldpeak).iter().any(|v| *v == 0.7));
 
-    let bc = breast();
+    let bc = breast_cancer();
     assert_eq!(
         (bc.n_rows(), bc.n_features(), bc.positives()),
         (569, 30, 212)
@@ -108,7 +107,7 @@ fn central_logistic_regression_on_pooled_heart_disease() {
 
 #[test]
 fn central_logistic_regression_on_breast_cancer() {
-    let (train, test) = holdout(&breast(), 1);
+    let (train, test) = holdout(&breast_cancer(), 1);
     let acc = central_accuracy(&[train], &test, CENTRAL);
     assert!(acc >= 0.95, "breast cancer test accuracy {acc}");
 }
@@ -133,7 +132,7 @@ fn fedavg_over_the_four_hospitals() {
 
 #[test]
 fn fedavg_breast_cancer_over_ten_iid_sites() {
-    let (train, test) = holdout(&breast(), 1);
+    let (train, test) = holdout(&breast_cancer(), 1);
     let sites = deal(&train, 10, 1);
     let pre = pooled_preprocessor(&sites);
     let (sites, test) = prepared(&pre, &sites, &test);
@@ -191,5 +190,5 @@ fn model_file_round_trip_and_evaluation() {
     assert_eq!(read_model(&path).unwrap().round, 11);
 
     // A dataset of another task is refused, not mis-evaluated.
-    assert!(evaluate(&m, &breast()).is_err());
+    assert!(evaluate(&m, &breast_cancer()).is_err());
 }

@@ -8,7 +8,6 @@ use std::path::Path;
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tessera_certs::testing::TestPki;
 use tessera_participant::config::{
     ParticipantConfig, ParticipantSection, ReconnectSection, SitePrivacySection, TlsSection,
 };
@@ -21,6 +20,7 @@ use tessera_proto::v1::{
     participant_message::Body as Out,
 };
 use tessera_secagg::{self as sa, KeySigner};
+use tessera_testkit::pki::TestPki;
 
 const ROUND: u64 = 4;
 const NAMES: [&str; 3] = ["alice", "bob", "carol"];

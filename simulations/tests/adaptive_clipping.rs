@@ -9,27 +9,22 @@
 
 #![cfg(unix)]
 
-use std::path::PathBuf;
-
+use std::path::Path;
 use std::time::Duration;
 
 use tessera_privacy::PrivacyEvent;
-
-mod sim_cli;
-use sim_cli::tessera_sim;
+use tessera_testkit::command::sim_summary;
+use tessera_testkit::data::breast_cancer_path;
 
 const PATIENCE: Duration = Duration::from_secs(600);
-
-fn breast_cancer() -> PathBuf {
-    tessera_simulations::bundled_data().join("breast_cancer_wisconsin.csv")
-}
 
 #[test]
 fn adaptive_clipping_breast_cancer_iid_within_budget() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let data = breast_cancer();
-    let summary = tessera_sim(
+    let data = breast_cancer_path();
+    let summary = sim_summary(
+        Path::new(env!("CARGO_BIN_EXE_tessera-sim")),
         &[
             "run",
             "--data",
@@ -81,10 +76,7 @@ fn adaptive_clipping_breast_cancer_iid_within_budget() {
     for r in &rows {
         // One effective σ for every round, as calibrated for the target.
         assert_eq!(r.noise_multiplier, sigma);
-        assert_eq!(
-            r.event,
-            PrivacyEvent::gaussian(sigma, 1.0, 1)
-        );
+        assert_eq!(r.event, PrivacyEvent::gaussian(sigma, 1.0, 1));
         assert!(r.clip_norm.is_finite() && r.clip_norm > 0.0);
     }
     // The clip norm adapts: the rounds do not all use the same C.

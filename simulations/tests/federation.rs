@@ -2,8 +2,8 @@
 //! `tessera-participant` processes talking gRPC over loopback mutual TLS
 //! (TLS 1.3, certificates of a fresh development PKI), with secure
 //! aggregation, on the bundled breast-cancer data dealt IID over the sites
-//! with a pooled held-out test split (see `common/mod.rs` for how the
-//! binaries are found).
+//! with a pooled held-out test split (see `tessera_testkit::bins` for how
+//! the binaries are found).
 //!
 //! What each test proves:
 //! - `rounds_complete_and_the_model_loads`: a coordinator and three
@@ -38,31 +38,40 @@
 
 #![cfg(unix)]
 
-mod common;
-mod sim_cli;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Federation, PATIENCE, Setup};
-use sim_cli::tessera_sim;
 use tessera_coordinator::store::RoundStatus;
 use tessera_participant::client::EXIT_REFUSED;
 use tessera_participant::session::EXIT_TASK_REJECTED;
 use tessera_simulations::launch::SitePlan;
+use tessera_testkit::bins::BinDir;
+use tessera_testkit::command::sim_summary;
+use tessera_testkit::data::breast_cancer_path;
+use tessera_testkit::federation::{self, Federation, Setup};
+use tessera_testkit::process::PATIENCE;
+
+/// The `tessera-sim` binary built for these tests; the stand-alone
+/// coordinator and participant binaries are looked for next to it.
+const SIM: &str = env!("CARGO_BIN_EXE_tessera-sim");
 
 const GOOD: [&str; 3] = ["site-1", "site-2", "site-3"];
 const FOUR: [&str; 4] = ["site-1", "site-2", "site-3", "site-4"];
 
+/// Starts the coordinator of a federation of the stand-alone
+/// `tessera-coordinator` and `tessera-participant` binaries.
+fn start(setup: &Setup) -> Federation {
+    Federation::start(setup, federation::standalone(&BinDir::containing(SIM)))
+}
+
 /// Short deadlines, so that a participant that stops answering is noticed quickly.
 fn fault_setup(sites: usize, rounds: u32) -> Setup {
     Setup {
-        sites,
-        rounds,
         min_participants: 3,
         stage_seconds: 5.0,
         training_seconds: 8.0,
+        ..Setup::new(sites, rounds)
     }
 }
 
@@ -85,7 +94,7 @@ fn extra_site(fed: &Federation, name: &str) -> SitePlan {
 
 #[test]
 fn rounds_complete_and_the_model_loads() {
-    let mut fed = Federation::start(&Setup::new(3, 5));
+    let mut fed = start(&Setup::new(3, 5));
     for name in GOOD {
         fed.start_site(name);
     }
@@ -148,7 +157,7 @@ fn rounds_complete_and_the_model_loads() {
         tessera_model::read_model(&last).expect("reading the last checkpoint") == model,
         "the final model is not the last checkpoint"
     );
-    let test = tessera_model::load_csv(&fed.test_csv, &fed.plan.task).expect("test split");
+    let test = tessera_model::load_csv(fed.test_csv(), &fed.plan.task).expect("test split");
     assert!(test.n_rows() >= 100, "held-out rows: {}", test.n_rows());
     let trained = tessera_model::evaluate(&model, &test).unwrap();
     let initial = tessera_model::read_model(
@@ -172,7 +181,7 @@ fn rounds_complete_and_the_model_loads() {
 
 #[test]
 fn no_client_certificate_is_refused() {
-    let mut fed = Federation::start(&Setup::new(3, 3));
+    let mut fed = start(&Setup::new(3, 3));
     two_good_joined(&mut fed);
 
     let outcome = anonymous_session(&fed.layout.pki.join("ca.crt"), &fed.address);
@@ -251,7 +260,7 @@ fn anonymous_session(ca: &Path, address: &str) -> Result<String, String> {
 
 #[test]
 fn certificate_of_another_ca_is_refused() {
-    let mut fed = Federation::start(&Setup::new(3, 3));
+    let mut fed = start(&Setup::new(3, 3));
     two_good_joined(&mut fed);
 
     // Another CA issues a certificate for an allow-listed name; the impostor
@@ -298,7 +307,7 @@ fn certificate_of_another_ca_is_refused() {
 
 #[test]
 fn name_not_on_the_allow_list_is_refused() {
-    let mut fed = Federation::start(&Setup::new(3, 3));
+    let mut fed = start(&Setup::new(3, 3));
     two_good_joined(&mut fed);
 
     tessera_certs::issue(&fed.layout.pki, "stranger").expect("issuing a certificate");
@@ -385,7 +394,7 @@ fn kill_victim_mid_round(victim: &str) -> Option<(Federation, u64)> {
     // Rounds follow each other without pause and take milliseconds: plan
     // enough of them that the federation is still running when the victim
     // is frozen.
-    let mut fed = Federation::start(&fault_setup(5, 40));
+    let mut fed = start(&fault_setup(5, 40));
     for name in ["site-1", "site-2", "site-3", "site-4", victim] {
         fed.start_site(name);
     }
@@ -426,7 +435,7 @@ fn kill_victim_mid_round(victim: &str) -> Option<(Federation, u64)> {
 fn data_missing_a_feature_column_is_rejected() {
     const BAD: &str = "site-5";
     const COLUMN: &str = "texture_mean";
-    let mut fed = Federation::start(&fault_setup(5, 3));
+    let mut fed = start(&fault_setup(5, 3));
     // Site 5 exports its data without one of the task's feature columns.
     let path = fed.data[BAD].clone();
     let table = tessera_model::data::read_raw_csv(&path).expect("reading site 5's data");
@@ -481,8 +490,9 @@ fn without(cells: &[String], index: usize) -> Vec<String> {
 fn sim_run_breast_cancer_iid() {
     let dir = tempfile::tempdir().unwrap();
     let out: PathBuf = dir.path().join("run");
-    let data = common::breast_cancer();
-    let summary = tessera_sim(
+    let data = breast_cancer_path();
+    let summary = sim_summary(
+        Path::new(SIM),
         &[
             "run",
             "--data",
@@ -517,7 +527,7 @@ fn sim_demo_without_privacy() {
     let dir = tempfile::tempdir().unwrap();
     let out: PathBuf = dir.path().join("demo");
     let rounds = demo_default_rounds();
-    let summary = tessera_sim(&["demo", "--no-privacy"], &out, PATIENCE);
+    let summary = sim_summary(Path::new(SIM), &["demo", "--no-privacy"], &out, PATIENCE);
     let accuracy = summary["final_accuracy"].as_f64().expect("final_accuracy");
     assert!(accuracy >= 0.75, "final accuracy {accuracy}: {summary:#}");
     assert_eq!(summary["rounds"], rounds, "{summary:#}");
@@ -528,7 +538,7 @@ fn sim_demo_without_privacy() {
 
 /// The demo's default number of rounds, as `tessera-sim demo --help` states it.
 fn demo_default_rounds() -> u64 {
-    let help = Command::new(env!("CARGO_BIN_EXE_tessera-sim"))
+    let help = Command::new(SIM)
         .args(["demo", "--help"])
         .output()
         .expect("running tessera-sim demo --help");

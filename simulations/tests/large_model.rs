@@ -5,35 +5,20 @@
 //! release build (`tessera-sim bench round --params 10000000`).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
 use tessera_model::ModelKind;
+use tessera_testkit::command::output_within;
 
 /// Runs `tessera-sim bench round --json --out DIR EXTRA…` and returns the report.
 fn bench_round(dir: &Path, extra: &[&str]) -> Value {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tessera-sim"))
-        .args(["bench", "round", "--json", "--out"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tessera-sim"));
+    cmd.args(["bench", "round", "--json", "--out"])
         .arg(dir)
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting tessera-sim");
-    let started = Instant::now();
-    while child.try_wait().expect("waiting for tessera-sim").is_none() {
-        if started.elapsed() > Duration::from_secs(300) {
-            let _ = child.kill();
-            panic!(
-                "the round benchmark did not finish within 300 s; see {}",
-                dir.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = child.wait_with_output().expect("collecting the output");
+        .args(extra);
+    let out = output_within(cmd, Duration::from_secs(300));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -60,13 +60,10 @@
 //!   (`summary.json`: `private: false`, `noise_seeded: true`; the printed
 //!   warning and the coordinator's log).
 
-mod privacy_common;
-
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use privacy_common::{Federation, Setup, field, free_port, num, rel_diff, work_dir};
 use rand::{RngExt, SeedableRng};
 use serde_json::Value;
 use tessera_coordinator::budget;
@@ -74,25 +71,56 @@ use tessera_coordinator::store::{RoundStatus, Store};
 use tessera_model::ModelFile;
 use tessera_model::RoundKind;
 use tessera_privacy::{AccountantKind, PrivacyEvent};
+use tessera_testkit::command;
+use tessera_testkit::data::breast_cancer_path;
+use tessera_testkit::federation::{Accounting, Federation, Setup, sim_entry_points};
+use tessera_testkit::files::{field, fresh_dir, read_log};
+use tessera_testkit::process::free_port;
+
+/// The `tessera-sim` binary built for these tests; its `coordinator` and
+/// `participant` entry points run the federations.
+const SIM: &str = env!("CARGO_BIN_EXE_tessera-sim");
 
 const DELTA: f64 = 1e-5;
 /// Noise multiplier of the statistics release (`tessera-sim run`'s default).
 const STATISTICS_SIGMA: f64 = 20.0;
+/// The accounting of every federation here.
+const LEDGER: Accounting = Accounting {
+    delta: DELTA,
+    statistics_sigma: STATISTICS_SIGMA,
+};
 
 fn eps(events: &[PrivacyEvent]) -> f64 {
-    if events.is_empty() {
-        return 0.0;
-    }
-    tessera_privacy::epsilon(events, DELTA, AccountantKind::Best)
-        .expect("accounting")
-        .epsilon
+    LEDGER.epsilon(events)
 }
 
 /// The statistics release followed by `t` training rounds at `sigma`, q = 1.
 fn schedule(sigma: f64, t: u32) -> Vec<PrivacyEvent> {
-    let mut v = vec![budget::statistics_event(STATISTICS_SIGMA)];
-    v.extend((0..t).map(|_| budget::training_event(sigma, 1.0)));
-    v
+    LEDGER.schedule(sigma, t)
+}
+
+/// A fresh working directory for one test under the target directory,
+/// kept after the run (logs, stores) so that a failure can be examined.
+fn work_dir_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("privacy")
+        .join(name)
+}
+
+/// A launched federation of `setup` (nothing started yet).
+fn prepare(setup: &Setup) -> Federation {
+    Federation::prepare(setup, sim_entry_points(SIM))
+}
+
+/// A JSON number.
+fn num(v: &Value, what: &str) -> f64 {
+    v.as_f64()
+        .unwrap_or_else(|| panic!("{what} is not a number: {v}"))
+}
+
+/// Relative difference of two positive figures.
+fn rel_diff(a: f64, b: f64) -> f64 {
+    (a - b).abs() / a.abs().max(b.abs()).max(f64::MIN_POSITIVE)
 }
 
 /// The largest number of training rounds at `sigma` that fits in `max_eps`
@@ -116,19 +144,18 @@ fn budget_stop_is_exact_and_the_ledger_agrees_with_privacy_epsilon() {
     );
     let planned = fit + 4;
 
-    let dir = work_dir("budget_stop");
-    let mut setup = Setup::new(4, planned, SIGMA);
+    let mut setup = Setup::private(4, planned, SIGMA, work_dir_path("budget_stop"));
     setup.privacy.max_epsilon = Some(MAX_EPS);
     setup.privacy.delta = DELTA;
     setup.privacy.statistics_noise_multiplier = STATISTICS_SIGMA;
-    let mut fed = Federation::prepare(&dir, &setup, &[]);
+    let mut fed = prepare(&setup);
     fed.start_coordinator();
     fed.start_participants();
-    let status = fed.wait_coordinator(Duration::from_secs(600));
+    let status = fed.wait_coordinator_within(Duration::from_secs(600));
     assert!(
         status.success(),
         "the coordinator failed ({status}):\n{}",
-        fed.coordinator_logs()
+        fed.coordinator_log()
     );
     for (name, status) in fed.wait_participants(Duration::from_secs(60)) {
         assert!(status.success(), "participant {name} exited with {status}");
@@ -148,7 +175,7 @@ fn budget_stop_is_exact_and_the_ledger_agrees_with_privacy_epsilon() {
         reason.contains(&format!("training round {}", fit + 1)),
         "{reason}"
     );
-    let log = fed.coordinator_logs();
+    let log = fed.coordinator_log();
     assert!(
         log.lines()
             .any(|l| l.contains("federation finished") && l.contains("privacy budget reached")),
@@ -252,20 +279,23 @@ fn budget_stop_is_exact_and_the_ledger_agrees_with_privacy_epsilon() {
 }
 
 fn run_privacy_epsilon(sigma: &str, rounds: &str, delta: &str) -> Value {
-    privacy_common::run_json(&[
-        "coordinator",
-        "privacy",
-        "epsilon",
-        "--noise-multiplier",
-        sigma,
-        "--sampling-rate",
-        "1",
-        "--rounds",
-        rounds,
-        "--delta",
-        delta,
-        "--json",
-    ])
+    command::run_json(
+        &[SIM],
+        &[
+            "coordinator",
+            "privacy",
+            "epsilon",
+            "--noise-multiplier",
+            sigma,
+            "--sampling-rate",
+            "1",
+            "--rounds",
+            rounds,
+            "--delta",
+            delta,
+            "--json",
+        ],
+    )
 }
 
 /// What participants' logs show was sent out by the coordinator.
@@ -281,7 +311,7 @@ struct Releases {
 fn releases_in_logs(fed: &Federation) -> Releases {
     let mut out = Releases::default();
     for name in fed.site_names() {
-        for line in fed.participant_log(&name).lines() {
+        for line in fed.log(&name).lines() {
             if line.contains("round accepted") && field(line, "kind") == Some("training") {
                 let k: u32 = field(line, "training_round")
                     .and_then(|v| v.parse().ok())
@@ -411,7 +441,7 @@ fn reconnect_counts(fed: &Federation) -> Vec<usize> {
     fed.site_names()
         .iter()
         .map(|n| {
-            fed.participant_log(n)
+            fed.log(n)
                 .lines()
                 .filter(|l| l.contains("connection lost; reconnecting"))
                 .count()
@@ -494,8 +524,7 @@ fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
     // the first time a targeted stage is seen after up to TARGET_SPAN_MS.
     const RANDOM_SPAN_MS: u64 = 500;
     const TARGET_SPAN_MS: u64 = 80;
-    let dir = work_dir("crash_safety");
-    let mut setup = Setup::new(4, PLANNED, SIGMA);
+    let mut setup = Setup::private(4, PLANNED, SIGMA, work_dir_path("crash_safety"));
     setup.privacy.delta = DELTA;
     setup.privacy.statistics_noise_multiplier = STATISTICS_SIGMA;
     setup.listen = Some(format!("127.0.0.1:{}", free_port()));
@@ -503,7 +532,7 @@ fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
     setup.stage_seconds = 10.0;
     // The final model is then the last checkpoint itself.
     setup.average_last = Some(1);
-    let mut fed = Federation::prepare(&dir, &setup, &[]);
+    let mut fed = prepare(&setup);
     fed.start_coordinator();
     fed.start_participants();
 
@@ -518,7 +547,7 @@ fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
         }
         first = false;
         let plan = KILL_PLAN[kills.len() % KILL_PLAN.len()];
-        let pid = fed.coordinator.as_ref().unwrap().id();
+        let pid = fed.coordinator_pid();
         let spawned = Instant::now();
         let store_path = fed.layout.store();
         let mut store: Option<Store> = None;
@@ -538,7 +567,7 @@ fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
         let mut targeted = false;
         // Wait for the chosen moment (bounded), watching the process.
         loop {
-            if let Some(status) = fed.coordinator.as_mut().unwrap().try_wait().unwrap() {
+            if let Some(status) = fed.poll_coordinator() {
                 finished_by_itself = Some(status);
                 break;
             }
@@ -583,16 +612,11 @@ fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
             });
         }
         if let Some(status) = finished_by_itself {
-            fed.coordinator = None;
             panic!(
                 "the coordinator exited on its own ({status}) after {} kills; \
                  planned rounds too few for the kill loop?\n{}",
                 kills.len(),
-                privacy_common::read_log(
-                    &fed.layout
-                        .logs
-                        .join(format!("coordinator-{}.log", fed.coordinator_starts))
-                )
+                fed.coordinator_log_of(fed.coordinator_starts())
             );
         }
         // The stage at the last moment: re-read, the kill follows at once.
@@ -618,15 +642,11 @@ fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
         let noticed = Instant::now();
         loop {
             let now = reconnect_counts(&fed);
-            let exited: Vec<(String, std::process::ExitStatus)> = fed
-                .participants
-                .iter_mut()
-                .filter_map(|(name, c)| c.try_wait().unwrap().map(|s| (name.clone(), s)))
-                .collect();
+            let exited = fed.exited_participants();
             if let Some((name, status)) = exited.first() {
                 panic!(
                     "participant {name} exited during the kill loop ({status}):\n{}",
-                    fed_log(&fed.layout.logs, name)
+                    fed.log(name)
                 );
             }
             if now.iter().zip(&before).all(|(a, b)| a > b) {
@@ -660,17 +680,17 @@ fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
 
     // The last start runs to the end.
     fed.spawn_coordinator();
-    let status = fed.wait_coordinator(Duration::from_secs(600));
+    let status = fed.wait_coordinator_within(Duration::from_secs(600));
     assert!(
         status.success(),
         "the final coordinator failed ({status}):\n{}",
-        fed.coordinator_logs()
+        fed.coordinator_log()
     );
     for (name, status) in fed.wait_participants(Duration::from_secs(90)) {
         assert!(
             status.success(),
             "participant {name} exited with {status}:\n{}",
-            fed_log(&fed.layout.logs, &name)
+            fed.log(&name)
         );
     }
     let store = fed.store();
@@ -728,7 +748,7 @@ fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
          {} coordinator starts, {} ledger rows for {PLANNED} training rounds, {} aborted or unfinished rounds, \
          {} released rounds still recorded as started",
         kills.len(),
-        fed.coordinator_starts,
+        fed.coordinator_starts(),
         ledger.len(),
         rounds
             .iter()
@@ -743,10 +763,6 @@ fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
             "no kill landed in stage {wanted}: {by_stage:?}"
         );
     }
-}
-
-fn fed_log(logs: &Path, name: &str) -> String {
-    privacy_common::read_log(&logs.join(format!("{name}.log")))
 }
 
 #[test]
@@ -766,8 +782,7 @@ fn site_budget_and_minimum_noise_are_enforced_by_the_sites() {
     let strict_min = 50.0;
     assert!(strict_min > SIGMA.max(STATISTICS_SIGMA));
 
-    let dir = work_dir("site_budget");
-    let mut setup = Setup::new(SITES, PLANNED, SIGMA);
+    let mut setup = Setup::private(SITES, PLANNED, SIGMA, work_dir_path("site_budget"));
     setup.privacy.max_epsilon = Some(FEDERATION_MAX);
     setup.privacy.delta = DELTA;
     setup.privacy.statistics_noise_multiplier = STATISTICS_SIGMA;
@@ -776,14 +791,15 @@ fn site_budget_and_minimum_noise_are_enforced_by_the_sites() {
     let mut limits = vec![(None, None); SITES];
     limits[LIMITED] = (Some(site_max), None);
     limits[STRICT] = (None, Some(strict_min));
-    let mut fed = Federation::prepare(&dir, &setup, &limits);
+    setup.site_limits = limits;
+    let mut fed = prepare(&setup);
     fed.start_coordinator();
     fed.start_participants();
-    let status = fed.wait_coordinator(Duration::from_secs(600));
+    let status = fed.wait_coordinator_within(Duration::from_secs(600));
     assert!(
         status.success(),
         "the coordinator failed ({status}):\n{}",
-        fed.coordinator_logs()
+        fed.coordinator_log()
     );
     for (name, status) in fed.wait_participants(Duration::from_secs(60)) {
         assert!(status.success(), "participant {name} exited with {status}");
@@ -840,7 +856,7 @@ fn site_budget_and_minimum_noise_are_enforced_by_the_sites() {
 
     // The limited site: declined exactly from the round that would pass its
     // budget, said why, and its own ledger stops within its budget.
-    let log = fed.participant_log(&names[LIMITED]);
+    let log = fed.log(&names[LIMITED]);
     let declined: Vec<u64> = log
         .lines()
         .filter(|l| l.contains("declining the round"))
@@ -918,7 +934,7 @@ fn site_budget_and_minimum_noise_are_enforced_by_the_sites() {
 
     // The strict site declined every round announced to it, before any data
     // was touched, and recorded nothing.
-    let log = fed.participant_log(&names[STRICT]);
+    let log = fed.log(&names[STRICT]);
     let declined: Vec<u64> = log
         .lines()
         .filter(|l| l.contains("declining the round"))
@@ -938,8 +954,8 @@ fn site_budget_and_minimum_noise_are_enforced_by_the_sites() {
 /// One `tessera-sim run` on three sites; returns stdout, the summary and
 /// the final model.
 fn sim_run(name: &str, extra: &[&str]) -> (String, Value, ModelFile) {
-    let dir = work_dir(name);
-    let data = privacy_common::breast_cancer();
+    let dir = fresh_dir(work_dir_path(name));
+    let data = breast_cancer_path();
     let mut args = vec![
         "run",
         "--data",
@@ -965,7 +981,7 @@ fn sim_run(name: &str, extra: &[&str]) -> (String, Value, ModelFile) {
         dir.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    let out = privacy_common::run_sim(&args);
+    let out = command::run_ok(&[SIM], &args);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
@@ -1038,8 +1054,7 @@ fn noise_is_fresh_unless_seeded_and_seeding_is_announced() {
         out_s.contains("the noise was seeded: NOT private"),
         "{out_s}"
     );
-    let coordinator_log =
-        privacy_common::read_log(&work_dir_path("noise_seeded_a").join("logs/coordinator.log"));
+    let coordinator_log = read_log(work_dir_path("noise_seeded_a").join("logs/coordinator.log"));
     assert!(
         coordinator_log.contains("THE NOISE IS SEEDED: this run is NOT private"),
         "{coordinator_log}"
@@ -1081,10 +1096,4 @@ fn noise_is_fresh_unless_seeded_and_seeding_is_announced() {
         same_seed_means <= 1e-9 && same_seed_means * 100.0 < fresh_means,
         "the same noise seed did not reproduce the statistics noise: {same_seed_means:e} vs {fresh_means:e}"
     );
-}
-
-fn work_dir_path(name: &str) -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("privacy")
-        .join(name)
 }

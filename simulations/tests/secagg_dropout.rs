@@ -15,101 +15,38 @@
 #![cfg(unix)]
 
 use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::time::{Duration, Instant};
 
-use tessera_model::{ModelFile, TaskSpec};
+use tessera_model::ModelFile;
 use tessera_participant::client::EXIT_SIMULATED_CRASH;
-use tessera_simulations::launch::{self, Binaries, FederationPlan, SitePlan, TrainingPlan};
-use tessera_simulations::partition;
-
-/// Kills every child still running when the test ends, however it ends.
-struct Children(Vec<(String, Child)>);
-
-impl Drop for Children {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn binaries() -> Binaries {
-    let sim = env!("CARGO_BIN_EXE_tessera-sim").to_string();
-    Binaries {
-        coordinator: vec![sim.clone(), "coordinator".into()],
-        participant: vec![sim, "participant".into()],
-    }
-}
-
-fn task() -> TaskSpec {
-    let path = tessera_simulations::bundled_data().join("breast_cancer_wisconsin.csv");
-    let header = tessera_model::read_header(&path).unwrap();
-    TaskSpec {
-        model: "logistic".parse().unwrap(),
-        features: header.into_iter().filter(|h| h != "diagnosis").collect(),
-        label: "diagnosis".into(),
-        positive: "M".parse().unwrap(),
-    }
-}
+use tessera_simulations::launch::SitePlan;
+use tessera_testkit::federation::{Federation, breast_cancer_split, plain_plan, sim_entry_points};
 
 /// Runs a federation of `sites`; `crash` names a site that crashes after
 /// sending its shares in aggregation 1. Returns the final model and the
 /// coordinator's rounds.csv.
 fn federation(dir: &Path, sites: &[SitePlan], crash: Option<&str>) -> (ModelFile, String) {
-    let plan = FederationPlan {
-        dir: dir.to_path_buf(),
-        sites: sites.to_vec(),
-        task: task(),
-        rounds: 3,
-        min_participants: 3,
-        training: TrainingPlan {
-            local_epochs: 2,
-            learning_rate: 0.1,
-            batch_size: 16,
-            clip_norm: 10.0,
-            server_learning_rate: 1.0,
-            seed: 1,
-            average_last: 1,
-        },
-        secagg: true,
-        privacy: None,
-        training_seconds: 60.0,
-        stage_seconds: 30.0,
-        listen: None,
-        signed_keys: false,
-    };
-    let bins = binaries();
-    let mut layout = launch::prepare(&plan).unwrap();
-    let (coordinator, address) =
-        launch::start_coordinator(&bins, &layout, "coordinator.log").unwrap();
-    let mut children = Children(vec![("coordinator".into(), coordinator)]);
+    let plan = plain_plan(dir, sites);
+    let mut fed = Federation::from_plan(plan, sim_entry_points(env!("CARGO_BIN_EXE_tessera-sim")));
+    fed.start_coordinator();
     for site in sites {
-        let config = launch::write_participant_config(&plan, &mut layout, site, &address).unwrap();
+        let config = fed.write_participant_config(site);
         if crash == Some(site.name.as_str()) {
             let mut text = std::fs::read_to_string(&config).unwrap();
             text.push_str("\n[simulation]\ncrash_after_shares = 1\n");
             std::fs::write(&config, text).unwrap();
         }
-        let child =
-            launch::start_participant(&bins, &layout, &site.name, &format!("{}.log", site.name))
-                .unwrap();
-        children.0.push((site.name.clone(), child));
+        fed.launch_participant(&site.name);
     }
-    let start = Instant::now();
-    for (name, child) in &mut children.0 {
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(180),
-                "{name} did not finish; logs in {}",
-                layout.logs.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
+    let status = fed.wait_coordinator();
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "coordinator exited with {status}; logs in {}",
+        fed.layout.logs.display()
+    );
+    for site in sites {
+        let name = &site.name;
+        let status = fed.wait_participant(name);
         let expected = if crash == Some(name.as_str()) {
             i32::from(EXIT_SIMULATED_CRASH)
         } else {
@@ -119,12 +56,11 @@ fn federation(dir: &Path, sites: &[SitePlan], crash: Option<&str>) -> (ModelFile
             status.code(),
             Some(expected),
             "{name} exited with {status}; logs in {}",
-            layout.logs.display()
+            fed.layout.logs.display()
         );
     }
-    let model =
-        tessera_model::read_model(&layout.coordinator_out.join("model.safetensors")).unwrap();
-    let rounds = std::fs::read_to_string(layout.coordinator_out.join("rounds.csv")).unwrap();
+    let model = tessera_model::read_model(&fed.model_path()).unwrap();
+    let rounds = std::fs::read_to_string(fed.layout.coordinator_out.join("rounds.csv")).unwrap();
     (model, rounds)
 }
 
@@ -141,16 +77,7 @@ fn max_abs_diff(a: &ModelFile, b: &ModelFile) -> f64 {
 fn a_site_dying_mid_round_leaves_the_model_of_a_federation_without_it() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let split = partition::iid(
-        &tessera_simulations::bundled_data().join("breast_cancer_wisconsin.csv"),
-        "diagnosis",
-        4,
-        0.2,
-        1,
-    )
-    .unwrap()
-    .write(&data)
-    .unwrap();
+    let split = breast_cancer_split(&data, 4, 1);
     let sites = SitePlan::from_split(&split);
     let victim = sites[3].name.clone();
     let run = |name: &str| -> PathBuf { tmp.path().join(name) };

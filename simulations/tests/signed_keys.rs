@@ -8,73 +8,16 @@
 
 #![cfg(unix)]
 
-use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use tessera_coordinator::store::{RoundStatus, Store};
-use tessera_model::{LabelRule, ModelKind, TaskSpec};
-use tessera_simulations::launch::{self, Binaries, FederationPlan, SitePlan, TrainingPlan};
-use tessera_simulations::partition;
+use tessera_coordinator::store::RoundStatus;
+use tessera_simulations::launch::{FederationPlan, SitePlan};
+use tessera_testkit::data::breast_cancer_task;
+use tessera_testkit::federation::{Federation, breast_cancer_split, plain_plan, sim_entry_points};
 
 const PATIENCE: Duration = Duration::from_secs(240);
 const ROUNDS: u32 = 3;
-
-fn binaries() -> Binaries {
-    let sim = env!("CARGO_BIN_EXE_tessera-sim").to_string();
-    Binaries {
-        coordinator: vec![sim.clone(), "coordinator".into()],
-        participant: vec![sim, "participant".into()],
-    }
-}
-
-/// Kills whatever is still running when the test ends (or fails).
-struct Processes(Vec<(String, Child)>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for (_, c) in &mut self.0 {
-            if let Ok(None) = c.try_wait() {
-                let _ = c.kill();
-            }
-            let _ = c.wait();
-        }
-    }
-}
-
-fn wait(name: &str, child: &mut Child, logs: &Path) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "{name} did not exit within {PATIENCE:?}; its log:\n{}",
-            log(logs, name)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A process's log, terminal colour sequences removed.
-fn log(logs: &Path, name: &str) -> String {
-    let text = std::fs::read_to_string(logs.join(format!("{name}.log"))).unwrap_or_default();
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' && chars.peek() == Some(&'[') {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 #[test]
 fn federation_with_signed_keys_completes() {
@@ -82,72 +25,41 @@ fn federation_with_signed_keys_completes() {
         .prefix("tessera-signed-keys-")
         .tempdir()
         .unwrap();
-    let data = tessera_simulations::bundled_data().join("breast_cancer_wisconsin.csv");
-    let header = tessera_model::data::read_header(&data).unwrap();
-    let task = TaskSpec {
-        model: ModelKind::Logistic,
-        features: header.into_iter().filter(|h| h != "diagnosis").collect(),
-        label: "diagnosis".into(),
-        positive: LabelRule::Equals("M".into()),
-    };
-    let split = partition::iid(&data, "diagnosis", 3, 0.2, 11)
-        .unwrap()
-        .write(&dir.path().join("data"))
-        .unwrap();
+    let task = breast_cancer_task();
+    let split = breast_cancer_split(&dir.path().join("data"), 3, 11);
     let plan = FederationPlan {
-        dir: dir.path().to_path_buf(),
-        sites: SitePlan::from_split(&split),
-        task: task.clone(),
         rounds: ROUNDS,
-        min_participants: 3,
-        training: TrainingPlan {
-            local_epochs: 2,
-            learning_rate: 0.1,
-            batch_size: 16,
-            clip_norm: 10.0,
-            server_learning_rate: 1.0,
-            seed: 1,
-            average_last: 1,
-        },
-        secagg: true,
         signed_keys: true,
-        privacy: None,
-        training_seconds: 60.0,
-        stage_seconds: 30.0,
-        listen: None,
+        ..plain_plan(dir.path(), &SitePlan::from_split(&split))
     };
-    let mut layout = launch::prepare(&plan).unwrap();
-    let config = std::fs::read_to_string(&layout.coordinator_config).unwrap();
+    let mut fed = Federation::from_plan(plan, sim_entry_points(env!("CARGO_BIN_EXE_tessera-sim")));
+    let config = std::fs::read_to_string(&fed.layout.coordinator_config).unwrap();
     assert!(
         config.contains("[secagg]\nenabled = true\nsigned_keys = true\n"),
         "{config}"
     );
 
-    let bins = binaries();
-    let (coordinator, address) =
-        launch::start_coordinator(&bins, &layout, "coordinator.log").unwrap();
-    let mut procs = Processes(vec![("coordinator".into(), coordinator)]);
-    for site in &plan.sites {
-        launch::write_participant_config(&plan, &mut layout, site, &address).unwrap();
-        let child =
-            launch::start_participant(&bins, &layout, &site.name, &format!("{}.log", site.name))
-                .unwrap();
-        procs.0.push((site.name.clone(), child));
-    }
-    let logs = layout.logs.clone();
-    for (name, child) in &mut procs.0 {
-        let status = wait(name, child, &logs);
+    fed.start_coordinator();
+    fed.start_participants();
+    let status = fed.wait_coordinator_within(PATIENCE);
+    assert!(
+        status.success(),
+        "coordinator exited with {status}; its log:\n{}",
+        fed.coordinator_log()
+    );
+    for name in fed.site_names() {
+        let status = fed.wait_participant_within(&name, PATIENCE);
         assert!(
             status.success(),
             "{name} exited with {status}; its log:\n{}",
-            log(&logs, name)
+            fed.log(&name)
         );
     }
 
     // Every aggregation (the pooled statistics and each training round) was
     // released with all three sites, and each site took part in every one
     // with signed keys.
-    let store = Store::open_read_only(&layout.store()).unwrap();
+    let store = fed.store();
     let rounds = store.rounds().unwrap();
     assert!(rounds.len() as u32 > ROUNDS, "{rounds:?}");
     for r in &rounds {
@@ -156,8 +68,8 @@ fn federation_with_signed_keys_completes() {
     }
     let training = rounds.iter().filter(|r| r.training_round.is_some()).count();
     assert_eq!(training as u32, ROUNDS);
-    for site in &plan.sites {
-        let text = log(&logs, &site.name);
+    for site in &fed.plan.sites {
+        let text = fed.log(&site.name);
         assert!(
             text.contains(&format!("federation finished after {ROUNDS} rounds")),
             "{}:\n{text}",
@@ -177,7 +89,7 @@ fn federation_with_signed_keys_completes() {
         );
     }
 
-    let model: PathBuf = layout.coordinator_out.join("model.safetensors");
+    let model: PathBuf = fed.model_path();
     let model = tessera_model::read_model(&model).unwrap();
     let test = tessera_model::load_csv(&split.test_path, &task).unwrap();
     let eval = tessera_model::evaluate(&model, &test).unwrap();
