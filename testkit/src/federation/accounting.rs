@@ -15,6 +15,12 @@ pub struct Accounting {
 }
 
 impl Accounting {
+    /// `tessera-sim run`'s defaults: δ = 1e-5, statistics released at σ = 20.
+    pub const RUN_DEFAULTS: Self = Self {
+        delta: 1e-5,
+        statistics_sigma: 20.0,
+    };
+
     /// ε of `events` at δ by the best accountant (0 for no events).
     ///
     /// # Panics
