@@ -135,3 +135,24 @@ impl BinDir {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binaries_are_looked_for_next_to_the_test() {
+        let dir = BinDir::containing("/t/debug/tessera-sim");
+        assert_eq!(dir.path(), Path::new("/t/debug"));
+        assert_eq!(
+            dir.exe("tessera-coordinator"),
+            Path::new(&format!(
+                "/t/debug/tessera-coordinator{}",
+                std::env::consts::EXE_SUFFIX
+            ))
+        );
+        let here = BinDir::of_test();
+        assert!(here.path().file_name().is_some_and(|n| n != "deps"));
+        assert!(here.path().is_dir());
+    }
+}
