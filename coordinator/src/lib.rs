@@ -9,6 +9,8 @@
 //! - [`service`]: the gRPC service (authenticates peers by certificate name);
 //! - [`server`]: listener, TLS handshakes, shutdown;
 //! - [`store`]: the durable SQLite state (ledger, rounds, checkpoints);
+//! - [`web`]: the status page and `/metrics` (HTTP, mutual TLS off loopback);
+//! - [`privacy_report`]: the privacy report for non-experts;
 //! - [`config`], [`metrics`], [`privacy_cmd`].
 
 pub mod budget;
@@ -17,8 +19,10 @@ pub mod config;
 pub mod driver;
 pub mod metrics;
 pub mod privacy_cmd;
+pub mod privacy_report;
 pub mod round;
 pub mod server;
 pub mod service;
 pub mod settings;
 pub mod store;
+pub mod web;

@@ -103,22 +103,7 @@ pub async fn run(
         })
     };
 
-    let metrics_task = settings.config.federation.metrics_listen.map(|addr| {
-        let metrics = Arc::clone(&metrics);
-        let mut stop_rx = stop_rx.clone();
-        tokio::spawn(async move {
-            match TcpListener::bind(addr).await {
-                Ok(l) => {
-                    info!(address = %addr, "metrics endpoint listening");
-                    crate::metrics::serve(l, metrics, async move {
-                        let _ = stop_rx.changed().await;
-                    })
-                    .await;
-                }
-                Err(e) => warn!(address = %addr, error = %e, "cannot bind the metrics endpoint"),
-            }
-        })
-    });
+    let web_tasks = crate::web::start(&settings, Arc::clone(&metrics), stop_rx.clone()).await?;
 
     let grpc = {
         let mut stop_rx = stop_rx.clone();
@@ -151,8 +136,8 @@ pub async fn run(
     let _ = stop_rx.changed().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
     accept_task.abort();
-    if let Some(t) = metrics_task {
-        t.abort();
+    for t in web_tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
     outcome
 }

@@ -1,14 +1,11 @@
-//! The coordinator's durable store, its operator views and the metrics
-//! endpoint, on real SQLite files and real sockets.
+//! The coordinator's durable store and its operator views, on real SQLite
+//! files (the metrics endpoint is tested in `web.rs`).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tessera_coordinator::metrics::{Metrics, Stage, serve};
 use tessera_coordinator::store::{
     Checkpoint, LiveStatus, NewLedgerRow, RoundRecord, RoundStatus, Store, StoreError,
     ledger_report, status_report, verify_checkpoint, write_checkpoint, write_checkpoint_bytes,
@@ -790,166 +787,6 @@ fn ledger_survives_sigkill_at_random_moments() {
         "{kills} kills, {} rows reported committed, all present",
         committed.len()
     );
-}
-
-// ---- metrics endpoint ---------------------------------------------------
-
-fn http(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_endpoint_serves_the_exposition() {
-    let metrics = Arc::new(Metrics::new());
-    metrics.round_completed();
-    metrics.round_completed();
-    metrics.round_aborted();
-    metrics.set_participants_connected(9);
-    metrics.participants_dropped(2);
-    metrics.set_epsilon_spent(1.25);
-    metrics.add_bytes_received(4096);
-    metrics.add_bytes_sent(1024);
-    metrics.observe_stage(Stage::MaskedInput, Duration::from_millis(30));
-    metrics.observe_stage(Stage::Ledger, Duration::from_millis(2));
-
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(serve(listener, Arc::clone(&metrics), async {
-        let _ = stopped.await;
-    }));
-
-    let response = tokio::task::spawn_blocking(move || {
-        (
-            http(addr, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n"),
-            http(addr, b"GET /other HTTP/1.1\r\nHost: localhost\r\n\r\n"),
-            http(addr, b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
-            http(addr, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n"),
-            {
-                let mut big = b"GET /metrics HTTP/1.1\r\nX-Pad: ".to_vec();
-                big.extend(std::iter::repeat_n(b'a', 20_000));
-                big.extend(b"\r\n\r\n");
-                let mut s = TcpStream::connect(addr).unwrap();
-                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                // The server may close before reading everything.
-                let _ = s.write_all(&big);
-                let mut out = String::new();
-                let _ = s.read_to_string(&mut out);
-                out
-            },
-        )
-    })
-    .await
-    .unwrap();
-    let (ok, other, post, query, big) = response;
-
-    let (head, body) = ok.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
-    assert!(
-        head.contains("Content-Type: text/plain; version=0.0.4"),
-        "{head}"
-    );
-    assert!(head.contains(&format!("Content-Length: {}", body.len())));
-    for line in [
-        "# TYPE tessera_rounds_completed_total counter",
-        "tessera_rounds_completed_total 2",
-        "tessera_rounds_aborted_total 1",
-        "# TYPE tessera_participants_connected gauge",
-        "tessera_participants_connected 9",
-        "tessera_participants_dropped_total 2",
-        "tessera_epsilon_spent 1.25",
-        "tessera_bytes_received_total 4096",
-        "tessera_bytes_sent_total 1024",
-        "# TYPE tessera_round_stage_duration_seconds histogram",
-        "tessera_round_stage_duration_seconds_count{stage=\"masked_input\"} 1",
-        "tessera_round_stage_duration_seconds_bucket{stage=\"ledger\",le=\"0.005\"} 1",
-        "tessera_round_stage_duration_seconds_count{stage=\"release\"} 0",
-    ] {
-        assert!(
-            body.lines().any(|l| l == line),
-            "{line:?} missing in\n{body}"
-        );
-    }
-    check_exposition(body);
-    for stage in Stage::ALL {
-        assert!(body.contains(&format!("stage=\"{stage}\"")));
-    }
-
-    assert!(other.starts_with("HTTP/1.1 404 Not Found"), "{other}");
-    assert!(post.starts_with("HTTP/1.1 404 Not Found"), "{post}");
-    assert!(query.starts_with("HTTP/1.1 200 OK"), "{query}");
-    assert!(
-        big.is_empty() || big.starts_with("HTTP/1.1 431"),
-        "oversized request answered with {big:?}"
-    );
-
-    // A connection that never sends a request does not stop others from
-    // being served, and shutdown ends the server even while it is open.
-    let idle = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let again = tokio::task::spawn_blocking(move || http(addr, b"GET /metrics HTTP/1.1\r\n\r\n"))
-        .await
-        .unwrap();
-    assert!(again.starts_with("HTTP/1.1 200 OK"));
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .expect("server did not stop")
-        .unwrap();
-    drop(idle);
-}
-
-/// Checks the exposition-format grammar line by line: comments are HELP or
-/// TYPE, every sample belongs to a declared family, values parse as floats.
-fn check_exposition(body: &str) {
-    let mut families: Vec<(String, String)> = Vec::new();
-    assert!(body.ends_with('\n'));
-    for line in body.lines() {
-        if let Some(rest) = line.strip_prefix("# ") {
-            let mut parts = rest.splitn(3, ' ');
-            let kind = parts.next().unwrap();
-            let name = parts.next().unwrap().to_owned();
-            let text = parts.next().unwrap();
-            match kind {
-                "HELP" => assert!(!text.is_empty()),
-                "TYPE" => {
-                    assert!(["counter", "gauge", "histogram"].contains(&text), "{line}");
-                    families.push((name, text.to_owned()));
-                }
-                _ => panic!("unexpected comment {line}"),
-            }
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap();
-        let name = series.split('{').next().unwrap();
-        assert!(
-            name.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
-            "{line}"
-        );
-        assert!(
-            value == "+Inf" || value == "-Inf" || value == "NaN" || value.parse::<f64>().is_ok(),
-            "{line}"
-        );
-        let (family, kind) = families.last().expect("sample before TYPE");
-        match kind.as_str() {
-            "histogram" => assert!(
-                [
-                    format!("{family}_bucket"),
-                    format!("{family}_sum"),
-                    format!("{family}_count")
-                ]
-                .iter()
-                .any(|n| n == name),
-                "{line}"
-            ),
-            _ => assert_eq!(name, family, "{line}"),
-        }
-    }
 }
 
 // The store moves between threads (the coordinator keeps it behind a mutex).

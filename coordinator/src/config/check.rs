@@ -10,6 +10,7 @@ impl CoordinatorConfig {
     /// (calibrating σ from a target ε) is the planning step's job
     /// ([`crate::settings::Settings::plan`]), not this one's.
     pub fn check(&self) -> Result<(), ConfigError> {
+        self.check_web()?;
         let f = &self.federation;
         if f.name.trim().is_empty() {
             return Err(invalid("federation.name", "must not be empty"));

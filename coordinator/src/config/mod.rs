@@ -32,10 +32,12 @@
 
 mod check;
 pub mod sections;
+pub mod web;
 
 use std::path::{Path, PathBuf};
 
 pub use sections::*;
+pub use web::WebSection;
 
 pub use tessera_common::config::{ConfigError, invalid};
 
@@ -59,6 +61,9 @@ impl CoordinatorConfig {
         fix(&mut self.federation.output_dir);
         if let Some(s) = self.federation.store.as_mut() {
             fix(s);
+        }
+        if let Some(e) = self.web.as_mut().and_then(|w| w.evaluation.as_mut()) {
+            fix(e);
         }
         self
     }

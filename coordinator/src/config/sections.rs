@@ -32,6 +32,9 @@ pub struct CoordinatorConfig {
     /// Federated statistics (pooled standardisation).
     #[serde(default)]
     pub statistics: StatisticsSection,
+    /// The status page and `/metrics` (absent: no page).
+    #[serde(default)]
+    pub web: Option<super::web::WebSection>,
 }
 
 /// `[federation]`.
@@ -55,7 +58,9 @@ pub struct FederationSection {
     /// Optional allow-list of participant certificate names.
     #[serde(default)]
     pub allow: Option<Vec<String>>,
-    /// Optional Prometheus metrics address.
+    /// Optional address serving `/metrics` alone (kept for existing
+    /// configurations; `[web]` serves it beside the status page). Off
+    /// loopback it needs `web.operators`, like the page.
     #[serde(default)]
     pub metrics_listen: Option<SocketAddr>,
     /// How many aggregations in a row may fail before the federation gives up.

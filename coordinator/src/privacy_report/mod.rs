@@ -1,0 +1,316 @@
+//! The privacy report: what the ledger's (ε, δ) promises, in figures an
+//! ethics board can check, every one computed from the ledger.
+//!
+//! [`PrivacyReport::from_store`] reads the ledger and runs the accountants;
+//! [`render`] turns the result into Markdown or an HTML fragment, and it
+//! serialises to JSON as it is. `tessera-coordinator report`, the status
+//! page and every `tessera-sim` run directory (`privacy_report.md`) show
+//! the same report.
+
+mod render;
+
+use std::path::Path;
+
+use serde::Serialize;
+use tessera_privacy::{AccountantKind, PrivacyEvent};
+
+use crate::store::{GUARANTEE, LedgerReport, LedgerRow, Store, StoreError, ledger_report};
+
+pub use render::{html, markdown};
+
+/// Prior beliefs (probability that a given site's data was used) of the
+/// worst-case posterior table.
+pub const PRIORS: [f64; 6] = [0.01, 0.1, 0.25, 0.5, 0.75, 0.9];
+
+/// One line of the prior → worst-case posterior table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Posterior {
+    /// An observer's belief before seeing any release.
+    pub prior: f64,
+    /// The most that belief can become after seeing every release, except
+    /// with probability δ: posterior odds ≤ e^ε × prior odds.
+    pub worst_case: f64,
+}
+
+/// The releases of one kind with the same noise and sampling rate.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReleaseGroup {
+    /// What was released (`statistics`, `training`, …).
+    pub kind: String,
+    /// Mechanism (`gaussian`, …).
+    pub mechanism: String,
+    /// How many releases.
+    pub count: u32,
+    /// Noise multiplier σ (noise std σ·C on the sum).
+    pub noise_multiplier: f64,
+    /// Sampling rate q of the cohort (1: every available site).
+    pub sampling_rate: f64,
+    /// Smallest clip norm C among them.
+    pub clip_norm_min: f64,
+    /// Largest clip norm C among them (differs from the smallest only with
+    /// adaptive clipping).
+    pub clip_norm_max: f64,
+    /// Smallest and largest cohort.
+    pub cohort: [u32; 2],
+}
+
+/// What one accountant said of the whole ledger.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccountantFigure {
+    /// The accountant.
+    pub accountant: String,
+    /// Its ε, when it applies.
+    pub epsilon: Option<f64>,
+    /// Why it does not apply, when it does not.
+    pub reason: Option<String>,
+}
+
+/// The privacy report of a federation's ledger.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PrivacyReport {
+    /// The federation's name.
+    pub federation: String,
+    /// Whether the figures are a guarantee (no seeded or non-private release).
+    pub private: bool,
+    /// Rounds released without privacy (DP off or seeded noise).
+    pub non_private_rounds: Vec<u64>,
+    /// δ: the probability allowed for the guarantee to fail.
+    pub delta: f64,
+    /// ε of the whole ledger (best accountant; equals the ledger's ε).
+    pub epsilon: f64,
+    /// The federation's ε budget, if one is set.
+    pub budget: Option<f64>,
+    /// Which accountant gave `epsilon`.
+    pub accountant: String,
+    /// Every accountant consulted, with its ε or why it does not apply.
+    pub accountants: Vec<AccountantFigure>,
+    /// ε of the same ledger by the usual Rényi-DP (moments) accountant.
+    pub rdp_epsilon: Option<f64>,
+    /// `rdp_epsilon / epsilon`: how many times tighter the bound used is.
+    pub tighter_than_rdp: Option<f64>,
+    /// Released aggregations (ledger rows).
+    pub releases: usize,
+    /// Released training rounds (model updates).
+    pub training_rounds: usize,
+    /// The releases grouped by kind, noise and sampling rate.
+    pub groups: Vec<ReleaseGroup>,
+    /// Total-variation slack the ledger adds to δ (discretised noise,
+    /// sampled cohorts with a minimum size).
+    pub tv_slack: f64,
+    /// ε a site that contributed to every release counts in its own ledger,
+    /// at sampling rate 1 (at the same δ).
+    pub site_epsilon: Option<f64>,
+    /// Prior → worst-case posterior at (ε, δ).
+    pub posterior: Vec<Posterior>,
+    /// The unit of privacy and the adjacency, as the ledger states them.
+    pub guarantee: &'static str,
+    /// ε after each release, in ledger order (for charts).
+    pub epsilon_by_release: Vec<f64>,
+}
+
+/// The worst-case posterior after evidence worth `epsilon`: posterior odds
+/// ≤ e^ε × prior odds.
+pub fn worst_case_posterior(prior: f64, epsilon: f64) -> f64 {
+    if prior <= 0.0 {
+        return 0.0;
+    }
+    if prior >= 1.0 {
+        return 1.0;
+    }
+    let odds = prior / (1.0 - prior) * epsilon.exp();
+    if odds.is_infinite() {
+        1.0
+    } else {
+        odds / (1.0 + odds)
+    }
+}
+
+/// The ledger's events as a site counts them in its own ledger: every
+/// Gaussian release at sampling rate 1 (a site cannot check the
+/// coordinator's sampling), the same noise and slack.
+pub fn site_view(events: &[PrivacyEvent]) -> Vec<PrivacyEvent> {
+    events
+        .iter()
+        .map(|e| match e {
+            PrivacyEvent::Gaussian {
+                noise_multiplier,
+                count,
+                tv_slack,
+                ..
+            } => PrivacyEvent::gaussian(*noise_multiplier, 1.0, *count).with_tv_slack(*tv_slack),
+            other => other.clone(),
+        })
+        .collect()
+}
+
+impl PrivacyReport {
+    /// Reads the ledger of `store` and computes the report at `delta`.
+    pub fn from_store(
+        store: &Store,
+        federation: &str,
+        delta: f64,
+        budget: Option<f64>,
+    ) -> Result<Self, StoreError> {
+        let ledger = ledger_report(store, delta)?;
+        let rows = store.ledger()?;
+        Self::from_ledger(store.path(), federation, &ledger, &rows, budget)
+    }
+
+    /// The report of a ledger already read: `ledger` is its
+    /// [`ledger_report`], `rows` its rows (the same ledger).
+    pub fn from_ledger(
+        path: &Path,
+        federation: &str,
+        ledger: &LedgerReport,
+        rows: &[LedgerRow],
+        budget: Option<f64>,
+    ) -> Result<Self, StoreError> {
+        let delta = ledger.delta;
+        let events: Vec<PrivacyEvent> = rows.iter().map(|r| r.event.clone()).collect();
+        let privacy = |source| StoreError::Privacy {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (epsilon, accountant, accountants) = if events.is_empty() {
+            (0.0, "none".to_owned(), Vec::new())
+        } else {
+            let best =
+                tessera_privacy::epsilon(&events, delta, AccountantKind::Best).map_err(privacy)?;
+            let figures = best
+                .candidates
+                .iter()
+                .map(|c| AccountantFigure {
+                    accountant: c.accountant.as_str().to_owned(),
+                    epsilon: c.epsilon,
+                    reason: c.reason.clone(),
+                })
+                .collect();
+            (best.epsilon, best.accountant.as_str().to_owned(), figures)
+        };
+        let rdp_epsilon = if events.is_empty() {
+            None
+        } else {
+            tessera_privacy::epsilon(&events, delta, AccountantKind::Rdp)
+                .ok()
+                .map(|r| r.epsilon)
+        };
+        let site_epsilon = if events.is_empty() {
+            None
+        } else {
+            tessera_privacy::epsilon(&site_view(&events), delta, AccountantKind::Best)
+                .ok()
+                .map(|r| r.epsilon)
+        };
+        let posterior = PRIORS
+            .iter()
+            .map(|&prior| Posterior {
+                prior,
+                worst_case: worst_case_posterior(prior, epsilon),
+            })
+            .collect();
+        Ok(Self {
+            federation: federation.to_owned(),
+            private: ledger.private,
+            non_private_rounds: ledger.non_private_rounds.clone(),
+            delta,
+            epsilon,
+            budget,
+            accountant,
+            accountants,
+            tighter_than_rdp: rdp_epsilon
+                .filter(|_| epsilon > 0.0)
+                .map(|rdp| rdp / epsilon),
+            rdp_epsilon,
+            releases: rows.len(),
+            training_rounds: rows.iter().filter(|r| r.training_round.is_some()).count(),
+            groups: groups(rows),
+            tv_slack: events.iter().map(PrivacyEvent::tv_slack).sum(),
+            site_epsilon,
+            posterior,
+            guarantee: GUARANTEE,
+            epsilon_by_release: ledger.rows.iter().map(|r| r.cumulative_epsilon).collect(),
+        })
+    }
+}
+
+/// The rows grouped by kind, mechanism, σ and q, in order of first appearance.
+fn groups(rows: &[LedgerRow]) -> Vec<ReleaseGroup> {
+    let mut out: Vec<ReleaseGroup> = Vec::new();
+    for r in rows {
+        let kind = r.kind.to_string();
+        let mechanism = r.mechanism();
+        let count = r.event.count();
+        match out.iter_mut().find(|g| {
+            g.kind == kind
+                && g.mechanism == mechanism
+                && g.noise_multiplier == r.noise_multiplier
+                && g.sampling_rate == r.sampling_rate
+        }) {
+            Some(g) => {
+                g.count += count;
+                g.clip_norm_min = g.clip_norm_min.min(r.clip_norm);
+                g.clip_norm_max = g.clip_norm_max.max(r.clip_norm);
+                g.cohort = [g.cohort[0].min(r.cohort_size), g.cohort[1].max(r.cohort_size)];
+            }
+            None => out.push(ReleaseGroup {
+                kind,
+                mechanism,
+                count,
+                noise_multiplier: r.noise_multiplier,
+                sampling_rate: r.sampling_rate,
+                clip_norm_min: r.clip_norm,
+                clip_norm_max: r.clip_norm,
+                cohort: [r.cohort_size, r.cohort_size],
+            }),
+        }
+    }
+    out
+}
+
+/// Reads the store at `store` and writes the Markdown report to `out`.
+pub fn write_markdown(
+    store: &Path,
+    federation: &str,
+    delta: f64,
+    budget: Option<f64>,
+    out: &Path,
+) -> anyhow::Result<()> {
+    let store = Store::open_read_only(store)?;
+    let report = PrivacyReport::from_store(&store, federation, delta, budget)?;
+    std::fs::write(out, markdown(&report))
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn posterior_follows_the_odds_bound() {
+        assert_eq!(worst_case_posterior(0.5, 0.0), 0.5);
+        let p = worst_case_posterior(0.5, 1.0);
+        assert!((p - std::f64::consts::E / (1.0 + std::f64::consts::E)).abs() < 1e-12);
+        assert_eq!(worst_case_posterior(0.5, 1e6), 1.0);
+        assert_eq!(worst_case_posterior(0.0, 3.0), 0.0);
+        for prior in PRIORS {
+            assert!(worst_case_posterior(prior, 2.0) > prior);
+        }
+    }
+
+    #[test]
+    fn site_view_counts_every_release_at_rate_one() {
+        let events = vec![
+            PrivacyEvent::gaussian(1.0, 0.1, 5).with_tv_slack(1e-9),
+            PrivacyEvent::DiscreteLaplace {
+                epsilon: 0.1,
+                count: 1,
+            },
+        ];
+        let site = site_view(&events);
+        assert_eq!(
+            site[0],
+            PrivacyEvent::gaussian(1.0, 1.0, 5).with_tv_slack(1e-9)
+        );
+        assert_eq!(site[1], events[1]);
+    }
+}
