@@ -9,11 +9,14 @@
 //!   certificates required and verified against the federation CA, ALPN h2;
 //!   read a peer's identity from its certificate ([`peer_name`]); explain a
 //!   refused handshake in one sentence ([`describe_tls_error`]).
+//! - [`check`]: check a node's TLS files before it runs (dates, chain,
+//!   names).
 //! - [`testing`]: a fresh PKI per test run for other crates' tests.
 //!
 //! A participant's identity is the name in its certificate (the subject
 //! common name), never a name it claims in a message.
 
+pub mod check;
 mod error;
 pub mod pki;
 #[cfg(any(test, feature = "testing"))]

@@ -46,11 +46,44 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The privacy report: what ε promises, in plain words, from the ledger.
+    Report {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ReportFormat::Md)]
+        format: ReportFormat,
+    },
+    /// Check a configuration, its certificates and the store; print what
+    /// `serve` would do. Exits non-zero when something would not work.
+    Check {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Privacy planning: ε of a schedule, or σ for a target ε.
     Privacy {
         #[command(subcommand)]
         command: PrivacyCommand,
     },
+}
+
+/// Formats of `report`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ReportFormat {
+    /// Markdown.
+    Md,
+    /// A standalone HTML page.
+    Html,
+    /// One JSON object.
+    Json,
+}
+
+/// The command line's grammar, for checking command lines written
+/// elsewhere (documentation, manifests) against it.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
 }
 
 fn init_tracing() {
@@ -77,6 +110,16 @@ where
         }
         Command::Status { config, json } => report(status(config, json)),
         Command::Ledger { config, json } => report(ledger(config, json)),
+        Command::Report { config, format } => report(privacy_report(config, format)),
+        Command::Check { config } => {
+            let r = crate::check::check(&config, std::time::SystemTime::now());
+            print!("{r}");
+            if r.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
     }
 }
 
@@ -105,9 +148,7 @@ fn serve(config: PathBuf) -> anyhow::Result<()> {
             &settings.config.federation.output_dir,
             listener.local_addr()?,
         )?;
-        let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
-        };
+        let shutdown = shutdown_signal()?;
         crate::server::run(settings, listener, shutdown).await
     })?;
     match outcome {
@@ -128,6 +169,33 @@ fn serve(config: PathBuf) -> anyhow::Result<()> {
             tracing::info!("stopped before the federation finished; `serve` again resumes it");
             Ok(())
         }
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed
+/// before this returns, so a signal that arrives early is not lost.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        Ok(async move {
+            let which = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(
+                signal = which,
+                "stopping: the round in progress is aborted, nothing half-released"
+            );
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }
 
@@ -165,6 +233,23 @@ fn ledger(config: PathBuf, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&r)?);
     } else {
         print!("{r}");
+    }
+    Ok(())
+}
+
+fn privacy_report(config: PathBuf, format: ReportFormat) -> anyhow::Result<()> {
+    let settings = Settings::load(&config)?;
+    let store = Store::open_read_only(&settings.store)?;
+    let r = crate::privacy_report::PrivacyReport::from_store(
+        &store,
+        &settings.config.federation.name,
+        settings.config.privacy.delta,
+        settings.max_epsilon,
+    )?;
+    match format {
+        ReportFormat::Md => print!("{}", crate::privacy_report::markdown(&r)),
+        ReportFormat::Html => print!("{}", crate::privacy_report::html_document(&r)),
+        ReportFormat::Json => println!("{}", serde_json::to_string(&r)?),
     }
     Ok(())
 }

@@ -57,7 +57,16 @@ pub struct Driver {
     machine: FederationMachine,
     outboxes: HashMap<String, (u64, Outbox)>,
     round_started_ms: HashMap<u64, i64>,
+    /// The round started and not yet released or aborted.
+    current: Option<RoundSummary>,
 }
+
+/// Why a round in progress at shutdown ends unreleased.
+pub const SHUTDOWN_REASON: &str = "the coordinator was stopped before the round was committed;                                    nothing of it was released";
+
+/// What the participants' sessions end with when the coordinator stops.
+pub const SHUTDOWN_STATUS: &str =
+    "the coordinator is shutting down; it resumes from its store when restarted";
 
 use tessera_common::time::now_ms;
 
@@ -132,14 +141,22 @@ impl Driver {
             machine,
             outboxes: HashMap::new(),
             round_started_ms: HashMap::new(),
+            current: None,
         })
     }
 
-    /// Runs until the federation finishes or the session events end.
+    /// Runs until the federation finishes, the session events end, or
+    /// `shutdown` resolves. On shutdown a round in progress is recorded as
+    /// aborted (nothing of it was released: a release is committed within
+    /// one step of this loop, never across an await), its cohort is told,
+    /// every session is closed with [`SHUTDOWN_STATUS`], and the store is
+    /// closed when the driver is dropped.
     pub async fn run(
         mut self,
         mut events: mpsc::Receiver<SessionEvent>,
+        shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<Outcome> {
+        let mut shutdown = std::pin::pin!(shutdown);
         self.machine.start(Instant::now());
         loop {
             if let Some(outcome) = self.drain_outputs()? {
@@ -155,8 +172,61 @@ impl Driver {
                 _ = sleep_until(deadline) => {
                     self.machine.handle_timeout(Instant::now());
                 }
+                () = &mut shutdown => {
+                    self.stop()?;
+                    return Ok(Outcome::Interrupted);
+                }
             }
         }
+    }
+
+    /// Ends the round in progress unreleased, tells its cohort, closes every
+    /// session and records the coordinator as stopped.
+    fn stop(&mut self) -> anyhow::Result<()> {
+        use tessera_proto::v1::{self, coordinator_message::Body};
+        if let Some(mut s) = self.current.take() {
+            s.reason = Some(SHUTDOWN_REASON.to_owned());
+            let started = self
+                .round_started_ms
+                .remove(&s.round)
+                .unwrap_or_else(now_ms);
+            self.record(&s, RoundStatus::Aborted, started, Some(now_ms()))?;
+            self.metrics.round_aborted();
+            self.append_metrics_line(&s, "aborted", None, None)?;
+            for name in &s.cohort {
+                self.send(
+                    name,
+                    v1::CoordinatorMessage {
+                        body: Some(Body::Result(v1::RoundResult {
+                            round: s.round,
+                            completed: false,
+                            reason: SHUTDOWN_REASON.to_owned(),
+                            contributors: 0,
+                            epsilon: 0.0,
+                        })),
+                    },
+                );
+            }
+            info!(
+                round = s.round,
+                "round in progress aborted: the coordinator is stopping"
+            );
+        }
+        for (_, (_, outbox)) in self.outboxes.drain() {
+            let _ = outbox.try_send(Err(tonic::Status::unavailable(SHUTDOWN_STATUS)));
+        }
+        self.metrics.set_participants_connected(0);
+        let status = LiveStatus {
+            current_round: None,
+            training_round: None,
+            stage: "stopped".to_owned(),
+            connected: 0,
+            pid: std::process::id(),
+            updated_at_ms: now_ms(),
+        };
+        self.store.set_live_status(&status)?;
+        info!("coordinator stopped cleanly; `serve` resumes the federation from its store");
+        Ok(())
     }
 
     fn on_event(&mut self, ev: SessionEvent) {
@@ -222,8 +292,10 @@ impl Driver {
                     let started = now_ms();
                     self.round_started_ms.insert(s.round, started);
                     self.record(&s, RoundStatus::Started, started, None)?;
+                    self.current = Some(s);
                 }
                 Output::RoundAborted(s) => {
+                    self.current = None;
                     self.metrics.round_aborted();
                     self.metrics.participants_dropped(s.dropped.len() as u64);
                     let started = self
@@ -234,6 +306,7 @@ impl Driver {
                     self.append_metrics_line(&s, "aborted", None, None)?;
                 }
                 Output::Commit(commit) => {
+                    self.current = None;
                     let round = commit.summary.round;
                     let next_clip_norm = self.machine.pending_clip_norm();
                     self.commit(*commit, next_clip_norm)?;

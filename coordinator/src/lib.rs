@@ -14,6 +14,7 @@
 //! - [`config`], [`metrics`], [`privacy_cmd`].
 
 pub mod budget;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod driver;

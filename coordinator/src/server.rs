@@ -38,14 +38,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Outcome> {
     tessera_certs::install_crypto_provider();
-    let tls = settings.config.tls.clone();
-    let material = tessera_certs::TlsFiles {
-        ca: tls.ca.clone(),
-        cert: tls.cert.clone(),
-        key: tls.key.clone(),
-    }
-    .load()
-    .context("loading the coordinator's TLS material")?;
+    let material = settings
+        .config
+        .tls
+        .load()
+        .context("loading the coordinator's TLS material")?;
     let tls_config =
         tessera_certs::server_config(&material).context("building the TLS configuration")?;
     let acceptor = TlsAcceptor::from(tls_config);
@@ -123,14 +120,9 @@ pub async fn run(
     };
     let grpc_task = tokio::spawn(grpc);
 
-    let outcome = tokio::select! {
-        r = driver.run(events_rx) => r,
-        _ = shutdown => {
-            info!("shutdown requested");
-            Ok(Outcome::Interrupted)
-        }
-    };
-    // Let FederationDone messages reach the participants before closing.
+    let outcome = driver.run(events_rx, shutdown).await;
+    // Let FederationDone (or the shutdown's messages) reach the participants
+    // before closing.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let _ = stop_tx.send(true);
     let _ = stop_rx.changed().await;

@@ -16,7 +16,7 @@ use tessera_privacy::{AccountantKind, PrivacyEvent};
 
 use crate::store::{GUARANTEE, LedgerReport, LedgerRow, Store, StoreError, ledger_report};
 
-pub use render::{html, markdown};
+pub use render::{html, html_document, markdown};
 
 /// Prior beliefs (probability that a given site's data was used) of the
 /// worst-case posterior table.
@@ -250,7 +250,10 @@ fn groups(rows: &[LedgerRow]) -> Vec<ReleaseGroup> {
                 g.count += count;
                 g.clip_norm_min = g.clip_norm_min.min(r.clip_norm);
                 g.clip_norm_max = g.clip_norm_max.max(r.clip_norm);
-                g.cohort = [g.cohort[0].min(r.cohort_size), g.cohort[1].max(r.cohort_size)];
+                g.cohort = [
+                    g.cohort[0].min(r.cohort_size),
+                    g.cohort[1].max(r.cohort_size),
+                ];
             }
             None => out.push(ReleaseGroup {
                 kind,

@@ -34,7 +34,9 @@ fn accountant_words(name: &str) -> &'static str {
             "exact composition of Gaussian mechanisms (the true ε of this noise, not merely a bound)"
         }
         "pld" => "privacy loss distributions (a numerically tight upper bound)",
-        "rdp" => "Rényi differential privacy (the usual \"moments\" accountant: always valid, often loose)",
+        "rdp" => {
+            "Rényi differential privacy (the usual \"moments\" accountant: always valid, often loose)"
+        }
         _ => "no accountant (nothing was released)",
     }
 }
@@ -234,7 +236,9 @@ fn document(r: &PrivacyReport) -> Vec<Block> {
          figure."
     )));
 
-    d.push(Heading("What the coordinator sees, and what it does not".into()));
+    d.push(Heading(
+        "What the coordinator sees, and what it does not".into(),
+    ));
     d.push(List(vec![
         "It sees each site's name (from its certificate), its public keys, encrypted key shares \
          it cannot open, and a masked update that looks like random numbers to it."
@@ -247,7 +251,9 @@ fn document(r: &PrivacyReport) -> Vec<Block> {
         "It never sees a hospital's data, nor any single hospital's update or figures.".into(),
     ]));
 
-    d.push(Heading("Why not release \"anonymised\" data instead".into()));
+    d.push(Heading(
+        "Why not release \"anonymised\" data instead".into(),
+    ));
     d.push(Para(
         "Removing names and record numbers does not protect anyone: the fields that remain can be \
          linked with other data sets. ZIP code, birth date and sex alone single out most \
@@ -359,4 +365,18 @@ pub fn html(r: &PrivacyReport) -> String {
     }
     out.push_str("</section>\n");
     out
+}
+
+/// The report as a standalone HTML page (no script, no outside resource).
+pub fn html_document(r: &PrivacyReport) -> String {
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <title>Privacy report: {}</title><style>body{{font-family:system-ui,sans-serif;\
+         max-width:860px;margin:0 auto;padding:0 16px}}table{{border-collapse:collapse}}\
+         th,td{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left}}\
+         .banner{{background:#c0392b;color:#fff;padding:8px;font-weight:bold}}</style></head>\
+         <body>\n{}</body></html>\n",
+        crate::web::escape(&r.federation),
+        html(r)
+    )
 }

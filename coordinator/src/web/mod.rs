@@ -106,7 +106,11 @@ pub fn router(state: Arc<WebState>) -> Router {
 }
 
 async fn metrics_handler(State(state): State<Arc<WebState>>) -> Response {
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], state.metrics.render()).into_response()
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Runs a blocking page renderer and answers with its text.
@@ -143,7 +147,10 @@ async fn rendered(
         HeaderValue::from_static("nosniff"),
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     response
 }
 
@@ -152,7 +159,12 @@ async fn page_handler(State(state): State<Arc<WebState>>) -> Response {
 }
 
 async fn report_markdown(State(state): State<Arc<WebState>>) -> Response {
-    rendered(state, "text/markdown; charset=utf-8", page::render_report_md).await
+    rendered(
+        state,
+        "text/markdown; charset=utf-8",
+        page::render_report_md,
+    )
+    .await
 }
 
 async fn report_json(State(state): State<Arc<WebState>>) -> Response {

@@ -10,9 +10,7 @@ use std::sync::Mutex;
 use super::chart::{Series, line_chart};
 use super::escape;
 use crate::privacy_report::{self, PrivacyReport};
-use crate::store::{
-    LedgerReport, RoundStatus, Store, format_utc_ms, ledger_report, status_report,
-};
+use crate::store::{LedgerReport, RoundStatus, Store, format_utc_ms, ledger_report, status_report};
 
 /// Most rounds listed on the page (the newest).
 const MAX_ROUNDS_LISTED: usize = 100;
@@ -72,7 +70,10 @@ impl PageSource {
     fn figures(&self, store: &Store) -> Result<Cached, String> {
         let key = (
             store.ledger().map_err(|e| e.to_string())?.len(),
-            store.non_private_releases().map_err(|e| e.to_string())?.len(),
+            store
+                .non_private_releases()
+                .map_err(|e| e.to_string())?
+                .len(),
         );
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = cache.as_ref().filter(|c| c.key == key) {
@@ -80,14 +81,9 @@ impl PageSource {
         }
         let ledger = ledger_report(store, self.delta).map_err(|e| e.to_string())?;
         let rows = store.ledger().map_err(|e| e.to_string())?;
-        let report = PrivacyReport::from_ledger(
-            store.path(),
-            &self.federation,
-            &ledger,
-            &rows,
-            self.budget,
-        )
-        .map_err(|e| e.to_string())?;
+        let report =
+            PrivacyReport::from_ledger(store.path(), &self.federation, &ledger, &rows, self.budget)
+                .map_err(|e| e.to_string())?;
         let fresh = Cached {
             key,
             ledger,
@@ -162,8 +158,7 @@ dl{display:grid;grid-template-columns:max-content auto;gap:2px 16px}dt{color:#66
 /// The whole page.
 pub(super) fn render_page(source: &PageSource) -> Result<String, String> {
     let store = source.open()?;
-    let status =
-        status_report(&store, source.delta, source.budget).map_err(|e| e.to_string())?;
+    let status = status_report(&store, source.delta, source.budget).map_err(|e| e.to_string())?;
     let rounds = store.rounds().map_err(|e| e.to_string())?;
     let figures = source.figures(&store)?;
     let finish = store.meta("finish_reason").map_err(|e| e.to_string())?;
