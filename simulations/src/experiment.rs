@@ -1,6 +1,7 @@
 //! `tessera-sim run` and `demo`: partition the data, launch a real local
 //! federation, follow its rounds, evaluate every released model on the
-//! pooled test split, and write `summary.json` and `metrics.csv`.
+//! pooled test split, and write `summary.json`, `metrics.csv` and
+//! `privacy_report.md`.
 //!
 //! This is the one code path that simulations grow on: partitions, privacy
 //! settings, faults and sweeps all end up as a [`RunSpec`].
@@ -604,6 +605,13 @@ pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
         history,
     };
     write_outputs(&out, &summary)?;
+    tessera_coordinator::privacy_report::write_markdown(
+        &layout.store(),
+        "tessera-sim",
+        privacy.map_or(1e-5, |p| p.delta),
+        privacy.and_then(|p| p.max_epsilon.or(p.target_epsilon)),
+        &out.join("privacy_report.md"),
+    )?;
     Ok(summary)
 }
 

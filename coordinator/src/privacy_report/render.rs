@@ -71,8 +71,8 @@ fn document(r: &PrivacyReport) -> Vec<Block> {
         d.push(Para(format!(
             "The coordinator has released {} aggregate(s): {} model update(s) and {} other \
              release(s), such as the pooled feature statistics every site standardises its data \
-             with. Each one was clipped, summed through secure aggregation, noised, and written \
-             to the privacy ledger before anyone saw it. Together they satisfy differential \
+             with. Each one was bounded, noised, and written to the privacy ledger before anyone \
+             saw it. Together they satisfy differential \
              privacy with ε = {} and δ = {:e} for each site's contribution.",
             r.releases,
             r.training_rounds,
@@ -136,7 +136,7 @@ fn document(r: &PrivacyReport) -> Vec<Block> {
                 "release".into(),
                 "how many".into(),
                 "noise multiplier σ".into(),
-                "clip norm C".into(),
+                "clip norm C (most one site moves the sum)".into(),
                 "sampling rate q".into(),
                 "sites in the sum".into(),
             ],
@@ -168,7 +168,7 @@ fn document(r: &PrivacyReport) -> Vec<Block> {
             d.push(Para(format!(
                 "The noise is drawn exactly on a fixed-point grid, and sampled cohorts have a \
                  minimum size; both differ slightly from the textbook mechanism. The ledger \
-                 records that difference ({:e} in total) and δ above already includes it.",
+                 records that difference ({:.1e} in total) and δ above already includes it.",
                 r.tv_slack
             )));
         }
