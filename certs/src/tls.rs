@@ -28,8 +28,10 @@ use crate::pki::{CA_CERT_FILE, cert_path, key_path};
 pub const ALPN_H2: &[u8] = b"h2";
 
 /// Where one node's TLS files are: the federation CA certificate, the node's
-/// own certificate, and its private key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// own certificate, and its private key. Also the `[tls]` section of the
+/// coordinator's and the participants' configuration files.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     /// The federation CA certificate (PEM; may hold several CA certificates).
     pub ca: PathBuf,

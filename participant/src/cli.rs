@@ -42,6 +42,16 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    main_with_hook(args, None)
+}
+
+/// [`main`], with a hook that sees every message a running participant
+/// sends (simulations inject their faults through it).
+pub fn main_with_hook<I, T>(args: I, hook: Option<Box<dyn crate::client::SendHook>>) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
     match Cli::parse_from(args).command {
         Command::Run { config } => {
             let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
@@ -50,7 +60,7 @@ where
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
                 .init();
-            match run(config) {
+            match run(config, hook) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     eprintln!("error: {e:#}");
@@ -68,14 +78,14 @@ where
     }
 }
 
-fn run(config: PathBuf) -> anyhow::Result<u8> {
+fn run(config: PathBuf, hook: Option<Box<dyn crate::client::SendHook>>) -> anyhow::Result<u8> {
     let config = ParticipantConfig::load(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(crate::client::run(config))
+    runtime.block_on(crate::client::run_with(config, hook))
 }
 
 fn ledger(config: PathBuf, json: bool) -> anyhow::Result<()> {

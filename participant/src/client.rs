@@ -1,6 +1,8 @@
-//! The network loop: connect over mutual TLS, run a session, reconnect with
-//! exponential backoff when the coordinator goes away, until the federation
-//! ends.
+//! The participant's I/O shell around the site machine: it reads the data
+//! file, opens the SQLite ledger, draws randomness from the operating
+//! system and the time from the system clock, then connects over mutual
+//! TLS, runs sessions and reconnects with exponential backoff when the
+//! coordinator goes away, until the federation ends.
 
 use std::time::{Duration, Instant};
 
@@ -12,9 +14,14 @@ use tonic::Code;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tracing::{error, info, warn};
 
+use rand::SeedableRng;
+use tessera_proto::v1::ParticipantMessage;
+
 use crate::config::ParticipantConfig;
+use crate::data::LocalData;
 use crate::ledger::SiteLedger;
-use crate::session::{Action, Site};
+use crate::site::{Action, Site, SiteParts, SystemClock};
+use crate::trainer::BuiltinTrainer;
 
 /// Largest gRPC message accepted or sent.
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
@@ -22,13 +29,12 @@ pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 pub const EXIT_REFUSED: u8 = 5;
 /// Exit code when the coordinator stayed unreachable past the give-up time.
 pub const EXIT_UNREACHABLE: u8 = 6;
-/// Exit code of a simulated crash (`[simulation] crash_after_shares`).
-pub const EXIT_SIMULATED_CRASH: u8 = 101;
-
-/// Whether `m` is the shares message after which a simulated crash is due.
-fn crash_after(round: Option<u64>, m: &tessera_proto::v1::ParticipantMessage) -> bool {
-    use tessera_proto::v1::participant_message::Body;
-    matches!((round, &m.body), (Some(r), Some(Body::ShareKeys(s))) if s.round == r)
+/// Sees every message after the shell has queued it for the coordinator.
+/// Production runs without one; simulations use it to inject faults (a
+/// site that vanishes at a chosen point of the protocol).
+pub trait SendHook: Send {
+    /// Called after `message` was queued for sending.
+    fn sent(&mut self, message: &ParticipantMessage);
 }
 
 enum SessionEnd {
@@ -39,13 +45,17 @@ enum SessionEnd {
 
 /// Runs the participant until the federation ends; returns the exit code.
 pub async fn run(config: ParticipantConfig) -> anyhow::Result<u8> {
+    run_with(config, None).await
+}
+
+/// [`run`], with a hook that sees every message sent.
+pub async fn run_with(
+    config: ParticipantConfig,
+    mut hook: Option<Box<dyn SendHook>>,
+) -> anyhow::Result<u8> {
     tessera_certs::install_crypto_provider();
-    let files = tessera_certs::TlsFiles {
-        ca: config.tls.ca.clone(),
-        cert: config.tls.cert.clone(),
-        key: config.tls.key.clone(),
-    };
-    let material = files
+    let material = config
+        .tls
         .load()
         .context("loading this participant's TLS material")?;
     let server_name = config.server_name();
@@ -66,21 +76,29 @@ pub async fn run(config: ParticipantConfig) -> anyhow::Result<u8> {
     std::fs::create_dir_all(&config.participant.state_dir)
         .with_context(|| format!("creating {}", config.participant.state_dir.display()))?;
     let ledger = SiteLedger::open(&config.ledger_path())?;
+    let data = LocalData::read(&config.participant.data).with_context(|| {
+        format!(
+            "reading this site's data {}",
+            config.participant.data.display()
+        )
+    })?;
     let reconnect = config.reconnect.clone();
-    let crash_round = config.simulation.crash_after_shares;
-    if let Some(r) = crash_round {
-        warn!(
-            round = r,
-            "simulation fault configured: this site will crash after sending its shares"
-        );
-    }
-    let mut site = Site::new(config, ledger);
-    match crate::signing::KeySigning::from_material(&material) {
-        Ok(signing) => site = site.with_key_signing(signing),
+    let key_signing = match crate::signing::KeySigning::from_material(&material) {
+        Ok(signing) => Some(signing),
         Err(e) => {
-            warn!(error = %e, "advertised keys cannot be signed; rounds with signed keys will be declined")
+            warn!(error = %e, "advertised keys cannot be signed; rounds with signed keys will be declined");
+            None
         }
-    }
+    };
+    let mut site = Site::new(SiteParts {
+        policy: config.site_policy(),
+        data,
+        ledger: Box::new(ledger),
+        trainer: Box::new(BuiltinTrainer),
+        rng: Box::new(rand::rngs::StdRng::from_rng(&mut rand::rng())),
+        clock: Box::new(SystemClock),
+        key_signing,
+    });
 
     let mut backoff = reconnect.initial();
     let mut unreachable_since = Instant::now();
@@ -89,7 +107,7 @@ pub async fn run(config: ParticipantConfig) -> anyhow::Result<u8> {
     loop {
         let end = match endpoint.connect().await {
             Ok(channel) => {
-                let end = session(&mut site, channel, crash_round, &mut joined).await;
+                let end = session(&mut site, channel, &mut hook, &mut joined).await;
                 if matches!(end, SessionEnd::Lost(_)) {
                     // A session that got going resets the clock and the backoff.
                     unreachable_since = Instant::now();
@@ -175,7 +193,7 @@ fn refusal(status: &tonic::Status) -> Option<String> {
 async fn session(
     site: &mut Site,
     channel: tonic::transport::Channel,
-    crash_round: Option<u64>,
+    hook: &mut Option<Box<dyn SendHook>>,
     joined: &mut bool,
 ) -> SessionEnd {
     let mut client = FederationClient::new(channel)
@@ -214,20 +232,16 @@ async fn session(
             }
         };
         // Local training can take a while: keep the runtime's other work going.
-        let actions = tokio::task::block_in_place(|| site.handle(message));
-        for action in actions {
+        tokio::task::block_in_place(|| site.handle(message));
+        while let Some(action) = site.poll_action() {
             match action {
                 Action::Send(m) => {
-                    let crash = crash_after(crash_round, &m);
+                    let seen = hook.as_ref().map(|_| m.clone());
                     if tx.send(m).await.is_err() {
                         return SessionEnd::Lost("session closed while sending".into());
                     }
-                    if crash {
-                        // Simulated crash: let the shares leave, then vanish
-                        // without a goodbye, mid-round.
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                        warn!("simulated crash after sending shares");
-                        std::process::exit(EXIT_SIMULATED_CRASH as i32);
+                    if let (Some(h), Some(m)) = (hook.as_mut(), seen) {
+                        h.sent(&m);
                     }
                 }
                 Action::Exit { code, reason } => {

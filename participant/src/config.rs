@@ -27,46 +27,18 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// A configuration error naming the key or file at fault.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// Not valid TOML, or unknown or mistyped keys.
-    #[error("{path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message, with key and line.
-        message: String,
-    },
-    /// A value out of range.
-    #[error("invalid `{key}`: {message}")]
-    Invalid {
-        /// Dotted key.
-        key: &'static str,
-        /// Why.
-        message: String,
-    },
-}
+pub use tessera_common::config::{ConfigError, invalid};
 
 /// The participant configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParticipantConfig {
     /// Where and what.
     pub participant: ParticipantSection,
-    /// TLS material.
-    pub tls: TlsSection,
+    /// TLS material: `[tls]` with `ca`, `cert` and `key` (PEM files).
+    pub tls: tessera_certs::TlsFiles,
     /// The site's own privacy budget.
     #[serde(default)]
     pub privacy: SitePrivacySection,
@@ -76,24 +48,10 @@ pub struct ParticipantConfig {
     /// Limits on what a coordinator's announcement may ask of the site.
     #[serde(default)]
     pub limits: LimitsSection,
-    /// Fault injection for simulations and tests. Never set in production.
-    #[serde(default)]
-    pub simulation: SimulationSection,
-}
-
-/// `[simulation]`: faults a simulated site injects into itself, so that
-/// dropout recovery can be exercised across real processes at a chosen
-/// point of the protocol.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct SimulationSection {
-    /// Exit abruptly (as a crash would) right after sending the encrypted
-    /// shares of this aggregation, before sending its masked input.
-    pub crash_after_shares: Option<u64>,
 }
 
 /// `[participant]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ParticipantSection {
     /// Coordinator URL, `https://host:port`.
@@ -112,20 +70,8 @@ pub struct ParticipantSection {
     pub allowed_columns: Option<Vec<String>>,
 }
 
-/// `[tls]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSection {
-    /// Federation CA certificate.
-    pub ca: PathBuf,
-    /// This participant's certificate.
-    pub cert: PathBuf,
-    /// This participant's private key.
-    pub key: PathBuf,
-}
-
 /// `[privacy]`: the site's own limits, checked before any data is touched.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SitePrivacySection {
     /// Decline a round that would take the site's own ε past this.
@@ -164,7 +110,7 @@ impl SitePrivacySection {
 
 /// `[limits]`: the largest announcement the site takes part in. A round
 /// beyond them is declined before any data is touched.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsSection {
     /// Largest vector (model parameters, statistics) a round may announce.
@@ -193,7 +139,7 @@ impl Default for LimitsSection {
 }
 
 /// `[reconnect]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReconnectSection {
     /// First wait after a lost connection, in seconds.
@@ -229,25 +175,11 @@ impl ReconnectSection {
     }
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        message: message.into(),
-    }
-}
-
 impl ParticipantConfig {
     /// Reads, parses and validates a configuration file; relative paths are
     /// resolved against its directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut c: ParticipantConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let mut c: ParticipantConfig = tessera_common::config::read_toml(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         for p in [
             &mut c.participant.data,
@@ -256,9 +188,7 @@ impl ParticipantConfig {
             &mut c.tls.cert,
             &mut c.tls.key,
         ] {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
+            tessera_common::config::resolve(base, p);
         }
         c.validate()?;
         Ok(c)
@@ -341,6 +271,15 @@ impl ParticipantConfig {
             .map(|(h, _)| h)
             .unwrap_or(host)
             .to_owned()
+    }
+
+    /// The part of the configuration the site machine decides by.
+    pub fn site_policy(&self) -> crate::site::SitePolicy {
+        crate::site::SitePolicy {
+            privacy: self.privacy.clone(),
+            limits: self.limits.clone(),
+            allowed_columns: self.participant.allowed_columns.clone(),
+        }
     }
 
     /// Path of the site ledger.

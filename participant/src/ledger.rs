@@ -22,22 +22,23 @@
 //! slack 0 and private, which is what their rounds announced). Opening a
 //! version-1 ledger for writing migrates it; a read-only open reads it as is.
 
+mod memory;
 mod report;
+mod store;
+
+pub use memory::MemoryLedger;
+pub use store::LedgerStore;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
-use tessera_privacy::{AccountantKind, PrivacyEvent};
+use tessera_privacy::PrivacyEvent;
 
 pub use report::{NOT_PRIVATE, SiteLedgerReport, SiteLedgerRow, site_ledger_report};
 
 /// Schema version stored in `PRAGMA user_version`.
 pub const SCHEMA_VERSION: i64 = 2;
-
-/// How long a statement waits for a lock held by another connection.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Schema version 1 (kept to create a fresh ledger by the same path as an
 /// old one takes: version 1, then every migration).
@@ -170,6 +171,30 @@ impl Contribution {
     pub fn event(&self) -> PrivacyEvent {
         PrivacyEvent::gaussian(self.noise_multiplier, 1.0, 1).with_tv_slack(self.tv_slack)
     }
+
+    /// Whether the contribution can be recorded: accountable, with finite,
+    /// non-negative figures (the reason otherwise).
+    pub fn check(&self) -> Result<(), String> {
+        self.event().validate().map_err(|e| {
+            format!(
+                "contribution to round {}: cannot be accounted: {e}",
+                self.round
+            )
+        })?;
+        for (name, v) in [
+            ("noise_multiplier", self.noise_multiplier),
+            ("clip_norm", self.clip_norm),
+            ("tv_slack", self.tv_slack),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!(
+                    "contribution to round {}: {name} must be finite and non-negative, got {v}",
+                    self.round
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The site's privacy ledger (SQLite, in the participant's state directory).
@@ -191,16 +216,12 @@ impl SiteLedger {
                 source,
             })?;
         }
-        let conn = Connection::open(path).map_err(|source| LedgerError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let conn = tessera_common::sqlite::open_durable(path).map_err(|e| open_error(path, e))?;
         let mut ledger = SiteLedger {
             conn,
             path: path.to_path_buf(),
             version: SCHEMA_VERSION,
         };
-        ledger.configure()?;
         ledger.migrate()?;
         Ok(ledger)
     }
@@ -213,31 +234,14 @@ impl SiteLedger {
                 path: path.to_path_buf(),
             });
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| LedgerError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let conn = tessera_common::sqlite::open_read_only(path).map_err(|e| open_error(path, e))?;
         let mut ledger = SiteLedger {
             conn,
             path: path.to_path_buf(),
             version: SCHEMA_VERSION,
         };
-        ledger
-            .conn
-            .busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| ledger.sql(e))?;
-        ledger
-            .conn
-            .pragma_update(None, "query_only", true)
-            .map_err(|e| ledger.sql(e))?;
-        let found: i64 = ledger
-            .conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(|e| ledger.sql(e))?;
+        let found =
+            tessera_common::sqlite::user_version(&ledger.conn).map_err(|e| ledger.sql(e))?;
         if !(1..=SCHEMA_VERSION).contains(&found) {
             return Err(LedgerError::SchemaVersion {
                 path: ledger.path.clone(),
@@ -257,27 +261,10 @@ impl SiteLedger {
     /// Records a contribution; committed and fsync'd when this returns. A
     /// second contribution to the same round of the same federation is
     /// refused with [`LedgerError::DuplicateRound`].
-    pub fn record(&mut self, c: &Contribution) -> Result<(), LedgerError> {
+    fn insert(&mut self, c: &Contribution) -> Result<(), LedgerError> {
         let round = i64::try_from(c.round)
             .map_err(|_| self.invalid(format!("round {} is too large", c.round)))?;
-        c.event().validate().map_err(|e| {
-            self.invalid(format!(
-                "contribution to round {}: cannot be accounted: {e}",
-                c.round
-            ))
-        })?;
-        for (name, v) in [
-            ("noise_multiplier", c.noise_multiplier),
-            ("clip_norm", c.clip_norm),
-            ("tv_slack", c.tv_slack),
-        ] {
-            if !v.is_finite() || v < 0.0 {
-                return Err(self.invalid(format!(
-                    "contribution to round {}: {name} must be finite and non-negative, got {v}",
-                    c.round
-                )));
-            }
-        }
+        c.check().map_err(|reason| self.invalid(reason))?;
         let path = self.path.clone();
         let sql_err = |source| LedgerError::Sqlite {
             path: path.clone(),
@@ -329,8 +316,7 @@ impl SiteLedger {
         tx.commit().map_err(sql_err)
     }
 
-    /// Every contribution, in the order recorded.
-    pub fn contributions(&self) -> Result<Vec<Contribution>, LedgerError> {
+    fn read_contributions(&self) -> Result<Vec<Contribution>, LedgerError> {
         // A version-1 ledger (read-only open) has neither column: its rows
         // announced no slack and no seeded noise.
         let extra = if self.version >= 2 {
@@ -372,64 +358,6 @@ impl SiteLedger {
             })
             .map_err(|e| self.sql(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.sql(e))
-    }
-
-    /// The privacy events the site counts: one Gaussian event with sampling
-    /// rate 1 per contribution, with the announced noise multiplier and the
-    /// round's slack (contributions with the same noise multiplier are merged
-    /// into one event with a count and the sum of their slacks, which
-    /// composes identically).
-    pub fn events(&self) -> Result<Vec<PrivacyEvent>, LedgerError> {
-        Ok(site_events(&self.contributions()?))
-    }
-
-    /// The site's ε at `delta` (best accountant); 0 with no contributions.
-    pub fn epsilon(&self, delta: f64) -> Result<f64, LedgerError> {
-        self.epsilon_of(&self.events()?, delta)
-    }
-
-    /// The site's ε at `delta` if it also contributed `next`: what the site
-    /// checks before it touches its data for a round.
-    pub fn epsilon_if(&self, next: &Contribution, delta: f64) -> Result<f64, LedgerError> {
-        let mut contributions = self.contributions()?;
-        contributions.push(next.clone());
-        self.epsilon_of(&site_events(&contributions), delta)
-    }
-
-    pub(crate) fn epsilon_of(
-        &self,
-        events: &[PrivacyEvent],
-        delta: f64,
-    ) -> Result<f64, LedgerError> {
-        if events.is_empty() {
-            return Ok(0.0);
-        }
-        tessera_privacy::epsilon(events, delta, AccountantKind::Best)
-            .map(|r| r.epsilon)
-            .map_err(|source| LedgerError::Privacy {
-                path: self.path.clone(),
-                source,
-            })
-    }
-
-    fn configure(&mut self) -> Result<(), LedgerError> {
-        self.conn
-            .busy_timeout(BUSY_TIMEOUT)
-            .map_err(|e| self.sql(e))?;
-        let mode: String = self
-            .conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))
-            .map_err(|e| self.sql(e))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(self.invalid(format!("cannot switch to WAL journal mode (got {mode})")));
-        }
-        self.conn
-            .pragma_update(None, "synchronous", "FULL")
-            .map_err(|e| self.sql(e))?;
-        self.conn
-            .pragma_update(None, "foreign_keys", true)
-            .map_err(|e| self.sql(e))?;
-        Ok(())
     }
 
     fn migrate(&mut self) -> Result<(), LedgerError> {
@@ -477,6 +405,33 @@ impl SiteLedger {
             path: self.path.clone(),
             reason: reason.into(),
         }
+    }
+}
+
+impl LedgerStore for SiteLedger {
+    fn location(&self) -> &Path {
+        &self.path
+    }
+
+    fn contributions(&self) -> Result<Vec<Contribution>, LedgerError> {
+        self.read_contributions()
+    }
+
+    fn record(&mut self, c: &Contribution) -> Result<(), LedgerError> {
+        self.insert(c)
+    }
+}
+
+fn open_error(path: &Path, e: tessera_common::sqlite::OpenError) -> LedgerError {
+    match e {
+        tessera_common::sqlite::OpenError::Sqlite(source) => LedgerError::Sqlite {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => LedgerError::Invalid {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
     }
 }
 

@@ -2,26 +2,24 @@
 //! over mutual TLS, trains locally, and sends only a clipped, masked update.
 //!
 //! Layout:
-//! - [`session`]: the site's side of each round, without I/O (privacy check
-//!   before touching data, training, clipping, encoding, secure aggregation);
-//! - `task`: the task checked against the site's column allow-list, and
-//!   the site's data loaded for it;
-//! - [`terms`]: the check of a round's announced terms, before any data is
-//!   touched, with fixed decline codes;
-//! - `input`: the site's contribution to an accepted round (statistics or
-//!   clipped update, encoded), or a zero vector when it cannot be computed;
-//! - [`client`]: the gRPC client with reconnection and backoff;
-//! - [`ledger`]: the site's own privacy ledger (SQLite);
+//! - [`site`]: the site's side of each round as a machine without I/O
+//!   (privacy check before touching data, training, clipping, encoding,
+//!   secure aggregation), with its task and terms checks;
+//! - [`trainer`]: local training behind one trait (the built-in models);
+//! - [`data`]: the site's data as the shell hands it to the machine;
+//! - [`ledger`]: the site's own privacy ledger (SQLite, or in memory);
+//! - [`client`]: the I/O shell — gRPC with reconnection and backoff, the
+//!   files, the clock and the operating system's randomness;
 //! - [`config`]: the configuration file;
 //! - [`signing`]: signed advertised keys (opt-in defence against a
-//!   coordinator substituting secure-aggregation keys).
+//!   coordinator substituting secure-aggregation keys);
+//! - [`cli`]: the command line.
 
 pub mod cli;
 pub mod client;
 pub mod config;
-mod input;
+pub mod data;
 pub mod ledger;
-pub mod session;
 pub mod signing;
-mod task;
-pub mod terms;
+pub mod site;
+pub mod trainer;

@@ -85,7 +85,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
-use tessera_proto::v1;
 use tessera_secagg::{KeySigner, KeyVerifier};
 
 /// OID of an elliptic-curve public key (id-ecPublicKey).
@@ -447,8 +446,18 @@ pub struct CohortCertificate<'a> {
     pub certificate: &'a [u8],
 }
 
-impl<'a> From<&'a v1::CohortMember> for CohortCertificate<'a> {
-    fn from(m: &'a v1::CohortMember) -> Self {
+impl<'a> From<&'a tessera_proto::v1::CohortMember> for CohortCertificate<'a> {
+    fn from(m: &'a tessera_proto::v1::CohortMember) -> Self {
+        Self {
+            index: m.index,
+            name: &m.name,
+            certificate: &m.certificate,
+        }
+    }
+}
+
+impl<'a> From<&'a tessera_model::round::CohortMember> for CohortCertificate<'a> {
+    fn from(m: &'a tessera_model::round::CohortMember) -> Self {
         Self {
             index: m.index,
             name: &m.name,

@@ -15,6 +15,7 @@ mod common;
 
 use common::*;
 use prost::Message;
+use tessera_participant::ledger::LedgerStore;
 use tessera_proto::reasons::{decline_text, reject_text};
 use tessera_proto::v1::{
     self, DeclineCode, ParticipantMessage, RejectCode, coordinator_message::Body as In,
@@ -40,7 +41,7 @@ fn needles(dir: &SiteDir) -> Vec<String> {
     n.push(CSV_NAME.into());
     n.push("hospital-data-zq4471".into());
     // Column means: what exact statistics would reveal.
-    let task = tessera_participant::session::task_from_wire(&task(&FEATURES, "y", "> 0")).unwrap();
+    let task = tessera_proto::round::task_from_wire(&task(&FEATURES, "y", "> 0")).unwrap();
     let data = tessera_model::load_csv(&dir.csv, &task).unwrap();
     for column in data.x.columns() {
         let mean = column.mean().unwrap();
@@ -218,7 +219,7 @@ fn a_hostile_coordinator_learns_nothing_derived_from_the_data() {
         );
         // The detail (value, line, file) stays local: the exit reason.
         let (code, reason) = &probe_out.exits[0];
-        assert_eq!(*code, tessera_participant::session::EXIT_TASK_REJECTED);
+        assert_eq!(*code, tessera_participant::site::EXIT_TASK_REJECTED);
         assert!(reason.contains(CSV_NAME), "{reason}");
         check_sent(&probe_out, &needles);
     }

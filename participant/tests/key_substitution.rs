@@ -9,11 +9,12 @@ use std::path::Path;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tessera_participant::config::{
-    ParticipantConfig, ParticipantSection, ReconnectSection, SitePrivacySection, TlsSection,
+    ParticipantConfig, ParticipantSection, ReconnectSection, SitePrivacySection,
 };
+use tessera_participant::data::LocalData;
 use tessera_participant::ledger::SiteLedger;
-use tessera_participant::session::{Action, Site};
 use tessera_participant::signing::{CertificateKeySigner, CohortCertificate, KeySigning};
+use tessera_participant::site::{Action, Site};
 use tessera_proto::convert;
 use tessera_proto::v1::{
     self, CoordinatorMessage, DeclineCode, coordinator_message::Body as In,
@@ -59,22 +60,20 @@ impl Federation {
                 state_dir: state.clone(),
                 allowed_columns: None,
             },
-            tls: TlsSection {
-                ca: files.ca,
-                cert: files.cert,
-                key: files.key,
-            },
+            tls: files,
             privacy: SitePrivacySection::default(),
             reconnect: ReconnectSection::default(),
             limits: Default::default(),
-            simulation: Default::default(),
         };
         let ledger = SiteLedger::open(&state.join("ledger.sqlite")).unwrap();
-        let mut site = Site::new(config, ledger);
-        if signing {
-            site = site.with_key_signing(self.signing(name));
-        }
-        let welcome = site.handle(message(In::Welcome(v1::Welcome {
+        let data = LocalData::read(&config.participant.data).unwrap();
+        let mut site = Site::with_defaults(
+            config.site_policy(),
+            data,
+            Box::new(ledger),
+            signing.then(|| self.signing(name)),
+        );
+        let welcome = site.step(message(In::Welcome(v1::Welcome {
             protocol_version: tessera_proto::PROTOCOL_VERSION,
             participant_name: name.into(),
             federation: "test".into(),
@@ -220,7 +219,7 @@ fn peer_keys(keys: Vec<sa::AdvertiseKeys>) -> CoordinatorMessage {
 /// signed keys.
 fn alice_in_round(f: &Federation) -> Site {
     let mut alice = f.site("alice", true);
-    let (accepted, keys) = reply(&alice.handle(announce(1, f.cohort(), true)));
+    let (accepted, keys) = reply(&alice.step(announce(1, f.cohort(), true)));
     accepted.unwrap();
     let keys = keys.expect("alice advertised keys");
     // Her keys carry her certificate's signature, which Bob can check.
@@ -243,7 +242,7 @@ fn alice_in_round(f: &Federation) -> Site {
 fn honest_signed_round_goes_on() {
     let f = Federation::new();
     let mut alice = alice_in_round(&f);
-    let actions = alice.handle(peer_keys(peers(&f)));
+    let actions = alice.step(peer_keys(peers(&f)));
     assert!(sent_share_keys(&actions), "{actions:?}");
 }
 
@@ -278,10 +277,10 @@ fn substituted_keys_are_refused() {
                 &carol.mask_public_key,
             )),
         };
-        let actions = alice.handle(peer_keys(keys));
+        let actions = alice.step(peer_keys(keys));
         assert!(actions.is_empty(), "{actions:?}");
         // Alice left the round: the genuine keys arriving afterwards change nothing.
-        assert!(alice.handle(peer_keys(peers(&f))).is_empty());
+        assert!(alice.step(peer_keys(peers(&f))).is_empty());
     }
 }
 
@@ -295,7 +294,7 @@ fn replayed_and_moved_signatures_are_refused() {
     moved[0].cipher_public_key = keys[1].cipher_public_key;
     moved[0].mask_public_key = keys[1].mask_public_key;
     moved[0].signature = keys[1].signature.clone();
-    assert!(alice.handle(peer_keys(moved)).is_empty());
+    assert!(alice.step(peer_keys(moved)).is_empty());
     // Bob's keys signed for an earlier round.
     let mut alice = alice_in_round(&f);
     let mut old = peers(&f);
@@ -306,7 +305,7 @@ fn replayed_and_moved_signatures_are_refused() {
         &old[0].cipher_public_key,
         &old[0].mask_public_key,
     ));
-    assert!(alice.handle(peer_keys(old)).is_empty());
+    assert!(alice.step(peer_keys(old)).is_empty());
 }
 
 #[test]
@@ -318,7 +317,7 @@ fn a_forged_certificate_makes_the_site_decline_the_round() {
     let mut cohort = f.cohort();
     cohort[2].certificate = der_of(&forged_pki.files_for("carol").cert);
     let mut alice = f.site("alice", true);
-    let (accepted, keys) = reply(&alice.handle(announce(1, cohort, true)));
+    let (accepted, keys) = reply(&alice.step(announce(1, cohort, true)));
     // Which certificate failed, and why, stays in the site's log.
     assert_eq!(accepted, Err(DeclineCode::InvalidSecureAggregation));
     assert!(keys.is_none(), "no keys are advertised in a refused round");
@@ -327,7 +326,7 @@ fn a_forged_certificate_makes_the_site_decline_the_round() {
     let mut cohort = f.cohort();
     cohort[2].certificate = f.cert_der("bob");
     let mut alice = f.site("alice", true);
-    let (accepted, keys) = reply(&alice.handle(announce(1, cohort, true)));
+    let (accepted, keys) = reply(&alice.step(announce(1, cohort, true)));
     assert_eq!(accepted, Err(DeclineCode::InvalidSecureAggregation));
     assert!(keys.is_none());
 }
@@ -336,11 +335,11 @@ fn a_forged_certificate_makes_the_site_decline_the_round() {
 fn without_a_signing_key_signed_rounds_are_declined_and_plain_ones_accepted() {
     let f = Federation::new();
     let mut alice = f.site("alice", false);
-    let (accepted, keys) = reply(&alice.handle(announce(1, f.cohort(), true)));
+    let (accepted, keys) = reply(&alice.step(announce(1, f.cohort(), true)));
     assert_eq!(accepted, Err(DeclineCode::InvalidSecureAggregation));
     assert!(keys.is_none());
     let mut alice = f.site("alice", false);
-    let (accepted, keys) = reply(&alice.handle(announce(1, f.cohort(), false)));
+    let (accepted, keys) = reply(&alice.step(announce(1, f.cohort(), false)));
     accepted.unwrap();
     assert!(keys.unwrap().signature.is_empty());
 }

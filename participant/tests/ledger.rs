@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
-use tessera_participant::ledger::{Contribution, LedgerError, SiteLedger, site_ledger_report};
+use tessera_participant::ledger::{
+    Contribution, LedgerError, LedgerStore, SiteLedger, site_ledger_report,
+};
 use tessera_privacy::{AccountantKind, PrivacyEvent};
 
 fn contribution(federation: &str, round: u64, sigma: f64) -> Contribution {

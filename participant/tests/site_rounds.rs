@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use tessera_participant::ledger::LedgerStore;
 use tessera_proto::reasons::reject_text;
 use tessera_proto::v1::{
     self, DeclineCode, RejectCode, coordinator_message::Body as In,
@@ -13,7 +14,7 @@ use tessera_proto::v1::{
 
 /// Sends `a` and returns the site's reply.
 fn announce(
-    site: &mut tessera_participant::session::Site,
+    site: &mut tessera_participant::site::Site,
     out: &mut Outbox,
     a: &v1::RoundAnnounce,
 ) -> v1::RoundReply {
@@ -65,7 +66,7 @@ fn task_rejections_carry_only_their_fixed_code() {
         // The process exits with the same code as before, and the detail
         // (local only) is its reason.
         let (exit, reason) = &out.exits[0];
-        assert_eq!(*exit, tessera_participant::session::EXIT_TASK_REJECTED);
+        assert_eq!(*exit, tessera_participant::site::EXIT_TASK_REJECTED);
         assert_ne!(reason, reject_text(code));
     }
 }
@@ -75,8 +76,8 @@ fn columns_outside_the_allow_list_are_refused_before_the_data_is_read() {
     let dir = SiteDir::new();
     let allow = r#"allowed_columns = ["x1", "x2", "x3", " y "]"#;
     let text = std::fs::read(&dir.csv).unwrap();
-    // No data file at all: a column off the list is refused before the
-    // site looks for it, a listed one only when the file cannot be read.
+    // No data at all: a column off the list is refused before the site
+    // parses anything, a listed one only because the data cannot serve it.
     std::fs::remove_file(&dir.csv).unwrap();
     for (task, code) in [
         (
@@ -101,7 +102,7 @@ fn columns_outside_the_allow_list_are_refused_before_the_data_is_read() {
     }
     std::fs::write(&dir.csv, text).unwrap();
     let mut site = dir.site(allow, "");
-    assert!(site.handle(welcome(task(&FEATURES, "y", "> 0"))).is_empty());
+    assert!(site.step(welcome(task(&FEATURES, "y", "> 0"))).is_empty());
 }
 
 #[test]

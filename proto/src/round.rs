@@ -136,12 +136,12 @@ pub fn announcement_to_wire(a: &Announcement) -> v1::RoundAnnounce {
 }
 
 /// Wire announcement → domain. Only the structure is checked here: absent
-/// parts, the kind, the graph seed's length.
+/// parts, the kind, the graph seed's length. Absent privacy terms mean a
+/// round without differential privacy; absent training settings, zeros.
 pub fn announcement_from_wire(a: &v1::RoundAnnounce) -> Result<Announcement, AnnouncementError> {
     let kind = kind_from_wire(a.kind)?;
-    let terms = a
-        .privacy
-        .ok_or(AnnouncementError::Missing("privacy terms"))?;
+    // No terms: a round without differential privacy.
+    let terms = a.privacy.unwrap_or_default();
     let encoding = a.encoding.ok_or(AnnouncementError::Missing("encoding"))?;
     let training = a.training.unwrap_or_default();
     let secagg = match &a.secagg {

@@ -50,8 +50,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use serde::Serialize;
-use tessera_model::RoundKind;
 use tessera_coordinator::store::{RoundStatus, Store};
+use tessera_model::RoundKind;
 use tessera_model::{
     LocalStats, MlpClassifier, Model, ModelKind, Preprocessor, TrainConfig, load_csv_from_reader,
 };

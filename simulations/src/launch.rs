@@ -11,7 +11,6 @@
 //! `tessera-participant` binaries instead.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -119,6 +118,9 @@ pub struct SitePlan {
     pub max_epsilon: Option<f64>,
     /// The smallest noise multiplier the site accepts.
     pub min_noise_multiplier: Option<f64>,
+    /// Simulated fault: crash right after sending the shares of this
+    /// aggregation (needs the `tessera-sim participant` entry point).
+    pub crash_after_shares: Option<u64>,
 }
 
 impl SitePlan {
@@ -133,6 +135,7 @@ impl SitePlan {
                 data: s.path.clone(),
                 max_epsilon: None,
                 min_noise_multiplier: None,
+                crash_after_shares: None,
             })
             .collect()
     }
@@ -181,6 +184,9 @@ pub struct Layout {
     pub coordinator_config: PathBuf,
     /// Participant configuration files, by name.
     pub participant_configs: BTreeMap<String, PathBuf>,
+    /// Sites that crash after sending their shares of this aggregation
+    /// (simulated faults; see [`crate::faults`]).
+    pub crash_after_shares: BTreeMap<String, u64>,
 }
 
 impl Layout {
@@ -192,6 +198,7 @@ impl Layout {
             coordinator_out: dir.join("coordinator"),
             coordinator_config: dir.join("coordinator.toml"),
             participant_configs: BTreeMap::new(),
+            crash_after_shares: BTreeMap::new(),
         }
     }
 
@@ -206,34 +213,6 @@ impl Layout {
     }
 }
 
-fn toml_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn toml_list(items: &[String]) -> String {
-    format!(
-        "[{}]",
-        items
-            .iter()
-            .map(|s| toml_str(s))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-}
-
-fn path_str(p: &Path) -> String {
-    toml_str(&p.to_string_lossy())
-}
-
 /// Writes the PKI and the coordinator's configuration; returns the layout.
 pub fn prepare(plan: &FederationPlan) -> anyhow::Result<Layout> {
     let layout = Layout::new(&plan.dir);
@@ -243,97 +222,8 @@ pub fn prepare(plan: &FederationPlan) -> anyhow::Result<Layout> {
     if !layout.pki.join("ca.key").exists() {
         tessera_certs::init(&layout.pki, &names, &[]).context("creating the development PKI")?;
     }
-    let mut c = String::new();
-    let t = &plan.training;
-    writeln!(c, "[federation]")?;
-    writeln!(c, "name = \"tessera-sim\"")?;
-    writeln!(
-        c,
-        "listen = {}",
-        toml_str(plan.listen.as_deref().unwrap_or("127.0.0.1:0"))
-    )?;
-    writeln!(c, "min_participants = {}", plan.min_participants)?;
-    writeln!(c, "rounds = {}", plan.rounds)?;
-    writeln!(c, "output_dir = {}", path_str(&layout.coordinator_out))?;
-    writeln!(c, "allow = {}", toml_list(&names))?;
-    writeln!(c, "\n[tls]")?;
-    writeln!(c, "ca = {}", path_str(&layout.pki.join("ca.crt")))?;
-    writeln!(
-        c,
-        "cert = {}",
-        path_str(&layout.pki.join("coordinator.crt"))
-    )?;
-    writeln!(c, "key = {}", path_str(&layout.pki.join("coordinator.key")))?;
-    writeln!(c, "\n[task]")?;
-    writeln!(c, "model = {}", toml_str(&plan.task.model.to_string()))?;
-    writeln!(c, "features = {}", toml_list(&plan.task.features))?;
-    writeln!(c, "label = {}", toml_str(&plan.task.label))?;
-    writeln!(
-        c,
-        "positive = {}",
-        toml_str(&plan.task.positive.to_string())
-    )?;
-    writeln!(c, "\n[training]")?;
-    writeln!(c, "local_epochs = {}", t.local_epochs)?;
-    writeln!(c, "learning_rate = {:?}", t.learning_rate)?;
-    writeln!(c, "batch_size = {}", t.batch_size)?;
-    writeln!(c, "clip_norm = {:?}", t.clip_norm)?;
-    writeln!(c, "server_learning_rate = {:?}", t.server_learning_rate)?;
-    writeln!(c, "seed = {}", t.seed)?;
-    writeln!(c, "average_last = {}", t.average_last)?;
-    if let Some(a) = plan
-        .privacy
-        .as_ref()
-        .and_then(|p| p.adaptive_clipping.as_ref())
-    {
-        writeln!(c, "adaptive_clipping = true")?;
-        writeln!(c, "target_quantile = {:?}", a.target_quantile)?;
-        writeln!(c, "clip_learning_rate = {:?}", a.clip_learning_rate)?;
-    }
-    writeln!(c, "\n[secagg]")?;
-    writeln!(c, "enabled = {}", plan.secagg)?;
-    writeln!(c, "signed_keys = {}", plan.signed_keys)?;
-    writeln!(c, "\n[deadlines]")?;
-    writeln!(c, "stage_seconds = {:?}", plan.stage_seconds)?;
-    writeln!(c, "training_seconds = {:?}", plan.training_seconds)?;
-    if let Some(p) = &plan.privacy {
-        writeln!(c, "\n[privacy]")?;
-        writeln!(c, "enabled = true")?;
-        if let Some(s) = p.noise_multiplier {
-            writeln!(c, "noise_multiplier = {s:?}")?;
-        }
-        if let Some(e) = p.target_epsilon {
-            writeln!(c, "target_epsilon = {e:?}")?;
-        }
-        if let Some(m) = p.max_epsilon {
-            writeln!(c, "max_epsilon = {m:?}")?;
-        }
-        writeln!(c, "delta = {:?}", p.delta)?;
-        writeln!(c, "sampling_rate = {:?}", p.sampling_rate)?;
-        writeln!(
-            c,
-            "statistics_noise_multiplier = {:?}",
-            p.statistics_noise_multiplier
-        )?;
-        if let Some(seed) = p.noise_seed {
-            writeln!(c, "insecure_noise_seed = {seed}")?;
-            writeln!(c, "acknowledge_not_private = true")?;
-        }
-        if let Some(b) = p
-            .adaptive_clipping
-            .as_ref()
-            .and_then(|a| a.clip_count_noise_multiplier)
-        {
-            writeln!(c, "clip_count_noise_multiplier = {b:?}")?;
-        }
-        writeln!(c, "\n[statistics]")?;
-        writeln!(c, "max_rows = {:?}", p.max_rows)?;
-        writeln!(c, "\n[statistics.ranges]")?;
-        for (k, [lo, hi]) in &p.ranges {
-            writeln!(c, "{} = [{lo:?}, {hi:?}]", toml_str(k))?;
-        }
-    }
-    std::fs::write(&layout.coordinator_config, c)?;
+    let config = crate::configs::coordinator_config(plan, &layout)?;
+    crate::configs::write_toml(&layout.coordinator_config, &config)?;
     Ok(layout)
 }
 
@@ -346,46 +236,17 @@ pub fn write_participant_config(
 ) -> anyhow::Result<PathBuf> {
     let dir = plan.dir.join("sites").join(&site.name);
     std::fs::create_dir_all(&dir)?;
-    let mut c = String::new();
-    writeln!(c, "[participant]")?;
-    writeln!(
-        c,
-        "coordinator = {}",
-        toml_str(&format!("https://{address}"))
-    )?;
-    writeln!(c, "data = {}", path_str(&site.data))?;
-    writeln!(c, "state_dir = {}", path_str(&dir.join("state")))?;
-    writeln!(c, "\n[tls]")?;
-    writeln!(c, "ca = {}", path_str(&layout.pki.join("ca.crt")))?;
-    writeln!(
-        c,
-        "cert = {}",
-        path_str(&layout.pki.join(format!("{}.crt", site.name)))
-    )?;
-    writeln!(
-        c,
-        "key = {}",
-        path_str(&layout.pki.join(format!("{}.key", site.name)))
-    )?;
-    writeln!(c, "\n[privacy]")?;
-    if let Some(m) = site.max_epsilon {
-        writeln!(c, "max_epsilon = {m:?}")?;
-    }
-    if let Some(m) = site.min_noise_multiplier {
-        writeln!(c, "min_noise_multiplier = {m:?}")?;
-    }
-    if let Some(p) = &plan.privacy {
-        writeln!(c, "delta = {:?}", p.delta)?;
-    }
-    writeln!(c, "\n[reconnect]")?;
-    writeln!(c, "initial_backoff_seconds = 0.1")?;
-    writeln!(c, "max_backoff_seconds = 2.0")?;
-    writeln!(c, "give_up_after_seconds = 60.0")?;
+    let config =
+        crate::configs::participant_config(plan, layout, site, address, &dir.join("state"));
     let path = dir.join("participant.toml");
-    std::fs::write(&path, c)?;
+    crate::configs::write_toml(&path, &config)?;
     layout
         .participant_configs
         .insert(site.name.clone(), path.clone());
+    match site.crash_after_shares {
+        Some(round) => layout.crash_after_shares.insert(site.name.clone(), round),
+        None => layout.crash_after_shares.remove(&site.name),
+    };
     Ok(path)
 }
 
@@ -454,9 +315,12 @@ pub fn start_participant(
         .with_context(|| format!("no configuration written for {name}"))?
         .to_string_lossy()
         .into_owned();
-    spawn(
-        &bins.participant,
-        &["run", "--config", &config],
-        &layout.logs.join(log_name),
-    )
+    let fault = layout.crash_after_shares.get(name).map(u64::to_string);
+    let mut args: Vec<&str> = Vec::new();
+    if let Some(round) = &fault {
+        // Understood by `tessera-sim participant` (the default entry point).
+        args.extend([crate::faults::CRASH_AFTER_SHARES_FLAG, round.as_str()]);
+    }
+    args.extend(["run", "--config", &config]);
+    spawn(&bins.participant, &args, &layout.logs.join(log_name))
 }

@@ -10,7 +10,9 @@
 
 pub mod bench_round;
 pub mod bench_secagg;
+pub mod configs;
 pub mod experiment;
+pub mod faults;
 pub mod launch;
 pub mod partition;
 

@@ -66,9 +66,7 @@ fn main() -> ExitCode {
         Command::Coordinator { args } => tessera_coordinator::cli::main(
             std::iter::once("tessera-coordinator".to_string()).chain(args),
         ),
-        Command::Participant { args } => tessera_participant::cli::main(
-            std::iter::once("tessera-participant".to_string()).chain(args),
-        ),
+        Command::Participant { args } => tessera_simulations::faults::participant_main(args),
         Command::Bench {
             which: Bench::Secagg(args),
         } => match bench_secagg::run(&args) {

@@ -44,7 +44,7 @@ use std::time::Duration;
 
 use tessera_coordinator::store::RoundStatus;
 use tessera_participant::client::EXIT_REFUSED;
-use tessera_participant::session::EXIT_TASK_REJECTED;
+use tessera_participant::site::EXIT_TASK_REJECTED;
 use tessera_simulations::launch::SitePlan;
 use tessera_testkit::bins::BinDir;
 use tessera_testkit::command::sim_summary;
@@ -230,7 +230,7 @@ fn anonymous_session(ca: &Path, address: &str) -> Result<String, String> {
             .map_err(|e| format!("connect: {}", tessera_certs::describe_tls_error(&e)))?;
         let mut client = FederationClient::new(channel);
         let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tx.send(tessera_participant::session::Site::hello())
+        tx.send(tessera_participant::site::Site::hello())
             .await
             .expect("queueing a hello");
         let mut inbound = client
@@ -465,7 +465,7 @@ fn data_missing_a_feature_column_is_rejected() {
             .lines()
             .any(|l| l.contains("participant cannot serve the task")
                 && l.contains(BAD)
-                && l.contains(COLUMN)),
+                && l.contains("REJECT_CODE_DATA_DOES_NOT_FIT")),
         "the coordinator's log does not record the rejection:\n{coordinator}"
     );
     for row in fed.rounds_csv() {

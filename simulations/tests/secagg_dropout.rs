@@ -17,7 +17,7 @@
 use std::path::{Path, PathBuf};
 
 use tessera_model::ModelFile;
-use tessera_participant::client::EXIT_SIMULATED_CRASH;
+use tessera_simulations::faults::EXIT_SIMULATED_CRASH;
 use tessera_simulations::launch::SitePlan;
 use tessera_testkit::federation::{Federation, breast_cancer_split, plain_plan, sim_entry_points};
 
@@ -29,12 +29,11 @@ fn federation(dir: &Path, sites: &[SitePlan], crash: Option<&str>) -> (ModelFile
     let mut fed = Federation::from_plan(plan, sim_entry_points(env!("CARGO_BIN_EXE_tessera-sim")));
     fed.start_coordinator();
     for site in sites {
-        let config = fed.write_participant_config(site);
+        let mut site = site.clone();
         if crash == Some(site.name.as_str()) {
-            let mut text = std::fs::read_to_string(&config).unwrap();
-            text.push_str("\n[simulation]\ncrash_after_shares = 1\n");
-            std::fs::write(&config, text).unwrap();
+            site.crash_after_shares = Some(1);
         }
+        fed.write_participant_config(&site);
         fed.launch_participant(&site.name);
     }
     let status = fed.wait_coordinator();

@@ -13,8 +13,8 @@ use tessera_privacy::AccountantKind;
 pub struct CoordinatorConfig {
     /// Federation-wide settings.
     pub federation: FederationSection,
-    /// TLS material.
-    pub tls: TlsSection,
+    /// TLS material: `[tls]` with `ca`, `cert` and `key` (PEM files).
+    pub tls: tessera_certs::TlsFiles,
     /// The learning task.
     pub task: TaskSection,
     /// Local and server training settings.
@@ -69,19 +69,12 @@ pub struct FederationSection {
 }
 
 fn default_max_failed() -> u32 {
-    5
+    FederationSection::DEFAULT_MAX_FAILED_ROUNDS
 }
 
-/// `[tls]`: PEM files of the federation CA and the coordinator's identity.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsSection {
-    /// The federation CA certificate; participants' certificates must chain to it.
-    pub ca: PathBuf,
-    /// The coordinator's certificate.
-    pub cert: PathBuf,
-    /// The coordinator's private key.
-    pub key: PathBuf,
+impl FederationSection {
+    /// Default of `max_failed_rounds`.
+    pub const DEFAULT_MAX_FAILED_ROUNDS: u32 = 5;
 }
 
 /// `[task]`: what to learn.

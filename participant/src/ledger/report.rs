@@ -7,7 +7,10 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::{LedgerError, SiteLedger, site_events};
+use tessera_common::time::format_utc_ms;
+
+use super::store::epsilon_of;
+use super::{LedgerError, LedgerStore, site_events};
 
 /// Marker of a contribution to a round whose noise was seeded.
 pub const NOT_PRIVATE: &str = "NOT PRIVATE";
@@ -64,14 +67,15 @@ pub struct SiteLedgerReport {
 
 /// Every contribution with the site's cumulative ε after it, at `delta`.
 pub fn site_ledger_report(
-    l: &SiteLedger,
+    l: &dyn LedgerStore,
     delta: f64,
     max_epsilon: Option<f64>,
 ) -> Result<SiteLedgerReport, LedgerError> {
     let contributions = l.contributions()?;
     let mut rows = Vec::with_capacity(contributions.len());
     for (i, c) in contributions.iter().enumerate() {
-        let cumulative_epsilon = l.epsilon_of(&site_events(&contributions[..=i]), delta)?;
+        let cumulative_epsilon =
+            epsilon_of(l.location(), &site_events(&contributions[..=i]), delta)?;
         rows.push(SiteLedgerRow {
             federation: c.federation.clone(),
             round: c.round,
@@ -94,7 +98,7 @@ pub fn site_ledger_report(
         )
     });
     Ok(SiteLedgerReport {
-        ledger: l.path.clone(),
+        ledger: l.location().to_path_buf(),
         delta,
         rows,
         epsilon,
@@ -163,24 +167,4 @@ impl fmt::Display for SiteLedgerReport {
         }
         Ok(())
     }
-}
-
-/// Formats milliseconds since the Unix epoch as RFC 3339 UTC.
-fn format_utc_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let millis = ms.rem_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (h, m, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{millis:03}Z")
 }

@@ -9,12 +9,12 @@
 //! plan's [`zero vector`](RoundPlan::zero_vector), with the detail in the
 //! site's own log.
 
-use rand::rngs::StdRng;
-use tessera_model::{Dataset, LocalStats, TaskSpec, TrainConfig};
-use tessera_proto::v1;
+use rand::rand_core::CryptoRng;
+use tessera_model::{Dataset, LocalStats, TaskSpec, TrainingSettings};
 use tracing::{debug, warn};
 
-use crate::terms::{RoundKind, RoundPlan};
+use super::terms::{RoundKind, RoundPlan};
+use crate::trainer::Trainer;
 
 /// The statistics vector of a statistics round: bounded and clipped under
 /// DP, exact otherwise.
@@ -46,11 +46,12 @@ pub(crate) fn statistics(data: &Dataset, plan: &RoundPlan) -> Result<Vec<f64>, S
 /// The clipped update Δ = local − global of a training round (with the
 /// centred clipping bit appended under adaptive clipping).
 pub(crate) fn training(
+    trainer: &mut dyn Trainer,
     task: &TaskSpec,
     data: &Dataset,
     plan: &RoundPlan,
     global: &[f32],
-    settings: v1::TrainingSettings,
+    settings: &TrainingSettings,
 ) -> Result<Vec<f64>, String> {
     let pre = plan
         .preprocessor
@@ -63,19 +64,17 @@ pub(crate) fn training(
             data.n_features()
         ));
     }
-    let x = pre.transform(&data.x);
-    let mut model = tessera_model::build_model(task.model, pre.output_dim());
-    model.set_params(global).map_err(|e| e.to_string())?;
-    let cfg = TrainConfig {
-        epochs: settings.local_epochs.max(1),
-        learning_rate: settings.learning_rate,
-        batch_size: settings.batch_size as usize,
-        seed: settings.shuffle_seed,
-    };
-    let report = model.train(&x, &data.y, &cfg);
-    debug!(steps = report.steps, "local training done");
-    let mut update: Vec<f64> = model
-        .params()
+    let local = trainer
+        .train(task, pre, data, global, settings)
+        .map_err(|e| e.to_string())?;
+    if local.len() != global.len() {
+        return Err(format!(
+            "the trainer returned {} parameters for a model of {}",
+            local.len(),
+            global.len()
+        ));
+    }
+    let mut update: Vec<f64> = local
         .iter()
         .zip(global)
         .map(|(l, g)| f64::from(*l) - f64::from(*g))
@@ -119,7 +118,7 @@ pub(crate) fn encode_or_zero(
     round: u64,
     plan: &RoundPlan,
     computed: Result<Vec<f64>, String>,
-    rng: &mut StdRng,
+    rng: &mut dyn CryptoRng,
 ) -> Vec<u64> {
     let encoded = computed.and_then(|v| {
         plan.encoding

@@ -12,32 +12,21 @@ use tessera_model::{Dataset, TaskSpec};
 use tessera_proto::v1::{self, RejectCode};
 use tracing::info;
 
-use crate::config::ParticipantConfig;
+use super::SitePolicy;
+use crate::data::LocalData;
 
 /// A task refusal: the code sent and the detail kept locally.
 pub(crate) type Refusal = (RejectCode, String);
 
-/// The task from its wire form.
-pub fn task_from_wire(t: &v1::TaskSpec) -> Result<TaskSpec, String> {
-    let task = TaskSpec {
-        model: t.model.parse().map_err(|e| format!("{e}"))?,
-        features: t.features.clone(),
-        label: t.label.clone(),
-        positive: t.positive.parse().map_err(|e| format!("{e}"))?,
-    };
-    task.validate().map_err(|e| e.to_string())?;
-    Ok(task)
-}
-
 /// Parses the task and checks its columns against the site's allow-list.
-pub(crate) fn accept(config: &ParticipantConfig, wire: &v1::TaskSpec) -> Result<TaskSpec, Refusal> {
-    let task = task_from_wire(wire).map_err(|e| {
+pub(crate) fn accept(policy: &SitePolicy, wire: &v1::TaskSpec) -> Result<TaskSpec, Refusal> {
+    let task = tessera_proto::round::task_from_wire(wire).map_err(|e| {
         (
             RejectCode::InvalidTask,
             format!("cannot understand the task: {e}"),
         )
     })?;
-    if let Some(allowed) = &config.participant.allowed_columns {
+    if let Some(allowed) = &policy.allowed_columns {
         let allows = |c: &String| allowed.iter().any(|a| a.trim() == c.trim());
         if let Some(c) = task
             .features
@@ -56,14 +45,15 @@ pub(crate) fn accept(config: &ParticipantConfig, wire: &v1::TaskSpec) -> Result<
     Ok(task)
 }
 
-/// Loads the site's data for `task`.
-pub(crate) fn load_data(config: &ParticipantConfig, task: &TaskSpec) -> Result<Dataset, Refusal> {
-    let ds = tessera_model::load_csv(&config.participant.data, task).map_err(|e| {
-        (
-            RejectCode::DataDoesNotFit,
-            format!("local data does not fit the task: {e}"),
-        )
-    })?;
+/// The site's data for `task`, parsed from what the shell loaded.
+pub(crate) fn load_data(data: &LocalData, task: &TaskSpec) -> Result<Dataset, Refusal> {
+    let ds =
+        tessera_model::load_csv_from_reader(&data.csv[..], &data.source, task).map_err(|e| {
+            (
+                RejectCode::DataDoesNotFit,
+                format!("local data does not fit the task: {e}"),
+            )
+        })?;
     info!(
         rows = ds.n_rows(),
         features = ds.n_features(),

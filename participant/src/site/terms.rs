@@ -1,6 +1,6 @@
 //! The check of a round's announced terms, made before the site touches its data.
 //!
-//! A coordinator may be hostile: everything in a [`v1::RoundAnnounce`] is a
+//! A coordinator may be hostile: everything in an [`Announcement`] is a
 //! claim to check, not an instruction. [`check`] turns an announcement into a
 //! [`RoundPlan`] (what the site will compute, clip and encode) or a
 //! [`Decline`] with a fixed [`DeclineCode`]; the detail of a decline goes to
@@ -20,12 +20,16 @@
 //!   overflow, leaves room for the rounding slack, and keeps the noise at or
 //!   above [`tessera_privacy::MIN_NOISE_UNITS`] integer units.
 
-use tessera_model::{LocalStats, Preprocessor, StatsBounds, TaskSpec};
+use tessera_model::round::AdaptiveTerms;
+use tessera_model::{Announcement, LocalStats, Preprocessor, PrivacyTerms, StatsBounds, TaskSpec};
 use tessera_privacy::MIN_NOISE_UNITS;
-use tessera_proto::v1::{self, DeclineCode};
+use tessera_proto::round::AnnouncementError;
+use tessera_proto::v1::DeclineCode;
 use tessera_secagg::FixedPoint;
 
-use crate::config::ParticipantConfig;
+pub use tessera_model::RoundKind;
+
+use super::SitePolicy;
 
 /// Relative tolerance of announced figures the site recomputes (sensitivity, σ_eff).
 pub const RELATIVE_TOLERANCE: f64 = 1e-9;
@@ -54,22 +58,16 @@ fn decline<T>(code: DeclineCode, detail: impl Into<String>) -> Result<T, Decline
     Err(Decline::new(code, detail))
 }
 
-/// What a round aggregates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoundKind {
-    /// The pooled per-feature statistics.
-    Statistics,
-    /// A clipped model update.
-    Training,
-}
-
-impl RoundKind {
-    /// The name recorded in the site ledger.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RoundKind::Statistics => "statistics",
-            RoundKind::Training => "training",
-        }
+impl Decline {
+    /// The decline for an announcement that does not convert from the wire:
+    /// the code of the part at fault.
+    pub fn malformed(e: &AnnouncementError) -> Self {
+        let code = match e {
+            AnnouncementError::Missing("encoding") => DeclineCode::InvalidEncoding,
+            AnnouncementError::GraphSeed(_) => DeclineCode::InvalidSecureAggregation,
+            _ => DeclineCode::InvalidTerms,
+        };
+        Decline::new(code, format!("malformed announcement: {e}"))
     }
 }
 
@@ -133,28 +131,15 @@ fn positive(x: f64) -> bool {
     x.is_finite() && x > 0.0
 }
 
-/// Checks `a` against the site's configuration and the task, without
-/// touching any data, and plans the site's contribution.
-pub fn check(
-    config: &ParticipantConfig,
-    task: &TaskSpec,
-    a: &v1::RoundAnnounce,
-) -> Result<RoundPlan, Decline> {
+/// Checks `a` against the site's policy and the task, without touching any
+/// data, and plans the site's contribution.
+pub fn check(policy: &SitePolicy, task: &TaskSpec, a: &Announcement) -> Result<RoundPlan, Decline> {
     use DeclineCode as D;
-    let kind = match v1::AggregationKind::try_from(a.kind) {
-        Ok(v1::AggregationKind::Statistics) => RoundKind::Statistics,
-        Ok(v1::AggregationKind::Training) => RoundKind::Training,
-        _ => {
-            return decline(
-                D::InvalidTerms,
-                format!("unknown aggregation kind {}", a.kind),
-            );
-        }
-    };
-    check_limits(config, task, a)?;
+    let kind = a.kind;
+    check_limits(policy, task, a)?;
     let n_features = task.features.len();
-    let terms = a.privacy.unwrap_or_default();
-    let p = &config.privacy;
+    let terms = a.privacy;
+    let p = &policy.privacy;
     let private = terms.enabled;
     // Seeded noise is no privacy at all, whatever the other terms say.
     let truly_private = private && !terms.not_private;
@@ -169,9 +154,9 @@ pub fn check(
             format!("{why} and this site requires privacy"),
         );
     }
-    let adaptive = kind == RoundKind::Training && terms.adaptive_clipping;
+    let adaptive = kind == RoundKind::Training && terms.adaptive.is_some();
     if private {
-        check_noise(config, &terms, adaptive)?;
+        check_noise(policy, &terms, adaptive)?;
     }
     if p.secure_aggregation_required(private) && a.secagg.is_none() {
         return decline(
@@ -263,12 +248,8 @@ pub fn check(
     })
 }
 
-fn check_limits(
-    config: &ParticipantConfig,
-    task: &TaskSpec,
-    a: &v1::RoundAnnounce,
-) -> Result<(), Decline> {
-    let l = &config.limits;
+fn check_limits(policy: &SitePolicy, task: &TaskSpec, a: &Announcement) -> Result<(), Decline> {
+    let l = &policy.limits;
     if a.dimension == 0 || a.dimension > l.max_dimension {
         return decline(
             DeclineCode::LimitsExceeded,
@@ -305,11 +286,7 @@ fn check_limits(
 
 /// Noise multipliers of a private round: positive, at least the site's
 /// minimum, and with adaptive clipping σ_eff consistent with its parts.
-fn check_noise(
-    config: &ParticipantConfig,
-    terms: &v1::PrivacyTerms,
-    adaptive: bool,
-) -> Result<(), Decline> {
+fn check_noise(policy: &SitePolicy, terms: &PrivacyTerms, adaptive: bool) -> Result<(), Decline> {
     use DeclineCode as D;
     let sigma = terms.noise_multiplier;
     if !positive(sigma) {
@@ -318,7 +295,7 @@ fn check_noise(
             format!("announced noise multiplier {sigma} is not positive"),
         );
     }
-    if let Some(min) = config.privacy.min_noise_multiplier
+    if let Some(min) = policy.privacy.min_noise_multiplier
         && sigma < min
     {
         return decline(
@@ -326,11 +303,14 @@ fn check_noise(
             format!("announced noise multiplier {sigma} is below this site's minimum {min}"),
         );
     }
-    if adaptive {
-        let (update, bit) = (
-            terms.update_noise_multiplier,
-            terms.clip_count_noise_multiplier,
-        );
+    if let (
+        true,
+        Some(AdaptiveTerms {
+            update_noise_multiplier: update,
+            clip_count_noise_multiplier: bit,
+        }),
+    ) = (adaptive, terms.adaptive)
+    {
         if !(positive(update) && positive(bit)) {
             return decline(
                 D::InvalidTerms,
@@ -353,11 +333,11 @@ fn check_noise(
 /// The statistics bounds: required with DP (without them a site would send
 /// exact, unbounded statistics), and valid for the task's features.
 fn statistics_bounds(
-    a: &v1::RoundAnnounce,
+    a: &Announcement,
     n_features: usize,
     private: bool,
 ) -> Result<Option<StatsBounds>, Decline> {
-    let Some(b) = &a.statistics_bounds else {
+    let Some(bounds) = a.statistics_bounds.clone() else {
         if private {
             return decline(
                 DeclineCode::InvalidTerms,
@@ -365,11 +345,6 @@ fn statistics_bounds(
             );
         }
         return Ok(None);
-    };
-    let bounds = StatsBounds {
-        lo: b.lo.clone(),
-        hi: b.hi.clone(),
-        max_rows: b.max_rows,
     };
     if let Err(e) = bounds.check(n_features) {
         return decline(DeclineCode::InvalidTerms, format!("statistics bounds: {e}"));
@@ -384,7 +359,7 @@ fn statistics_bounds(
 }
 
 /// The pooled preprocessing of a training round, checked against the task.
-fn preprocessing(a: &v1::RoundAnnounce, n_features: usize) -> Result<Preprocessor, Decline> {
+fn preprocessing(a: &Announcement, n_features: usize) -> Result<Preprocessor, Decline> {
     let bad = |detail: String| decline(DeclineCode::LimitsExceeded, detail);
     let Some(p) = &a.preprocessing else {
         return bad("a training round without preprocessing".into());
@@ -401,17 +376,11 @@ fn preprocessing(a: &v1::RoundAnnounce, n_features: usize) -> Result<Preprocesso
     if !p.std.iter().all(|&s| positive(s)) {
         return bad("preprocessing with a standard deviation that is not positive".into());
     }
-    Ok(Preprocessor {
-        mean: p.mean.clone(),
-        std: p.std.clone(),
-        indicator: p.indicator.clone(),
-    })
+    Ok(p.clone())
 }
 
-fn encoding_of(a: &v1::RoundAnnounce) -> Result<FixedPoint, Decline> {
-    let Some(e) = a.encoding else {
-        return decline(DeclineCode::InvalidEncoding, "no encoding announced");
-    };
+fn encoding_of(a: &Announcement) -> Result<FixedPoint, Decline> {
+    let e = a.encoding;
     FixedPoint::new(e.scale_bits, e.modulus_bits)
         .map_err(|err| Decline::new(DeclineCode::InvalidEncoding, err.to_string()))
 }
@@ -480,20 +449,20 @@ fn check_encoding(
 /// of its discretisation over the released coordinates.
 fn noise_slack(
     encoding: FixedPoint,
-    terms: &v1::PrivacyTerms,
+    terms: &PrivacyTerms,
     adaptive: bool,
     clip_norm: f64,
     dimension: usize,
 ) -> Result<f64, Decline> {
     let scale = f64::from(encoding.scale_bits).exp2();
     // (σ in integer units, coordinates) of each noised part.
-    let parts = if adaptive {
+    let parts = if let (true, Some(ad)) = (adaptive, terms.adaptive) {
         vec![
             (
-                terms.update_noise_multiplier * clip_norm * scale,
+                ad.update_noise_multiplier * clip_norm * scale,
                 dimension as u64 - 1,
             ),
-            (terms.clip_count_noise_multiplier * scale, 1),
+            (ad.clip_count_noise_multiplier * scale, 1),
         ]
     } else {
         vec![(terms.noise_multiplier * clip_norm * scale, dimension as u64)]

@@ -9,8 +9,9 @@ use std::path::PathBuf;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tessera_participant::config::ParticipantConfig;
+use tessera_participant::data::LocalData;
 use tessera_participant::ledger::SiteLedger;
-use tessera_participant::session::{Action, Site};
+use tessera_participant::site::{Action, Site};
 use tessera_proto::convert;
 use tessera_proto::v1::{
     self, CoordinatorMessage, ParticipantMessage, coordinator_message::Body as In,
@@ -115,13 +116,17 @@ impl SiteDir {
     pub(crate) fn site(&self, participant: &str, rest: &str) -> Site {
         let config = self.config(participant, rest);
         let ledger = SiteLedger::open(&config.ledger_path()).unwrap();
-        Site::new(config, ledger)
+        // A missing file reads as no data at all (the shell would refuse to
+        // start; the machine sees nothing it can parse).
+        let data = LocalData::read(&config.participant.data)
+            .unwrap_or_else(|_| LocalData::from_bytes(&config.participant.data, Vec::new()));
+        Site::with_defaults(config.site_policy(), data, Box::new(ledger), None)
     }
 
     /// A site welcomed with [`task`]; panics unless the welcome is silent.
     pub(crate) fn joined(&self, participant: &str, rest: &str) -> Site {
         let mut site = self.site(participant, rest);
-        let out = site.handle(welcome(task(&FEATURES, "y", "> 0")));
+        let out = site.step(welcome(task(&FEATURES, "y", "> 0")));
         assert!(out.is_empty(), "{out:?}");
         site
     }
@@ -285,7 +290,7 @@ impl Outbox {
         message: CoordinatorMessage,
     ) -> Vec<ParticipantMessage> {
         let mut now = Vec::new();
-        for a in site.handle(message) {
+        for a in site.step(message) {
             match a {
                 Action::Send(m) => now.push(m),
                 Action::Exit { code, reason } => self.exits.push((code, reason)),
