@@ -8,11 +8,13 @@
 //! - [`bench_secagg`]: the in-process secure-aggregation benchmark;
 //! - [`bench_round`]: one round of a large model through a real federation.
 
+pub mod bench_harness;
 pub mod bench_round;
 pub mod bench_secagg;
 pub mod configs;
 pub mod experiment;
 pub mod faults;
+pub mod inmemory;
 pub mod launch;
 pub mod partition;
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tessera_simulations::experiment::{self, PrivacyArgs, RunArgs};
-use tessera_simulations::{bench_round, bench_secagg, bundled_data};
+use tessera_simulations::{bench_harness, bench_round, bench_secagg, bundled_data};
 
 /// Local multi-process Tessera federations.
 #[derive(Debug, Parser)]
@@ -59,6 +59,8 @@ enum Bench {
     Secagg(bench_secagg::SecAggBenchArgs),
     /// One training round of a large MLP through a real federation: time, bytes, peak memory.
     Round(bench_round::RoundBenchArgs),
+    /// One private round of N sites in the in-memory harness (no sockets, TLS or files).
+    Harness(bench_harness::HarnessBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +74,18 @@ fn main() -> ExitCode {
         } => match bench_secagg::run(&args) {
             Ok(report) => {
                 bench_secagg::print(&report, args.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench {
+            which: Bench::Harness(args),
+        } => match bench_harness::run(&args) {
+            Ok(report) => {
+                bench_harness::print(&report, args.json);
                 ExitCode::SUCCESS
             }
             Err(e) => {
