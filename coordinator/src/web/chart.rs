@@ -19,7 +19,7 @@ const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 240.0;
 const LEFT: f64 = 56.0;
 const RIGHT: f64 = 16.0;
-const TOP: f64 = 16.0;
+const TOP: f64 = 30.0;
 const BOTTOM: f64 = 40.0;
 
 /// A readable tick value.
@@ -33,6 +33,22 @@ fn tick(v: f64) -> String {
     } else {
         format!("{v:.3}")
     }
+}
+
+/// Whole-number ticks between `x0` and `x1`: every one when there are few,
+/// else five spread evenly.
+fn x_ticks(x0: f64, x1: f64) -> Vec<f64> {
+    let (a, b) = (x0.ceil(), x1.floor());
+    if b - a <= 8.0 {
+        return (0..=((b - a).max(0.0) as u32))
+            .map(|i| a + f64::from(i))
+            .collect();
+    }
+    let mut v: Vec<f64> = (0..=4)
+        .map(|i| (x0 + (x1 - x0) * f64::from(i) / 4.0).round())
+        .collect();
+    v.dedup();
+    v
 }
 
 /// An SVG line chart of `series` with an optional horizontal reference
@@ -91,14 +107,12 @@ pub(super) fn line_chart(
             tick(y)
         );
     }
-    for i in 0..=4 {
-        let x = x0 + (x1 - x0) * f64::from(i) / 4.0;
+    for x in x_ticks(x0, x1) {
         let _ = write!(
             svg,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{x:.0}</text>",
             px(x),
             HEIGHT - BOTTOM + 16.0,
-            tick(x.round())
         );
     }
     let _ = write!(
@@ -146,9 +160,8 @@ pub(super) fn line_chart(
         }
         let _ = write!(
             svg,
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"{c}\">{}</text>",
-            LEFT + 8.0,
-            TOP + 12.0 + 14.0 * i as f64,
+            "<text x=\"{:.1}\" y=\"14\" font-size=\"11\" fill=\"{c}\">{}</text>",
+            LEFT + 110.0 * i as f64,
             escape(s.label),
             c = escape(s.colour)
         );
