@@ -71,6 +71,9 @@ features = ["a", "b", "c"]
 label = "y"
 positive = "> 0"
 
+[secagg]
+dropout_tolerance = {tolerance}
+
 [training]
 clip_norm = 0.5
 learning_rate = 0.5
@@ -85,6 +88,9 @@ b = [-4.0, 4.0]
 c = [-4.0, 4.0]
 "#,
             min = (self.sites * 6 / 10).max(3),
+            // The planned dropouts, with a margin: SecAgg+ sizes the
+            // neighbourhoods for it (fewer neighbours, less work).
+            tolerance = (4.0 * self.drops as f64 / self.sites as f64 + 0.03).min(0.5),
             allow = names.join(", ")
         );
         let config: CoordinatorConfig = toml::from_str(&text).expect("valid scenario");
