@@ -50,7 +50,7 @@ use tessera_testkit::bins::BinDir;
 use tessera_testkit::command::sim_summary;
 use tessera_testkit::data::breast_cancer_path;
 use tessera_testkit::federation::{self, Federation, Setup};
-use tessera_testkit::process::PATIENCE;
+use tessera_testkit::process::{PATIENCE, signal};
 
 /// The `tessera-sim` binary built for these tests; the stand-alone
 /// coordinator and participant binaries are looked for next to it.
@@ -407,11 +407,7 @@ fn kill_victim_mid_round(victim: &str) -> Option<(Federation, u64)> {
             .then_some(())
     });
     let pid = fed.participant_pid(victim);
-    let stopped = Command::new("sh")
-        .args(["-c", &format!("kill -s STOP {pid}")])
-        .status()
-        .expect("running kill");
-    assert!(stopped.success(), "could not stop the victim");
+    signal(pid, "STOP");
     std::thread::sleep(Duration::from_millis(200));
     let frozen_at = fed.store_rounds().iter().map(|r| r.round).max().unwrap();
     let target = fed.wait_for_while_running("a training round started after the freeze", |f| {

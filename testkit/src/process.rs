@@ -1,5 +1,5 @@
 //! Child processes of tests: waiting with patience, a guard that kills every
-//! child still running when a test ends (however it ends), and free
+//! child still running when a test ends (however it ends), signals, and free
 //! loopback ports.
 
 use std::process::{Child, ExitStatus};
@@ -142,6 +142,19 @@ impl Drop for Processes {
     fn drop(&mut self) {
         self.kill_all();
     }
+}
+
+/// Sends signal `sig` (a name such as `STOP`, `CONT`, `TERM`) to process
+/// `pid` with `kill -s`.
+///
+/// # Panics
+/// If `kill` cannot be run or fails.
+pub fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args(["-s", sig, &pid.to_string()])
+        .status()
+        .expect("running kill");
+    assert!(ok.success(), "kill -s {sig} {pid} failed");
 }
 
 /// A free loopback port (bound and released at once).
