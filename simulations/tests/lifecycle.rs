@@ -156,3 +156,19 @@ fn sigterm_mid_round_aborts_it_cleanly_and_the_store_resumes() {
         .collect();
     assert_eq!(checkpoints, (1..=ROUNDS).collect::<Vec<_>>());
 }
+
+#[test]
+fn sigterm_makes_a_participant_leave_at_once() {
+    let setup = Setup::new(3, 1);
+    let mut fed = Federation::prepare(&setup, sim_entry_points(env!("CARGO_BIN_EXE_tessera-sim")));
+    // No coordinator listens there: the site keeps trying to reconnect.
+    fed.address = format!("127.0.0.1:{}", free_port());
+    let site = fed.site("site-1");
+    fed.start_participant(&site);
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(fed.participant_pid("site-1"), "TERM");
+    let status = fed.wait_participant_within("site-1", Duration::from_secs(10));
+    let log = fed.log("site-1");
+    assert!(status.success(), "exited with {status}:\n{log}");
+    assert!(log.contains("stopped by signal"), "{log}");
+}

@@ -261,9 +261,8 @@ async fn connection(
     let Some(tls) = tls else {
         return http(TokioIo::new(stream), app).await;
     };
-    let stream = tls.acceptor.accept(stream).await.map_err(|e| {
-        warn!(%peer, reason = %tessera_certs::describe_tls_error(&e), "web TLS handshake refused");
-        e
+    let stream = tls.acceptor.accept(stream).await.inspect_err(|e| {
+        warn!(%peer, reason = %tessera_certs::describe_tls_error(e), "web TLS handshake refused");
     })?;
     let name = stream
         .get_ref()

@@ -385,11 +385,11 @@ pub(super) fn render_page(source: &PageSource) -> Result<String, String> {
     h.push_str("</table></section>\n");
 
     h.push_str(&privacy_report::html(&figures.report));
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<footer class=\"muted\"><p>Read from {} at {}; reloads every {} s. \
          The privacy report is also at <a href=\"report.md\">report.md</a> and \
-         <a href=\"report.json\">report.json</a>.</p></footer></body></html>\n",
+         <a href=\"report.json\">report.json</a>.</p></footer></body></html>",
         escape(&source.store.display().to_string()),
         format_utc_ms(tessera_common::time::now_ms()),
         source.refresh_seconds
