@@ -28,20 +28,17 @@ const HELD: &str = "site-2";
 
 /// The Chromium binary, or None where it is not installed.
 fn chromium() -> Option<PathBuf> {
-    let candidates = std::env::var_os("TESSERA_CHROMIUM")
+    let candidates: Vec<PathBuf> = std::env::var_os("TESSERA_CHROMIUM")
         .map(PathBuf::from)
         .into_iter()
-        .chain(["chromium", "chromium-browser"].map(PathBuf::from));
-    for c in candidates {
-        if Command::new(&c)
+        .chain(["chromium", "chromium-browser"].map(PathBuf::from))
+        .collect();
+    candidates.into_iter().find(|c| {
+        Command::new(c)
             .arg("--version")
             .output()
             .is_ok_and(|o| o.status.success())
-        {
-            return Some(c);
-        }
-    }
-    None
+    })
 }
 
 /// Runs headless Chromium on `url` with `args` (the flags that keep it off
