@@ -11,7 +11,6 @@
 //!   refused handshake in one sentence ([`describe_tls_error`]).
 //! - [`check`]: check a node's TLS files before it runs (dates, chain,
 //!   names).
-//! - [`testing`]: a fresh PKI per test run for other crates' tests.
 //!
 //! A participant's identity is the name in its certificate (the subject
 //! common name), never a name it claims in a message.
@@ -19,9 +18,6 @@
 pub mod check;
 mod error;
 pub mod pki;
-#[cfg(any(test, feature = "testing"))]
-#[doc(hidden)]
-pub mod testing;
 pub mod tls;
 
 pub use error::Error;

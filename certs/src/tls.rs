@@ -414,8 +414,20 @@ fn describe_incompatible(p: &PeerIncompatible) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::TestPki;
+    use crate::pki::{COORDINATOR_NAME, DEFAULT_COORDINATOR_NAMES, Overwrite, init_with};
     use rcgen::{CertificateParams, DistinguishedName, KeyPair};
+
+    /// A development PKI in `dir` for `names`; the files of each name.
+    fn pki(dir: &Path, names: &[&str]) -> impl Fn(&str) -> TlsFiles {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let hosts: Vec<String> = DEFAULT_COORDINATOR_NAMES
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        init_with(dir, &names, &hosts, Overwrite::Replace).unwrap();
+        let dir = dir.to_path_buf();
+        move |name| TlsFiles::in_dir(&dir, name)
+    }
 
     fn der_of(pem: &str) -> Vec<u8> {
         pem_certificates(pem.as_bytes(), "test").unwrap()[0]
@@ -458,8 +470,8 @@ mod tests {
     #[test]
     fn load_names_the_offending_file() {
         let dir = tempfile::tempdir().unwrap();
-        let pki = TestPki::new(dir.path(), &["a", "b"]);
-        let good = pki.files_for("a");
+        let files = pki(dir.path(), &["a", "b"]);
+        let good = files("a");
         good.load().unwrap();
 
         let mut missing = good.clone();
@@ -488,7 +500,7 @@ mod tests {
         }
 
         let mut mismatched = good.clone();
-        mismatched.key = pki.files_for("b").key;
+        mismatched.key = files("b").key;
         match mismatched.load() {
             Err(Error::KeyMismatch { cert, key }) => {
                 assert!(cert.ends_with("a.crt") && key.ends_with("b.key"))
@@ -500,10 +512,10 @@ mod tests {
     #[test]
     fn configs_offer_h2_and_a_client_certificate() {
         let dir = tempfile::tempdir().unwrap();
-        let pki = TestPki::new(dir.path(), &["a"]);
-        let server = server_config(&pki.coordinator_files().load().unwrap()).unwrap();
+        let files = pki(dir.path(), &["a"]);
+        let server = server_config(&files(COORDINATOR_NAME).load().unwrap()).unwrap();
         assert_eq!(server.alpn_protocols, vec![b"h2".to_vec()]);
-        let client = client_config(&pki.files_for("a").load().unwrap()).unwrap();
+        let client = client_config(&files("a").load().unwrap()).unwrap();
         assert_eq!(client.alpn_protocols, vec![b"h2".to_vec()]);
         assert!(client.client_auth_cert_resolver.has_certs());
     }

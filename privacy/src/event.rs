@@ -128,8 +128,12 @@ pub(crate) struct Grouped {
     pub(crate) laplace: Vec<(f64, u64)>,
     /// Distinct exponential-mechanism epsilons and counts.
     pub(crate) exponential: Vec<(f64, u64)>,
-    /// Total-variation slack of the whole ledger (added to δ as (1 + e^ε)·τ).
-    pub(crate) tv_slack: f64,
+    /// Total-variation slack of the ledger's full-participation Gaussian
+    /// events (added to δ as (1 + e^ε)·τ, except by RDP: see
+    /// [`Grouped::tv_slack_for`]).
+    pub(crate) tv_slack_full: f64,
+    /// Total-variation slack of its sampled Gaussian events.
+    pub(crate) tv_slack_sampled: f64,
 }
 
 impl Grouped {
@@ -142,13 +146,18 @@ impl Grouped {
                 continue;
             }
             let c = u64::from(e.count());
-            g.tv_slack += e.tv_slack();
             match *e {
                 PrivacyEvent::Gaussian {
                     noise_multiplier: s,
                     sampling_rate: q,
+                    tv_slack,
                     ..
                 } => {
+                    if q == 1.0 {
+                        g.tv_slack_full += tv_slack;
+                    } else {
+                        g.tv_slack_sampled += tv_slack;
+                    }
                     if q == 1.0 {
                         g.full_mu2 += c as f64 / (s * s);
                         g.has_full = true;
@@ -178,6 +187,20 @@ impl Grouped {
                 .map(|&(e, c)| e * c as f64)
                 .sum(),
         )
+    }
+
+    /// The slack accountant `kind` must add to δ. Full-participation events
+    /// carry only the slack of discretised noise, and the discrete Gaussian
+    /// has exactly the Rényi divergences of the continuous one (Canonne,
+    /// Kamath & Steinke 2020, Prop. 5: `D_α ≤ α Δ²/(2σ²)` per coordinate,
+    /// additive over independent coordinates), so RDP needs no slack for
+    /// them; every other bound (the exact Gaussian profile, PLD, subsampled
+    /// RDP) counts all of it.
+    pub(crate) fn tv_slack_for(&self, kind: crate::AccountantKind) -> f64 {
+        match kind {
+            crate::AccountantKind::Rdp => self.tv_slack_sampled,
+            _ => self.tv_slack_full + self.tv_slack_sampled,
+        }
     }
 
     /// Whether the ledger holds only Gaussian rounds.

@@ -46,8 +46,8 @@ mod special;
 pub use accountant::{AccountantKind, Candidate, EpsilonReport, delta, epsilon};
 pub use calibrate::calibrate_noise_multiplier;
 pub use clip::{ClipOutcome, clip_l2, clip_l2_f32};
-pub use error::Error;
 pub use discretisation::{MIN_NOISE_UNITS, discretisation_tv, release_tv};
+pub use error::Error;
 pub use event::PrivacyEvent;
 pub use noise::{
     DiscreteGaussian, add_discrete_gaussian_mod, exponential_mechanism, report_noisy_max,

@@ -76,7 +76,19 @@ fn adaptive_clipping_breast_cancer_iid_within_budget() {
     for r in &rows {
         // One effective σ for every round, as calibrated for the target.
         assert_eq!(r.noise_multiplier, sigma);
-        assert_eq!(r.event, PrivacyEvent::gaussian(sigma, 1.0, 1));
+        // Full participation, one release, and the (tiny) slack of the
+        // discretised noise.
+        let PrivacyEvent::Gaussian {
+            noise_multiplier,
+            sampling_rate,
+            count,
+            tv_slack,
+        } = r.event
+        else {
+            panic!("{:?}", r.event)
+        };
+        assert_eq!((noise_multiplier, sampling_rate, count), (sigma, 1.0, 1));
+        assert!(tv_slack > 0.0 && tv_slack < 1e-12, "{tv_slack:e}");
         assert!(r.clip_norm.is_finite() && r.clip_norm > 0.0);
     }
     // The clip norm adapts: the rounds do not all use the same C.

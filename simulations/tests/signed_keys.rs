@@ -34,8 +34,15 @@ fn federation_with_signed_keys_completes() {
     };
     let mut fed = Federation::from_plan(plan, sim_entry_points(env!("CARGO_BIN_EXE_tessera-sim")));
     let config = std::fs::read_to_string(&fed.layout.coordinator_config).unwrap();
-    assert!(
-        config.contains("[secagg]\nenabled = true\nsigned_keys = true\n"),
+    let parsed: toml::Table = toml::from_str(&config).unwrap();
+    assert_eq!(
+        parsed["secagg"]["enabled"].as_bool(),
+        Some(true),
+        "{config}"
+    );
+    assert_eq!(
+        parsed["secagg"]["signed_keys"].as_bool(),
+        Some(true),
         "{config}"
     );
 

@@ -190,7 +190,7 @@ impl Store {
             id,
             round: row.round,
             training_round: row.training_round,
-            kind: row.kind.clone(),
+            kind: row.kind,
             event: row.event.clone(),
             cohort_size: row.cohort_size,
             clip_norm: row.clip_norm,

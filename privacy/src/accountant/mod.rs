@@ -125,9 +125,11 @@ pub fn epsilon(
 }
 
 /// Epsilon at `delta` of a ledger whose releases are within total variation
-/// τ = `g.tv_slack` of the Gaussian mechanisms accounted: the least ε (up to
-/// a relative margin of 1e-6) with δ_acc(ε) + (1 + e^ε)·τ ≤ δ, where δ_acc
-/// is the accountant's bound for the exact mechanisms.
+/// τ of the Gaussian mechanisms accounted (τ = [`Grouped::tv_slack_for`] the
+/// accountant): the least ε (up to a relative margin of 1e-6) with
+/// δ_acc(ε) + (1 + e^ε)·τ ≤ δ, where δ_acc is the accountant's bound for
+/// the exact mechanisms. `Best` is the smallest of the concrete accountants'
+/// answers, each with its own slack.
 ///
 /// Why: if M is (ε, δ_acc)-DP and M' is within total variation τ of M on
 /// every input, then for every event S, P[M'(x) ∈ S] ≤ P[M(x) ∈ S] + τ ≤
@@ -137,13 +139,18 @@ pub fn epsilon(
 ///
 /// The iteration ε_{k+1} = ε_acc(δ − (1 + e^{ε_k + m})τ) only grows; once
 /// ε_{k+1} ≤ ε_k + m, δ_acc(ε_{k+1}) ≤ δ − (1 + e^{ε_{k+1}})τ, so ε_{k+1}
-/// is a valid answer. With the slacks Tessera records it stops at k = 1.
+/// is a valid answer. With the slacks Tessera records it stops at k = 1. At
+/// a large ε the factor e^ε can leave no room at all; that accountant then
+/// does not apply (another may: RDP needs no slack for full participation).
 fn epsilon_with_slack(
     g: &Grouped,
     delta: f64,
     kind: AccountantKind,
 ) -> Result<EpsilonReport, Error> {
-    let tau = g.tv_slack;
+    if kind == AccountantKind::Best && (g.tv_slack_full > 0.0 || g.tv_slack_sampled > 0.0) {
+        return best_with_slack(g, delta);
+    }
+    let tau = g.tv_slack_for(kind);
     if tau == 0.0 {
         return epsilon_grouped(g, delta, kind);
     }
@@ -157,7 +164,8 @@ fn epsilon_with_slack(
     for _ in 0..64 {
         let target = eps + 1e-6 * eps.max(1.0);
         let rest = delta - (1.0 + target.exp()) * tau;
-        if !(rest > 0.0) {
+        // NaN counts as no room.
+        if rest.is_nan() || rest <= 0.0 {
             return Err(too_much(kind));
         }
         let mut r = epsilon_grouped(g, rest, kind)?;
@@ -168,6 +176,39 @@ fn epsilon_with_slack(
         eps = r.epsilon;
     }
     Err(too_much(kind))
+}
+
+/// `Best` over a ledger with slack: every concrete accountant with its own
+/// slack, the smallest answer.
+fn best_with_slack(g: &Grouped, delta: f64) -> Result<EpsilonReport, Error> {
+    let mut candidates = Vec::new();
+    let mut best: Option<EpsilonReport> = None;
+    for k in AccountantKind::CONCRETE {
+        match epsilon_with_slack(g, delta, k) {
+            Ok(r) => {
+                candidates.push(Candidate {
+                    accountant: k,
+                    epsilon: Some(r.epsilon),
+                    reason: None,
+                });
+                if best.as_ref().is_none_or(|b| r.epsilon < b.epsilon) {
+                    best = Some(r);
+                }
+            }
+            Err(Error::NotApplicable { reason, .. }) => candidates.push(Candidate {
+                accountant: k,
+                epsilon: None,
+                reason: Some(reason),
+            }),
+            Err(e) => return Err(e),
+        }
+    }
+    let mut b = best.ok_or_else(|| Error::NotApplicable {
+        accountant: AccountantKind::Best,
+        reason: "no accountant applies".into(),
+    })?;
+    b.candidates = candidates;
+    Ok(b)
 }
 
 pub(crate) fn epsilon_grouped(
@@ -267,9 +308,27 @@ pub fn delta(events: &[PrivacyEvent], epsilon: f64, kind: AccountantKind) -> Res
     let e = Epsilon::new(epsilon)?.get();
     let g = Grouped::new(events)?;
     // Releases within total variation τ of the accounted mechanisms: see
-    // `epsilon_with_slack`.
-    let slack = (1.0 + e.exp()) * g.tv_slack;
-    delta_exact_mechanisms(&g, e, kind).map(|d| (d + slack).min(1.0))
+    // `epsilon_with_slack`. Each accountant adds its own slack; `Best` is
+    // the smallest valid answer.
+    let with_slack = |k: AccountantKind| -> Result<f64, Error> {
+        let d = delta_exact_mechanisms(&g, e, k)?;
+        Ok((d + (1.0 + e.exp()) * g.tv_slack_for(k)).min(1.0))
+    };
+    if kind != AccountantKind::Best || (g.tv_slack_full == 0.0 && g.tv_slack_sampled == 0.0) {
+        return with_slack(kind);
+    }
+    let mut best: Option<f64> = None;
+    for k in AccountantKind::CONCRETE {
+        match with_slack(k) {
+            Ok(d) => best = Some(best.map_or(d, |b| b.min(d))),
+            Err(Error::NotApplicable { .. }) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    best.ok_or_else(|| Error::NotApplicable {
+        accountant: AccountantKind::Best,
+        reason: "no accountant applies".into(),
+    })
 }
 
 fn delta_exact_mechanisms(g: &Grouped, e: f64, kind: AccountantKind) -> Result<f64, Error> {

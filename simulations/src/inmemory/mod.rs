@@ -123,7 +123,7 @@ impl InMemoryFederation {
                 resume,
                 None,
                 Box::new(ChaCha20Rng::seed_from_u64(seed)),
-                Box::new(ChaCha20Rng::seed_from_u64(seed ^ 0x6e6f_6973_65)),
+                Box::new(ChaCha20Rng::seed_from_u64(seed ^ 0x6e_6f69_7365)),
             )
             .map_err(anyhow::Error::msg)?;
         let members = sites
