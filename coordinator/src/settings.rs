@@ -256,3 +256,70 @@ pub fn statistics_bounds(
     }
     StatsBounds::new(&r, max_rows).map_err(|e| e.to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::round::OptimizerState;
+
+    fn settings(extra_training: &str) -> Settings {
+        let text = format!(
+            r#"
+[federation]
+name = "optimizers"
+listen = "127.0.0.1:0"
+min_participants = 3
+rounds = 2
+output_dir = "/nonexistent"
+[tls]
+ca = "a"
+cert = "b"
+key = "c"
+[task]
+features = ["a"]
+label = "y"
+positive = "> 0"
+[training]
+{extra_training}
+"#
+        );
+        Settings::plan(toml::from_str(&text).unwrap()).unwrap()
+    }
+
+    fn rng() -> SecureRng {
+        use rand::SeedableRng;
+        Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(1))
+    }
+
+    #[test]
+    fn the_configured_optimizer_is_built_and_restored() {
+        let m = settings("server_optimizer = \"fedavgm\"\nserver_momentum = 0.5");
+        let state = OptimizerState {
+            name: "fedavgm".into(),
+            steps: 3,
+            vectors: vec![("velocity".into(), vec![0.25, -1.0])],
+        };
+        let machine = m
+            .machine(Resume::default(), Some(&state), rng(), rng())
+            .unwrap();
+        assert_eq!(machine.optimizer_state(), state);
+        // A checkpoint of another optimizer is refused, not silently dropped.
+        let plain = settings("");
+        let err = plain
+            .machine(Resume::default(), Some(&state), rng(), rng())
+            .unwrap_err();
+        assert!(err.contains("fedavgm") && err.contains("fedavg"), "{err}");
+        // Unknown names and momenta out of range are configuration errors.
+        for bad in [
+            "server_optimizer = \"adam\"",
+            "server_optimizer = \"fedavgm\"\nserver_momentum = 1.0",
+        ] {
+            let text = format!(
+                "[federation]\nname = \"x\"\nlisten = \"127.0.0.1:0\"\nmin_participants = 3\nrounds = 1\noutput_dir = \"o\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[task]\nfeatures = [\"a\"]\nlabel = \"y\"\npositive = \"> 0\"\n[training]\n{bad}\n"
+            );
+            let config: CoordinatorConfig = toml::from_str(&text).unwrap();
+            let err = Settings::plan(config).unwrap_err().to_string();
+            assert!(err.contains("training.server_"), "{err}");
+        }
+    }
+}
