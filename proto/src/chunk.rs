@@ -6,6 +6,12 @@
 //! [`Assembler`] checks every chunk against what it expects (purpose, round,
 //! total, contiguous offsets, element size, an upper bound on the length) and
 //! reports a typed [`ChunkError`] instead of trusting the sender.
+//!
+//! Memory follows the bytes that arrived, not the total a chunk declares:
+//! an assembler grows its buffer at most geometrically with the data it has
+//! received (never past the agreed length), and refuses an empty chunk of a
+//! non-empty vector, so a peer can neither reserve a whole vector with one
+//! empty message nor keep a stream alive without making progress.
 
 use crate::v1::{ChunkPurpose, VectorChunk};
 
@@ -18,7 +24,8 @@ pub trait Element: Copy + Default {
     const SIZE: usize;
     /// Appends the little-endian encoding of `self`.
     fn put(self, out: &mut Vec<u8>);
-    /// Reads one element from exactly `Self::SIZE` bytes.
+    /// Reads one element from the first `Self::SIZE` bytes (the default
+    /// value if fewer are given; callers pass exactly `Self::SIZE`).
     fn get(bytes: &[u8]) -> Self;
 }
 
@@ -28,7 +35,9 @@ impl Element for f32 {
         out.extend_from_slice(&self.to_le_bytes());
     }
     fn get(bytes: &[u8]) -> Self {
-        f32::from_le_bytes(bytes.try_into().expect("caller passes SIZE bytes"))
+        bytes
+            .first_chunk::<4>()
+            .map_or_else(Self::default, |b| f32::from_le_bytes(*b))
     }
 }
 
@@ -38,7 +47,9 @@ impl Element for u32 {
         out.extend_from_slice(&self.to_le_bytes());
     }
     fn get(bytes: &[u8]) -> Self {
-        u32::from_le_bytes(bytes.try_into().expect("caller passes SIZE bytes"))
+        bytes
+            .first_chunk::<4>()
+            .map_or_else(Self::default, |b| u32::from_le_bytes(*b))
     }
 }
 
@@ -48,7 +59,9 @@ impl Element for u64 {
         out.extend_from_slice(&self.to_le_bytes());
     }
     fn get(bytes: &[u8]) -> Self {
-        u64::from_le_bytes(bytes.try_into().expect("caller passes SIZE bytes"))
+        bytes
+            .first_chunk::<8>()
+            .map_or_else(Self::default, |b| u64::from_le_bytes(*b))
     }
 }
 
@@ -187,23 +200,44 @@ impl<T: Element> Assembler<T> {
         if chunk.data.len() > MAX_CHUNK_BYTES {
             return Err(ChunkError::Malformed("chunk larger than 1 MiB"));
         }
+        if chunk.data.is_empty() && self.expected_len > 0 {
+            return Err(ChunkError::Malformed("empty chunk of a non-empty vector"));
+        }
         if !chunk.data.len().is_multiple_of(T::SIZE) {
             return Err(ChunkError::Malformed("not a whole number of elements"));
         }
         let n = (chunk.data.len() / T::SIZE) as u64;
-        if have + n > self.expected_len {
+        if n > self.expected_len.saturating_sub(have) {
             return Err(ChunkError::Malformed(
                 "chunk runs past the end of the vector",
             ));
         }
-        if self.values.capacity() == 0 {
-            // Reserve once, bounded by the length we agreed on, not by the peer.
-            self.values.reserve_exact(self.expected_len as usize);
-        }
+        self.grow_for(n as usize);
         self.started = true;
         self.values
             .extend(chunk.data.chunks_exact(T::SIZE).map(T::get));
         Ok(self.is_complete())
+    }
+
+    /// Makes room for `n` more elements: at least doubling the buffer when
+    /// it must grow (amortised O(1) per element), never past the agreed
+    /// length, and never for elements that have not arrived.
+    fn grow_for(&mut self, n: usize) {
+        let len = self.values.len();
+        let free = self.values.capacity().saturating_sub(len);
+        if n <= free {
+            return;
+        }
+        let remaining = usize::try_from(self.expected_len)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(len);
+        let want = n.max(len).min(remaining);
+        self.values.reserve_exact(want);
+    }
+
+    /// Elements the assembler has room for now (its memory, in elements).
+    pub fn capacity(&self) -> usize {
+        self.values.capacity()
     }
 
     /// Whether every element has arrived.
@@ -283,9 +317,69 @@ mod tests {
         long.data.extend_from_slice(&[0; 4]);
         assert!(matches!(asm.push(&long), Err(ChunkError::Malformed(_))));
 
+        let mut empty_data = chunks[0].clone();
+        empty_data.data.clear();
+        assert!(matches!(
+            asm.push(&empty_data),
+            Err(ChunkError::Malformed(_))
+        ));
+
         let empty = split::<f32>(1, ChunkPurpose::Model, &[]);
         let mut asm = Assembler::<f32>::new(1, ChunkPurpose::Model, 0);
         assert!(asm.push(&empty[0]).unwrap());
         assert_eq!(asm.finish().unwrap(), Vec::<f32>::new());
+    }
+
+    /// A peer that declares a huge vector and sends nothing (or an empty
+    /// chunk) costs no memory: the buffer follows the bytes received.
+    #[test]
+    fn memory_follows_received_bytes_not_the_declared_total() {
+        let total: u64 = 100_000_000;
+        let mut asm = Assembler::<u32>::new(1, ChunkPurpose::MaskedInput, total);
+        let empty = VectorChunk {
+            round: 1,
+            purpose: ChunkPurpose::MaskedInput as i32,
+            offset: 0,
+            total,
+            data: Vec::new(),
+        };
+        assert!(matches!(asm.push(&empty), Err(ChunkError::Malformed(_))));
+        assert_eq!(asm.capacity(), 0);
+        let one = VectorChunk {
+            data: vec![1, 0, 0, 0],
+            ..empty.clone()
+        };
+        assert!(!asm.push(&one).unwrap());
+        assert!(asm.capacity() < 1024, "capacity {}", asm.capacity());
+        // Full chunks grow it geometrically, never past the data received.
+        let mut offset = 1u64;
+        for _ in 0..8 {
+            let data = vec![0u8; MAX_CHUNK_BYTES];
+            let chunk = VectorChunk {
+                offset,
+                data,
+                ..empty.clone()
+            };
+            asm.push(&chunk).unwrap();
+            offset += (MAX_CHUNK_BYTES / 4) as u64;
+            assert!(
+                asm.capacity() as u64 <= 2 * offset,
+                "capacity {}",
+                asm.capacity()
+            );
+        }
+    }
+
+    /// The buffer never grows past the agreed length, however it is cut.
+    #[test]
+    fn capacity_is_capped_by_the_agreed_length() {
+        let values: Vec<u64> = (0..300_000).collect();
+        let chunks = split(4, ChunkPurpose::MaskedInput, &values);
+        let mut asm = Assembler::<u64>::new(4, ChunkPurpose::MaskedInput, 300_000);
+        for c in &chunks {
+            asm.push(c).unwrap();
+            assert!(asm.capacity() <= 300_000);
+        }
+        assert_eq!(asm.finish().unwrap(), values);
     }
 }
