@@ -132,6 +132,8 @@ pub mod testing;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_liar;
 
 pub use client::{
     AwaitingInput, AwaitingPeerKeys, AwaitingShares, AwaitingUnmask, ClientConfig, ClientSession,

@@ -34,7 +34,7 @@ use crate::messages::{
 use crate::params::RoundParams;
 use crate::prg::{MaskJob, apply_masks, modulus_mask};
 use crate::seal::CIPHERTEXT_LEN;
-use crate::shamir::{Share, reconstruct};
+use crate::shamir::{Share, reconstruct_excluding_liar};
 use crate::{Error, Violation};
 
 /// Largest accepted key signature, in bytes.
@@ -100,6 +100,9 @@ pub struct ServerRound {
     key_shares: BTreeMap<u32, Vec<(u32, Share)>>,
     contributors: BTreeSet<u32>,
     dropped: BTreeSet<u32>,
+    /// Holders whose revealed share disagreed with every other holder's
+    /// (left out of the reconstruction).
+    misbehaving: BTreeSet<u32>,
 }
 
 /// Removes, until none is left, members with fewer than `t` neighbours in the set.
@@ -140,6 +143,7 @@ impl ServerRound {
             key_shares: BTreeMap::new(),
             contributors: BTreeSet::new(),
             dropped: BTreeSet::new(),
+            misbehaving: BTreeSet::new(),
         })
     }
 
@@ -151,6 +155,16 @@ impl ServerRound {
     /// The current stage.
     pub fn stage(&self) -> Stage {
         self.stage
+    }
+
+    /// Participants identified as having revealed a share that disagrees
+    /// with every other holder's share of the same secret. Their share was
+    /// left out and the round went on; the caller should not let them into
+    /// later rounds. Identification needs `t + 2` revealed shares of the
+    /// secret and a single wrong one (see
+    /// [`reconstruct_excluding_liar`](crate::shamir::reconstruct_excluding_liar)).
+    pub fn misbehaving(&self) -> Vec<u32> {
+        self.misbehaving.iter().copied().collect()
     }
 
     /// Who the current stage still waits for (empty: the stage can close now).
@@ -301,8 +315,10 @@ impl ServerRound {
     /// Ends the current stage: computes who is still in and returns the
     /// messages of the next stage, or the sum after unmasking. Fewer than t
     /// participants (or a secret that cannot be recovered) aborts the round
-    /// with [`Error::BelowThreshold`]; nothing is output. Inconsistent
-    /// revealed shares abort it with [`Violation::BadShare`].
+    /// with [`Error::BelowThreshold`]; nothing is output. A single revealed
+    /// share that disagrees with the other holders' is left out and its
+    /// holder named in [`ServerRound::misbehaving`]; shares that stay
+    /// inconsistent abort the round with [`Violation::BadShare`].
     pub fn close_stage(&mut self) -> Result<StageOutcome, Error> {
         let result = match self.stage {
             Stage::Finished | Stage::Aborted => return Err(Error::ApiMisuse("the round is over")),
@@ -475,7 +491,7 @@ impl ServerRound {
             if shares.len() < t {
                 return Err(self.below(shares.len()));
             }
-            let seed = reconstruct(shares, t).map_err(|_| Violation::BadShare { owner: u })?;
+            let seed = recover(&mut self.misbehaving, shares, t, u)?;
             jobs.push(MaskJob::new(&seed, true));
         }
         for &u in &self.dropped {
@@ -493,7 +509,7 @@ impl ServerRound {
             if shares.len() < t {
                 return Err(self.below(shares.len()));
             }
-            let bytes = reconstruct(shares, t).map_err(|_| Violation::BadShare { owner: u })?;
+            let bytes = recover(&mut self.misbehaving, shares, t, u)?;
             let sk = StaticSecret::from(bytes);
             let advertised = self.keys.get(&u).map(|k| k.mask_public_key);
             if advertised != Some(PublicKey::from(&sk).to_bytes()) {
@@ -545,6 +561,21 @@ fn fold_checked(sum: &mut [u64], values: &[u64], modulus: u64) -> Result<(), Err
         }
     }
     Ok(())
+}
+
+/// Reconstructs `owner`'s secret, leaving out (and adding to `misbehaving`)
+/// a single holder whose share disagrees with all the others.
+fn recover(
+    misbehaving: &mut BTreeSet<u32>,
+    shares: &[(u32, Share)],
+    t: usize,
+    owner: u32,
+) -> Result<[u8; 32], Error> {
+    let r = reconstruct_excluding_liar(shares, t).map_err(|_| Violation::BadShare { owner })?;
+    if let Some(liar) = r.liar {
+        misbehaving.insert(liar);
+    }
+    Ok(r.secret)
 }
 
 /// Parses revealed shares; the owners must be exactly `asked`, once each.

@@ -231,6 +231,56 @@ pub fn reconstruct(shares: &[(u32, Share)], t: usize) -> Result<[u8; 32], Shamir
     Ok(secret)
 }
 
+/// A secret recovered by [`reconstruct_excluding_liar`], and the holder
+/// whose share was left out, if one had to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// The secret.
+    pub secret: [u8; 32],
+    /// The holder whose share disagreed with all the others' (left out).
+    pub liar: Option<u32>,
+}
+
+/// [`reconstruct`], surviving one holder that reveals a wrong share.
+///
+/// When the shares are inconsistent and there are at least `t + 2` of them,
+/// each share is left out in turn: if the others (at least `t + 1`) lie on
+/// one polynomial for exactly one left-out share, that share's holder is
+/// the liar, and the secret is the one the others define. Two different
+/// left-out shares cannot both leave a consistent set (their intersection,
+/// at least `t` shares, would fix one polynomial that both outliers lie
+/// on), so the holder named is unambiguous. With fewer shares, or more than
+/// one wrong share, the result is [`ShamirError::Inconsistent`] as before.
+pub fn reconstruct_excluding_liar(
+    shares: &[(u32, Share)],
+    t: usize,
+) -> Result<Recovered, ShamirError> {
+    match reconstruct(shares, t) {
+        Ok(secret) => return Ok(Recovered { secret, liar: None }),
+        Err(ShamirError::Inconsistent) if shares.len() >= t.saturating_add(2) => {}
+        Err(e) => return Err(e),
+    }
+    let mut found = None;
+    for (i, (holder, _)) in shares.iter().enumerate() {
+        let rest: Vec<(u32, Share)> = shares
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, s)| *s)
+            .collect();
+        if let Ok(secret) = reconstruct(&rest, t) {
+            if found.is_some() {
+                return Err(ShamirError::Inconsistent);
+            }
+            found = Some(Recovered {
+                secret,
+                liar: Some(*holder),
+            });
+        }
+    }
+    found.ok_or(ShamirError::Inconsistent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -344,5 +394,53 @@ mod tests {
                 prop_assert!(*x != 0);
             }
         }
+    }
+
+    #[test]
+    fn one_lying_holder_is_named_and_left_out() {
+        let mut rng = ChaCha20Rng::from_seed([9u8; 32]);
+        let secret: [u8; 32] = core::array::from_fn(|i| (i * 7) as u8);
+        let holders: Vec<u32> = (1..=7).collect();
+        let t = 4;
+        let shares = split(&secret, t, &holders, &mut rng);
+        let mut pts: Vec<(u32, Share)> = holders.iter().copied().zip(shares).collect();
+        assert_eq!(
+            reconstruct_excluding_liar(&pts, t),
+            Ok(Recovered { secret, liar: None })
+        );
+        // Holder 3 lies (any position, including among the first t).
+        pts[2].1.0[1] = add(pts[2].1.0[1], 1);
+        assert_eq!(reconstruct(&pts, t), Err(ShamirError::Inconsistent));
+        assert_eq!(
+            reconstruct_excluding_liar(&pts, t),
+            Ok(Recovered {
+                secret,
+                liar: Some(3)
+            })
+        );
+        // Two liars: no holder can be named.
+        pts[5].1.0[0] = add(pts[5].1.0[0], 5);
+        assert_eq!(
+            reconstruct_excluding_liar(&pts, t),
+            Err(ShamirError::Inconsistent)
+        );
+        // One liar among only t + 1 shares: detected, not attributable.
+        let few: Vec<(u32, Share)> = holders
+            .iter()
+            .copied()
+            .zip(split(&secret, t, &holders, &mut rng))
+            .take(t + 1)
+            .enumerate()
+            .map(|(i, (h, mut s))| {
+                if i == 1 {
+                    s.0[0] = add(s.0[0], 1);
+                }
+                (h, s)
+            })
+            .collect();
+        assert_eq!(
+            reconstruct_excluding_liar(&few, t),
+            Err(ShamirError::Inconsistent)
+        );
     }
 }

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::testing::{DropoutPlan, expected_sum, run_round};
 use crate::*;
 
-fn params(n: u32, k: usize, t: usize, dim: usize, bits: u32) -> RoundParams {
+pub(crate) fn params(n: u32, k: usize, t: usize, dim: usize, bits: u32) -> RoundParams {
     RoundParams {
         round: 11,
         participants: (1..=n).map(|i| i * 3 + 1).collect(), // non-contiguous indices
@@ -226,19 +226,19 @@ fn hundred_participants_with_dropouts_at_two_stages() {
 // ---------------------------------------------------------------------------
 // A hand-driven round, for injecting bad messages.
 
-struct Net {
+pub(crate) struct Net {
     p: RoundParams,
-    server: ServerRound,
+    pub(crate) server: ServerRound,
     clients: BTreeMap<u32, (ClientSession, ChaCha20Rng)>,
     inputs: BTreeMap<u32, Vec<u64>>,
     /// Last message each participant sent (for replays).
-    sent: BTreeMap<u32, ClientMessage>,
+    pub(crate) sent: BTreeMap<u32, ClientMessage>,
     /// Last message each participant got.
     got: BTreeMap<u32, ServerMessage>,
 }
 
 impl Net {
-    fn new(p: RoundParams, signed: Option<&TestPki>) -> Self {
+    pub(crate) fn new(p: RoundParams, signed: Option<&TestPki>) -> Self {
         let server = ServerRound::new(p.clone()).unwrap();
         let mut clients = BTreeMap::new();
         let mut sent = BTreeMap::new();
@@ -274,7 +274,7 @@ impl Net {
         }
     }
 
-    fn deliver_all(&mut self) {
+    pub(crate) fn deliver_all(&mut self) {
         for (&u, m) in &self.sent {
             self.server.receive(u, m.clone()).unwrap();
         }
@@ -283,7 +283,7 @@ impl Net {
 
     /// Closes the stage and hands each message to its client; returns the
     /// clients' errors.
-    fn step(&mut self) -> Vec<(u32, Error)> {
+    pub(crate) fn step(&mut self) -> Vec<(u32, Error)> {
         let StageOutcome::Send(msgs) = self.server.close_stage().unwrap() else {
             panic!("finished early")
         };
@@ -312,14 +312,14 @@ impl Net {
         errs
     }
 
-    fn finish(&mut self) -> (Vec<u64>, Vec<u32>) {
+    pub(crate) fn finish(&mut self) -> (Vec<u64>, Vec<u32>) {
         match self.server.close_stage().unwrap() {
             StageOutcome::Finished { sum, contributors } => (sum, contributors),
             other => panic!("not finished: {other:?}"),
         }
     }
 
-    fn expected(&self, who: &[u32]) -> Vec<u64> {
+    pub(crate) fn expected(&self, who: &[u32]) -> Vec<u64> {
         let all: Vec<Vec<u64>> = self
             .p
             .participants
@@ -333,7 +333,7 @@ impl Net {
 /// Test-only "signatures": SHA-256 of a per-participant secret and the
 /// message. Not a signature scheme; enough to exercise the plumbing.
 #[derive(Clone)]
-struct TestPki(BTreeMap<u32, [u8; 32]>);
+pub(crate) struct TestPki(BTreeMap<u32, [u8; 32]>);
 
 struct TestSigner([u8; 32]);
 
