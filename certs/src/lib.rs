@@ -16,10 +16,12 @@
 //! common name), never a name it claims in a message.
 
 pub mod check;
+pub mod crl;
 mod error;
 pub mod pki;
 pub mod tls;
 
+pub use crl::{CRL_FILE, revoke, revoked_serials, serial_of};
 pub use error::Error;
 pub use pki::{
     CertificateAuthority, DEFAULT_COORDINATOR_NAMES, IssuedCert, Overwrite, init, init_with, issue,

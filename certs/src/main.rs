@@ -3,6 +3,7 @@
 //! ```text
 //! tessera-certs init  --out DIR --participants a,b,c [--coordinator-names localhost,127.0.0.1] [--force]
 //! tessera-certs issue --out DIR --participant NAME [--force]
+//! tessera-certs revoke NAME --out DIR
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -58,6 +59,18 @@ enum Command {
         /// (re-issue, e.g. before it expires).
         #[arg(long)]
         force: bool,
+    },
+    /// Revoke participant NAME's certificate: add it to DIR/crl.pem, the
+    /// CA's revocation list (created on the first revocation). A coordinator
+    /// with `[tls] crl = "DIR/crl.pem"` refuses it from then on and drops it
+    /// if connected (on SIGHUP or when it sees the file change).
+    Revoke {
+        /// The participant whose certificate (DIR/NAME.crt) is revoked.
+        #[arg(value_name = "NAME")]
+        participant: String,
+        /// The PKI directory holding ca.crt, ca.key and NAME.crt.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -115,6 +128,19 @@ fn run(cli: Cli) -> Result<(), tessera_certs::Error> {
         } => {
             let files = tessera_certs::issue_with(&out, &participant, overwrite(force))?;
             print_written(&out, &files);
+        }
+        Command::Revoke { participant, out } => {
+            let r = tessera_certs::revoke(&out, &participant)?;
+            if r.already {
+                println!("{participant} was already revoked");
+            } else {
+                println!("revoked {participant}");
+            }
+            println!(
+                "{} now lists {} revoked certificate(s); reload the coordinator (SIGHUP) or let it notice the change",
+                r.crl.display(),
+                r.entries
+            );
         }
     }
     Ok(())

@@ -266,6 +266,11 @@ impl CertificateAuthority {
         })
     }
 
+    /// The CA as an rcgen issuer (to sign certificates and revocation lists).
+    pub(crate) fn issuer(&self) -> &Issuer<'static, KeyPair> {
+        &self.issuer
+    }
+
     /// The CA certificate, PEM. This is what every node trusts (`ca.crt`).
     pub fn cert_pem(&self) -> String {
         self.cert_pem.clone()

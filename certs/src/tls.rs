@@ -39,6 +39,11 @@ pub struct TlsFiles {
     pub cert: PathBuf,
     /// This node's private key (PEM, PKCS#8, SEC1 or PKCS#1).
     pub key: PathBuf,
+    /// The federation CA's revocation list (PEM, written by `tessera-certs
+    /// revoke`): certificates on it are refused at the handshake. The
+    /// coordinator reloads it on SIGHUP or when the file changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl: Option<PathBuf>,
 }
 
 /// The contents of a node's [`TlsFiles`], PEM.
@@ -50,6 +55,8 @@ pub struct TlsMaterial {
     pub cert_pem: Vec<u8>,
     /// This node's private key, PEM.
     pub key_pem: Vec<u8>,
+    /// The CA's revocation list, PEM, when one is configured.
+    pub crl_pem: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -58,6 +65,7 @@ impl std::fmt::Debug for TlsMaterial {
             .field("ca_pem", &String::from_utf8_lossy(&self.ca_pem))
             .field("cert_pem", &String::from_utf8_lossy(&self.cert_pem))
             .field("key_pem", &"<redacted>")
+            .field("crl_pem", &self.crl_pem.as_ref().map(|c| c.len()))
             .finish()
     }
 }
@@ -70,6 +78,7 @@ impl TlsFiles {
             ca: dir.join(CA_CERT_FILE),
             cert: cert_path(dir, name),
             key: key_path(dir, name),
+            crl: None,
         }
     }
 
@@ -88,11 +97,15 @@ impl TlsFiles {
             ca_pem: read(&self.ca)?,
             cert_pem: read(&self.cert)?,
             key_pem: read(&self.key)?,
+            crl_pem: self.crl.as_deref().map(read).transpose()?,
         };
         let ca_what = self.ca.display().to_string();
         let cert_what = self.cert.display().to_string();
         let key_what = self.key.display().to_string();
         material.parse(&ca_what, &cert_what, &key_what)?;
+        if let (Some(pem), Some(path)) = (&material.crl_pem, &self.crl) {
+            crate::crl::pem_crls(pem, &path.display().to_string())?;
+        }
         Ok(material)
     }
 }
@@ -135,6 +148,14 @@ impl TlsMaterial {
         Ok(Parsed { roots, chain, key })
     }
 
+    /// The configured revocation lists, DER (none without a CRL).
+    fn crls(&self) -> Result<Vec<rustls::pki_types::CertificateRevocationListDer<'static>>, Error> {
+        match &self.crl_pem {
+            Some(pem) => crate::crl::pem_crls(pem, "the revocation list"),
+            None => Ok(Vec::new()),
+        }
+    }
+
     fn parse_by_role(&self) -> Result<Parsed, Error> {
         self.parse("the CA certificate", "the certificate", "the private key")
     }
@@ -169,14 +190,17 @@ fn provider() -> CryptoProvider {
 ///
 /// TLS 1.3 only; a client certificate is required and must chain to the
 /// federation CA in `m.ca_pem` with EKU clientAuth; the server presents
-/// `m.cert_pem` with `m.key_pem`; ALPN `h2`. Use it with
+/// `m.cert_pem` with `m.key_pem`; ALPN `h2`. A certificate on the CA's
+/// revocation list (`m.crl_pem`) is refused. Use it with
 /// `tokio_rustls::TlsAcceptor::from(config)`, then read the client's name
 /// with [`peer_name_of_chain`] on the connection's peer certificates.
 pub fn server_config(m: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, Error> {
     let parsed = m.parse_by_role()?;
     let provider = Arc::new(provider());
+    let crls = m.crls()?;
     let verifier =
         WebPkiClientVerifier::builder_with_provider(Arc::new(parsed.roots), Arc::clone(&provider))
+            .with_crls(crls)
             .build()
             .map_err(|source| Error::Verifier { source })?;
     let tls = |source| Error::Tls {
@@ -196,7 +220,8 @@ pub fn server_config(m: &TlsMaterial) -> Result<Arc<rustls::ServerConfig>, Error
 /// A participant's TLS configuration.
 ///
 /// TLS 1.3 only; trusts only the federation CA in `m.ca_pem` (not the
-/// system roots); presents `m.cert_pem` with `m.key_pem` as its client
+/// system roots) and refuses a coordinator certificate on its revocation
+/// list (`m.crl_pem`); presents `m.cert_pem` with `m.key_pem` as its client
 /// certificate; ALPN `h2`. The coordinator's certificate must be valid for
 /// the server name the caller connects with (a DNS name or IP address in its
 /// SANs) and carry EKU serverAuth.
@@ -206,10 +231,18 @@ pub fn client_config(m: &TlsMaterial) -> Result<Arc<rustls::ClientConfig>, Error
         side: "client",
         source,
     };
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(provider()))
+    let provider = Arc::new(provider());
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(parsed.roots),
+        Arc::clone(&provider),
+    )
+    .with_crls(m.crls()?)
+    .build()
+    .map_err(|source| Error::Verifier { source })?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls)?
-        .with_root_certificates(parsed.roots)
+        .with_webpki_verifier(verifier)
         .with_client_auth_cert(parsed.chain, parsed.key)
         .map_err(tls)?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];

@@ -343,6 +343,7 @@ fn certificate_from_another_ca_with_the_same_name_is_refused() {
             ca_pem: ours.cert_pem().into_bytes(),
             cert_pem: coordinator.cert_pem.into_bytes(),
             key_pem: coordinator.key_pem.into_bytes(),
+            crl_pem: None,
         })
         .unwrap(),
     );
@@ -352,6 +353,7 @@ fn certificate_from_another_ca_with_the_same_name_is_refused() {
             ca_pem: ours.cert_pem().into_bytes(),
             cert_pem: issued.cert_pem.into_bytes(),
             key_pem: issued.key_pem.into_bytes(),
+            crl_pem: None,
         }
     };
     let impostor = client_config(&material(&theirs)).unwrap();
@@ -375,6 +377,7 @@ fn a_ca_file_with_two_cas_trusts_both_during_rotation() {
             ca_pem: both.clone(),
             cert_pem: coordinator.cert_pem.into_bytes(),
             key_pem: coordinator.key_pem.into_bytes(),
+            crl_pem: None,
         })
         .unwrap(),
     );
@@ -384,6 +387,7 @@ fn a_ca_file_with_two_cas_trusts_both_during_rotation() {
             ca_pem: both.clone(),
             cert_pem: issued.cert_pem.into_bytes(),
             key_pem: issued.key_pem.into_bytes(),
+            crl_pem: None,
         })
         .unwrap();
         assert_eq!(
@@ -392,4 +396,37 @@ fn a_ca_file_with_two_cas_trusts_both_during_rotation() {
         );
         assert_eq!(server.next_outcome().unwrap(), name);
     }
+}
+
+/// A certificate on the CA's revocation list is refused at the handshake;
+/// the other participants are still served. Without the CRL in the server
+/// configuration the revoked participant would get in.
+#[test]
+fn revoked_certificate_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path().join("pki"), &["a", "b"]);
+    let revoked = tessera_certs::revoke(&pki.dir, "a").unwrap();
+    assert_eq!(revoked.entries, 1);
+    let mut files = pki.coordinator_files();
+    files.crl = Some(revoked.crl.clone());
+    let server = Server::start(server_config(&files.load().unwrap()).unwrap());
+    let a = client_config(&pki.files_for("a").load().unwrap()).unwrap();
+    let _ = client(a, server.addr, "localhost").unwrap_err();
+    let server_says = describe_tls_error(&refused(server.next_outcome()));
+    assert!(
+        server_says.to_lowercase().contains("revoked"),
+        "{server_says}"
+    );
+    let b = client_config(&pki.files_for("b").load().unwrap()).unwrap();
+    assert_eq!(client(b, server.addr, "localhost").unwrap(), "pong b");
+
+    // The same PKI without the CRL lets `a` in: the list is what refuses it.
+    let open = Server::start(server_config(&pki.coordinator_files().load().unwrap()).unwrap());
+    let a = client_config(&pki.files_for("a").load().unwrap()).unwrap();
+    assert_eq!(client(a, open.addr, "localhost").unwrap(), "pong a");
+
+    // A CRL file that is not a CRL is refused when the files are loaded.
+    std::fs::write(&revoked.crl, "not a crl").unwrap();
+    let err = files.load().unwrap_err().to_string();
+    assert!(err.contains("crl.pem"), "{err}");
 }
