@@ -75,6 +75,7 @@ pub fn check(config: &Path, now: SystemTime) -> CheckReport {
         ca: tls.ca.clone(),
         cert: tls.cert.clone(),
         key: tls.key.clone(),
+        crl: tls.crl.clone(),
     };
     r.findings
         .extend(check_tls_files(&files, &Role::Coordinator(Vec::new()), now));

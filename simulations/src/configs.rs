@@ -82,6 +82,7 @@ pub fn coordinator_config(
             ca: layout.pki.join("ca.crt"),
             cert: layout.pki.join("coordinator.crt"),
             key: layout.pki.join("coordinator.key"),
+            crl: None,
         },
         task: TaskSection {
             model: plan.task.model.to_string(),
@@ -126,6 +127,7 @@ pub fn participant_config(
             ca: layout.pki.join("ca.crt"),
             cert: layout.pki.join(format!("{}.crt", site.name)),
             key: layout.pki.join(format!("{}.key", site.name)),
+            crl: None,
         },
         privacy: SitePrivacySection {
             max_epsilon: site.max_epsilon,

@@ -319,6 +319,7 @@ pub async fn start(
         ca: config.tls.ca.clone(),
         cert: config.tls.cert.clone(),
         key: config.tls.key.clone(),
+        crl: None,
     };
     let operators = config
         .web
