@@ -1,34 +1,38 @@
 //! The listener: TLS 1.3 handshakes with required client certificates, the
 //! gRPC server on top, the driver beside it, and shutdown.
 //!
-//! TLS is terminated here rather than inside tonic so that every refused
-//! handshake (no certificate, unknown CA, old TLS version) gets a log line
-//! naming the peer and the reason, while the coordinator keeps serving
-//! everyone else.
+//! TLS is terminated here rather than inside tonic (see [`crate::listener`])
+//! so that every refused handshake (no certificate, unknown CA, revoked,
+//! old TLS version) gets a log line naming the peer and the reason, while
+//! the coordinator keeps serving everyone else; the TLS files are reloaded
+//! on SIGHUP or change ([`crate::tls_reload`]). HTTP/2 is bounded per
+//! connection (streams, header size, pending resets).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use tessera_proto::v1::federation_server::FederationServer;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
-use tokio_rustls::TlsAcceptor;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::driver::{Driver, Outcome};
+pub use crate::listener::AcceptLimits;
+use crate::listener::{TlsConfigCell, accept_loop};
 use crate::metrics::Metrics;
-use crate::service::FederationService;
+use crate::service::{FederationService, SessionEvent};
 use crate::settings::Settings;
+use crate::tls_reload;
 
 /// Largest gRPC message accepted (chunks are at most 1 MiB of data).
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
-/// Handshakes in progress at once; more wait.
-const MAX_HANDSHAKES: usize = 256;
-/// A peer that does not finish its TLS handshake in this time is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Concurrent HTTP/2 streams per connection: a participant needs one
+/// session stream; a few more allow a reconnect to overlap.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 4;
+/// Largest HTTP/2 header list accepted.
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
 
 /// Runs a coordinator on `listener` until the federation ends or `shutdown`
 /// resolves; returns how the federation ended.
@@ -37,68 +41,52 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<Outcome> {
+    run_with_limits(settings, listener, AcceptLimits::default(), shutdown).await
+}
+
+/// [`run`] with explicit bounds on connections still in their handshake.
+pub async fn run_with_limits(
+    settings: Arc<Settings>,
+    listener: TcpListener,
+    limits: AcceptLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<Outcome> {
     tessera_certs::install_crypto_provider();
-    let material = settings
-        .config
-        .tls
-        .load()
-        .context("loading the coordinator's TLS material")?;
-    let tls_config =
-        tessera_certs::server_config(&material).context("building the TLS configuration")?;
-    let acceptor = TlsAcceptor::from(tls_config);
+    let tls_files = settings.config.tls.clone();
+    let (tls_config, revoked) = tls_reload::load(&tls_files)?;
+    let tls_cell = Arc::new(TlsConfigCell::new(tls_config));
     let metrics = Arc::new(Metrics::new());
 
     let (events_tx, events_rx) = mpsc::channel(1024);
     let service = FederationService::new(
-        events_tx,
+        events_tx.clone(),
         settings.config.federation.allow.clone(),
         Arc::clone(&metrics),
     );
     let driver = Driver::open(Arc::clone(&settings), Arc::clone(&metrics))?;
+    events_tx
+        .send(SessionEvent::Revoked { serials: revoked })
+        .await
+        .map_err(|_| anyhow::anyhow!("the driver stopped before starting"))?;
 
     // Accept loop: TCP → TLS → gRPC.
     let (conn_tx, conn_rx) = mpsc::channel(64);
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let local = listener.local_addr()?;
     info!(address = %local, federation = %settings.config.federation.name, "coordinator listening (TLS 1.3, client certificates required)");
-    let accept_task = {
-        let mut stop_rx = stop_rx.clone();
-        tokio::spawn(async move {
-            let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-            loop {
-                let accepted = tokio::select! {
-                    r = listener.accept() => r,
-                    _ = stop_rx.changed() => break,
-                };
-                let (tcp, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = tcp.set_nodelay(true);
-                let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
-                    break;
-                };
-                let acceptor = acceptor.clone();
-                let conn_tx = conn_tx.clone();
-                tokio::spawn(async move {
-                    let _permit = permit;
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => {
-                            let _ = conn_tx.send(Ok::<_, std::io::Error>(stream)).await;
-                        }
-                        Ok(Err(e)) => {
-                            warn!(%peer, reason = %tessera_certs::describe_tls_error(&e), "TLS handshake refused");
-                        }
-                        Err(_) => warn!(%peer, "TLS handshake timed out"),
-                    }
-                });
-            }
-        })
-    };
+    let accept_task = tokio::spawn(accept_loop(
+        listener,
+        Arc::clone(&tls_cell),
+        limits,
+        conn_tx,
+        stop_rx.clone(),
+    ));
+    let reload_task = tokio::spawn(tls_reload::watch_files(
+        tls_files,
+        tls_cell,
+        events_tx,
+        stop_rx.clone(),
+    ));
 
     let web_tasks = crate::web::start(&settings, Arc::clone(&metrics), stop_rx.clone()).await?;
 
@@ -107,6 +95,9 @@ pub async fn run(
         tonic::transport::Server::builder()
             .initial_stream_window_size(8 << 20)
             .initial_connection_window_size(16 << 20)
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+            .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+            .http2_max_pending_accept_reset_streams(Some(16))
             .http2_keepalive_interval(Some(Duration::from_secs(15)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .add_service(
@@ -128,6 +119,7 @@ pub async fn run(
     let _ = stop_rx.changed().await;
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
     accept_task.abort();
+    reload_task.abort();
     for t in web_tasks {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }

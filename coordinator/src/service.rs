@@ -46,6 +46,12 @@ pub enum SessionEvent {
         /// The message.
         message: ParticipantMessage,
     },
+    /// The federation CA's revocation list was (re)loaded: these serial
+    /// numbers are revoked. Open sessions under them are closed.
+    Revoked {
+        /// Serial numbers (leading zero bytes stripped).
+        serials: std::collections::HashSet<Vec<u8>>,
+    },
     /// The session ended.
     Disconnected {
         /// Certificate name.

@@ -7,10 +7,16 @@
 //! then writes and records the checkpoint, then the round record, and only
 //! then feeds [`Input::Committed`] back, which is what lets the machine
 //! release the model.
+//!
+//! The parts: [`admission`] (who may hold a session), [`durable`] (what is
+//! written to the store and the output directory), [`resume`] (where a
+//! restarted coordinator stands).
+
+pub mod admission;
+pub mod durable;
+pub mod resume;
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,17 +25,20 @@ use anyhow::Context;
 use rand::SeedableRng;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::metrics::Metrics;
-use crate::round::{
-    Commit, FederationMachine, Input, OptimizerState, Output, Resume, RoundSummary, SecureRng,
-};
+use crate::round::{FederationMachine, Input, OptimizerState, Output, RoundSummary, SecureRng};
 use crate::service::{Outbox, SessionEvent};
 use crate::settings::Settings;
-use crate::store::{
-    Checkpoint, LiveStatus, NewLedgerRow, RoundRecord, RoundStatus, Store, write_checkpoint,
+use crate::store::{LiveStatus, RoundStatus, Store};
+use admission::{Admission, Admit};
+use durable::LiveStatusWriter;
+pub use resume::{
+    META_CLIP_NORM, META_OPTIMIZER_STATE, refuse_non_private_history, resume_from,
+    settle_interrupted_rounds,
 };
+use tessera_proto::v1::ParticipantMessage;
 
 /// How a federation run ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,7 +68,26 @@ pub struct Driver {
     round_started_ms: HashMap<u64, i64>,
     /// The round started and not yet released or aborted.
     current: Option<RoundSummary>,
+    admission: Admission,
+    live: LiveStatusWriter,
+    /// The leaf certificate of each open session (checked on CRL reloads).
+    sessions_certificates: HashMap<String, Vec<u8>>,
+    /// Second sessions waiting for the round in progress to end.
+    parked: HashMap<String, Parked>,
 }
+
+/// A second session under a name whose first session is in the round in
+/// progress: it waits (its messages kept, up to [`MAX_PARKED_MESSAGES`])
+/// and replaces the first once that round ends or the first closes.
+struct Parked {
+    session: u64,
+    certificate: Vec<u8>,
+    outbox: Outbox,
+    messages: Vec<ParticipantMessage>,
+}
+
+/// Messages kept of a waiting session (a hello, a budget); more are dropped.
+const MAX_PARKED_MESSAGES: usize = 8;
 
 /// Why a round in progress at shutdown ends unreleased.
 pub const SHUTDOWN_REASON: &str = "the coordinator was stopped before the round was committed;                                    nothing of it was released";
@@ -142,6 +170,10 @@ impl Driver {
             outboxes: HashMap::new(),
             round_started_ms: HashMap::new(),
             current: None,
+            admission: Admission::default(),
+            live: LiveStatusWriter::default(),
+            sessions_certificates: HashMap::new(),
+            parked: HashMap::new(),
         })
     }
 
@@ -161,6 +193,12 @@ impl Driver {
         loop {
             if let Some(outcome) = self.drain_outputs()? {
                 return Ok(outcome);
+            }
+            if !self.parked.is_empty() {
+                self.admit_parked();
+                if let Some(outcome) = self.drain_outputs()? {
+                    return Ok(outcome);
+                }
             }
             self.write_live_status();
             let deadline = self.machine.poll_timeout();
@@ -212,6 +250,12 @@ impl Driver {
                 "round in progress aborted: the coordinator is stopping"
             );
         }
+        self.sessions_certificates.clear();
+        for (_, p) in self.parked.drain() {
+            let _ = p
+                .outbox
+                .try_send(Err(tonic::Status::unavailable(SHUTDOWN_STATUS)));
+        }
         for (_, (_, outbox)) in self.outboxes.drain() {
             let _ = outbox.try_send(Err(tonic::Status::unavailable(SHUTDOWN_STATUS)));
         }
@@ -238,40 +282,97 @@ impl Driver {
                 certificate,
                 outbox,
             } => {
-                if let Err(e) = self.store.participant_seen(&name, now_ms()) {
-                    warn!(error = %e, "cannot record participant");
+                let open_elsewhere = self
+                    .outboxes
+                    .get(&name)
+                    .is_some_and(|(_, o)| !o.is_closed());
+                match self.admission.decide(
+                    &name,
+                    &certificate,
+                    open_elsewhere,
+                    self.in_current_round(&name),
+                ) {
+                    Admit::Refuse(status) => {
+                        warn!(participant = %name, session, reason = status.message(), "session refused");
+                        let _ = outbox.try_send(Err(status));
+                    }
+                    Admit::Defer => {
+                        info!(participant = %name, session, "a second session waits until the round in progress ends");
+                        let parked = Parked {
+                            session,
+                            certificate,
+                            outbox,
+                            messages: Vec::new(),
+                        };
+                        if let Some(older) = self.parked.insert(name, parked) {
+                            let _ = older.outbox.try_send(Err(tonic::Status::unavailable(
+                                "replaced by a newer session under the same name",
+                            )));
+                        }
+                    }
+                    Admit::Accept => self.accept(name, session, certificate, outbox, Vec::new()),
                 }
-                self.outboxes.insert(name.clone(), (session, outbox));
-                self.machine.handle(
-                    now,
-                    Input::Connected {
-                        name,
-                        session,
-                        certificate,
-                    },
-                );
-                self.metrics
-                    .set_participants_connected(self.outboxes.len() as u64);
             }
             SessionEvent::Message {
                 name,
                 session,
                 message,
-            } => self.machine.handle(
-                now,
-                Input::Message {
-                    name,
-                    session,
-                    message,
-                },
-            ),
+            } => {
+                if let Some(p) = self.parked.get_mut(&name).filter(|p| p.session == session) {
+                    if p.messages.len() < MAX_PARKED_MESSAGES {
+                        p.messages.push(message);
+                    }
+                    return;
+                }
+                self.machine.handle(
+                    now,
+                    Input::Message {
+                        name,
+                        session,
+                        message,
+                    },
+                )
+            }
+            SessionEvent::Revoked { serials } => {
+                self.admission.set_revoked(serials);
+                let revoked: Vec<String> = self
+                    .sessions_certificates
+                    .iter()
+                    .filter(|(_, cert)| self.admission.is_revoked(cert))
+                    .map(|(n, _)| n.clone())
+                    .collect();
+                for name in revoked {
+                    self.close_session(
+                        &name,
+                        tonic::Status::permission_denied(format!(
+                            "the certificate of `{name}` was revoked by the federation CA"
+                        )),
+                        "certificate revoked",
+                    );
+                }
+                let admission = &self.admission;
+                self.parked.retain(|_, p| {
+                    let keep = !admission.is_revoked(&p.certificate);
+                    if !keep {
+                        let _ = p.outbox.try_send(Err(tonic::Status::permission_denied(
+                            "this certificate was revoked by the federation CA",
+                        )));
+                    }
+                    keep
+                });
+            }
             SessionEvent::Disconnected {
                 name,
                 session,
                 error,
             } => {
+                if self.parked.get(&name).is_some_and(|p| p.session == session) {
+                    self.parked.remove(&name);
+                    return;
+                }
                 if self.outboxes.get(&name).map(|(s, _)| *s) == Some(session) {
                     self.outboxes.remove(&name);
+                    self.sessions_certificates.remove(&name);
                 }
                 if let Some(e) = error {
                     info!(participant = %name, error = %e, "session ended with an error");
@@ -284,10 +385,99 @@ impl Driver {
         }
     }
 
+    /// Whether `name` is in the cohort of the round in progress.
+    fn in_current_round(&self, name: &str) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|c| c.cohort.iter().any(|n| n == name))
+    }
+
+    /// Lets a session in: it replaces any earlier session under its name.
+    fn accept(
+        &mut self,
+        name: String,
+        session: u64,
+        certificate: Vec<u8>,
+        outbox: Outbox,
+        messages: Vec<ParticipantMessage>,
+    ) {
+        let now = Instant::now();
+        if let Err(e) = self.store.participant_seen(&name, now_ms()) {
+            warn!(error = %e, "cannot record participant");
+        }
+        self.outboxes.insert(name.clone(), (session, outbox));
+        self.sessions_certificates
+            .insert(name.clone(), certificate.clone());
+        self.machine.handle(
+            now,
+            Input::Connected {
+                name: name.clone(),
+                session,
+                certificate,
+            },
+        );
+        for message in messages {
+            self.machine.handle(
+                now,
+                Input::Message {
+                    name: name.clone(),
+                    session,
+                    message,
+                },
+            );
+        }
+        self.metrics
+            .set_participants_connected(self.outboxes.len() as u64);
+    }
+
+    /// Lets in the parked sessions whose name is no longer held by an open
+    /// session in the round in progress.
+    fn admit_parked(&mut self) {
+        let ready: Vec<String> = self
+            .parked
+            .keys()
+            .filter(|n| {
+                let open = self.outboxes.get(*n).is_some_and(|(_, o)| !o.is_closed());
+                !(open && self.in_current_round(n))
+            })
+            .cloned()
+            .collect();
+        for name in ready {
+            if let Some(p) = self.parked.remove(&name) {
+                info!(participant = %name, session = p.session, "the waiting session replaces the earlier one");
+                if let Some((_, old)) = self.outboxes.get(&name) {
+                    let _ = old.try_send(Err(tonic::Status::unavailable(
+                        "replaced by a newer session under the same name",
+                    )));
+                }
+                self.accept(name, p.session, p.certificate, p.outbox, p.messages);
+            }
+        }
+    }
+
+    /// Closes `name`'s session with `status` and takes it out of the round.
+    fn close_session(&mut self, name: &str, status: tonic::Status, why: &str) {
+        self.sessions_certificates.remove(name);
+        if let Some((session, outbox)) = self.outboxes.remove(name) {
+            warn!(participant = %name, reason = why, "closing the participant's session");
+            let _ = outbox.try_send(Err(status));
+            self.machine.handle(
+                Instant::now(),
+                Input::Disconnected {
+                    name: name.to_owned(),
+                    session,
+                },
+            );
+            self.metrics
+                .set_participants_connected(self.outboxes.len() as u64);
+        }
+    }
+
     fn drain_outputs(&mut self) -> anyhow::Result<Option<Outcome>> {
         while let Some(out) = self.machine.poll_output() {
             match out {
                 Output::Send { to, message } => self.send(&to, message),
+
                 Output::RoundStarted(s) => {
                     let started = now_ms();
                     self.round_started_ms.insert(s.round, started);
@@ -307,6 +497,17 @@ impl Driver {
                 }
                 Output::Commit(commit) => {
                     self.current = None;
+                    for (name, reason) in &commit.excluded {
+                        warn!(participant = %name, %reason, "participant excluded from the federation");
+                        self.admission.exclude(name, reason);
+                        self.close_session(
+                            name,
+                            tonic::Status::permission_denied(format!(
+                                "participant `{name}` is excluded from this federation: {reason}"
+                            )),
+                            "excluded",
+                        );
+                    }
                     let round = commit.summary.round;
                     let next_clip_norm = self.machine.pending_clip_norm();
                     self.commit(*commit, next_clip_norm)?;
@@ -340,6 +541,7 @@ impl Driver {
             Ok(()) => self.metrics.add_bytes_sent(len),
             Err(TrySendError::Full(_)) => {
                 warn!(participant = %to, "participant is not reading its messages; closing its session");
+                self.sessions_certificates.remove(to);
                 if let Some((session, _)) = self.outboxes.remove(to) {
                     self.machine.handle(
                         Instant::now(),
@@ -353,213 +555,6 @@ impl Driver {
             Err(TrySendError::Closed(_)) => {}
         }
     }
-
-    fn record(
-        &mut self,
-        s: &RoundSummary,
-        status: RoundStatus,
-        started_at_ms: i64,
-        ended_at_ms: Option<i64>,
-    ) -> anyhow::Result<()> {
-        self.store.record_round(&RoundRecord {
-            round: s.round,
-            training_round: s.training_round,
-            kind: s.kind,
-            status,
-            contributors: s.contributors.clone(),
-            dropped: s.dropped.clone(),
-            reason: s.reason.clone(),
-            started_at_ms,
-            ended_at_ms,
-        })?;
-        Ok(())
-    }
-
-    /// Ledger row, then checkpoint, then round record: each durable before the
-    /// next. With adaptive clipping the next round's clip norm is stored
-    /// before the checkpoint, so a restart goes on with the adapted C.
-    fn commit(&mut self, c: Commit, next_clip_norm: Option<f64>) -> anyhow::Result<()> {
-        let s = &c.summary;
-        let now = now_ms();
-        if let Some(entry) = &c.privacy {
-            self.store.append_ledger(&NewLedgerRow {
-                round: s.round,
-                training_round: s.training_round,
-                kind: s.kind,
-                event: entry.event.clone(),
-                cohort_size: entry.cohort_size,
-                clip_norm: entry.clip_norm,
-                noise_multiplier: entry.noise_multiplier,
-                sampling_rate: entry.sampling_rate,
-                recorded_at_ms: now,
-                not_private: entry.not_private,
-            })?;
-            if let Some(eps) = c.epsilon_after {
-                self.metrics.set_epsilon_spent(eps);
-            }
-        }
-        if let Some(pre) = &c.preprocessing {
-            let json = serde_json::json!({
-                "mean": pre.mean, "std": pre.std, "indicator": pre.indicator,
-            });
-            self.store.set_meta("preprocessing", &json.to_string())?;
-        }
-        if let Some(clip) = next_clip_norm {
-            self.store.set_meta(META_CLIP_NORM, &format!("{clip:?}"))?;
-        }
-        // The optimizer's state after this round goes with its checkpoint
-        // (nothing to keep for a stateless one).
-        let state = self.machine.optimizer_state();
-        if !state.vectors.is_empty() || state.steps > 0 {
-            self.store
-                .set_meta(META_OPTIMIZER_STATE, &serde_json::to_string(&state)?)?;
-        }
-        if let Some(model) = &c.checkpoint {
-            let dir = self
-                .settings
-                .config
-                .federation
-                .output_dir
-                .join("checkpoints");
-            let training_round = s.training_round.unwrap_or(0);
-            let (path, sha256, bytes) = write_checkpoint(&dir, training_round, model)?;
-            self.store.record_checkpoint(&Checkpoint {
-                round: s.round,
-                training_round,
-                path,
-                sha256,
-                bytes,
-                created_at_ms: now_ms(),
-            })?;
-        }
-        let started = self.round_started_ms.remove(&s.round).unwrap_or(now);
-        self.record(s, RoundStatus::Released, started, Some(now_ms()))?;
-        self.metrics.round_completed();
-        self.metrics.participants_dropped(s.dropped.len() as u64);
-        for (phase, secs) in &s.stage_seconds {
-            self.metrics
-                .observe_stage(*phase, std::time::Duration::from_secs_f64(*secs));
-        }
-        self.append_metrics_line(s, "released", c.epsilon_after, c.update_norm)?;
-        info!(
-            round = s.round,
-            kind = s.kind.as_str(),
-            training_round = ?s.training_round,
-            contributors = s.contributors.len(),
-            dropped = s.dropped.len(),
-            seconds = format!("{:.2}", s.seconds),
-            epsilon = ?c.epsilon_after,
-            "round released"
-        );
-        Ok(())
-    }
-
-    /// One line per round in `output_dir/rounds.csv`.
-    fn append_metrics_line(
-        &self,
-        s: &RoundSummary,
-        status: &str,
-        epsilon: Option<f64>,
-        update_norm: Option<f64>,
-    ) -> anyhow::Result<()> {
-        let path = self
-            .settings
-            .config
-            .federation
-            .output_dir
-            .join("rounds.csv");
-        let new = !path.exists();
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        if new {
-            writeln!(
-                f,
-                "round,training_round,kind,status,cohort,contributors,dropped,seconds,epsilon,update_norm"
-            )?;
-        }
-        writeln!(
-            f,
-            "{},{},{},{},{},{},{},{:.4},{},{}",
-            s.round,
-            s.training_round.map(|r| r.to_string()).unwrap_or_default(),
-            s.kind.as_str(),
-            status,
-            s.cohort.len(),
-            s.contributors.len(),
-            s.dropped.len(),
-            s.seconds,
-            epsilon.map(|e| format!("{e:.6}")).unwrap_or_default(),
-            update_norm.map(|e| format!("{e:.6}")).unwrap_or_default(),
-        )?;
-        Ok(())
-    }
-
-    /// Writes the final model to `output_dir/model.safetensors`: the last
-    /// checkpoint, or with `training.average_last = K > 1` the average of the
-    /// parameters of the last K released models (post-processing of released
-    /// models: it costs no privacy, and it averages out part of the noise).
-    fn write_final_model(&mut self) -> anyhow::Result<Option<PathBuf>> {
-        let Some(cp) = self.store.latest_checkpoint()? else {
-            return Ok(None);
-        };
-        if cp.training_round == 0 {
-            return Ok(None);
-        }
-        let k = self.settings.config.training.average_last.max(1) as usize;
-        let mut model = tessera_model::read_model(&cp.path)
-            .with_context(|| format!("reading {}", cp.path.display()))?;
-        if k > 1 {
-            let mut all = self.store.checkpoints()?;
-            all.retain(|c| c.training_round > 0);
-            all.sort_by_key(|c| c.training_round);
-            let tail = &all[all.len().saturating_sub(k)..];
-            let mut sum = vec![0.0f64; model.params.len()];
-            for c in tail {
-                let m = tessera_model::read_model(&c.path)
-                    .with_context(|| format!("reading {}", c.path.display()))?;
-                for (s, p) in sum.iter_mut().zip(&m.params) {
-                    *s += f64::from(*p);
-                }
-            }
-            let n = tail.len() as f64;
-            model.params = sum.iter().map(|s| (s / n) as f32).collect();
-            info!(
-                models = tail.len(),
-                "final model is the average of the last released models"
-            );
-        }
-        let dest = self
-            .settings
-            .config
-            .federation
-            .output_dir
-            .join("model.safetensors");
-        tessera_model::write_model(&dest, &model)
-            .with_context(|| format!("writing {}", dest.display()))?;
-        info!(path = %dest.display(), training_round = cp.training_round, "final model written");
-        Ok(Some(dest))
-    }
-
-    fn write_live_status(&mut self) {
-        let current = self.machine.current_round();
-        let status = LiveStatus {
-            current_round: current.map(|c| c.0),
-            training_round: current.and_then(|c| c.1),
-            stage: match current {
-                Some((_, _, stage)) => stage.to_owned(),
-                None => self.machine.describe(),
-            },
-            connected: self.outboxes.len() as u32,
-            pid: std::process::id(),
-            updated_at_ms: now_ms(),
-        };
-        if let Err(e) = self.store.set_live_status(&status) {
-            error!(error = %e, "cannot write live status");
-        }
-    }
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -567,87 +562,4 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
         None => std::future::pending().await,
     }
-}
-
-/// Store meta key of the adapted clip norm for the next training round.
-pub const META_CLIP_NORM: &str = "clip_norm";
-
-/// Store meta key of the server optimizer's state after the last released
-/// round (JSON of [`OptimizerState`]; absent for a stateless optimizer).
-pub const META_OPTIMIZER_STATE: &str = "optimizer_state";
-
-/// Settles the records of rounds a previous coordinator left as `started`:
-/// the round of the latest checkpoint was committed (its ledger row and
-/// checkpoint are durable, its model goes out on resume), so it is
-/// `released`; any other was interrupted before its commit and released
-/// nothing, so it is `aborted`.
-pub fn settle_interrupted_rounds(store: &mut Store) -> anyhow::Result<()> {
-    let committed = store.latest_checkpoint()?.map(|c| c.round);
-    for mut r in store.rounds()? {
-        if r.status != RoundStatus::Started {
-            continue;
-        }
-        if Some(r.round) == committed {
-            r.status = RoundStatus::Released;
-        } else {
-            r.status = RoundStatus::Aborted;
-            r.reason =
-                Some("interrupted: the coordinator stopped before the round was committed".into());
-        }
-        r.ended_at_ms = Some(now_ms());
-        store.record_round(&r)?;
-    }
-    Ok(())
-}
-
-/// A private federation (DP on, noise not seeded) refuses a store that
-/// released rounds without privacy: the ledger's ε would not count them,
-/// so resuming would report a guarantee the released models do not have.
-pub fn refuse_non_private_history(store: &Store, settings: &Settings) -> anyhow::Result<()> {
-    if !settings.config.privacy.enabled || settings.not_private {
-        return Ok(());
-    }
-    let rounds = store.non_private_releases()?;
-    if rounds.is_empty() {
-        return Ok(());
-    }
-    let list: Vec<String> = rounds.iter().take(10).map(u64::to_string).collect();
-    anyhow::bail!(
-        "the store {} holds {} round(s) released without privacy (DP off or seeded noise: round {}{}); \
-         a private federation cannot resume it, because its ε would not count them. \
-         Start the private federation on a new store (`federation.store` or a new output_dir)",
-        settings.store.display(),
-        rounds.len(),
-        list.join(", "),
-        if rounds.len() > 10 { ", …" } else { "" }
-    )
-}
-
-/// Reads where the federation stood from the store.
-pub fn resume_from(store: &Store) -> anyhow::Result<Resume> {
-    let ledger = store.privacy_events()?;
-    let last_ledger = store.last_ledger_round()?.unwrap_or(0);
-    let last_round = store.rounds()?.iter().map(|r| r.round).max().unwrap_or(0);
-    let clip_norm = match store.meta(META_CLIP_NORM)? {
-        Some(text) => Some(
-            text.parse::<f64>()
-                .with_context(|| format!("stored clip norm `{text}`"))?,
-        ),
-        None => None,
-    };
-    let mut resume = Resume {
-        next_round: last_ledger.max(last_round) + 1,
-        ledger,
-        clip_norm,
-        ..Resume::default()
-    };
-    if let Some(cp) = store.latest_checkpoint()? {
-        store.verify_checkpoint(&cp)?;
-        let model = tessera_model::read_model(&cp.path)
-            .with_context(|| format!("reading checkpoint {}", cp.path.display()))?;
-        resume.completed_training = cp.training_round;
-        resume.model = Some(model.params);
-        resume.preprocessor = Some(model.preprocessor);
-    }
-    Ok(resume)
 }

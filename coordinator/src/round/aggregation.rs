@@ -297,6 +297,19 @@ impl Aggregation {
         self.gone.iter().map(|i| self.cohort[i].clone()).collect()
     }
 
+    /// Names secure aggregation identified as having revealed a share that
+    /// disagrees with every other holder's (their share was left out).
+    pub fn misbehaving_names(&self) -> Vec<String> {
+        match &self.summation {
+            Summation::Secure(s) => s
+                .misbehaving()
+                .iter()
+                .filter_map(|i| self.cohort.get(i).cloned())
+                .collect(),
+            Summation::Plain { .. } => Vec::new(),
+        }
+    }
+
     /// Marks a participant as out of the round (declined, disconnected).
     pub fn drop_participant(&mut self, index: u32) {
         self.gone.insert(index);

@@ -106,6 +106,11 @@ pub struct Commit {
     pub epsilon_after: Option<f64>,
     /// L2 norm of the applied (noised, averaged) update.
     pub update_norm: Option<f64>,
+    /// Participants to close and refuse from now on, with why: secure
+    /// aggregation identified them as having revealed a share that
+    /// disagrees with every other holder's (their share was left out of
+    /// this round).
+    pub excluded: Vec<(String, String)>,
 }
 
 /// One privacy ledger row.

@@ -13,6 +13,10 @@ use super::kinds::{Aggregated, spec_for};
 use super::{Commit, FederationMachine, LedgerEntry, Output, PendingRelease, RoundSummary, State};
 use crate::budget;
 
+/// Why a participant named by secure aggregation is excluded.
+pub(super) const EXCLUSION_REASON: &str = "it revealed a secure-aggregation share that disagrees with \
+                                    every other holder's share of the same secret";
+
 impl FederationMachine {
     pub(super) fn aggregation_finished(
         &mut self,
@@ -125,7 +129,13 @@ impl FederationMachine {
                 return;
             }
         };
+        let excluded = agg
+            .misbehaving_names()
+            .into_iter()
+            .map(|name| (name, EXCLUSION_REASON.to_owned()))
+            .collect();
         self.outputs.push_back(Output::Commit(Box::new(Commit {
+            excluded,
             summary,
             privacy: ledger_entry,
             checkpoint: Some(released.checkpoint),

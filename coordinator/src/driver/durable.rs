@@ -1,0 +1,292 @@
+//! What the driver makes durable: the ledger row, checkpoint and round
+//! record of a released round (each durable before the next), the records
+//! of started and aborted rounds, `rounds.csv`, the final model, and the
+//! live status the `status` command and the web page read.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use tracing::{error, info};
+
+use super::Driver;
+use super::resume::{META_CLIP_NORM, META_OPTIMIZER_STATE};
+use crate::round::{Commit, RoundSummary};
+use crate::store::{
+    Checkpoint, LiveStatus, NewLedgerRow, RoundRecord, RoundStatus, write_checkpoint,
+};
+use tessera_common::time::now_ms;
+
+/// Writes the live status only when what it shows changes (round, stage,
+/// connected participants, anything but its time stamp): inbound messages
+/// do not each cost a durable write, so a participant sending a flood of
+/// messages cannot make the driver fsync once per message.
+#[derive(Debug, Default)]
+pub struct LiveStatusWriter {
+    last: Option<String>,
+    writes: u64,
+}
+
+impl LiveStatusWriter {
+    /// Whether `status` differs from the last one written (the time stamp
+    /// aside); records it as written when it does.
+    pub fn should_write(&mut self, status: &LiveStatus) -> bool {
+        let mut shown = status.clone();
+        shown.updated_at_ms = 0;
+        let key = serde_json::to_string(&shown).unwrap_or_default();
+        if self.last.as_ref() == Some(&key) {
+            return false;
+        }
+        self.last = Some(key);
+        self.writes += 1;
+        true
+    }
+
+    /// Writes so far.
+    pub fn writes(&self) -> u64 {
+        self.writes
+    }
+}
+
+impl Driver {
+    pub(super) fn record(
+        &mut self,
+        s: &RoundSummary,
+        status: RoundStatus,
+        started_at_ms: i64,
+        ended_at_ms: Option<i64>,
+    ) -> anyhow::Result<()> {
+        self.store.record_round(&RoundRecord {
+            round: s.round,
+            training_round: s.training_round,
+            kind: s.kind,
+            status,
+            contributors: s.contributors.clone(),
+            dropped: s.dropped.clone(),
+            reason: s.reason.clone(),
+            started_at_ms,
+            ended_at_ms,
+        })?;
+        Ok(())
+    }
+
+    /// Ledger row, then checkpoint, then round record: each durable before the
+    /// next. With adaptive clipping the next round's clip norm is stored
+    /// before the checkpoint, so a restart goes on with the adapted C.
+    pub(super) fn commit(&mut self, c: Commit, next_clip_norm: Option<f64>) -> anyhow::Result<()> {
+        let s = &c.summary;
+        let now = now_ms();
+        if let Some(entry) = &c.privacy {
+            self.store.append_ledger(&NewLedgerRow {
+                round: s.round,
+                training_round: s.training_round,
+                kind: s.kind,
+                event: entry.event.clone(),
+                cohort_size: entry.cohort_size,
+                clip_norm: entry.clip_norm,
+                noise_multiplier: entry.noise_multiplier,
+                sampling_rate: entry.sampling_rate,
+                recorded_at_ms: now,
+                not_private: entry.not_private,
+            })?;
+            if let Some(eps) = c.epsilon_after {
+                self.metrics.set_epsilon_spent(eps);
+            }
+        }
+        if let Some(pre) = &c.preprocessing {
+            let json = serde_json::json!({
+                "mean": pre.mean, "std": pre.std, "indicator": pre.indicator,
+            });
+            self.store.set_meta("preprocessing", &json.to_string())?;
+        }
+        if let Some(clip) = next_clip_norm {
+            self.store.set_meta(META_CLIP_NORM, &format!("{clip:?}"))?;
+        }
+        // The optimizer's state after this round goes with its checkpoint
+        // (nothing to keep for a stateless one).
+        let state = self.machine.optimizer_state();
+        if !state.vectors.is_empty() || state.steps > 0 {
+            self.store
+                .set_meta(META_OPTIMIZER_STATE, &serde_json::to_string(&state)?)?;
+        }
+        if let Some(model) = &c.checkpoint {
+            let dir = self
+                .settings
+                .config
+                .federation
+                .output_dir
+                .join("checkpoints");
+            let training_round = s.training_round.unwrap_or(0);
+            let (path, sha256, bytes) = write_checkpoint(&dir, training_round, model)?;
+            self.store.record_checkpoint(&Checkpoint {
+                round: s.round,
+                training_round,
+                path,
+                sha256,
+                bytes,
+                created_at_ms: now_ms(),
+            })?;
+        }
+        let started = self.round_started_ms.remove(&s.round).unwrap_or(now);
+        self.record(s, RoundStatus::Released, started, Some(now_ms()))?;
+        self.metrics.round_completed();
+        self.metrics.participants_dropped(s.dropped.len() as u64);
+        for (phase, secs) in &s.stage_seconds {
+            self.metrics
+                .observe_stage(*phase, std::time::Duration::from_secs_f64(*secs));
+        }
+        self.append_metrics_line(s, "released", c.epsilon_after, c.update_norm)?;
+        info!(
+            round = s.round,
+            kind = s.kind.as_str(),
+            training_round = ?s.training_round,
+            contributors = s.contributors.len(),
+            dropped = s.dropped.len(),
+            seconds = format!("{:.2}", s.seconds),
+            epsilon = ?c.epsilon_after,
+            "round released"
+        );
+        Ok(())
+    }
+
+    /// One line per round in `output_dir/rounds.csv`.
+    pub(super) fn append_metrics_line(
+        &self,
+        s: &RoundSummary,
+        status: &str,
+        epsilon: Option<f64>,
+        update_norm: Option<f64>,
+    ) -> anyhow::Result<()> {
+        let path = self
+            .settings
+            .config
+            .federation
+            .output_dir
+            .join("rounds.csv");
+        let new = !path.exists();
+        let mut f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        if new {
+            writeln!(
+                f,
+                "round,training_round,kind,status,cohort,contributors,dropped,seconds,epsilon,update_norm"
+            )?;
+        }
+        writeln!(
+            f,
+            "{},{},{},{},{},{},{},{:.4},{},{}",
+            s.round,
+            s.training_round.map(|r| r.to_string()).unwrap_or_default(),
+            s.kind.as_str(),
+            status,
+            s.cohort.len(),
+            s.contributors.len(),
+            s.dropped.len(),
+            s.seconds,
+            epsilon.map(|e| format!("{e:.6}")).unwrap_or_default(),
+            update_norm.map(|e| format!("{e:.6}")).unwrap_or_default(),
+        )?;
+        Ok(())
+    }
+
+    /// Writes the final model to `output_dir/model.safetensors`: the last
+    /// checkpoint, or with `training.average_last = K > 1` the average of the
+    /// parameters of the last K released models (post-processing of released
+    /// models: it costs no privacy, and it averages out part of the noise).
+    pub(super) fn write_final_model(&mut self) -> anyhow::Result<Option<PathBuf>> {
+        let Some(cp) = self.store.latest_checkpoint()? else {
+            return Ok(None);
+        };
+        if cp.training_round == 0 {
+            return Ok(None);
+        }
+        let k = self.settings.config.training.average_last.max(1) as usize;
+        let mut model = tessera_model::read_model(&cp.path)
+            .with_context(|| format!("reading {}", cp.path.display()))?;
+        if k > 1 {
+            let mut all = self.store.checkpoints()?;
+            all.retain(|c| c.training_round > 0);
+            all.sort_by_key(|c| c.training_round);
+            let tail = &all[all.len().saturating_sub(k)..];
+            let mut sum = vec![0.0f64; model.params.len()];
+            for c in tail {
+                let m = tessera_model::read_model(&c.path)
+                    .with_context(|| format!("reading {}", c.path.display()))?;
+                for (s, p) in sum.iter_mut().zip(&m.params) {
+                    *s += f64::from(*p);
+                }
+            }
+            let n = tail.len() as f64;
+            model.params = sum.iter().map(|s| (s / n) as f32).collect();
+            info!(
+                models = tail.len(),
+                "final model is the average of the last released models"
+            );
+        }
+        let dest = self
+            .settings
+            .config
+            .federation
+            .output_dir
+            .join("model.safetensors");
+        tessera_model::write_model(&dest, &model)
+            .with_context(|| format!("writing {}", dest.display()))?;
+        info!(path = %dest.display(), training_round = cp.training_round, "final model written");
+        Ok(Some(dest))
+    }
+
+    /// Writes the live status if what it shows changed since the last write.
+    pub(super) fn write_live_status(&mut self) {
+        let current = self.machine.current_round();
+        let status = LiveStatus {
+            current_round: current.map(|c| c.0),
+            training_round: current.and_then(|c| c.1),
+            stage: match current {
+                Some((_, _, stage)) => stage.to_owned(),
+                None => self.machine.describe(),
+            },
+            connected: self.outboxes.len() as u32,
+            pid: std::process::id(),
+            updated_at_ms: now_ms(),
+        };
+        if !self.live.should_write(&status) {
+            return;
+        }
+        if let Err(e) = self.store.set_live_status(&status) {
+            error!(error = %e, "cannot write live status");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(stage: &str, connected: u32, at: i64) -> LiveStatus {
+        LiveStatus {
+            current_round: Some(3),
+            training_round: Some(2),
+            stage: stage.to_owned(),
+            connected,
+            pid: 1,
+            updated_at_ms: at,
+        }
+    }
+
+    /// A flood of messages that change nothing costs no store write.
+    #[test]
+    fn unchanged_status_is_not_rewritten() {
+        let mut w = LiveStatusWriter::default();
+        assert!(w.should_write(&status("keys", 5, 0)));
+        for at in 1..10_000 {
+            assert!(!w.should_write(&status("keys", 5, at)));
+        }
+        assert!(w.should_write(&status("shares", 5, 10_001)));
+        assert!(w.should_write(&status("shares", 4, 10_002)));
+        assert_eq!(w.writes(), 3);
+    }
+}
