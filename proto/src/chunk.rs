@@ -68,7 +68,8 @@ impl Element for u64 {
 /// Splits `values` into chunks of at most [`MAX_CHUNK_BYTES`] each.
 ///
 /// An empty vector still yields one (empty) chunk so the receiver learns the
-/// total.
+/// total. The chunks' data is reference-counted: a chunk sent to many
+/// participants is cloned, never copied.
 pub fn split<T: Element>(round: u64, purpose: ChunkPurpose, values: &[T]) -> Vec<VectorChunk> {
     let per_chunk = MAX_CHUNK_BYTES / T::SIZE;
     let total = values.len() as u64;
@@ -78,7 +79,7 @@ pub fn split<T: Element>(round: u64, purpose: ChunkPurpose, values: &[T]) -> Vec
             purpose: purpose as i32,
             offset: 0,
             total,
-            data: Vec::new(),
+            data: Default::default(),
         }];
     }
     values
@@ -94,7 +95,7 @@ pub fn split<T: Element>(round: u64, purpose: ChunkPurpose, values: &[T]) -> Vec
                 purpose: purpose as i32,
                 offset: (i * per_chunk) as u64,
                 total,
-                data,
+                data: data.into(),
             }
         })
         .collect()
@@ -255,6 +256,18 @@ impl<T: Element> Assembler<T> {
 mod tests {
     use super::*;
 
+    /// A broadcast chunk cloned for every participant shares one buffer
+    /// (the coordinator's memory does not grow with the cohort).
+    #[test]
+    fn cloned_chunks_share_their_data() {
+        let values: Vec<f32> = (0..300_000).map(|i| i as f32).collect();
+        let chunks = split(1, ChunkPurpose::Model, &values);
+        let copies: Vec<VectorChunk> = (0..50).map(|_| chunks[0].clone()).collect();
+        for c in &copies {
+            assert_eq!(c.data.as_ptr(), chunks[0].data.as_ptr());
+        }
+    }
+
     #[test]
     fn round_trip_large_vector() {
         let values: Vec<f32> = (0..600_000).map(|i| i as f32 * 0.5).collect();
@@ -292,7 +305,7 @@ mod tests {
             Err(ChunkError::WrongLength { .. })
         ));
         let mut ragged = chunks[0].clone();
-        ragged.data.pop();
+        ragged.data.truncate(ragged.data.len() - 1);
         assert!(matches!(asm.push(&ragged), Err(ChunkError::Malformed(_))));
         let mut model = chunks[0].clone();
         model.purpose = ChunkPurpose::Model as i32;
@@ -314,7 +327,7 @@ mod tests {
         let chunks = split(1, ChunkPurpose::Model, &[1.0f32; 10]);
         let mut asm = Assembler::<f32>::new(1, ChunkPurpose::Model, 10);
         let mut long = chunks[0].clone();
-        long.data.extend_from_slice(&[0; 4]);
+        long.data = [&long.data[..], &[0; 4]].concat().into();
         assert!(matches!(asm.push(&long), Err(ChunkError::Malformed(_))));
 
         let mut empty_data = chunks[0].clone();

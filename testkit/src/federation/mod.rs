@@ -68,6 +68,7 @@ pub struct Federation {
     coordinator_status: Option<ExitStatus>,
     coordinator_starts: u32,
     participants: Processes,
+    participant_restarts: BTreeMap<String, u32>,
 }
 
 impl Federation {
@@ -121,6 +122,7 @@ impl Federation {
             coordinator_status: None,
             coordinator_starts: 0,
             participants: Processes::new(),
+            participant_restarts: BTreeMap::new(),
         }
     }
 
@@ -328,6 +330,20 @@ impl Federation {
     /// Kills participant `name` (SIGKILL) and reaps it.
     pub fn kill_participant(&mut self, name: &str) -> ExitStatus {
         self.participants.kill(name)
+    }
+
+    /// Kills participant `name` (SIGKILL) and starts it again from the same
+    /// configuration (its own ledger and state kept, as after a crash and a
+    /// restart by its operator); the new process logs to
+    /// `logs/<name>-restart-N.log`.
+    pub fn restart_participant(&mut self, name: &str) {
+        self.participants.remove(name);
+        let restarts = self.participant_restarts.entry(name.to_owned()).or_default();
+        *restarts += 1;
+        let log = format!("{name}-restart-{restarts}.log");
+        let child = launch::start_participant(&self.bins, &self.layout, name, &log)
+            .expect("restarting a participant");
+        self.participants.push(name, child);
     }
 
     /// Process id of participant `name`.
