@@ -13,11 +13,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use tessera_model::{Dataset, LabelRule, ModelKind, TaskSpec};
+use tessera_model::{Dataset, TaskSpec};
 
 use crate::launch::{
     self, AdaptiveClippingPlan, Binaries, FederationPlan, PrivacyPlan, SitePlan, TrainingPlan,
 };
+pub use crate::learning::LearningArgs;
 use crate::partition::{self, Partitioned};
 
 /// How the data is split over participants.
@@ -139,9 +140,10 @@ pub struct RunArgs {
     /// Training rounds.
     #[arg(long, default_value_t = 20)]
     pub rounds: u32,
-    /// Model.
-    #[arg(long, default_value = "logistic")]
-    pub model: String,
+    /// Model: logistic, softmax, linear, mlp:WIDTH[,WIDTH…] or external
+    /// (default: the task's linear model).
+    #[arg(long)]
+    pub model: Option<String>,
     /// Seed of the data split, the initial model and local shuffling (never of the noise).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -164,6 +166,9 @@ pub struct RunArgs {
     /// Privacy.
     #[command(flatten)]
     pub privacy: PrivacyArgs,
+    /// Task kind, server optimizer, weight decay, evaluation, external trainer.
+    #[command(flatten)]
+    pub learning: LearningArgs,
 }
 
 /// One evaluated round.
@@ -179,13 +184,25 @@ pub struct RoundMetrics {
     pub epsilon: Option<f64>,
     /// Seconds since the federation started.
     pub seconds: f64,
+    /// Regression: pooled test RMSE, MAE and R² in the target's units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regression: Option<tessera_model::RegressionScores>,
+    /// The federated evaluation of this round's model, as the coordinator
+    /// released it (the sites' held-out rows are the pooled test rows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federated: Option<tessera_model::EvalMetrics>,
 }
 
 /// `summary.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
-    /// Pooled test accuracy of the final model (0..1).
+    /// The task's kind (binary, multiclass, regression).
+    pub task: String,
+    /// Pooled test accuracy of the final model (0..1; NaN for a regression).
     pub final_accuracy: f64,
+    /// Regression: the final model's pooled test RMSE, MAE and R².
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_regression: Option<tessera_model::RegressionScores>,
     /// Pooled test loss of the final model.
     pub final_loss: f64,
     /// Training rounds released.
@@ -239,33 +256,6 @@ pub struct RunSpec {
     pub plan: FederationPlan,
     /// Data seed.
     pub seed: u64,
-}
-
-fn default_positive(path: &Path, label: &str) -> anyhow::Result<LabelRule> {
-    let table = partition::read_table(path)?;
-    let col = table.column(label, path)?;
-    let mut classes: Vec<String> = table
-        .rows
-        .iter()
-        .map(|r| r[col].trim().to_owned())
-        .filter(|v| !tessera_model::data::is_missing(v))
-        .collect();
-    classes.sort();
-    classes.dedup();
-    if classes
-        .iter()
-        .all(|c| tessera_model::data::parse_cell(c).is_some())
-    {
-        return Ok(LabelRule::GreaterThan(0.0));
-    }
-    match classes.as_slice() {
-        [_, b] => Ok(LabelRule::Equals(b.clone())),
-        _ => bail!(
-            "label `{label}` has {} classes ({}); name the positive one with --positive",
-            classes.len(),
-            classes.join(", ")
-        ),
-    }
 }
 
 /// Feature ranges standing in for public domain knowledge: per feature, the
@@ -330,26 +320,20 @@ impl RunArgs {
                 partition::iid(&self.data[0], &self.label, n, 0.2, self.seed)?
             }
         };
-        let positive = match &self.positive {
-            Some(p) => p.parse().map_err(|e| anyhow::anyhow!("--positive: {e}"))?,
-            None => default_positive(&self.data[0], &self.label)?,
-        };
-        let model: ModelKind = self
-            .model
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--model: {e}"))?;
         let features: Vec<String> = data
             .header
             .iter()
             .filter(|h| **h != self.label)
             .cloned()
             .collect();
-        let task = TaskSpec {
-            model,
-            features: features.clone(),
-            label: self.label.clone(),
-            positive,
-        };
+        let task = self.learning.task(
+            &self.data[0],
+            &self.label,
+            self.positive.as_deref(),
+            self.model.as_deref(),
+            features.clone(),
+        )?;
+        let learning = self.learning.plan()?;
         let dp = self.privacy.enabled();
         let n = data.sites.len();
         let adaptive = if self.privacy.adaptive_clipping {
@@ -399,7 +383,7 @@ impl RunArgs {
             delta: self.privacy.delta,
             sampling_rate: self.privacy.sampling_rate,
             statistics_noise_multiplier: self.privacy.statistics_noise_multiplier,
-            ranges: simulation_ranges(&data, &features),
+            ranges: simulation_ranges(&data, &crate::learning::range_columns(&task)),
             max_rows: data.sites.iter().map(|s| s.rows.len()).max().unwrap_or(1) as f64,
             noise_seed: self.privacy.noise_seed,
             adaptive_clipping: adaptive,
@@ -412,7 +396,7 @@ impl RunArgs {
                 .privacy
                 .clip_norm
                 .unwrap_or(if dp { 0.25 } else { 10.0 }),
-            server_learning_rate: 1.0,
+            server_learning_rate: self.learning.server_learning_rate.unwrap_or(1.0),
             seed: self.seed,
             average_last: self.average_last.unwrap_or(if dp {
                 (self.rounds / 3).max(1)
@@ -447,6 +431,8 @@ impl RunArgs {
                 training_seconds: 60.0,
                 stage_seconds: 20.0,
                 listen: None,
+                learning,
+                site_budgets: Default::default(),
             },
             data,
         })
@@ -468,6 +454,18 @@ pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
     println!("Data ({} sites):", split.sites.len());
     println!("{split}");
     spec.plan.sites = SitePlan::from_split(&split);
+    if spec.plan.learning.evaluate_every > 0 {
+        // Each site holds out its share of the pooled test rows, so the
+        // federated evaluation can be checked against the pooled figures.
+        spec.plan.learning.evaluation_data = crate::learning::write_evaluation_files(
+            &spec.data,
+            &split,
+            spec.partition == Partition::Iid,
+            &spec.task.label,
+            spec.seed,
+            &out.join("data").join("eval"),
+        )?;
+    }
     let test = tessera_model::load_csv(&split.test_path, &spec.task)?;
     describe_privacy(&spec);
 
@@ -554,13 +552,14 @@ pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
         );
     }
     let model_path = layout.coordinator_out.join("model.safetensors");
-    let (final_accuracy, final_loss, model) = if model_path.exists() {
+    let (final_accuracy, final_loss, final_regression, model) = if model_path.exists() {
         let m = tessera_model::read_model(&model_path)?;
         let e = tessera_model::evaluate(&m, &test)?;
-        (e.accuracy, e.loss, Some(model_path))
+        (e.accuracy, e.loss, e.regression, Some(model_path))
     } else {
-        (f64::NAN, f64::NAN, None)
+        (f64::NAN, f64::NAN, None, None)
     };
+    crate::learning::attach_federated(&mut history, &layout.coordinator_out.join("rounds.csv"));
     let store = tessera_coordinator::store::Store::open_read_only(&layout.store())?;
     let finish_reason = store
         .meta("finish_reason")?
@@ -580,11 +579,13 @@ pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
             .ok()?
             .iter()
             .rev()
-            .find(|r| r.training_round.is_some())
+            .find(|r| r.kind == tessera_model::RoundKind::Training)
             .map(|r| r.noise_multiplier)
     });
     let summary = Summary {
+        task: spec.task.kind.name().to_owned(),
         final_accuracy,
+        final_regression,
         final_loss,
         rounds: history.iter().map(|h| h.round).max().unwrap_or(0),
         planned_rounds: spec.plan.rounds,
@@ -715,16 +716,19 @@ fn follow_rounds(
             loss: e.loss,
             epsilon,
             seconds: started.elapsed().as_secs_f64(),
+            regression: e.regression,
+            federated: None,
+        };
+        let score = match &m.regression {
+            Some(r) => format!("test RMSE {:.3}  R² {:.3}", r.rmse, r.r2),
+            None => format!("test accuracy {:.3}  loss {:.4}", m.accuracy, m.loss),
         };
         match epsilon {
             Some(eps) => println!(
-                "round {:>3}/{}: test accuracy {:.3}  loss {:.4}  ε = {eps:.3}",
-                round, spec.plan.rounds, m.accuracy, m.loss
+                "round {:>3}/{}: {score}  ε = {eps:.3}",
+                round, spec.plan.rounds
             ),
-            None => println!(
-                "round {:>3}/{}: test accuracy {:.3}  loss {:.4}",
-                round, spec.plan.rounds, m.accuracy, m.loss
-            ),
+            None => println!("round {:>3}/{}: {score}", round, spec.plan.rounds),
         }
         history.push(m);
     }
@@ -735,15 +739,19 @@ fn write_outputs(out: &Path, summary: &Summary) -> anyhow::Result<()> {
         out.join("summary.json"),
         serde_json::to_string_pretty(summary)? + "\n",
     )?;
-    let mut csv = String::from("round,accuracy,loss,epsilon,seconds\n");
+    let mut csv = format!(
+        "round,accuracy,loss,epsilon,seconds,{}\n",
+        crate::learning::METRICS_COLUMNS.join(",")
+    );
     for h in &summary.history {
         csv.push_str(&format!(
-            "{},{:.6},{:.6},{},{:.3}\n",
+            "{},{:.6},{:.6},{},{:.3},{}\n",
             h.round,
             h.accuracy,
             h.loss,
             h.epsilon.map(|e| format!("{e:.6}")).unwrap_or_default(),
-            h.seconds
+            h.seconds,
+            crate::learning::metrics_cells(h)
         ));
     }
     std::fs::write(out.join("metrics.csv"), csv)?;

@@ -5,6 +5,8 @@
 //! - [`partition`]: holdout and natural/IID splits of CSV files;
 //! - [`launch`]: PKI, configuration files and processes of a federation;
 //! - [`experiment`]: `run`/`demo`: follow the rounds, evaluate, write the summary;
+//! - [`learning`]: `run`'s task kind, server optimizer, evaluation and external-trainer
+//!   options;
 //! - [`bench_secagg`]: the in-process secure-aggregation benchmark;
 //! - [`bench_round`]: one round of a large model through a real federation.
 
@@ -16,6 +18,7 @@ pub mod experiment;
 pub mod faults;
 pub mod inmemory;
 pub mod launch;
+pub mod learning;
 pub mod partition;
 
 use std::path::PathBuf;
