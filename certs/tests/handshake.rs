@@ -443,10 +443,9 @@ fn hand_made_leaf(
 ) -> TlsMaterial {
     use tessera_certs::pki::{CA_CERT_FILE, CA_KEY_FILE};
     let ca_pem = std::fs::read_to_string(pki.dir.join(CA_CERT_FILE)).unwrap();
-    let ca_key = rcgen::KeyPair::from_pem(
-        &std::fs::read_to_string(pki.dir.join(CA_KEY_FILE)).unwrap(),
-    )
-    .unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.dir.join(CA_KEY_FILE)).unwrap())
+            .unwrap();
     let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
     let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
     params
@@ -484,14 +483,23 @@ fn expired_and_not_yet_valid_participant_certificates_are_refused() {
     ];
     for (name, from, to, says) in cases {
         let material = hand_made_leaf(&fed.pki, name, ClientAuth, from, to);
-        let _ = client(client_config(&material).unwrap(), fed.server.addr, "localhost")
-            .unwrap_err();
+        let _ = client(
+            client_config(&material).unwrap(),
+            fed.server.addr,
+            "localhost",
+        )
+        .unwrap_err();
         let server_says = describe_tls_error(&refused(fed.server.next_outcome()));
         assert!(server_says.contains(says), "{name}: {server_says}");
         fed.assert_still_serving("a");
     }
     let material = hand_made_leaf(&fed.pki, "today", ClientAuth, now - days(1), now + days(1));
-    let answer = client(client_config(&material).unwrap(), fed.server.addr, "localhost").unwrap();
+    let answer = client(
+        client_config(&material).unwrap(),
+        fed.server.addr,
+        "localhost",
+    )
+    .unwrap();
     assert_eq!(answer, "pong today");
     assert_eq!(fed.server.next_outcome().unwrap(), "today");
 }
@@ -512,7 +520,8 @@ fn expired_and_not_yet_valid_coordinator_certificates_are_refused() {
         let material = hand_made_leaf(&pki, "localhost", ServerAuth, from, to);
         let server = Server::start(server_config(&material).unwrap());
         let config = client_config(&pki.files_for("a").load().unwrap()).unwrap();
-        let client_says = describe_tls_error(&client(config, server.addr, "localhost").unwrap_err());
+        let client_says =
+            describe_tls_error(&client(config, server.addr, "localhost").unwrap_err());
         assert!(client_says.contains(says), "{client_says}");
         refused(server.next_outcome());
     }

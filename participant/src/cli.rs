@@ -297,7 +297,10 @@ fn check(config: &std::path::Path, task: Option<&std::path::Path>) -> Vec<Findin
         return out;
     };
     match read_task(task) {
-        Err(e) => out.push(found(Level::Error, tessera_common::report::chain_message(&*e))),
+        Err(e) => out.push(found(
+            Level::Error,
+            tessera_common::report::chain_message(&*e),
+        )),
         Ok(spec) => {
             let named = spec.features.iter().chain(std::iter::once(&spec.label));
             if let Some(allowed) = &config.participant.allowed_columns {

@@ -354,12 +354,12 @@ mod tests {
             purpose: ChunkPurpose::MaskedInput as i32,
             offset: 0,
             total,
-            data: Vec::new(),
+            data: Default::default(),
         };
         assert!(matches!(asm.push(&empty), Err(ChunkError::Malformed(_))));
         assert_eq!(asm.capacity(), 0);
         let one = VectorChunk {
-            data: vec![1, 0, 0, 0],
+            data: vec![1, 0, 0, 0].into(),
             ..empty.clone()
         };
         assert!(!asm.push(&one).unwrap());
@@ -370,7 +370,7 @@ mod tests {
             let data = vec![0u8; MAX_CHUNK_BYTES];
             let chunk = VectorChunk {
                 offset,
-                data,
+                data: data.into(),
                 ..empty.clone()
             };
             asm.push(&chunk).unwrap();

@@ -271,7 +271,11 @@ mod tests {
         p.set_latency(Duration::from_millis(100));
         let t = Instant::now();
         assert_eq!(round_trip(&p.address(), b"slow").unwrap(), b"slow");
-        assert!(t.elapsed() >= Duration::from_millis(200), "{:?}", t.elapsed());
+        assert!(
+            t.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            t.elapsed()
+        );
         p.set_latency(Duration::ZERO);
 
         p.cut_downstream_after(3);
@@ -284,7 +288,8 @@ mod tests {
         p.refuse(false);
 
         let mut s = TcpStream::connect(p.address()).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
         p.stall(true);
         s.write_all(b"held").unwrap();
         let mut b = [0u8; 4];

@@ -262,7 +262,7 @@ fn commit_label(store_path: &Path) -> String {
 
 /// One crash loop: the federation and how hard it is hit.
 #[derive(Debug, Clone)]
-pub struct Scenario {
+pub(crate) struct Scenario {
     /// Where the run is kept (logs, stores), under the test target's tmp.
     pub dir: &'static str,
     /// Sites.
@@ -287,7 +287,7 @@ pub struct Scenario {
 }
 
 /// Runs `sc` and checks the invariants after every kill and at the end.
-pub fn run(sc: &Scenario) {
+pub(crate) fn run(sc: &Scenario) {
     let planned = sc.planned;
     // Kill moments: up to RANDOM_SPAN_MS after the start (which spans the
     // start-up, the participants' reconnection and the first rounds), or

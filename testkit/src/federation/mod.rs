@@ -338,7 +338,10 @@ impl Federation {
     /// `logs/<name>-restart-N.log`.
     pub fn restart_participant(&mut self, name: &str) {
         self.participants.remove(name);
-        let restarts = self.participant_restarts.entry(name.to_owned()).or_default();
+        let restarts = self
+            .participant_restarts
+            .entry(name.to_owned())
+            .or_default();
         *restarts += 1;
         let log = format!("{name}-restart-{restarts}.log");
         let child = launch::start_participant(&self.bins, &self.layout, name, &log)
