@@ -2,8 +2,9 @@
 //!
 //! Every vector on the wire (model parameters, masked inputs) travels as a
 //! sequence of chunks carrying at most [`MAX_CHUNK_BYTES`] of element data,
-//! in order, so no gRPC message comes near the 4 MiB default limit. The
-//! [`Assembler`] checks every chunk against what it expects (purpose, round,
+//! in order, so no gRPC message comes near the 4 MiB default limit. A
+//! [`Cursor`] (for a receiver that consumes elements as they come) and the
+//! [`Assembler`] (which keeps the whole vector) check every chunk against what it expects (purpose, round,
 //! total, contiguous offsets, element size, an upper bound on the length) and
 //! reports a typed [`ChunkError`] instead of trusting the sender.
 //!
@@ -146,30 +147,45 @@ pub enum ChunkError {
     AlreadyComplete,
 }
 
-/// Reassembles one vector from its chunks, checking each.
-#[derive(Debug)]
-pub struct Assembler<T> {
+/// Follows one vector arriving in chunks without keeping it: checks each
+/// chunk against what is expected (purpose, round, total, contiguous
+/// offsets, element size, the end of the vector) and decodes its elements,
+/// for a receiver that consumes them as they come (e.g. folds them into a
+/// running sum). Its memory is a few counters.
+#[derive(Debug, Clone)]
+pub struct Cursor {
     round: u64,
     purpose: ChunkPurpose,
     expected_len: u64,
-    values: Vec<T>,
+    next: u64,
     started: bool,
 }
 
-impl<T: Element> Assembler<T> {
+impl Cursor {
     /// Expects a vector of exactly `expected_len` elements for `round`.
     pub fn new(round: u64, purpose: ChunkPurpose, expected_len: u64) -> Self {
         Self {
             round,
             purpose,
             expected_len,
-            values: Vec::new(),
+            next: 0,
             started: false,
         }
     }
 
-    /// Adds the next chunk. Returns `Ok(true)` once the vector is complete.
-    pub fn push(&mut self, chunk: &VectorChunk) -> Result<bool, ChunkError> {
+    /// Checks the next chunk and decodes its elements; returns the offset
+    /// of the first one and the elements.
+    pub fn next<T: Element>(&mut self, chunk: &VectorChunk) -> Result<(u64, Vec<T>), ChunkError> {
+        let n = self.check::<T>(chunk)?;
+        let mut values = Vec::with_capacity(n);
+        values.extend(chunk.data.chunks_exact(T::SIZE).map(T::get));
+        let offset = self.next;
+        self.advance(n);
+        Ok((offset, values))
+    }
+
+    /// Checks `chunk` as the next one; returns its number of elements.
+    fn check<T: Element>(&self, chunk: &VectorChunk) -> Result<usize, ChunkError> {
         if self.started && self.is_complete() {
             return Err(ChunkError::AlreadyComplete);
         }
@@ -191,10 +207,9 @@ impl<T: Element> Assembler<T> {
                 got: chunk.total,
             });
         }
-        let have = self.values.len() as u64;
-        if chunk.offset != have {
+        if chunk.offset != self.next {
             return Err(ChunkError::OutOfOrder {
-                expected: have,
+                expected: self.next,
                 got: chunk.offset,
             });
         }
@@ -207,14 +222,52 @@ impl<T: Element> Assembler<T> {
         if !chunk.data.len().is_multiple_of(T::SIZE) {
             return Err(ChunkError::Malformed("not a whole number of elements"));
         }
-        let n = (chunk.data.len() / T::SIZE) as u64;
-        if n > self.expected_len.saturating_sub(have) {
+        let n = chunk.data.len() / T::SIZE;
+        if n as u64 > self.expected_len.saturating_sub(self.next) {
             return Err(ChunkError::Malformed(
                 "chunk runs past the end of the vector",
             ));
         }
-        self.grow_for(n as usize);
+        Ok(n)
+    }
+
+    fn advance(&mut self, n: usize) {
         self.started = true;
+        self.next = self.next.saturating_add(n as u64);
+    }
+
+    /// Elements received so far.
+    pub fn received(&self) -> u64 {
+        self.next
+    }
+
+    /// Whether every element has arrived.
+    pub fn is_complete(&self) -> bool {
+        self.next == self.expected_len
+    }
+}
+
+/// Reassembles one vector from its chunks, checking each (see [`Cursor`]).
+#[derive(Debug)]
+pub struct Assembler<T> {
+    cursor: Cursor,
+    values: Vec<T>,
+}
+
+impl<T: Element> Assembler<T> {
+    /// Expects a vector of exactly `expected_len` elements for `round`.
+    pub fn new(round: u64, purpose: ChunkPurpose, expected_len: u64) -> Self {
+        Self {
+            cursor: Cursor::new(round, purpose, expected_len),
+            values: Vec::new(),
+        }
+    }
+
+    /// Adds the next chunk. Returns `Ok(true)` once the vector is complete.
+    pub fn push(&mut self, chunk: &VectorChunk) -> Result<bool, ChunkError> {
+        let n = self.cursor.check::<T>(chunk)?;
+        self.grow_for(n);
+        self.cursor.advance(n);
         self.values
             .extend(chunk.data.chunks_exact(T::SIZE).map(T::get));
         Ok(self.is_complete())
@@ -229,7 +282,7 @@ impl<T: Element> Assembler<T> {
         if n <= free {
             return;
         }
-        let remaining = usize::try_from(self.expected_len)
+        let remaining = usize::try_from(self.cursor.expected_len)
             .unwrap_or(usize::MAX)
             .saturating_sub(len);
         let want = n.max(len).min(remaining);
@@ -243,7 +296,7 @@ impl<T: Element> Assembler<T> {
 
     /// Whether every element has arrived.
     pub fn is_complete(&self) -> bool {
-        self.values.len() as u64 == self.expected_len
+        self.cursor.is_complete()
     }
 
     /// The assembled vector, once complete.
@@ -266,6 +319,33 @@ mod tests {
         for c in &copies {
             assert_eq!(c.data.as_ptr(), chunks[0].data.as_ptr());
         }
+    }
+
+    /// A cursor hands out each chunk's elements with their offset and
+    /// refuses what an assembler refuses (out of order, past the end,
+    /// after completion), keeping nothing itself.
+    #[test]
+    fn cursor_decodes_chunk_by_chunk() {
+        let values: Vec<u32> = (0..600_000).collect();
+        let chunks = split(4, ChunkPurpose::MaskedInput, &values);
+        assert!(chunks.len() > 2);
+        let mut cursor = Cursor::new(4, ChunkPurpose::MaskedInput, values.len() as u64);
+        assert!(matches!(
+            cursor.next::<u32>(&chunks[1]),
+            Err(ChunkError::OutOfOrder { expected: 0, .. })
+        ));
+        let mut got = Vec::new();
+        for c in &chunks {
+            let (offset, part) = cursor.next::<u32>(c).unwrap();
+            assert_eq!(offset as usize, got.len());
+            got.extend(part);
+        }
+        assert_eq!(got, values);
+        assert!(cursor.is_complete());
+        assert_eq!(
+            cursor.next::<u32>(&chunks[0]),
+            Err(ChunkError::AlreadyComplete)
+        );
     }
 
     #[test]
