@@ -16,8 +16,14 @@
 
 use crate::v1::{ChunkPurpose, VectorChunk};
 
-/// Largest element payload of one chunk (1 MiB).
+/// Largest element payload of one chunk a receiver accepts (1 MiB).
 pub const MAX_CHUNK_BYTES: usize = 1 << 20;
+
+/// Element payload of the chunks [`split`] makes (256 KiB). Smaller than
+/// the largest accepted: each gRPC stream keeps encode and decode buffers
+/// as large as its largest message, so the coordinator's memory per
+/// connected site follows this figure.
+pub const SEND_CHUNK_BYTES: usize = 256 << 10;
 
 /// Element layouts that travel in chunks.
 pub trait Element: Copy + Default {
@@ -66,13 +72,13 @@ impl Element for u64 {
     }
 }
 
-/// Splits `values` into chunks of at most [`MAX_CHUNK_BYTES`] each.
+/// Splits `values` into chunks of at most [`SEND_CHUNK_BYTES`] each.
 ///
 /// An empty vector still yields one (empty) chunk so the receiver learns the
 /// total. The chunks' data is reference-counted: a chunk sent to many
 /// participants is cloned, never copied.
 pub fn split<T: Element>(round: u64, purpose: ChunkPurpose, values: &[T]) -> Vec<VectorChunk> {
-    let per_chunk = MAX_CHUNK_BYTES / T::SIZE;
+    let per_chunk = SEND_CHUNK_BYTES / T::SIZE;
     let total = values.len() as u64;
     if values.is_empty() {
         return vec![VectorChunk {
