@@ -25,4 +25,5 @@ pub mod external;
 pub mod ledger;
 pub mod signing;
 pub mod site;
+pub mod tls;
 pub mod trainer;
