@@ -315,7 +315,10 @@ impl Aggregation {
 
     /// Names of cohort members that are out of the round.
     pub fn gone_names(&self) -> Vec<String> {
-        self.gone.iter().map(|i| self.cohort[i].clone()).collect()
+        self.gone
+            .iter()
+            .filter_map(|i| self.cohort.get(i).cloned())
+            .collect()
     }
 
     /// Names secure aggregation identified as having revealed a share that
