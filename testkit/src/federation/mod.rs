@@ -258,6 +258,18 @@ impl Federation {
             .expect("writing a participant configuration")
     }
 
+    /// Writes the configuration of a participant for `site` with `address`
+    /// (`host:port`) as the coordinator's: e.g. a proxy in front of it.
+    pub fn write_participant_config_at(&mut self, site: &SitePlan, address: &str) -> PathBuf {
+        launch::write_participant_config(&self.plan, &mut self.layout, site, address)
+            .expect("writing a participant configuration")
+    }
+
+    /// The coordinator's `host:port` (empty before it listens).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
     /// Starts participant `name` from the configuration already written;
     /// its log is `logs/<name>.log`.
     pub fn launch_participant(&mut self, name: &str) {
