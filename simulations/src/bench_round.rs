@@ -175,9 +175,9 @@ pub fn hidden_for(params: usize, input_dim: usize) -> usize {
 /// Parses `RunArgs` from a command line, so that the benchmark gets exactly the
 /// defaults of `tessera-sim run`.
 #[derive(Parser, Debug)]
-struct RunCommand {
+pub(crate) struct RunCommand {
     #[command(flatten)]
-    run: RunArgs,
+    pub(crate) run: RunArgs,
 }
 
 /// Runs the benchmark (see the [module docs](self)).
@@ -416,13 +416,13 @@ fn csv_line_writer(out: &mut Vec<u8>) -> impl FnMut(&[String]) + '_ {
 
 /// One line of the coordinator's `rounds.csv`.
 #[derive(Debug, Clone, PartialEq)]
-struct RoundLine {
-    kind: String,
-    status: String,
-    seconds: f64,
+pub(crate) struct RoundLine {
+    pub(crate) kind: String,
+    pub(crate) status: String,
+    pub(crate) seconds: f64,
 }
 
-fn read_rounds_csv(path: &Path) -> anyhow::Result<Vec<RoundLine>> {
+pub(crate) fn read_rounds_csv(path: &Path) -> anyhow::Result<Vec<RoundLine>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut lines = text.lines();

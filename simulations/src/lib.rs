@@ -11,6 +11,7 @@
 //! - [`bench_round`]: one round of a large model through a real federation.
 
 pub mod bench_harness;
+pub mod bench_load;
 pub mod bench_round;
 pub mod bench_secagg;
 pub mod configs;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tessera_simulations::experiment::{self, LearningArgs, PrivacyArgs, RunArgs};
-use tessera_simulations::{bench_harness, bench_round, bench_secagg, bundled_data};
+use tessera_simulations::{bench_harness, bench_load, bench_round, bench_secagg, bundled_data};
 
 /// Local multi-process Tessera federations.
 #[derive(Debug, Parser)]
@@ -61,6 +61,8 @@ enum Bench {
     Round(bench_round::RoundBenchArgs),
     /// One private round of N sites in the in-memory harness (no sockets, TLS or files).
     Harness(bench_harness::HarnessBenchArgs),
+    /// Many participants (tasks of this process) over mutual TLS to one coordinator process.
+    Load(bench_load::LoadBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -88,6 +90,15 @@ fn main() -> ExitCode {
                 bench_harness::print(&report, args.json);
                 ExitCode::SUCCESS
             }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench {
+            which: Bench::Load(args),
+        } => match bench_load::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::FAILURE
