@@ -160,6 +160,13 @@ pub fn run(args: &LoadBenchArgs) -> anyhow::Result<()> {
         let path = launch::write_participant_config(&spec.plan, &mut layout, site, &address)?;
         configs.push(tessera_participant::config::ParticipantConfig::load(&path)?);
     }
+    // The participants' logs, all in one file.
+    let log = std::fs::File::create(layout.logs.join("participants.log"))?;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::sync::Mutex::new(log))
+        .with_ansi(false)
+        .try_init();
     let runtime = tokio::runtime::Runtime::new()?;
     let codes: Vec<u8> = runtime.block_on(async {
         let tasks: Vec<_> = configs
