@@ -62,7 +62,8 @@ fn sample(pid: u32) -> Option<(u64, u64)> {
 
 /// Writes `n` site files of `rows` rows each, drawn in turn from `csv`.
 fn write_sites(csv: &Path, dir: &Path, n: usize, rows: usize) -> anyhow::Result<Vec<SitePlan>> {
-    let text = std::fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
+    let text =
+        std::fs::read_to_string(csv).with_context(|| format!("reading {}", csv.display()))?;
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let header = lines.next().context("the data file is empty")?;
     let body: Vec<&str> = lines.collect();
@@ -98,7 +99,10 @@ pub fn run(args: &LoadBenchArgs) -> anyhow::Result<()> {
         bail!("secure aggregation needs at least 3 participants");
     }
     let temp = tempfile::tempdir()?;
-    let out = args.out.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
     let data = bundled_data().join("breast_cancer_wisconsin.csv");
     // The federation of `tessera-sim run` on the bundled data, then our sites.
     let cmd: Vec<String> = [

@@ -290,7 +290,7 @@ impl InMemoryFederation {
             }
         }
         if let Some(f) = m.tamper.as_mut() {
-            answers = answers.into_iter().flat_map(|a| f(a)).collect();
+            answers = answers.into_iter().flat_map(f).collect();
         }
         let session = m.session;
         for msg in answers {
