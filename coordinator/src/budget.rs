@@ -16,10 +16,11 @@ pub enum BudgetError {
     /// The accountant rejected the events.
     #[error(transparent)]
     Privacy(#[from] tessera_privacy::Error),
-    /// The statistics release alone already takes the whole budget.
+    /// The statistics release (and any planned evaluations) alone already
+    /// take the whole budget.
     #[error(
-        "the statistics release alone (noise multiplier {statistics_sigma}) spends ε = {spent:.4}, \
-         more than the target ε = {target}"
+        "the statistics release (noise multiplier {statistics_sigma}) and any planned evaluations \
+         alone spend ε = {spent:.4}, more than the target ε = {target}"
     )]
     NoRoomForTraining {
         /// σ of the statistics release.
@@ -53,6 +54,12 @@ pub fn training_event(noise_multiplier: f64, sampling_rate: f64) -> PrivacyEvent
 /// The ledger event of the statistics release (every site takes part).
 pub fn statistics_event(noise_multiplier: f64) -> PrivacyEvent {
     PrivacyEvent::gaussian(noise_multiplier, 1.0, 1)
+}
+
+/// The ledger event of `count` federated evaluations (every site takes part;
+/// noise std σ times the per-site sensitivity of the sums).
+pub fn evaluation_event(noise_multiplier: f64, count: u32) -> PrivacyEvent {
+    PrivacyEvent::gaussian(noise_multiplier, 1.0, count)
 }
 
 pub use tessera_privacy::calibrate::effective_noise_multiplier;
@@ -150,10 +157,36 @@ pub fn calibrate_training_noise(
     statistics_sigma: f64,
     kind: AccountantKind,
 ) -> Result<f64, BudgetError> {
+    calibrate_training_noise_with(
+        target_epsilon,
+        delta,
+        q,
+        rounds,
+        &[statistics_event(statistics_sigma)],
+        kind,
+    )
+}
+
+/// As [`calibrate_training_noise`], with the releases besides the training
+/// rounds given as `fixed` events (the statistics first, then e.g. the planned
+/// evaluations): the training rounds get what they leave.
+pub fn calibrate_training_noise_with(
+    target_epsilon: f64,
+    delta: f64,
+    q: f64,
+    rounds: u32,
+    fixed: &[PrivacyEvent],
+    kind: AccountantKind,
+) -> Result<f64, BudgetError> {
     let delta = delta * (1.0 - SLACK_SHARE_OF_DELTA);
-    let stats = statistics_event(statistics_sigma);
-    let spent = ledger_epsilon(std::slice::from_ref(&stats), delta, kind)?;
+    let spent = ledger_epsilon(fixed, delta, kind)?;
     if spent >= target_epsilon {
+        let statistics_sigma = match fixed.first() {
+            Some(PrivacyEvent::Gaussian {
+                noise_multiplier, ..
+            }) => *noise_multiplier,
+            _ => f64::NAN,
+        };
         return Err(BudgetError::NoRoomForTraining {
             statistics_sigma,
             spent,
@@ -161,7 +194,8 @@ pub fn calibrate_training_noise(
         });
     }
     let eps_at = |sigma: f64| -> Result<f64, BudgetError> {
-        let events = [stats.clone(), PrivacyEvent::gaussian(sigma, q, rounds)];
+        let mut events = fixed.to_vec();
+        events.push(PrivacyEvent::gaussian(sigma, q, rounds));
         ledger_epsilon(&events, delta, kind)
     };
     // Bracket: grow `hi` until it meets the target.
@@ -207,6 +241,19 @@ mod tests {
             PrivacyEvent::gaussian(sigma * 0.99, 1.0, 30),
         ];
         assert!(ledger_epsilon(&less, 1e-5, AccountantKind::Best).unwrap() > 4.0);
+    }
+
+    #[test]
+    fn planned_evaluations_leave_less_for_training() {
+        let fixed = [statistics_event(20.0), evaluation_event(5.0, 4)];
+        let plain =
+            calibrate_training_noise(4.0, 1e-5, 1.0, 20, 20.0, AccountantKind::Best).unwrap();
+        let sigma = calibrate_training_noise_with(4.0, 1e-5, 1.0, 20, &fixed, AccountantKind::Best)
+            .unwrap();
+        assert!(sigma > plain, "{sigma} vs {plain}");
+        let mut events = fixed.to_vec();
+        events.push(PrivacyEvent::gaussian(sigma, 1.0, 20));
+        assert!(ledger_epsilon(&events, 1e-5, AccountantKind::Best).unwrap() <= 4.0);
     }
 
     #[test]

@@ -42,6 +42,14 @@ struct StageLabel {
 
 type StageFamily = Family<StageLabel, Histogram, fn() -> Histogram>;
 
+/// The `metric` label of the federated-evaluation gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MetricLabel {
+    metric: String,
+}
+
+type EvaluationFamily = Family<MetricLabel, Gauge<f64, AtomicU64>>;
+
 fn stage_histogram() -> Histogram {
     Histogram::new(BUCKETS)
 }
@@ -59,6 +67,7 @@ pub struct Metrics {
     bytes_received: Counter,
     bytes_sent: Counter,
     stages: StageFamily,
+    evaluation: EvaluationFamily,
 }
 
 impl Default for Metrics {
@@ -125,6 +134,12 @@ impl Metrics {
             "Duration of each stage of a round.",
             stages.clone(),
         );
+        let evaluation = EvaluationFamily::default();
+        registry.register(
+            "evaluation",
+            "The latest federated evaluation's global metrics (the cohort's sums, noised under DP).",
+            evaluation.clone(),
+        );
         Self {
             registry,
             rounds_completed,
@@ -135,6 +150,29 @@ impl Metrics {
             bytes_received,
             bytes_sent,
             stages,
+            evaluation,
+        }
+    }
+
+    /// Sets the gauges of the latest federated evaluation (its global metrics).
+    pub fn set_evaluation(&self, m: &tessera_model::EvalMetrics) {
+        for (name, value) in [
+            ("rows", Some(m.rows)),
+            ("accuracy", m.accuracy),
+            ("balanced_accuracy", m.balanced_accuracy),
+            ("log_loss", m.log_loss),
+            ("auc", m.auc),
+            ("rmse", m.rmse),
+            ("mae", m.mae),
+            ("r2", m.r2),
+        ] {
+            if let Some(v) = value {
+                self.evaluation
+                    .get_or_create(&MetricLabel {
+                        metric: name.to_owned(),
+                    })
+                    .set(v);
+            }
         }
     }
 

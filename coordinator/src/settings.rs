@@ -10,12 +10,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tessera_model::{LabelRule, ModelKind, StatsBounds, TaskSpec};
+use tessera_model::{EvalTerms, ModelKind, StatsBounds, TaskSpec};
 
 use crate::budget;
 use crate::config::{ConfigError, CoordinatorConfig, invalid};
 use crate::round::policy::{
-    AdaptivePolicy, FederationPolicy, PrivacyPolicy, SecAggPolicy, StatisticsPolicy, TrainingPolicy,
+    AdaptivePolicy, EvaluationPolicy, FederationPolicy, InitialModel, PrivacyPolicy, SecAggPolicy,
+    StatisticsPolicy, TrainingPolicy,
 };
 use crate::round::{
     CentralNoise, FederationMachine, OptimizerState, Plugins, Resume, SecureRng, optimizer,
@@ -48,6 +49,8 @@ pub struct Settings {
     /// DP is configured but the noise is seeded (`insecure_noise_seed`):
     /// the federation's releases are NOT private.
     pub not_private: bool,
+    /// The initial model's parameters (`training.initial_model`), if given.
+    pub initial_model: Option<InitialModel>,
 }
 
 impl Settings {
@@ -88,6 +91,8 @@ impl Settings {
                     target_quantile: t.target_quantile(),
                     clip_learning_rate: t.clip_learning_rate(),
                 }),
+                weight_decay: t.weight_decay,
+                initial_model: self.initial_model.clone(),
             },
             privacy: c.privacy.enabled.then(|| PrivacyPolicy {
                 noise_multiplier: self.noise_multiplier,
@@ -105,7 +110,38 @@ impl Settings {
                 value_bound: c.statistics.value_bound,
                 max_rows: c.statistics.max_rows,
             },
+            site_budgets: c.federation.site_budgets,
+            evaluation: self.evaluation_policy(),
         }
+    }
+
+    /// Federated evaluation as the machine runs it (None when off).
+    pub fn evaluation_policy(&self) -> Option<EvaluationPolicy> {
+        let c = &self.config;
+        let e = &c.evaluation;
+        (e.every > 0).then(|| {
+            // A regression's errors are bounded by a public range of its target:
+            // the configured one, else ±value_bound.
+            let target_range = match self.task.kind {
+                tessera_model::TaskKind::Regression { .. } => Some(
+                    c.statistics
+                        .ranges
+                        .get(&self.task.label)
+                        .map(|[lo, hi]| (*lo, *hi))
+                        .unwrap_or((-c.statistics.value_bound, c.statistics.value_bound)),
+                ),
+                _ => None,
+            };
+            EvaluationPolicy {
+                every: e.every,
+                noise_multiplier: e.noise_multiplier,
+                terms: EvalTerms {
+                    max_rows: e.max_rows.unwrap_or(c.statistics.max_rows),
+                    bins: e.bins,
+                    target_range,
+                },
+            }
+        })
     }
 
     /// The federation machine these settings run: central noise drawn from
@@ -119,11 +155,14 @@ impl Settings {
         noise_rng: SecureRng,
     ) -> Result<FederationMachine, String> {
         let t = &self.config.training;
-        let mut optimizer = optimizer::build(
-            &t.server_optimizer,
-            t.server_learning_rate,
-            t.server_momentum,
-        )?;
+        let mut optimizer = optimizer::build(&optimizer::OptimizerConfig {
+            name: t.server_optimizer.clone(),
+            learning_rate: t.server_learning_rate,
+            momentum: t.server_momentum,
+            beta1: t.server_beta1,
+            beta2: t.server_beta2,
+            tau: t.server_tau,
+        })?;
         if let Some(state) = optimizer_state {
             optimizer.restore(state)?;
         }
@@ -147,31 +186,50 @@ impl Settings {
     /// Checks a configuration and decides its noise.
     pub fn plan(config: CoordinatorConfig) -> Result<Settings, ConfigError> {
         config.check()?;
-        let model: ModelKind = config
-            .task
-            .model
-            .parse()
-            .map_err(|e| invalid("task.model", format!("{e}")))?;
-        let positive: LabelRule = config
-            .task
-            .positive
-            .parse()
-            .map_err(|e| invalid("task.positive", format!("{e}")))?;
+        let mut task = config.task.to_task()?;
+        let initial_model = match &config.training.initial_model {
+            Some(path) => {
+                let (layout, params) = tessera_model::tensors::read_layout(path)
+                    .map_err(|e| invalid("training.initial_model", e.to_string()))?;
+                if task.model == ModelKind::External {
+                    task.tensors = layout.clone();
+                    task.validate()
+                        .map_err(|e| invalid("training.initial_model", e.to_string()))?;
+                }
+                // A built-in model's initial file is checked against its layout
+                // once the statistics fix the number of inputs.
+                Some(InitialModel::new(layout, &params))
+            }
+            None => None,
+        };
         let f = &config.federation;
         let p = &config.privacy;
         let (noise_multiplier, max_epsilon, update_noise_multiplier, clip_count_noise_multiplier) =
             if p.enabled {
                 let sigma = match (p.noise_multiplier, p.target_epsilon) {
                     (Some(sigma), _) => sigma,
-                    (None, Some(eps)) => budget::calibrate_training_noise(
-                        eps,
-                        p.delta,
-                        p.sampling_rate,
-                        f.rounds,
-                        p.statistics_noise_multiplier,
-                        p.accountant,
-                    )
-                    .map_err(|e| invalid("privacy.target_epsilon", e.to_string()))?,
+                    (None, Some(eps)) => {
+                        // The statistics release and the planned evaluations are
+                        // fixed costs; the training rounds get the rest.
+                        let mut fixed =
+                            vec![budget::statistics_event(p.statistics_noise_multiplier)];
+                        let evaluations = planned_evaluations(&config, f.rounds);
+                        if evaluations > 0 {
+                            fixed.push(budget::evaluation_event(
+                                config.evaluation.noise_multiplier,
+                                evaluations,
+                            ));
+                        }
+                        budget::calibrate_training_noise_with(
+                            eps,
+                            p.delta,
+                            p.sampling_rate,
+                            f.rounds,
+                            &fixed,
+                            p.accountant,
+                        )
+                        .map_err(|e| invalid("privacy.target_epsilon", e.to_string()))?
+                    }
                     (None, None) => unreachable!("checked: one of the two is set"),
                 };
                 let (update_sigma, count_sigma) = if config.training.adaptive_clipping {
@@ -207,7 +265,7 @@ impl Settings {
         let statistics_bounds = if p.enabled {
             Some(
                 statistics_bounds(
-                    &config.task.features,
+                    &task.statistics_columns(),
                     &config.statistics.ranges,
                     config.statistics.max_rows,
                 )
@@ -215,12 +273,6 @@ impl Settings {
             )
         } else {
             None
-        };
-        let task = TaskSpec {
-            model,
-            features: config.task.features.clone(),
-            label: config.task.label.clone(),
-            positive,
         };
         let store = config
             .federation
@@ -237,8 +289,18 @@ impl Settings {
             max_epsilon,
             statistics_bounds,
             not_private,
+            initial_model,
         })
     }
+}
+
+/// How many evaluation releases `rounds` training rounds make under `config`.
+fn planned_evaluations(config: &CoordinatorConfig, rounds: u32) -> u32 {
+    let every = config.evaluation.every;
+    if every == 0 {
+        return 0;
+    }
+    rounds / every + u32::from(!rounds.is_multiple_of(every))
 }
 
 /// Bounds of the statistics contributions, from the configuration.

@@ -263,6 +263,7 @@ fn second_writer_is_refused_and_readers_see_the_writer() {
             connected: 7,
             pid: std::process::id(),
             updated_at_ms: 5,
+            site_budgets: Vec::new(),
         })
         .unwrap();
     assert_eq!(reader.ledger().unwrap().len(), 2);
@@ -294,17 +295,18 @@ fn open_names_the_path_on_failure() {
 
 fn test_model(round: u32, scale: f32) -> tessera_model::ModelFile {
     tessera_model::ModelFile {
-        task: tessera_model::TaskSpec {
-            model: tessera_model::ModelKind::Logistic,
-            features: vec!["age".into(), "chol".into()],
-            label: "num".into(),
-            positive: "> 0".parse().unwrap(),
-        },
+        task: tessera_model::TaskSpec::binary(
+            tessera_model::ModelKind::Logistic,
+            vec!["age".into(), "chol".into()],
+            "num",
+            "> 0".parse().unwrap(),
+        ),
         params: vec![0.5 * scale, -1.25 * scale, 0.125],
         preprocessor: tessera_model::Preprocessor {
             mean: vec![50.0, 200.0],
             std: vec![10.0, 40.0],
             indicator: vec![false, false],
+            target: None,
         },
         round,
     }
@@ -543,6 +545,7 @@ fn status_report_reads_live_state_budget_and_checkpoint() {
             connected: 2,
             pid: std::process::id(),
             updated_at_ms: 5,
+            site_budgets: Vec::new(),
         })
         .unwrap();
 

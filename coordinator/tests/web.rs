@@ -234,6 +234,7 @@ fn store_with_rounds(path: &Path) {
         connected: 3,
         pid: 1,
         updated_at_ms: 1_795_000_002_000,
+        site_budgets: Vec::new(),
     })
     .unwrap();
 }

@@ -8,8 +8,11 @@
 //!   [`crate::Preprocessor`] later imputes with the pooled mean and flags with an indicator
 //!   column; any other non-number (including infinities) is an error naming the column,
 //!   the line and the value;
-//! - the label cell is mapped to 0/1 by the task's [`LabelRule`]; a row whose label is
-//!   missing is skipped and counted in [`Dataset::skipped_rows`].
+//! - the label cell becomes the target by the task's kind: 0/1 by the [`LabelRule`] of a
+//!   binary task, the class index (0, 1, …, in the task's order) of a multi-class one —
+//!   a value not in the list is an error naming the file, the line and the value — or
+//!   the number itself for a regression; a row whose label is missing is skipped and
+//!   counted in [`Dataset::skipped_rows`].
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -18,19 +21,20 @@ use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, Array2, Axis};
 
-use crate::task::{LabelRule, TaskSpec};
+use crate::task::{LabelRule, TaskKind, TaskSpec};
 
 /// The cell texts (compared trimmed and case-insensitively) that mean "missing".
 pub const MISSING_MARKERS: &[&str] = &["?", "", "NA", "NaN", "null"];
 
-/// A site's data for one task: feature matrix and 0/1 labels.
+/// A site's data for one task: feature matrix and targets.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
     /// Feature column names, in the order of the columns of `x` (the task's order).
     pub features: Vec<String>,
     /// One row per example, one column per feature; `NaN` marks a missing value.
     pub x: Array2<f64>,
-    /// Labels, 1.0 for the positive class and 0.0 otherwise.
+    /// Targets: 1.0 for the positive class and 0.0 otherwise (binary), the class index
+    /// (multi-class), or the value (regression).
     pub y: Array1<f64>,
     /// Rows of the file left out because their label was missing.
     pub skipped_rows: usize,
@@ -159,6 +163,23 @@ pub enum DataError {
         row: u64,
         /// The offending cell text.
         value: String,
+    },
+    /// A multi-class label that is not one of the task's classes.
+    #[error(
+        "{}: line {row}, column {column:?}: {value:?} is not one of the task's classes ({classes})",
+        path.display()
+    )]
+    UnknownClass {
+        /// The file.
+        path: PathBuf,
+        /// The label column.
+        column: String,
+        /// 1-based line of the file (the header is line 1).
+        row: u64,
+        /// The label cell.
+        value: String,
+        /// The task's classes, listed.
+        classes: String,
     },
     /// The label column does not split into two classes under the task's rule.
     #[error("{}: label column {column:?} is not binary: {detail}", path.display())]
@@ -355,18 +376,35 @@ pub fn load_csv_from_reader<R: Read>(
             skipped += 1;
             continue;
         }
-        let yv = task
-            .positive
-            .is_positive(label_cell)
-            .ok_or_else(|| DataError::NotNumeric {
-                path: path.to_path_buf(),
-                column: task.label.clone(),
-                row: line,
-                value: label_cell.to_string(),
-            })?;
-        if matches!(task.positive, LabelRule::Equals(_)) && label_values.len() <= 2 {
-            label_values.insert(normalise_label(label_cell));
-        }
+        let not_numeric = || DataError::NotNumeric {
+            path: path.to_path_buf(),
+            column: task.label.clone(),
+            row: line,
+            value: label_cell.to_string(),
+        };
+        let yv = match &task.kind {
+            TaskKind::Binary { positive } => {
+                let yes = positive.is_positive(label_cell).ok_or_else(not_numeric)?;
+                if matches!(positive, LabelRule::Equals(_)) && label_values.len() <= 2 {
+                    label_values.insert(normalise_label(label_cell));
+                }
+                if yes { 1.0 } else { 0.0 }
+            }
+            TaskKind::Multiclass { classes } => {
+                task.class_index(label_cell)
+                    .ok_or_else(|| DataError::UnknownClass {
+                        path: path.to_path_buf(),
+                        column: task.label.clone(),
+                        row: line,
+                        value: label_cell.to_string(),
+                        classes: classes.join(", "),
+                    })? as f64
+            }
+            TaskKind::Regression { .. } => match label_cell.trim().parse::<f64>() {
+                Ok(v) if v.is_finite() => v,
+                _ => return Err(not_numeric()),
+            },
+        };
         for (&ci, name) in feat_idx.iter().zip(&task.features) {
             let cell = record.get(ci).unwrap_or("");
             let v = parse_cell(cell).ok_or_else(|| DataError::NotNumeric {
@@ -377,14 +415,14 @@ pub fn load_csv_from_reader<R: Read>(
             })?;
             xs.push(v);
         }
-        ys.push(if yv { 1.0 } else { 0.0 });
+        ys.push(yv);
     }
     if ys.is_empty() {
         return Err(DataError::Empty {
             path: path.to_path_buf(),
         });
     }
-    if let LabelRule::Equals(lit) = &task.positive {
+    if let Some(LabelRule::Equals(lit)) = task.positive() {
         let has_positive = ys.iter().any(|v| *v > 0.5);
         if label_values.len() > 2 {
             let seen: Vec<_> = label_values.iter().take(3).cloned().collect();
@@ -487,12 +525,12 @@ mod tests {
     use crate::task::ModelKind;
 
     fn task(features: &[&str], label: &str, positive: &str) -> TaskSpec {
-        TaskSpec {
-            model: ModelKind::Logistic,
-            features: features.iter().map(|s| s.to_string()).collect(),
-            label: label.into(),
-            positive: positive.parse().unwrap(),
-        }
+        TaskSpec::binary(
+            ModelKind::Logistic,
+            features.iter().map(|s| s.to_string()).collect(),
+            label,
+            positive.parse().unwrap(),
+        )
     }
 
     fn load(text: &str, t: &TaskSpec) -> Result<Dataset, DataError> {
@@ -571,6 +609,42 @@ mod tests {
         ));
         let e = load("d,a\nmalignant,1\nbenign,2\n", &t).unwrap_err();
         assert!(e.to_string().contains("the positive class is \"M\""), "{e}");
+    }
+
+    #[test]
+    fn multiclass_and_regression_labels() {
+        let mut t = task(&["a"], "y", "> 0");
+        t.model = ModelKind::Softmax;
+        t.kind = TaskKind::Multiclass {
+            classes: vec!["setosa".into(), "virginica".into(), "2".into()],
+        };
+        let ds = load("a,y\n1,virginica\n2, setosa\n3,2.0\n4,?\n", &t).unwrap();
+        assert_eq!(ds.y.to_vec(), vec![1.0, 0.0, 2.0]);
+        assert_eq!(ds.skipped_rows, 1);
+        let e = load("a,y\n1,setosa\n2,versicolor\n", &t).unwrap_err();
+        match &e {
+            DataError::UnknownClass { row, value, .. } => {
+                assert_eq!((*row, value.as_str()), (3, "versicolor"));
+            }
+            e => panic!("unexpected {e:?}"),
+        }
+        let text = e.to_string();
+        assert!(
+            text.contains("site.csv") && text.contains("line 3") && text.contains("versicolor"),
+            "{text}"
+        );
+        t.model = ModelKind::Linear;
+        t.kind = TaskKind::Regression { standardize: true };
+        let ds = load("a,y\n1,151.5\n2,-3\n", &t).unwrap();
+        assert_eq!(ds.y.to_vec(), vec![151.5, -3.0]);
+        assert!(matches!(
+            load("a,y\n1,high\n", &t),
+            Err(DataError::NotNumeric { row: 2, .. })
+        ));
+        assert!(matches!(
+            load("a,y\n1,inf\n", &t),
+            Err(DataError::NotNumeric { .. })
+        ));
     }
 
     #[test]

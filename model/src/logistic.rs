@@ -10,10 +10,11 @@ use crate::task::ModelKind;
 
 /// Logistic regression `p(y = 1 | x) = σ(w·x + b)`.
 ///
-/// Parameters are `[w_0, …, w_{d−1}, b]` as `f32`, zero at start. Training runs minibatch
-/// SGD on the mean binary cross-entropy of each batch, in `f64`, with the examples shuffled
-/// each epoch by a ChaCha8 generator seeded from [`TrainConfig::seed`], so a call is
-/// deterministic for a seed.
+/// Parameters are `[w_0, …, w_{d−1}, b]` as `f32` (the `weight` `[1, d]` and `bias` `[1]`
+/// of [`crate::layout`]), zero at start. Training runs minibatch SGD on the mean binary
+/// cross-entropy of each batch (plus [`TrainConfig::weight_decay`] on `w`), in `f64`, with
+/// the examples shuffled each epoch by a ChaCha8 generator seeded from
+/// [`TrainConfig::seed`], so a call is deterministic for a seed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogisticRegression {
     params: Vec<f32>,
@@ -126,6 +127,9 @@ impl Model for LogisticRegression {
                     gb += err;
                 }
                 let step = cfg.learning_rate / chunk.len() as f64;
+                if cfg.weight_decay > 0.0 {
+                    w *= 1.0 - cfg.learning_rate * cfg.weight_decay;
+                }
                 w.scaled_add(-step, &gw);
                 b -= step * gb;
                 report.steps += 1;
@@ -187,6 +191,7 @@ mod tests {
                 learning_rate: lr,
                 batch_size: 0,
                 seed: 1,
+                weight_decay: 0.0,
             },
         );
         for k in 0..3 {
@@ -215,6 +220,7 @@ mod tests {
             learning_rate: 0.5,
             batch_size: 8,
             seed: 3,
+            weight_decay: 0.0,
         };
         let mut a = LogisticRegression::new(2);
         let rep = a.train(&x, &y, &cfg);

@@ -3,16 +3,18 @@
 //! A model is a flat `f32` parameter vector plus the code that trains and evaluates it on
 //! preprocessed inputs (see [`crate::Preprocessor`]). The flat vector is what federated
 //! averaging works on: participants send `local − global`, clipped and encoded, and the
-//! coordinator applies the averaged sum. Further models (and a bridge to an external
-//! trainer) implement the same trait and get a [`ModelKind`] variant.
+//! coordinator applies the averaged sum; its named layout is in [`crate::layout`].
+//! Further built-in models implement the same trait and get a [`ModelKind`] variant; an
+//! external trainer works on the layout alone.
 
 use std::path::PathBuf;
 
 use ndarray::{Array1, Array2};
 
 use crate::data::DataError;
+use crate::linear::LinearModel;
 use crate::logistic::LogisticRegression;
-use crate::mlp::MlpClassifier;
+use crate::mlp::Mlp;
 use crate::task::ModelKind;
 
 /// Local training settings.
@@ -26,17 +28,21 @@ pub struct TrainConfig {
     pub batch_size: usize,
     /// Seed of the example shuffling (so a round is reproducible).
     pub seed: u64,
+    /// L2 weight decay λ: every step also descends `λ/2 · ‖W‖²` over the weights
+    /// (not the biases), i.e. adds `λ·w` to each weight's gradient. 0 turns it off.
+    pub weight_decay: f64,
 }
 
 impl Default for TrainConfig {
     /// Defaults for non-private federated averaging of the built-in logistic regression on
-    /// standardised features: 2 local epochs, learning rate 0.1, batch 16.
+    /// standardised features: 2 local epochs, learning rate 0.1, batch 16, no weight decay.
     fn default() -> Self {
         TrainConfig {
             epochs: 2,
             learning_rate: 0.1,
             batch_size: 16,
             seed: 0,
+            weight_decay: 0.0,
         }
     }
 }
@@ -65,6 +71,7 @@ impl TrainConfig {
             learning_rate: 3.0,
             batch_size: 16,
             seed: 0,
+            weight_decay: 0.0,
         }
     }
 }
@@ -136,6 +143,9 @@ pub enum ModelError {
     /// Data that does not fit the model (e.g. other feature columns).
     #[error(transparent)]
     Data(#[from] DataError),
+    /// A model only an external trainer can train or run.
+    #[error("model {0} has no built-in implementation (an external trainer trains it)")]
+    NotBuiltIn(String),
 }
 
 /// What a model predicts and is trained against: it decides the meaning of
@@ -178,12 +188,16 @@ pub struct Metrics {
     pub rmse: Option<f64>,
     /// Regression: mean absolute error.
     pub mae: Option<f64>,
+    /// Regression: coefficient of determination 1 − SSE/SST (NaN when the labels do
+    /// not vary).
+    pub r2: Option<f64>,
     /// Rows evaluated.
     pub rows: usize,
 }
 
-/// Fraction correct, RMSE and MAE of `outputs` (rows × objective outputs)
-/// against labels `y`; NaN-free only for a non-empty `y`.
+/// Fraction correct, or RMSE, MAE and R², of `outputs` (rows × objective outputs)
+/// against labels `y`; NaN-free only for a non-empty `y`. The loss is left NaN (it
+/// needs the model: see [`Model::metrics`]).
 pub fn score(objective: Objective, outputs: &Array2<f64>, y: &Array1<f64>) -> Metrics {
     let n = y.len();
     let mut m = Metrics {
@@ -191,6 +205,7 @@ pub fn score(objective: Objective, outputs: &Array2<f64>, y: &Array1<f64>) -> Me
         accuracy: None,
         rmse: None,
         mae: None,
+        r2: None,
         rows: n,
     };
     if n == 0 {
@@ -231,8 +246,11 @@ pub fn score(objective: Objective, outputs: &Array2<f64>, y: &Array1<f64>) -> Me
                 se += (p - y) * (p - y);
                 ae += (p - y).abs();
             }
+            let mean = y.sum() / n as f64;
+            let sst: f64 = y.iter().map(|v| (v - mean) * (v - mean)).sum();
             m.rmse = Some((se / n as f64).sqrt());
             m.mae = Some(ae / n as f64);
+            m.r2 = Some(if sst > 0.0 { 1.0 - se / sst } else { f64::NAN });
         }
     }
     m
@@ -281,32 +299,55 @@ pub trait Model {
     }
 }
 
-/// A fresh model of `kind` for `input_dim` inputs (the preprocessor's
+/// A fresh model of `kind` with `objective` for `input_dim` inputs (the preprocessor's
 /// [`output_dim`](crate::Preprocessor::output_dim)), with its documented initialisation
-/// (for an MLP, the one of [`initial_params`] with seed 0).
-pub fn build_model(kind: ModelKind, input_dim: usize) -> Box<dyn Model + Send> {
-    match kind {
-        ModelKind::Logistic => Box::new(LogisticRegression::new(input_dim)),
-        ModelKind::Mlp { hidden } => Box::new(MlpClassifier::new(input_dim, hidden, 0)),
+/// (for an MLP, the one of [`initial_params`] with seed 0). A binary `logistic` model is
+/// [`LogisticRegression`]; `softmax` and `linear` are [`LinearModel`]; `mlp:…` is [`Mlp`].
+/// [`ModelKind::External`] has no built-in implementation.
+pub fn build_model(
+    kind: ModelKind,
+    objective: Objective,
+    input_dim: usize,
+) -> Result<Box<dyn Model + Send>, ModelError> {
+    match (kind, objective) {
+        (ModelKind::Logistic, Objective::Binary) => {
+            Ok(Box::new(LogisticRegression::new(input_dim)))
+        }
+        (ModelKind::Softmax, Objective::Multiclass { .. })
+        | (ModelKind::Linear, Objective::Regression) => {
+            Ok(Box::new(LinearModel::new(objective, input_dim)))
+        }
+        (ModelKind::Mlp { hidden }, _) => Ok(Box::new(Mlp::new(
+            input_dim,
+            &hidden.widths(),
+            objective,
+            0,
+        ))),
+        (kind, objective) => Err(ModelError::NotBuiltIn(format!("{kind} for {objective:?}"))),
     }
 }
 
-/// Number of parameters a model of `kind` has for `input_dim` inputs.
-pub fn num_params(kind: ModelKind, input_dim: usize) -> usize {
-    match kind {
-        ModelKind::Logistic => input_dim + 1,
-        ModelKind::Mlp { hidden } => MlpClassifier::param_count(input_dim, hidden),
-    }
+/// Number of parameters a model of `kind` with `objective` has for `input_dim` inputs
+/// (0 for an external model, whose layout is the task's).
+pub fn num_params(kind: ModelKind, objective: Objective, input_dim: usize) -> usize {
+    crate::layout::total_len(&crate::layout::builtin(kind, objective, input_dim))
 }
 
-/// The initial global model of a federation: zeros for logistic regression (its loss is
-/// convex, so zero is a fine start), the seeded random initialisation of
-/// [`MlpClassifier::init_params`] for an MLP (zeros would leave every hidden unit identical
-/// forever). The same `kind`, `input_dim` and `seed` always give the same vector.
-pub fn initial_params(kind: ModelKind, input_dim: usize, seed: u64) -> Vec<f32> {
+/// The initial global model of a federation: zeros for the linear models (their losses
+/// are convex, so zero is a fine start), the seeded random initialisation of
+/// [`Mlp::init_params`] for an MLP (zeros would leave every hidden unit identical
+/// forever), and nothing for an external model (its initial model file gives it). The
+/// same arguments always give the same vector.
+pub fn initial_params(
+    kind: ModelKind,
+    objective: Objective,
+    input_dim: usize,
+    seed: u64,
+) -> Vec<f32> {
     match kind {
-        ModelKind::Logistic => vec![0.0; input_dim + 1],
-        ModelKind::Mlp { hidden } => MlpClassifier::init_params(input_dim, hidden, seed),
+        ModelKind::Mlp { hidden } => Mlp::init_params(input_dim, &hidden.widths(), objective, seed),
+        ModelKind::External => Vec::new(),
+        _ => vec![0.0; num_params(kind, objective, input_dim)],
     }
 }
 
@@ -336,6 +377,8 @@ mod tests {
         assert_eq!(m.accuracy, None);
         assert!((m.rmse.unwrap() - (1.25f64 / 2.0).sqrt()).abs() < 1e-12);
         assert!((m.mae.unwrap() - 0.75).abs() < 1e-12);
+        // SST = 0.5, SSE = 1.25.
+        assert!((m.r2.unwrap() - (1.0 - 1.25 / 0.5)).abs() < 1e-12);
         assert!(
             score(Objective::Regression, &pred, &array![])
                 .rmse

@@ -1,30 +1,39 @@
-//! The model file: a safetensors file holding parameters, preprocessing, task and round.
+//! The model file: a safetensors file holding the model's tensors, preprocessing, task
+//! and round.
 //!
-//! Layout:
-//! - tensor `params` (F32, `[num_params]`): the model's flat parameter vector;
+//! Layout (format `tessera-model/2`):
+//! - the model's tensors, `F32`, by the names and shapes of its layout
+//!   ([`crate::layout`]: `weight`/`bias` for the linear models, `layers.i.weight`/
+//!   `layers.i.bias` for an MLP, the initial model's names for an external one); the
+//!   flat parameter vector is their concatenation in the layout's order;
 //! - tensors `pre.mean` and `pre.std` (F64, `[n_features]`) and `pre.indicator`
-//!   (U8 0/1, `[n_features]`): the [`Preprocessor`];
-//! - `__metadata__`: `format` = `"tessera-model/1"`, `task` = the [`TaskSpec`] as JSON,
+//!   (U8 0/1, `[n_features]`): the [`Preprocessor`]; `pre.target` (F64, `[2]`: mean,
+//!   std) when a regression target is standardised;
+//! - `__metadata__`: `format` = `"tessera-model/2"`, `task` = the [`TaskSpec`] as JSON,
 //!   `round` = the round number in decimal.
 //!
-//! Any safetensors reader (e.g. Python's `safetensors.numpy.load_file`) can open it.
-//! [`write_model`] writes atomically: a temporary file in the same directory, flushed to
-//! disk, then renamed over the target, so a reader never sees a half-written model.
+//! Files of format `tessera-model/1` (one `params` tensor holding the flat vector) are
+//! still read. Any safetensors reader (e.g. Python's `safetensors.numpy.load_file`) can
+//! open both. [`write_model`] writes atomically: a temporary file in the same directory,
+//! flushed to disk, then renamed over the target, so a reader never sees a half-written
+//! model.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
 
 use crate::data::{DataError, Dataset};
-use crate::model::{ModelError, build_model, num_params};
-use crate::stats::Preprocessor;
+use crate::model::{Metrics, ModelError, Objective, build_model, score};
+use crate::stats::{Preprocessor, TargetScale};
 use crate::task::TaskSpec;
 
-/// Value of the `format` metadata key.
-pub const FORMAT: &str = "tessera-model/1";
+/// Value of the `format` metadata key of the files this build writes.
+pub const FORMAT: &str = "tessera-model/2";
+/// The earlier format, with one flat `params` tensor; still read.
+pub const FORMAT_V1: &str = "tessera-model/1";
 
 /// A trained (or in-training) model with everything needed to use it on new data.
 #[derive(Clone, Debug, PartialEq)]
@@ -42,12 +51,26 @@ pub struct ModelFile {
 /// How a model does on a dataset.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Evaluation {
-    /// Fraction classified correctly (threshold 0.5).
+    /// Fraction classified correctly (NaN for a regression).
     pub accuracy: f64,
-    /// Mean binary cross-entropy.
+    /// Mean loss: cross-entropy, or squared error in the target's units.
     pub loss: f64,
     /// Rows evaluated.
     pub rows: usize,
+    /// Regression: root mean squared error, mean absolute error and R², in the target's
+    /// units.
+    pub regression: Option<RegressionScores>,
+}
+
+/// Regression scores.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RegressionScores {
+    /// Root mean squared error.
+    pub rmse: f64,
+    /// Mean absolute error.
+    pub mae: f64,
+    /// Coefficient of determination, 1 − SSE / SST.
+    pub r2: f64,
 }
 
 fn format_err(path: &Path, message: impl Into<String>) -> ModelError {
@@ -57,9 +80,13 @@ fn format_err(path: &Path, message: impl Into<String>) -> ModelError {
     }
 }
 
+fn f64_bytes(v: &[f64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
 impl ModelFile {
     /// Checks internal consistency: preprocessor sized for the task's features, parameter
-    /// count matching the model kind, all values finite, stds positive.
+    /// count matching the task's layout, all values finite, stds positive.
     pub fn validate(&self) -> Result<(), ModelError> {
         let d = self.task.features.len();
         let p = &self.preprocessor;
@@ -74,13 +101,15 @@ impl ModelFile {
         }
         if p.mean.iter().any(|v| !v.is_finite())
             || p.std.iter().any(|v| !(v.is_finite() && *v > 0.0))
+            || p.target
+                .is_some_and(|t| !(t.mean.is_finite() && t.std.is_finite() && t.std > 0.0))
         {
             return Err(format_err(
                 Path::new(""),
                 "preprocessor has non-finite mean or non-positive std",
             ));
         }
-        let expected = num_params(self.task.model, p.output_dim());
+        let expected = self.task.num_params(p.output_dim());
         if self.params.len() != expected {
             return Err(ModelError::ParamLength {
                 expected,
@@ -96,36 +125,36 @@ impl ModelFile {
     /// The file's bytes (see the [module docs](self) for the layout).
     pub fn to_bytes(&self) -> Result<Vec<u8>, ModelError> {
         self.validate()?;
-        let params: Vec<u8> = self.params.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let mean: Vec<u8> = self
-            .preprocessor
-            .mean
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        let std: Vec<u8> = self
-            .preprocessor
-            .std
-            .iter()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        let ind: Vec<u8> = self
-            .preprocessor
-            .indicator
-            .iter()
-            .map(|&b| u8::from(b))
-            .collect();
-        let d = self.preprocessor.mean.len();
-        let view = |dtype, n, data| {
-            TensorView::new(dtype, vec![n], data)
-                .map_err(|e| format_err(Path::new(""), format!("building tensor: {e}")))
-        };
-        let tensors = vec![
-            ("params", view(Dtype::F32, self.params.len(), &params[..])?),
-            ("pre.mean", view(Dtype::F64, d, &mean[..])?),
-            ("pre.std", view(Dtype::F64, d, &std[..])?),
-            ("pre.indicator", view(Dtype::U8, d, &ind[..])?),
+        let p = &self.preprocessor;
+        let d = p.mean.len();
+        let mut extra = vec![
+            (
+                "pre.mean".to_string(),
+                Dtype::F64,
+                vec![d],
+                f64_bytes(&p.mean),
+            ),
+            (
+                "pre.std".to_string(),
+                Dtype::F64,
+                vec![d],
+                f64_bytes(&p.std),
+            ),
+            (
+                "pre.indicator".to_string(),
+                Dtype::U8,
+                vec![d],
+                p.indicator.iter().map(|&b| u8::from(b)).collect(),
+            ),
         ];
+        if let Some(t) = p.target {
+            extra.push((
+                "pre.target".to_string(),
+                Dtype::F64,
+                vec![2],
+                f64_bytes(&[t.mean, t.std]),
+            ));
+        }
         let task = serde_json::to_string(&self.task)
             .map_err(|e| format_err(Path::new(""), format!("encoding task: {e}")))?;
         let meta = HashMap::from([
@@ -133,8 +162,9 @@ impl ModelFile {
             ("task".to_string(), task),
             ("round".to_string(), self.round.to_string()),
         ]);
-        safetensors::serialize(tensors, Some(meta))
-            .map_err(|e| format_err(Path::new(""), format!("serialising: {e}")))
+        let layout = self.task.layout(p.output_dim());
+        crate::tensors::to_safetensors(&layout, &self.params, extra, meta)
+            .map_err(|e| format_err(Path::new(""), e.to_string()))
     }
 
     /// Parses a model file's bytes; `path` names the source in errors. Checks the layout,
@@ -152,7 +182,7 @@ impl ModelFile {
                 .ok_or_else(|| format_err(path, format!("metadata key {k:?} missing")))
         };
         let format = get("format")?;
-        if format != FORMAT {
+        if format != FORMAT && format != FORMAT_V1 {
             return Err(format_err(
                 path,
                 format!("format {format:?}, expected {FORMAT:?}"),
@@ -179,10 +209,6 @@ impl ModelFile {
             }
             Ok(t.data())
         };
-        let params: Vec<f32> = tensor("params", Dtype::F32)?
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
         let f64s = |data: &[u8]| -> Vec<f64> {
             data.chunks_exact(8)
                 .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")))
@@ -201,14 +227,33 @@ impl ModelFile {
                 )),
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let target = match st.tensor("pre.target") {
+            Ok(_) => match f64s(tensor("pre.target", Dtype::F64)?)[..] {
+                [mean, std] => Some(TargetScale { mean, std }),
+                _ => return Err(format_err(path, "pre.target must hold mean and std")),
+            },
+            Err(_) => None,
+        };
+        let preprocessor = Preprocessor {
+            mean,
+            std,
+            indicator,
+            target,
+        };
+        let params: Vec<f32> = if format == FORMAT_V1 {
+            tensor("params", Dtype::F32)?
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        } else {
+            let layout = task.layout(preprocessor.output_dim());
+            crate::tensors::from_safetensors(&st, &layout, |n| n.starts_with("pre."))
+                .map_err(|e| format_err(path, e.to_string()))?
+        };
         let m = ModelFile {
             task,
             params,
-            preprocessor: Preprocessor {
-                mean,
-                std,
-                indicator,
-            },
+            preprocessor,
             round,
         };
         m.validate().map_err(|e| match e {
@@ -262,8 +307,9 @@ pub fn read_model(path: &Path) -> Result<ModelFile, ModelError> {
     ModelFile::from_bytes(&bytes, path)
 }
 
-/// Accuracy and loss of a model on a dataset loaded for the same task (the dataset's
-/// feature columns must be the task's, in order).
+/// How a model does on a dataset loaded for the same task (the dataset's feature columns
+/// must be the task's, in order): accuracy and cross-entropy for classification; squared
+/// error, RMSE, MAE and R² in the target's units for a regression.
 pub fn evaluate(m: &ModelFile, ds: &Dataset) -> Result<Evaluation, ModelError> {
     m.validate()?;
     if ds.features != m.task.features {
@@ -280,12 +326,28 @@ pub fn evaluate(m: &ModelFile, ds: &Dataset) -> Result<Evaluation, ModelError> {
         .into());
     }
     let x = m.preprocessor.transform(&ds.x);
-    let mut model = build_model(m.task.model, m.preprocessor.output_dim());
+    let objective = m.task.objective();
+    let mut model = build_model(m.task.model, objective, m.preprocessor.output_dim())?;
     model.set_params(&m.params)?;
-    let m = model.metrics(&x, &ds.y);
+    let metrics: Metrics = match (objective, m.preprocessor.target) {
+        (Objective::Regression, Some(t)) => {
+            // Scores in the target's own units.
+            let pred = model.predict(&x).mapv(|z| t.inverse(z));
+            score(objective, &pred, &ds.y)
+        }
+        _ => model.metrics(&x, &ds.y),
+    };
+    let regression = match (metrics.rmse, metrics.mae, metrics.r2) {
+        (Some(rmse), Some(mae), Some(r2)) => Some(RegressionScores { rmse, mae, r2 }),
+        _ => None,
+    };
     Ok(Evaluation {
-        accuracy: m.accuracy.unwrap_or(f64::NAN),
-        loss: m.loss,
-        rows: m.rows,
+        accuracy: metrics.accuracy.unwrap_or(f64::NAN),
+        loss: match regression {
+            Some(r) => r.rmse * r.rmse,
+            None => metrics.loss,
+        },
+        rows: metrics.rows,
+        regression,
     })
 }

@@ -2,6 +2,7 @@
 //! the domain form of the wire's `RoundAnnounce` (conversions live in the
 //! `tessera-proto` crate, at the edge).
 
+use crate::evaluation::EvalTerms;
 use crate::{Preprocessor, StatsBounds};
 
 /// What an aggregation sums. One enum for the whole system: the machines,
@@ -16,17 +17,30 @@ pub enum RoundKind {
     Statistics,
     /// A clipped model update (and, with adaptive clipping, the clipping bit).
     Training,
+    /// Sums of the current model's errors on each site's held-out rows (see
+    /// [`crate::evaluation`]); the model does not change.
+    Evaluation,
 }
 
 impl RoundKind {
     /// Every kind.
-    pub const ALL: [RoundKind; 2] = [RoundKind::Statistics, RoundKind::Training];
+    pub const ALL: [RoundKind; 3] = [
+        RoundKind::Statistics,
+        RoundKind::Training,
+        RoundKind::Evaluation,
+    ];
+
+    /// Whether the round sends the global model to its cohort.
+    pub fn sends_model(self) -> bool {
+        matches!(self, RoundKind::Training | RoundKind::Evaluation)
+    }
 
     /// Text form (store, logs, metrics files).
     pub fn as_str(self) -> &'static str {
         match self {
             RoundKind::Statistics => "statistics",
             RoundKind::Training => "training",
+            RoundKind::Evaluation => "evaluation",
         }
     }
 }
@@ -48,6 +62,22 @@ impl std::str::FromStr for RoundKind {
     }
 }
 
+/// A site's own privacy terms, declared when it joins: its policy and its
+/// own ledger's total, never anything derived from its data.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct SiteBudget {
+    /// It declines rounds that would take its own ε past this.
+    pub max_epsilon: Option<f64>,
+    /// δ of its ε.
+    pub delta: f64,
+    /// It declines rounds announcing less noise than this.
+    pub min_noise_multiplier: Option<f64>,
+    /// ε its own ledger has counted so far (every round at rate 1).
+    pub epsilon_spent: f64,
+    /// It declines rounds without differential privacy.
+    pub require_privacy: bool,
+}
+
 /// Local training settings of a training round.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct TrainingSettings {
@@ -59,6 +89,8 @@ pub struct TrainingSettings {
     pub batch_size: u32,
     /// Seed of local shuffling (not a privacy seed).
     pub shuffle_seed: u64,
+    /// L2 weight decay λ of local training (0: none).
+    pub weight_decay: f64,
 }
 
 /// Adaptive clipping terms (Andrew et al. 2021): the vector carries the
@@ -152,6 +184,8 @@ pub struct Announcement {
     pub preprocessing: Option<Preprocessor>,
     /// Bounds of a statistics contribution (statistics rounds with DP).
     pub statistics_bounds: Option<StatsBounds>,
+    /// The public terms of an evaluation round.
+    pub evaluation: Option<EvalTerms>,
 }
 
 #[cfg(test)]

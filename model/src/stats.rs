@@ -72,6 +72,27 @@ impl LocalStats {
         self.present.len()
     }
 
+    /// The dataset whose columns are the task's
+    /// [statistics columns](crate::TaskSpec::statistics_columns): `ds` itself, or with the
+    /// (regression) target appended as a last column when the task standardises it.
+    pub fn columns_for(ds: &Dataset, task: &crate::TaskSpec) -> Dataset {
+        if !task.standardizes_target() {
+            return ds.clone();
+        }
+        let mut x = ndarray::Array2::zeros((ds.n_rows(), ds.n_features() + 1));
+        x.slice_axis_mut(ndarray::Axis(1), ndarray::Slice::from(..ds.n_features()))
+            .assign(&ds.x);
+        x.column_mut(ds.n_features()).assign(&ds.y);
+        let mut features = ds.features.clone();
+        features.push(task.label.clone());
+        Dataset {
+            features,
+            x,
+            y: ds.y.clone(),
+            skipped_rows: ds.skipped_rows,
+        }
+    }
+
     /// Exact statistics of a dataset (`NaN` counts as missing).
     pub fn compute(ds: &Dataset) -> Self {
         let d = ds.n_features();
@@ -267,6 +288,29 @@ pub fn l2_sensitivity(bounds: &StatsBounds, n_features: usize) -> f64 {
 /// Relative threshold under which a standard deviation counts as zero.
 const STD_EPS: f64 = 1e-9;
 
+/// The pooled mean and standard deviation of a regression target, with which it is
+/// standardised for training (`(y − mean) / std`) and predictions are turned back
+/// (`z · std + mean`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetScale {
+    /// Pooled mean of the target.
+    pub mean: f64,
+    /// Pooled standard deviation of the target (positive).
+    pub std: f64,
+}
+
+impl TargetScale {
+    /// A target value in standardised units.
+    pub fn forward(&self, y: f64) -> f64 {
+        (y - self.mean) / self.std
+    }
+
+    /// A standardised prediction in the target's units.
+    pub fn inverse(&self, z: f64) -> f64 {
+        z * self.std + self.mean
+    }
+}
+
 /// How every site turns raw features into model inputs, derived from pooled statistics.
 ///
 /// [`transform`](Self::transform) maps a present value `x` of feature `i` to
@@ -282,9 +326,34 @@ pub struct Preprocessor {
     pub std: Vec<f64>,
     /// Per feature: whether a missing-value indicator column is appended.
     pub indicator: Vec<bool>,
+    /// A regression target's standardisation, when the task asks for it.
+    pub target: Option<TargetScale>,
 }
 
 impl Preprocessor {
+    /// Preprocessing derived for the task's [statistics columns](crate::TaskSpec::statistics_columns):
+    /// when they end with a standardised regression target, that last column becomes
+    /// [`Preprocessor::target`] (its missing-value indicator is dropped: rows without a
+    /// label are never loaded). Otherwise `self` unchanged.
+    pub fn split_target(mut self, task: &crate::TaskSpec) -> Self {
+        if task.standardizes_target() && self.mean.len() == task.features.len() + 1 {
+            let mean = self.mean.pop().expect("one more column than features");
+            let std = self.std.pop().expect("one more column than features");
+            self.indicator.pop();
+            self.target = Some(TargetScale { mean, std });
+        }
+        self
+    }
+
+    /// The training targets of `y` under this preprocessing: standardised for a regression
+    /// target with a [`TargetScale`], unchanged otherwise.
+    pub fn transform_target(&self, y: &ndarray::Array1<f64>) -> ndarray::Array1<f64> {
+        match &self.target {
+            Some(t) => y.mapv(|v| t.forward(v)),
+            None => y.clone(),
+        }
+    }
+
     /// Derives the preprocessing from pooled statistics (exact or noisy).
     ///
     /// `mean = sum / present`; `std = √max(0, sum_sq / present − mean²)`, replaced by 1 when
@@ -306,6 +375,7 @@ impl Preprocessor {
             mean: vec![0.0; d],
             std: vec![1.0; d],
             indicator: vec![false; d],
+            target: None,
         };
         for j in 0..d {
             p.indicator[j] = stats.missing[j] > 0.0;
@@ -392,6 +462,7 @@ impl Preprocessor {
             mean,
             std,
             indicator: vec![true; d],
+            target: None,
         }
     }
 

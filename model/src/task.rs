@@ -1,17 +1,27 @@
-//! The task description both sides agree on: model kind, feature columns, label and positive class.
+//! The task description both sides agree on: what kind of task (binary,
+//! multi-class, regression), which model, which feature columns and which
+//! label, and how the label's cells become training targets.
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::kind::{Hidden, ModelKind};
+use crate::layout::TensorSpec;
+use crate::model::Objective;
+
 /// What a federation learns: which model, from which columns, to predict which label.
 ///
 /// The coordinator sends it to every participant; a participant whose data does not fit
-/// (a column missing, a value that is not numeric) refuses with a [`crate::DataError`].
-/// Its serde form is the one used in configuration files and model files:
-/// `{ model = "logistic", features = [...], label = "num", positive = "> 0" }`.
+/// (a column missing, a value that is not numeric, a class not in the list) refuses with a
+/// [`crate::DataError`]. Its serde form is the one used in model files and in the task file
+/// handed to external trainers: `{"model": "logistic", "features": [...], "label": "num",
+/// "positive": "> 0"}` for a binary task (as before tasks had kinds), and with `"kind":
+/// "multiclass", "classes": [...]` or `"kind": "regression", "standardize_target": true`
+/// for the others.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "TaskRepr", into = "TaskRepr")]
 pub struct TaskSpec {
     /// The model to train.
     pub model: ModelKind,
@@ -19,13 +29,120 @@ pub struct TaskSpec {
     pub features: Vec<String>,
     /// The label column, by header name.
     pub label: String,
-    /// Which label values are the positive class (1); all others are 0.
-    pub positive: LabelRule,
+    /// What is predicted, and how label cells become targets.
+    pub kind: TaskKind,
+    /// The model's tensors when it is [`ModelKind::External`] (from the federation's
+    /// initial model file); empty for the built-in models, whose layout follows from the
+    /// model kind and the inputs ([`crate::layout::builtin`]).
+    pub tensors: Vec<TensorSpec>,
+}
+
+/// What a task predicts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TaskKind {
+    /// Two classes: label cells matching `positive` are 1, all others 0.
+    Binary {
+        /// Which label values are the positive class.
+        positive: LabelRule,
+    },
+    /// Several classes, named in a fixed order so that every site encodes a label as the
+    /// same class index; a label not in the list is an error naming file, line and value.
+    Multiclass {
+        /// The class values, in index order (compared trimmed, and as numbers when both
+        /// sides are numbers, so `"1"` matches `1.0`).
+        classes: Vec<String>,
+    },
+    /// A numeric target.
+    Regression {
+        /// Standardise the target with its pooled mean and standard deviation (computed
+        /// by the federated statistics, like the features'); predictions are turned back
+        /// into the target's units for evaluation.
+        standardize: bool,
+    },
+}
+
+impl TaskKind {
+    /// Most classes a multi-class task may name.
+    pub const MAX_CLASSES: usize = 1000;
+
+    /// The kind's name: `binary`, `multiclass` or `regression`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TaskKind::Binary { .. } => "binary",
+            TaskKind::Multiclass { .. } => "multiclass",
+            TaskKind::Regression { .. } => "regression",
+        }
+    }
 }
 
 impl TaskSpec {
-    /// Checks the task is well formed: at least one feature, no feature named twice,
-    /// no empty names, and the label not among the features.
+    /// A binary task (the only kind before tasks had kinds).
+    pub fn binary(
+        model: ModelKind,
+        features: Vec<String>,
+        label: &str,
+        positive: LabelRule,
+    ) -> Self {
+        TaskSpec {
+            model,
+            features,
+            label: label.into(),
+            kind: TaskKind::Binary { positive },
+            tensors: Vec::new(),
+        }
+    }
+
+    /// What the model predicts.
+    pub fn objective(&self) -> Objective {
+        match &self.kind {
+            TaskKind::Binary { .. } => Objective::Binary,
+            TaskKind::Multiclass { classes } => Objective::Multiclass {
+                classes: classes.len(),
+            },
+            TaskKind::Regression { .. } => Objective::Regression,
+        }
+    }
+
+    /// The positive-class rule of a binary task.
+    pub fn positive(&self) -> Option<&LabelRule> {
+        match &self.kind {
+            TaskKind::Binary { positive } => Some(positive),
+            _ => None,
+        }
+    }
+
+    /// Whether the regression target is standardised with pooled statistics.
+    pub fn standardizes_target(&self) -> bool {
+        matches!(self.kind, TaskKind::Regression { standardize: true })
+    }
+
+    /// The columns the federated statistics describe: the features, and the label last
+    /// when a regression target is standardised.
+    pub fn statistics_columns(&self) -> Vec<String> {
+        let mut c = self.features.clone();
+        if self.standardizes_target() {
+            c.push(self.label.clone());
+        }
+        c
+    }
+
+    /// The tensors of the model for `input_dim` inputs, in the order of the flat
+    /// parameter vector.
+    pub fn layout(&self, input_dim: usize) -> Vec<TensorSpec> {
+        match self.model {
+            ModelKind::External => self.tensors.clone(),
+            kind => crate::layout::builtin(kind, self.objective(), input_dim),
+        }
+    }
+
+    /// Length of the flat parameter vector for `input_dim` inputs (saturating).
+    pub fn num_params(&self, input_dim: usize) -> usize {
+        crate::layout::total_len(&self.layout(input_dim))
+    }
+
+    /// Checks the task is well formed: at least one feature, no feature named twice, no
+    /// empty names, the label not among the features, classes distinct and at least two,
+    /// a model that fits the kind, and tensors exactly for an external model.
     pub fn validate(&self) -> Result<(), TaskError> {
         if self.features.is_empty() {
             return Err(TaskError::NoFeatures);
@@ -44,96 +161,193 @@ impl TaskSpec {
                 return Err(TaskError::LabelIsFeature(f.clone()));
             }
         }
+        if let TaskKind::Multiclass { classes } = &self.kind {
+            if classes.len() < 2 || classes.len() > TaskKind::MAX_CLASSES {
+                return Err(TaskError::Classes(format!(
+                    "a multi-class task names 2 to {} classes, this one {}",
+                    TaskKind::MAX_CLASSES,
+                    classes.len()
+                )));
+            }
+            for (i, c) in classes.iter().enumerate() {
+                if c.trim().is_empty() {
+                    return Err(TaskError::Classes("a class name is empty".into()));
+                }
+                if classes[..i].iter().any(|o| same_label(o, c)) {
+                    return Err(TaskError::Classes(format!("class {c:?} is listed twice")));
+                }
+            }
+        }
+        let fits = matches!(
+            (self.model, &self.kind),
+            (ModelKind::Logistic, TaskKind::Binary { .. })
+                | (ModelKind::Softmax, TaskKind::Multiclass { .. })
+                | (ModelKind::Linear, TaskKind::Regression { .. })
+                | (ModelKind::Mlp { .. } | ModelKind::External, _)
+        );
+        if !fits {
+            return Err(TaskError::ModelDoesNotFit {
+                model: self.model.to_string(),
+                kind: self.kind.name(),
+            });
+        }
+        match (self.model, self.tensors.is_empty()) {
+            (ModelKind::External, true) => {
+                return Err(TaskError::Tensors(
+                    "an external model needs its tensors (the federation's initial model)".into(),
+                ));
+            }
+            (ModelKind::External, false) => {
+                crate::layout::check(&self.tensors).map_err(TaskError::Tensors)?
+            }
+            (_, false) => {
+                return Err(TaskError::Tensors(format!(
+                    "the built-in model {} has its own tensors; only an external model lists them",
+                    self.model
+                )));
+            }
+            (_, true) => {}
+        }
         Ok(())
     }
-}
 
-/// The kind of model a task trains.
-///
-/// Text form (configuration files, the wire, model files; [`FromStr`] and [`fmt::Display`]
-/// round-trip, and serde uses the same string):
-/// - `"logistic"` — [`ModelKind::Logistic`];
-/// - `"mlp:64"` — [`ModelKind::Mlp`] with 64 hidden units (1 to [`ModelKind::MAX_HIDDEN`]).
-///
-/// Parsing ignores case and spaces around the name and the width.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum ModelKind {
-    /// Binary logistic regression (see [`crate::LogisticRegression`]).
-    Logistic,
-    /// A one-hidden-layer perceptron: ReLU hidden layer, sigmoid output
-    /// (see [`crate::MlpClassifier`]).
-    Mlp {
-        /// Width of the hidden layer.
-        hidden: usize,
-    },
-}
-
-impl ModelKind {
-    /// The model families, as written in text (for help texts and error messages).
-    pub const NAMES: &'static [&'static str] = &["logistic", "mlp:HIDDEN"];
-
-    /// Widest hidden layer a task may ask for (2²⁴ units), so that a task description
-    /// cannot make a site allocate an absurd model.
-    pub const MAX_HIDDEN: usize = 1 << 24;
-
-    /// The family name, without its size (`"logistic"`, `"mlp"`); [`fmt::Display`] gives the
-    /// full text form.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ModelKind::Logistic => "logistic",
-            ModelKind::Mlp { .. } => "mlp",
+    /// The index of a multi-class label cell (trimmed; numbers compared as numbers).
+    pub fn class_index(&self, cell: &str) -> Option<usize> {
+        match &self.kind {
+            TaskKind::Multiclass { classes } => classes.iter().position(|c| same_label(c, cell)),
+            _ => None,
         }
     }
 }
 
-impl fmt::Display for ModelKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ModelKind::Logistic => f.write_str("logistic"),
-            ModelKind::Mlp { hidden } => write!(f, "mlp:{hidden}"),
-        }
+/// Whether two label texts name the same value: equal after trimming, or equal as numbers.
+pub fn same_label(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim(), b.trim());
+    if a == b {
+        return true;
+    }
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
     }
 }
 
-impl FromStr for ModelKind {
-    type Err = TaskError;
-
-    /// Parses `"logistic"` or `"mlp:HIDDEN"`, ignoring case and surrounding spaces.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let t = s.trim();
-        let unknown = || TaskError::UnknownModel(t.to_string());
-        let (name, size) = match t.split_once(':') {
-            Some((n, w)) => (n.trim(), Some(w.trim())),
-            None => (t, None),
-        };
-        if name.eq_ignore_ascii_case("logistic") {
-            return match size {
-                None => Ok(ModelKind::Logistic),
-                Some(_) => Err(unknown()),
-            };
-        }
-        if name.eq_ignore_ascii_case("mlp") {
-            let hidden = size
-                .and_then(|w| w.parse::<usize>().ok())
-                .filter(|h| (1..=ModelKind::MAX_HIDDEN).contains(h))
-                .ok_or_else(|| TaskError::BadHiddenWidth(t.to_string()))?;
-            return Ok(ModelKind::Mlp { hidden });
-        }
-        Err(unknown())
-    }
+/// The serde form of a [`TaskSpec`] (see its docs).
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskRepr {
+    model: ModelKind,
+    features: Vec<String>,
+    label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    positive: Option<LabelRule>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    classes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    standardize_target: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    tensors: Vec<TensorSpec>,
 }
 
-impl TryFrom<String> for ModelKind {
+impl TryFrom<TaskRepr> for TaskSpec {
     type Error = TaskError;
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
+    fn try_from(r: TaskRepr) -> Result<Self, TaskError> {
+        let kind = TaskKind::from_parts(
+            r.kind.as_deref(),
+            r.positive,
+            r.classes,
+            r.standardize_target,
+        )?;
+        Ok(TaskSpec {
+            model: r.model,
+            features: r.features,
+            label: r.label,
+            kind,
+            tensors: r.tensors,
+        })
     }
 }
 
-impl From<ModelKind> for String {
-    fn from(k: ModelKind) -> String {
-        k.to_string()
+impl From<TaskSpec> for TaskRepr {
+    fn from(t: TaskSpec) -> Self {
+        let (kind, positive, classes, standardize_target) = match t.kind {
+            TaskKind::Binary { positive } => (None, Some(positive), None, None),
+            TaskKind::Multiclass { classes } => {
+                (Some("multiclass".into()), None, Some(classes), None)
+            }
+            TaskKind::Regression { standardize } => {
+                (Some("regression".into()), None, None, Some(standardize))
+            }
+        };
+        TaskRepr {
+            model: t.model,
+            features: t.features,
+            label: t.label,
+            kind,
+            positive,
+            classes,
+            standardize_target,
+            tensors: t.tensors,
+        }
+    }
+}
+
+impl TaskKind {
+    /// A kind from its written parts (configuration files, the wire, model files): the
+    /// name (`binary` when absent), and the parts the name needs; a part another kind
+    /// needs is refused, so that a mistyped kind does not pass silently.
+    pub fn from_parts(
+        name: Option<&str>,
+        positive: Option<LabelRule>,
+        classes: Option<Vec<String>>,
+        standardize: Option<bool>,
+    ) -> Result<Self, TaskError> {
+        let name = name.map(str::trim).unwrap_or("binary");
+        let stray = |what: &str| {
+            Err(TaskError::KindParts(format!(
+                "{what} does not apply to a {name} task"
+            )))
+        };
+        match name {
+            "binary" => {
+                if classes.is_some() {
+                    return stray("a class list");
+                }
+                if standardize.is_some() {
+                    return stray("standardize_target");
+                }
+                let positive = positive.ok_or_else(|| {
+                    TaskError::KindParts("a binary task needs its positive class".into())
+                })?;
+                Ok(TaskKind::Binary { positive })
+            }
+            "multiclass" => {
+                if positive.is_some() {
+                    return stray("a positive class");
+                }
+                if standardize.is_some() {
+                    return stray("standardize_target");
+                }
+                let classes = classes.ok_or_else(|| {
+                    TaskError::KindParts("a multi-class task needs its classes, in order".into())
+                })?;
+                Ok(TaskKind::Multiclass { classes })
+            }
+            "regression" => {
+                if positive.is_some() {
+                    return stray("a positive class");
+                }
+                if classes.is_some() {
+                    return stray("a class list");
+                }
+                Ok(TaskKind::Regression {
+                    standardize: standardize.unwrap_or(true),
+                })
+            }
+            other => Err(TaskError::UnknownKind(other.to_string())),
+        }
     }
 }
 
@@ -235,11 +449,14 @@ impl From<LabelRule> for String {
 #[non_exhaustive]
 pub enum TaskError {
     /// The model name is not one this build knows.
-    #[error("unknown model kind {0:?} (known: logistic, mlp:HIDDEN)")]
-    UnknownModel(String),
-    /// An `mlp` model without a valid hidden width.
     #[error(
-        "model {0:?}: an MLP needs a hidden width from 1 to {max}, written like \"mlp:64\"",
+        "unknown model kind {0:?} (known: logistic, softmax, linear, mlp:WIDTH[,WIDTH…], external)"
+    )]
+    UnknownModel(String),
+    /// An `mlp` model without valid hidden widths.
+    #[error(
+        "model {0:?}: an MLP needs 1 to {layers} hidden widths from 1 to {max}, written like \"mlp:64\" or \"mlp:64,32\"",
+        layers = Hidden::MAX_LAYERS,
         max = ModelKind::MAX_HIDDEN
     )]
     BadHiddenWidth(String),
@@ -248,6 +465,28 @@ pub enum TaskError {
         "invalid positive-class rule {0:?}: expected \"> NUMBER\" or a class literal such as \"M\""
     )]
     BadLabelRule(String),
+    /// The task kind is not one this build knows.
+    #[error("unknown task kind {0:?} (known: binary, multiclass, regression)")]
+    UnknownKind(String),
+    /// The parts of a task kind are missing or do not belong to it.
+    #[error("{0}")]
+    KindParts(String),
+    /// The classes of a multi-class task are unusable.
+    #[error("classes: {0}")]
+    Classes(String),
+    /// The model does not fit the task kind.
+    #[error(
+        "model {model} does not fit a {kind} task (binary: logistic; multiclass: softmax; regression: linear; any: mlp:WIDTH, external)"
+    )]
+    ModelDoesNotFit {
+        /// The model.
+        model: String,
+        /// The task kind.
+        kind: &'static str,
+    },
+    /// The tensors of an external model are missing or malformed.
+    #[error("model tensors: {0}")]
+    Tensors(String),
     /// The task names no feature column.
     #[error("the task names no feature columns")]
     NoFeatures,
@@ -306,47 +545,13 @@ mod tests {
     }
 
     #[test]
-    fn model_kind_text_and_serde() {
-        assert_eq!(
-            "Logistic".parse::<ModelKind>().unwrap(),
-            ModelKind::Logistic
+    fn task_serde_keeps_the_binary_form_and_names_other_kinds() {
+        let task = TaskSpec::binary(
+            ModelKind::Logistic,
+            vec!["a".into(), "b".into()],
+            "y",
+            LabelRule::GreaterThan(0.0),
         );
-        assert_eq!(ModelKind::Logistic.to_string(), "logistic");
-        for (text, kind) in [
-            ("mlp:64", ModelKind::Mlp { hidden: 64 }),
-            ("mlp:1", ModelKind::Mlp { hidden: 1 }),
-            ("mlp:16777216", ModelKind::Mlp { hidden: 1 << 24 }),
-        ] {
-            assert_eq!(text.parse::<ModelKind>().unwrap(), kind);
-            assert_eq!(kind.to_string(), text);
-            let json = serde_json::to_string(&kind).unwrap();
-            assert_eq!(json, format!("\"{text}\""));
-            assert_eq!(serde_json::from_str::<ModelKind>(&json).unwrap(), kind);
-        }
-        assert_eq!(
-            " MLP : 8 ".parse::<ModelKind>().unwrap(),
-            ModelKind::Mlp { hidden: 8 }
-        );
-        assert_eq!(ModelKind::Mlp { hidden: 8 }.as_str(), "mlp");
-        for bad in ["mlp", "mlp:", "mlp:0", "mlp:-3", "mlp:x", "mlp:16777217"] {
-            assert!(
-                matches!(bad.parse::<ModelKind>(), Err(TaskError::BadHiddenWidth(_))),
-                "{bad}"
-            );
-        }
-        for bad in ["logistic:3", "cnn", ""] {
-            assert!(
-                matches!(bad.parse::<ModelKind>(), Err(TaskError::UnknownModel(_))),
-                "{bad}"
-            );
-        }
-        assert!(serde_json::from_str::<ModelKind>("\"mlp:0\"").is_err());
-        let task = TaskSpec {
-            model: ModelKind::Logistic,
-            features: vec!["a".into(), "b".into()],
-            label: "y".into(),
-            positive: LabelRule::GreaterThan(0.0),
-        };
         let json = serde_json::to_string(&task).unwrap();
         assert_eq!(
             json,
@@ -354,16 +559,45 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<TaskSpec>(&json).unwrap(), task);
         assert!(serde_json::from_str::<TaskSpec>(&json.replace("> 0", "> zero")).is_err());
+        let multi = TaskSpec {
+            model: ModelKind::Softmax,
+            kind: TaskKind::Multiclass {
+                classes: vec!["setosa".into(), "versicolor".into()],
+            },
+            ..task.clone()
+        };
+        let json = serde_json::to_string(&multi).unwrap();
+        assert!(
+            json.contains(r#""kind":"multiclass","classes":["setosa","versicolor"]"#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<TaskSpec>(&json).unwrap(), multi);
+        let reg = TaskSpec {
+            model: ModelKind::Linear,
+            kind: TaskKind::Regression { standardize: true },
+            ..task.clone()
+        };
+        let json = serde_json::to_string(&reg).unwrap();
+        assert_eq!(serde_json::from_str::<TaskSpec>(&json).unwrap(), reg);
+        // Parts of another kind are refused, not ignored.
+        for bad in [
+            r#"{"model":"linear","features":["a"],"label":"y","kind":"regression","positive":"> 0"}"#,
+            r#"{"model":"logistic","features":["a"],"label":"y","classes":["a","b"]}"#,
+            r#"{"model":"softmax","features":["a"],"label":"y","kind":"multiclass"}"#,
+            r#"{"model":"softmax","features":["a"],"label":"y","kind":"ordinal"}"#,
+        ] {
+            assert!(serde_json::from_str::<TaskSpec>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
     fn validate_catches_mistakes() {
-        let mut task = TaskSpec {
-            model: ModelKind::Logistic,
-            features: vec!["a".into(), "b".into()],
-            label: "y".into(),
-            positive: LabelRule::GreaterThan(0.0),
-        };
+        let mut task = TaskSpec::binary(
+            ModelKind::Logistic,
+            vec!["a".into(), "b".into()],
+            "y",
+            LabelRule::GreaterThan(0.0),
+        );
         assert!(task.validate().is_ok());
         task.features.push("a".into());
         assert_eq!(
@@ -374,5 +608,31 @@ mod tests {
         assert_eq!(task.validate(), Err(TaskError::LabelIsFeature("y".into())));
         task.features.clear();
         assert_eq!(task.validate(), Err(TaskError::NoFeatures));
+        task.features = vec!["a".into()];
+        task.model = ModelKind::Softmax;
+        assert!(matches!(
+            task.validate(),
+            Err(TaskError::ModelDoesNotFit { .. })
+        ));
+        task.kind = TaskKind::Multiclass {
+            classes: vec!["1".into(), "1.0".into()],
+        };
+        assert!(matches!(task.validate(), Err(TaskError::Classes(_))));
+        task.kind = TaskKind::Multiclass {
+            classes: vec!["x".into()],
+        };
+        assert!(matches!(task.validate(), Err(TaskError::Classes(_))));
+        task.kind = TaskKind::Multiclass {
+            classes: vec!["x".into(), " y".into()],
+        };
+        assert_eq!(task.validate(), Ok(()));
+        assert_eq!(task.class_index("y"), Some(1));
+        assert_eq!(task.class_index("z"), None);
+        task.model = ModelKind::External;
+        assert!(matches!(task.validate(), Err(TaskError::Tensors(_))));
+        task.tensors = vec![TensorSpec::new("w", &[2, 1])];
+        assert_eq!(task.validate(), Ok(()));
+        task.model = ModelKind::mlp1(3);
+        assert!(matches!(task.validate(), Err(TaskError::Tensors(_))));
     }
 }

@@ -3,12 +3,13 @@
 
 use tessera_model::model::{ModelError, num_params};
 use tessera_model::{
-    ModelFile, ModelKind, TrainConfig, build_model, evaluate, initial_params, read_model,
-    write_model,
+    ModelFile, ModelKind, Objective, TrainConfig, build_model, evaluate, initial_params,
+    read_model, write_model,
 };
 use tessera_testkit::data::{breast_cancer, breast_cancer_task, holdout, pooled_preprocessor};
 
-const MLP64: ModelKind = ModelKind::Mlp { hidden: 64 };
+const MLP64: ModelKind = ModelKind::mlp1(64);
+const BIN: Objective = Objective::Binary;
 
 /// Trains an `mlp:64` centrally on 80% of the breast-cancer data, from the federation's
 /// initial model for `seed`; returns the model file and its test accuracy.
@@ -16,8 +17,8 @@ fn central_breast_mlp(seed: u64) -> (ModelFile, f64, tessera_model::Dataset) {
     let (train, test) = holdout(&breast_cancer(), 1);
     let pre = pooled_preprocessor(std::slice::from_ref(&train));
     let x = pre.transform(&train.x);
-    let mut m = build_model(MLP64, x.ncols());
-    m.set_params(&initial_params(MLP64, x.ncols(), seed))
+    let mut m = build_model(MLP64, BIN, x.ncols()).unwrap();
+    m.set_params(&initial_params(MLP64, BIN, x.ncols(), seed))
         .unwrap();
     let report = m.train(
         &x,
@@ -27,6 +28,7 @@ fn central_breast_mlp(seed: u64) -> (ModelFile, f64, tessera_model::Dataset) {
             learning_rate: 0.05,
             batch_size: 16,
             seed: 1,
+            weight_decay: 0.0,
         },
     );
     assert!(
@@ -72,7 +74,7 @@ fn mlp_model_file_round_trip() {
 
     // A parameter vector of another width is refused.
     let mut wrong = m.clone();
-    wrong.task.model = ModelKind::Mlp { hidden: 63 };
+    wrong.task.model = ModelKind::mlp1(63);
     assert!(matches!(
         wrong.to_bytes(),
         Err(ModelError::ParamLength { expected, got }) if expected == 63 * 32 + 1 && got == 64 * 32 + 1
@@ -81,20 +83,17 @@ fn mlp_model_file_round_trip() {
 
 #[test]
 fn initial_models() {
-    assert_eq!(initial_params(ModelKind::Logistic, 4, 9), vec![0.0; 5]);
-    let a = initial_params(MLP64, 30, 1);
-    assert_eq!(a.len(), num_params(MLP64, 30));
-    assert_eq!(a, initial_params(MLP64, 30, 1));
-    assert_ne!(a, initial_params(MLP64, 30, 2));
+    assert_eq!(initial_params(ModelKind::Logistic, BIN, 4, 9), vec![0.0; 5]);
+    let a = initial_params(MLP64, BIN, 30, 1);
+    assert_eq!(a.len(), num_params(MLP64, BIN, 30));
+    assert_eq!(a, initial_params(MLP64, BIN, 30, 1));
+    assert_ne!(a, initial_params(MLP64, BIN, 30, 2));
     assert!(a.iter().all(|v| v.is_finite()));
     assert!(a.iter().filter(|v| **v != 0.0).count() >= 64 * 31);
     // build_model starts from the documented initialisation for seed 0.
     assert_eq!(
-        build_model(MLP64, 30).params(),
-        initial_params(MLP64, 30, 0)
+        build_model(MLP64, BIN, 30).unwrap().params(),
+        initial_params(MLP64, BIN, 30, 0)
     );
-    assert_eq!(
-        num_params(ModelKind::Mlp { hidden: 312_500 }, 30),
-        10_000_001
-    );
+    assert_eq!(num_params(ModelKind::mlp1(312_500), BIN, 30), 10_000_001);
 }

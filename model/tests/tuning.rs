@@ -1,7 +1,7 @@
 //! Hyper-parameter sweeps behind the recommended training defaults. They print tables and
 //! assert nothing; run with `cargo test -p tessera-model --test tuning -- --ignored --nocapture`.
 
-use tessera_model::{Dataset, ModelKind, TrainConfig, build_model};
+use tessera_model::{Dataset, ModelKind, Objective, TrainConfig, build_model};
 use tessera_testkit::data::*;
 use tessera_testkit::fedavg::*;
 
@@ -18,7 +18,7 @@ fn central(train: &[Dataset], test: &Dataset, cfg: TrainConfig) -> f64 {
         &sites.iter().map(|s| s.1.view()).collect::<Vec<_>>(),
     )
     .unwrap();
-    let mut m = build_model(ModelKind::Logistic, x.ncols());
+    let mut m = build_model(ModelKind::Logistic, Objective::Binary, x.ncols()).unwrap();
     m.train(&x, &y, &cfg);
     m.accuracy(&test.0, &test.1)
 }
@@ -42,6 +42,7 @@ fn sweep_central() {
                 learning_rate: lr,
                 batch_size: 16,
                 seed: 1,
+                weight_decay: 0.0,
             };
             let h: Vec<f64> = (1..=5)
                 .map(|s| {
@@ -76,6 +77,7 @@ fn sweep_fedavg_heart() {
                     learning_rate: lr,
                     batch_size: 16,
                     seed: 1,
+                    weight_decay: 0.0,
                 };
                 let accs: Vec<f64> = (1..=5)
                     .map(|s| {
@@ -106,6 +108,7 @@ fn sweep_fedavg_breast() {
                 learning_rate: lr,
                 batch_size: 16,
                 seed: 1,
+                weight_decay: 0.0,
             };
             let accs: Vec<f64> = (1..=5)
                 .map(|s| {
@@ -145,6 +148,7 @@ fn sweep_dp_fedavg() {
                     learning_rate: lr,
                     batch_size: 16,
                     seed: 1,
+                    weight_decay: 0.0,
                 };
                 let mut accs = Vec::new();
                 for s in 1..=3u64 {
@@ -265,6 +269,7 @@ fn sweep_dp_batch_and_preprocessing() {
             learning_rate: lr,
             batch_size: batch,
             seed: 1,
+            weight_decay: 0.0,
         };
         let mut accs = Vec::new();
         for s in 1..=3u64 {

@@ -3,8 +3,8 @@
 
 use ndarray::{Axis, concatenate};
 use tessera_model::{
-    Dataset, LocalStats, ModelFile, ModelKind, TrainConfig, build_model, evaluate, read_model,
-    write_model,
+    Dataset, LocalStats, ModelFile, ModelKind, Objective, TrainConfig, build_model, evaluate,
+    read_model, write_model,
 };
 use tessera_testkit::data::*;
 use tessera_testkit::fedavg::*;
@@ -86,7 +86,7 @@ fn central_accuracy(train: &[Dataset], test: &Dataset, cfg: TrainConfig) -> f64 
         &sites.iter().map(|s| s.1.view()).collect::<Vec<_>>(),
     )
     .unwrap();
-    let mut m = build_model(ModelKind::Logistic, x.ncols());
+    let mut m = build_model(ModelKind::Logistic, Objective::Binary, x.ncols()).unwrap();
     m.train(&x, &y, &cfg);
     m.accuracy(&test.0, &test.1)
 }
@@ -96,6 +96,7 @@ const CENTRAL: TrainConfig = TrainConfig {
     learning_rate: 0.05,
     batch_size: 16,
     seed: 1,
+    weight_decay: 0.0,
 };
 
 #[test]

@@ -183,15 +183,18 @@ struct TaskFile {
 
 #[derive(Debug, serde::Deserialize)]
 struct TaskTable {
-    #[serde(default = "default_model")]
-    model: String,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    model: Option<String>,
     features: Vec<String>,
     label: String,
-    positive: String,
-}
-
-fn default_model() -> String {
-    "logistic".into()
+    #[serde(default)]
+    positive: Option<String>,
+    #[serde(default)]
+    classes: Option<Vec<String>>,
+    #[serde(default)]
+    standardize_target: Option<bool>,
 }
 
 fn read_task(path: &std::path::Path) -> anyhow::Result<tessera_model::TaskSpec> {
@@ -200,17 +203,34 @@ fn read_task(path: &std::path::Path) -> anyhow::Result<tessera_model::TaskSpec> 
     let t = toml::from_str::<TaskFile>(&text)
         .map_err(|e| anyhow::anyhow!("{}: no usable [task] table: {e}", path.display()))?
         .task;
+    let positive = match &t.positive {
+        Some(p) => Some(
+            p.parse()
+                .map_err(|e| anyhow::anyhow!("task.positive: {e}"))?,
+        ),
+        None => None,
+    };
+    let kind = tessera_model::TaskKind::from_parts(
+        t.kind.as_deref(),
+        positive,
+        t.classes,
+        t.standardize_target,
+    )
+    .map_err(|e| anyhow::anyhow!("task.kind: {e}"))?;
+    let model = match &t.model {
+        Some(m) => m.parse().map_err(|e| anyhow::anyhow!("task.model: {e}"))?,
+        None => match kind {
+            tessera_model::TaskKind::Binary { .. } => tessera_model::ModelKind::Logistic,
+            tessera_model::TaskKind::Multiclass { .. } => tessera_model::ModelKind::Softmax,
+            tessera_model::TaskKind::Regression { .. } => tessera_model::ModelKind::Linear,
+        },
+    };
     Ok(tessera_model::TaskSpec {
-        model: t
-            .model
-            .parse()
-            .map_err(|e| anyhow::anyhow!("task.model: {e}"))?,
+        model,
         features: t.features,
         label: t.label,
-        positive: t
-            .positive
-            .parse()
-            .map_err(|e| anyhow::anyhow!("task.positive: {e}"))?,
+        kind,
+        tensors: Vec::new(),
     })
 }
 

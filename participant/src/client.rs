@@ -21,7 +21,6 @@ use crate::config::ParticipantConfig;
 use crate::data::LocalData;
 use crate::ledger::SiteLedger;
 use crate::site::{Action, Site, SiteParts, SystemClock};
-use crate::trainer::BuiltinTrainer;
 
 /// Largest gRPC message accepted or sent.
 pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
@@ -121,12 +120,17 @@ pub async fn run_with_options(
     std::fs::create_dir_all(&config.participant.state_dir)
         .with_context(|| format!("creating {}", config.participant.state_dir.display()))?;
     let ledger = SiteLedger::open(&config.ledger_path())?;
-    let data = LocalData::read(&config.participant.data).with_context(|| {
+    let mut data = LocalData::read(&config.participant.data).with_context(|| {
         format!(
             "reading this site's data {}",
             config.participant.data.display()
         )
     })?;
+    if let Some(path) = &config.evaluation.data {
+        let held_out = LocalData::read(path)
+            .with_context(|| format!("reading this site's held-out rows {}", path.display()))?;
+        data = data.with_held_out(held_out);
+    }
     let reconnect = config.reconnect.clone();
     let key_signing = match crate::signing::KeySigning::from_material(&material) {
         Ok(signing) => Some(signing),
@@ -139,7 +143,7 @@ pub async fn run_with_options(
         policy: config.site_policy(),
         data,
         ledger: Box::new(ledger),
-        trainer: Box::new(BuiltinTrainer),
+        trainer: config.trainer(),
         rng: rng.unwrap_or_else(|| Box::new(rand::rngs::StdRng::from_rng(&mut rand::rng()))),
         clock: Box::new(SystemClock),
         key_signing,
@@ -253,7 +257,7 @@ async fn session(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (tx, rx) = mpsc::channel(256);
-    if tx.send(Site::hello()).await.is_err() {
+    if tx.send(site.hello_with_budget()).await.is_err() {
         return SessionEnd::Lost("session closed".into());
     }
     let mut inbound = match client.session(ReceiverStream::new(rx)).await {

@@ -22,6 +22,15 @@
 //! max_dimension = 50000000
 //! max_cohort_size = 10000
 //! max_features = 10000
+//!
+//! [evaluation]         # held-out rows for federated evaluation (optional)
+//! fraction = 0.2       # of the data file's rows, seeded and stratified; or
+//! # data = "eval.csv"  # a separate file of held-out rows
+//! seed = 1
+//!
+//! [trainer]            # train with your own program (optional)
+//! command = ["python3", "train.py"]
+//! timeout_seconds = 600
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -48,6 +57,44 @@ pub struct ParticipantConfig {
     /// Limits on what a coordinator's announcement may ask of the site.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// The site's held-out rows for federated evaluation.
+    #[serde(default)]
+    pub evaluation: EvaluationSection,
+    /// An external trainer (absent: the built-in models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trainer: Option<TrainerSection>,
+}
+
+/// `[evaluation]`: which of the site's rows federated evaluation uses. They
+/// are held out of local training. Absent: the site has no held-out rows and
+/// contributes zeros to an evaluation round.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvaluationSection {
+    /// Share of the data file's rows held out (stratified by class, seeded);
+    /// 0: none.
+    pub fraction: f64,
+    /// Seed of the held-out rows' choice (not a privacy seed).
+    pub seed: u64,
+    /// A separate CSV of held-out rows instead (exclusive with `fraction`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<PathBuf>,
+}
+
+/// `[trainer]`: an external command trains the model (protocol
+/// `tessera-trainer/1`, see the README).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerSection {
+    /// Program and arguments, e.g. `["python3", "train.py"]`.
+    pub command: Vec<String>,
+    /// Longest one job may run; then its whole process group is killed.
+    #[serde(default = "default_trainer_timeout")]
+    pub timeout_seconds: f64,
+}
+
+fn default_trainer_timeout() -> f64 {
+    600.0
 }
 
 /// `[participant]`.
@@ -190,6 +237,9 @@ impl ParticipantConfig {
         ] {
             tessera_common::config::resolve(base, p);
         }
+        if let Some(p) = c.evaluation.data.as_mut() {
+            tessera_common::config::resolve(base, p);
+        }
         c.validate()?;
         Ok(c)
     }
@@ -230,6 +280,27 @@ impl ParticipantConfig {
                 "participant.allowed_columns",
                 format!("empty column name {c:?}"),
             ));
+        }
+        let e = &self.evaluation;
+        if !(0.0..1.0).contains(&e.fraction) {
+            return Err(invalid("evaluation.fraction", "must be in [0, 1)"));
+        }
+        if e.fraction > 0.0 && e.data.is_some() {
+            return Err(invalid(
+                "evaluation.data",
+                "give either a fraction of the data file or a separate file, not both",
+            ));
+        }
+        if let Some(t) = &self.trainer {
+            if t.command.first().is_none_or(|p| p.trim().is_empty()) {
+                return Err(invalid("trainer.command", "name the program to run"));
+            }
+            if !(t.timeout_seconds.is_finite() && t.timeout_seconds > 0.0) {
+                return Err(invalid(
+                    "trainer.timeout_seconds",
+                    "must be a positive number of seconds",
+                ));
+            }
         }
         let l = &self.limits;
         if l.max_dimension == 0 {
@@ -279,12 +350,26 @@ impl ParticipantConfig {
             privacy: self.privacy.clone(),
             limits: self.limits.clone(),
             allowed_columns: self.participant.allowed_columns.clone(),
+            evaluation: self.evaluation.clone(),
         }
     }
 
     /// Path of the site ledger.
     pub fn ledger_path(&self) -> PathBuf {
         self.participant.state_dir.join("site-ledger.sqlite")
+    }
+
+    /// The trainer this site trains with: the external command of `[trainer]`
+    /// (its files under `state_dir/trainer`), else the built-in models.
+    pub fn trainer(&self) -> Box<dyn crate::trainer::Trainer> {
+        match &self.trainer {
+            Some(t) => Box::new(crate::external::ExternalTrainer::new(
+                t.command.clone(),
+                Duration::from_secs_f64(t.timeout_seconds),
+                self.participant.state_dir.join("trainer"),
+            )),
+            None => Box::new(crate::trainer::BuiltinTrainer),
+        }
     }
 }
 

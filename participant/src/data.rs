@@ -12,6 +12,9 @@ pub struct LocalData {
     pub source: PathBuf,
     /// The file's bytes.
     pub csv: Arc<[u8]>,
+    /// A separate file of held-out rows for federated evaluation, if the site
+    /// keeps one (`[evaluation] data`).
+    pub held_out: Option<Arc<LocalData>>,
 }
 
 impl std::fmt::Debug for LocalData {
@@ -19,6 +22,7 @@ impl std::fmt::Debug for LocalData {
         f.debug_struct("LocalData")
             .field("source", &self.source)
             .field("bytes", &self.csv.len())
+            .field("held_out", &self.held_out)
             .finish()
     }
 }
@@ -29,7 +33,14 @@ impl LocalData {
         Self {
             source: source.into(),
             csv: csv.into(),
+            held_out: None,
         }
+    }
+
+    /// The same data with a separate file of held-out rows.
+    pub fn with_held_out(mut self, held_out: LocalData) -> Self {
+        self.held_out = Some(Arc::new(held_out));
+        self
     }
 
     /// Reads a CSV file (the shell's job, before the machine starts).

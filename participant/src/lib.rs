@@ -6,6 +6,8 @@
 //!   (privacy check before touching data, training, clipping, encoding,
 //!   secure aggregation), with its task and terms checks;
 //! - [`trainer`]: local training behind one trait (the built-in models);
+//! - [`external`]: the external trainer — a site's own program, through
+//!   files and environment variables (protocol `tessera-trainer/1`);
 //! - [`data`]: the site's data as the shell hands it to the machine;
 //! - [`ledger`]: the site's own privacy ledger (SQLite, or in memory);
 //! - [`client`]: the I/O shell — gRPC with reconnection and backoff, the
@@ -19,6 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod data;
+pub mod external;
 pub mod ledger;
 pub mod signing;
 pub mod site;

@@ -64,6 +64,8 @@ impl Federation {
             privacy: SitePrivacySection::default(),
             reconnect: ReconnectSection::default(),
             limits: Default::default(),
+            evaluation: Default::default(),
+            trainer: None,
         };
         let ledger = SiteLedger::open(&state.join("ledger.sqlite")).unwrap();
         let data = LocalData::read(&config.participant.data).unwrap();
@@ -82,6 +84,7 @@ impl Federation {
                 features: vec!["x1".into(), "x2".into()],
                 label: "y".into(),
                 positive: "> 0".into(),
+                ..Default::default()
             }),
         })));
         assert!(welcome.is_empty(), "{welcome:?}");

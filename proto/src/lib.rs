@@ -5,6 +5,13 @@
 //! the message flow of one aggregation. This crate also holds the helpers that
 //! split large vectors into [`v1::VectorChunk`]s and put them back together.
 
+// No panic from outside: input from the network or a file must not reach
+// an unwrap, an expect or an unchecked index (tests may use them).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 pub mod chunk;
 pub mod convert;
 pub mod reasons;

@@ -4,10 +4,10 @@
 //! structural checks the wire cannot express. Checks of the *values*
 //! (budgets, limits, consistency) belong to the machines.
 
-use tessera_model::round::{AdaptiveTerms, CohortMember, SecAggSetup};
+use tessera_model::round::{AdaptiveTerms, CohortMember, SecAggSetup, SiteBudget};
 use tessera_model::{
-    Announcement, Encoding, Preprocessor, PrivacyTerms, RoundKind, StatsBounds, TaskSpec,
-    TrainingSettings,
+    Announcement, Encoding, EvalTerms, Preprocessor, PrivacyTerms, RoundKind, StatsBounds,
+    TargetScale, TaskKind, TaskSpec, TensorSpec, TrainingSettings,
 };
 
 use crate::v1;
@@ -35,6 +35,7 @@ pub fn kind_to_wire(kind: RoundKind) -> v1::AggregationKind {
     match kind {
         RoundKind::Statistics => v1::AggregationKind::Statistics,
         RoundKind::Training => v1::AggregationKind::Training,
+        RoundKind::Evaluation => v1::AggregationKind::Evaluation,
     }
 }
 
@@ -43,37 +44,119 @@ pub fn kind_from_wire(kind: i32) -> Result<RoundKind, AnnouncementError> {
     match v1::AggregationKind::try_from(kind) {
         Ok(v1::AggregationKind::Statistics) => Ok(RoundKind::Statistics),
         Ok(v1::AggregationKind::Training) => Ok(RoundKind::Training),
+        Ok(v1::AggregationKind::Evaluation) => Ok(RoundKind::Evaluation),
         _ => Err(AnnouncementError::UnknownKind(kind)),
     }
 }
 
 /// The task as it travels on the wire.
 pub fn task_to_wire(task: &TaskSpec) -> v1::TaskSpec {
+    let (kind, positive, classes, standardize_target) = match &task.kind {
+        TaskKind::Binary { positive } => {
+            (v1::TaskKind::Binary, positive.to_string(), vec![], false)
+        }
+        TaskKind::Multiclass { classes } => (
+            v1::TaskKind::Multiclass,
+            String::new(),
+            classes.clone(),
+            false,
+        ),
+        TaskKind::Regression { standardize } => (
+            v1::TaskKind::Regression,
+            String::new(),
+            vec![],
+            *standardize,
+        ),
+    };
     v1::TaskSpec {
         model: task.model.to_string(),
         features: task.features.clone(),
         label: task.label.clone(),
-        positive: task.positive.to_string(),
+        positive,
+        kind: kind as i32,
+        classes,
+        standardize_target,
+        tensors: task
+            .tensors
+            .iter()
+            .map(|t| v1::TensorShape {
+                name: t.name.clone(),
+                shape: t.shape.iter().map(|&d| d as u64).collect(),
+            })
+            .collect(),
     }
 }
 
-/// The task from its wire form, checked.
+/// The task from its wire form, checked ([`TaskSpec::validate`]). An unspecified kind is
+/// a binary task (a coordinator from before tasks had kinds).
 pub fn task_from_wire(t: &v1::TaskSpec) -> Result<TaskSpec, AnnouncementError> {
+    let bad = |e: String| AnnouncementError::Task(e);
+    let kind = match v1::TaskKind::try_from(t.kind) {
+        Ok(v1::TaskKind::Unspecified | v1::TaskKind::Binary) => TaskKind::Binary {
+            positive: t.positive.parse().map_err(|e| bad(format!("{e}")))?,
+        },
+        Ok(v1::TaskKind::Multiclass) => TaskKind::Multiclass {
+            classes: t.classes.clone(),
+        },
+        Ok(v1::TaskKind::Regression) => TaskKind::Regression {
+            standardize: t.standardize_target,
+        },
+        Err(_) => return Err(bad(format!("unknown task kind {}", t.kind))),
+    };
+    let tensors = t
+        .tensors
+        .iter()
+        .map(|x| {
+            let shape = x
+                .shape
+                .iter()
+                .map(|&d| {
+                    usize::try_from(d).map_err(|_| bad(format!("tensor {:?} too large", x.name)))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(TensorSpec {
+                name: x.name.clone(),
+                shape,
+            })
+        })
+        .collect::<Result<Vec<_>, AnnouncementError>>()?;
     let task = TaskSpec {
-        model: t
-            .model
-            .parse()
-            .map_err(|e| AnnouncementError::Task(format!("{e}")))?,
+        model: t.model.parse().map_err(|e| bad(format!("{e}")))?,
         features: t.features.clone(),
         label: t.label.clone(),
-        positive: t
-            .positive
-            .parse()
-            .map_err(|e| AnnouncementError::Task(format!("{e}")))?,
+        kind,
+        tensors,
     };
-    task.validate()
-        .map_err(|e| AnnouncementError::Task(e.to_string()))?;
+    task.validate().map_err(|e| bad(e.to_string()))?;
     Ok(task)
+}
+
+/// A site's declared budget → wire.
+pub fn budget_to_wire(b: &SiteBudget) -> v1::SiteBudget {
+    v1::SiteBudget {
+        max_epsilon: b.max_epsilon.unwrap_or(0.0),
+        delta: b.delta,
+        min_noise_multiplier: b.min_noise_multiplier.unwrap_or(0.0),
+        epsilon_spent: b.epsilon_spent,
+        require_privacy: b.require_privacy,
+    }
+}
+
+/// A site's declared budget from the wire; `None` when its figures make no
+/// sense (a budget that is not positive and finite is read as none; a δ
+/// outside (0, 1) or a negative or non-finite spent ε refuses the whole).
+pub fn budget_from_wire(b: &v1::SiteBudget) -> Option<SiteBudget> {
+    let positive = |x: f64| (x.is_finite() && x > 0.0).then_some(x);
+    if !(b.delta > 0.0 && b.delta < 1.0 && b.epsilon_spent.is_finite() && b.epsilon_spent >= 0.0) {
+        return None;
+    }
+    Some(SiteBudget {
+        max_epsilon: positive(b.max_epsilon),
+        delta: b.delta,
+        min_noise_multiplier: positive(b.min_noise_multiplier),
+        epsilon_spent: b.epsilon_spent,
+        require_privacy: b.require_privacy,
+    })
 }
 
 /// Domain announcement → wire.
@@ -90,6 +173,7 @@ pub fn announcement_to_wire(a: &Announcement) -> v1::RoundAnnounce {
             learning_rate: a.training.learning_rate,
             batch_size: a.training.batch_size,
             shuffle_seed: a.training.shuffle_seed,
+            weight_decay: a.training.weight_decay,
         }),
         privacy: Some(v1::PrivacyTerms {
             enabled: p.enabled,
@@ -126,11 +210,20 @@ pub fn announcement_to_wire(a: &Announcement) -> v1::RoundAnnounce {
             mean: p.mean.clone(),
             std: p.std.clone(),
             indicator: p.indicator.clone(),
+            target_mean: p.target.map(|t| t.mean),
+            target_std: p.target.map(|t| t.std),
         }),
         statistics_bounds: a.statistics_bounds.as_ref().map(|b| v1::StatisticsBounds {
             lo: b.lo.clone(),
             hi: b.hi.clone(),
             max_rows: b.max_rows,
+        }),
+        evaluation: a.evaluation.map(|e| v1::EvaluationTerms {
+            max_rows: e.max_rows,
+            bins: e.bins,
+            has_target_range: e.target_range.is_some(),
+            target_lo: e.target_range.map_or(0.0, |r| r.0),
+            target_hi: e.target_range.map_or(0.0, |r| r.1),
         }),
     }
 }
@@ -178,6 +271,7 @@ pub fn announcement_from_wire(a: &v1::RoundAnnounce) -> Result<Announcement, Ann
             learning_rate: training.learning_rate,
             batch_size: training.batch_size,
             shuffle_seed: training.shuffle_seed,
+            weight_decay: training.weight_decay,
         },
         privacy: PrivacyTerms {
             enabled: terms.enabled,
@@ -200,11 +294,21 @@ pub fn announcement_from_wire(a: &v1::RoundAnnounce) -> Result<Announcement, Ann
             mean: p.mean.clone(),
             std: p.std.clone(),
             indicator: p.indicator.clone(),
+            // Both figures or none: half a target scale is no scale.
+            target: match (p.target_mean, p.target_std) {
+                (Some(mean), Some(std)) => Some(TargetScale { mean, std }),
+                _ => None,
+            },
         }),
         statistics_bounds: a.statistics_bounds.as_ref().map(|b| StatsBounds {
             lo: b.lo.clone(),
             hi: b.hi.clone(),
             max_rows: b.max_rows,
+        }),
+        evaluation: a.evaluation.map(|e| EvalTerms {
+            max_rows: e.max_rows,
+            bins: e.bins,
+            target_range: e.has_target_range.then_some((e.target_lo, e.target_hi)),
         }),
     })
 }
@@ -225,6 +329,7 @@ mod tests {
                 learning_rate: 0.5,
                 batch_size: 16,
                 shuffle_seed: 99,
+                weight_decay: 0.01,
             },
             privacy: PrivacyTerms {
                 enabled: true,
@@ -258,8 +363,17 @@ mod tests {
                 mean: vec![0.5],
                 std: vec![2.0],
                 indicator: vec![true],
+                target: Some(TargetScale {
+                    mean: 150.0,
+                    std: 70.0,
+                }),
             }),
             statistics_bounds: None,
+            evaluation: Some(EvalTerms {
+                max_rows: 400.0,
+                bins: 100,
+                target_range: Some((25.0, 346.0)),
+            }),
         }
     }
 
@@ -270,6 +384,49 @@ mod tests {
             announcement_from_wire(&announcement_to_wire(&a)).unwrap(),
             a
         );
+    }
+
+    #[test]
+    fn tasks_of_every_kind_round_trip() {
+        let binary = TaskSpec::binary(
+            "logistic".parse().unwrap(),
+            vec!["a".into()],
+            "y",
+            "M".parse().unwrap(),
+        );
+        let multi = TaskSpec {
+            model: "mlp:8,4".parse().unwrap(),
+            kind: TaskKind::Multiclass {
+                classes: vec!["x".into(), "y".into(), "z".into()],
+            },
+            ..binary.clone()
+        };
+        let reg = TaskSpec {
+            model: "linear".parse().unwrap(),
+            kind: TaskKind::Regression { standardize: false },
+            ..binary.clone()
+        };
+        let ext = TaskSpec {
+            model: "external".parse().unwrap(),
+            tensors: vec![
+                TensorSpec::new("fc.weight", &[2, 1]),
+                TensorSpec::new("fc.bias", &[2]),
+            ],
+            ..multi.clone()
+        };
+        for t in [binary.clone(), multi, reg, ext] {
+            assert_eq!(task_from_wire(&task_to_wire(&t)).unwrap(), t);
+        }
+        // A task from before kinds: unspecified kind, a positive rule.
+        let mut old = task_to_wire(&binary);
+        old.kind = 0;
+        assert_eq!(task_from_wire(&old).unwrap(), binary);
+        old.kind = 9;
+        assert!(task_from_wire(&old).is_err());
+        // Inconsistent: a softmax model for a binary task.
+        let mut w = task_to_wire(&binary);
+        w.model = "softmax".into();
+        assert!(task_from_wire(&w).is_err());
     }
 
     #[test]

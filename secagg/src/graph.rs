@@ -84,7 +84,9 @@ impl Graph {
         } else {
             let half = self.degree / 2;
             (1..=half)
-                .flat_map(|j| [self.ring[(p + j) % n], self.ring[(p + n - j) % n]])
+                .flat_map(|j| [self.ring.get((p + j) % n), self.ring.get((p + n - j) % n)])
+                .flatten()
+                .copied()
                 .collect()
         };
         out.sort_unstable();

@@ -115,6 +115,12 @@
 //! ```
 
 #![forbid(unsafe_code)]
+// No panic from outside: input from the network or a file must not reach
+// an unwrap, an expect or an unchecked index (tests may use them).
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 pub mod client;
 pub mod encoding;

@@ -110,10 +110,10 @@ impl RoundParams {
         if n < 3 {
             return bad(format!("need at least 3 participants, got {n}"));
         }
-        if self.participants[0] == 0 {
+        if self.participants.first() == Some(&0) {
             return bad("participant indices are 1-based".into());
         }
-        if self.participants.windows(2).any(|w| w[0] >= w[1]) {
+        if self.participants.windows(2).any(|w| w.first() >= w.get(1)) {
             return bad("participants must be sorted and unique".into());
         }
         let k = self.neighbours;
@@ -315,7 +315,8 @@ impl LnFact {
     }
 
     fn ln_choose(&self, a: usize, b: usize) -> f64 {
-        self.0[a] - self.0[b] - self.0[a - b]
+        let at = |i: usize| self.0.get(i).copied().unwrap_or(f64::NAN);
+        at(a) - at(b) - at(a.wrapping_sub(b))
     }
 }
 

@@ -122,18 +122,22 @@ impl MaskBlock {
     fn fill(&mut self, len: usize, jobs: &mut [MaskJob], ks: &mut [u8; BLOCK * 8]) {
         match self {
             MaskBlock::Narrow(acc) => {
-                let acc = &mut acc[..len];
+                // len <= BLOCK: both slices exist (a caller's bug otherwise
+                // leaves the block unfilled rather than panicking).
+                let (Some(acc), Some(ks)) = (acc.get_mut(..len), ks.get_mut(..len * 4)) else {
+                    return;
+                };
                 acc.fill(0);
-                let ks = &mut ks[..len * 4];
                 for job in jobs.iter_mut() {
                     job.cipher.write_keystream(ks);
                     fold32(acc, ks, job.negate);
                 }
             }
             MaskBlock::Wide(acc) => {
-                let acc = &mut acc[..len];
+                let (Some(acc), Some(ks)) = (acc.get_mut(..len), ks.get_mut(..len * 8)) else {
+                    return;
+                };
                 acc.fill(0);
-                let ks = &mut ks[..len * 8];
                 for job in jobs.iter_mut() {
                     job.cipher.write_keystream(ks);
                     fold64(acc, ks, job.negate);
@@ -232,8 +236,10 @@ pub fn expand_discard(seed: &[u8; 32], dim: usize, modulus_bits: u32) -> u8 {
     let mut check = 0u8;
     while remaining > 0 {
         let len = remaining.min(BLOCK);
-        c.write_keystream(&mut buf[..len * wb]);
-        check ^= buf[0];
+        if let Some(part) = buf.get_mut(..len * wb) {
+            c.write_keystream(part);
+        }
+        check ^= buf.first().copied().unwrap_or(0);
         remaining -= len;
     }
     check

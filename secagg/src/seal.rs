@@ -42,6 +42,7 @@ pub fn seal(
     let aead = ChaCha20Poly1305::new(&Key::from(*key));
     let ad = associated_data(round, from, to);
     // Encryption with a valid key cannot fail for messages of this size.
+    #[allow(clippy::expect_used)]
     aead.encrypt(&Nonce::from([0u8; 12]), Payload { msg: &pt, aad: &ad })
         .expect("ChaCha20-Poly1305 encryption of a short message")
 }
@@ -69,11 +70,14 @@ pub fn open(
             },
         )
         .ok()?;
-    if pt.len() != PLAINTEXT_LEN || pt[..4] != from.to_be_bytes() || pt[4..8] != to.to_be_bytes() {
+    if pt.len() != PLAINTEXT_LEN
+        || pt.get(..4) != Some(&from.to_be_bytes()[..])
+        || pt.get(4..8) != Some(&to.to_be_bytes()[..])
+    {
         return None;
     }
-    let b = Share::from_bytes(&pt[8..8 + SHARE_LEN]).ok()?;
-    let s = Share::from_bytes(&pt[8 + SHARE_LEN..]).ok()?;
+    let b = Share::from_bytes(pt.get(8..8 + SHARE_LEN)?).ok()?;
+    let s = Share::from_bytes(pt.get(8 + SHARE_LEN..)?).ok()?;
     Some((b, s))
 }
 

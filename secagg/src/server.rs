@@ -551,7 +551,7 @@ fn fold_checked(sum: &mut [u64], values: &[u64], modulus: u64) -> Result<(), Err
     for (bi, (s, v)) in sum.chunks_mut(B).zip(values.chunks(B)).enumerate() {
         if v.iter().fold(0u64, |a, &x| a | x) > modulus {
             let index = bi * B + v.iter().position(|&x| x > modulus).unwrap_or(0);
-            for (s, v) in sum[..bi * B].iter_mut().zip(values) {
+            for (s, v) in sum.iter_mut().take(bi * B).zip(values) {
                 *s = s.wrapping_sub(*v);
             }
             return Err(Violation::ValueOutOfRange { index }.into());

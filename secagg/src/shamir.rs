@@ -125,7 +125,9 @@ fn secret_chunks(secret: &[u8; 32]) -> [u64; CHUNKS] {
     let mut out = [0u64; CHUNKS];
     for (v, &(a, b)) in out.iter_mut().zip(CHUNK_RANGES.iter()) {
         let mut buf = [0u8; 8];
-        buf[..b - a].copy_from_slice(&secret[a..b]);
+        for (dst, src) in buf.iter_mut().zip(secret.iter().skip(a).take(b - a)) {
+            *dst = *src;
+        }
         *v = u64::from_le_bytes(buf);
     }
     out
@@ -144,7 +146,9 @@ pub fn split<R: CryptoRng + ?Sized>(
     let chunks = secret_chunks(secret);
     // coefficients[c] = [a_0 = chunk, a_1, ..., a_{t-1}]
     let mut coeffs = vec![[0u64; CHUNKS]; t.max(1)];
-    coeffs[0] = chunks;
+    if let Some(first) = coeffs.first_mut() {
+        *first = chunks;
+    }
     for row in coeffs.iter_mut().skip(1) {
         for v in row.iter_mut() {
             *v = random_element(rng);
@@ -211,10 +215,10 @@ pub fn reconstruct(shares: &[(u32, Share)], t: usize) -> Result<[u8; 32], Shamir
             return Err(ShamirError::NotInField);
         }
     }
-    let base = &shares[..t];
+    let (base, extra) = shares.split_at(t);
     let xs: Vec<u64> = base.iter().map(|(x, _)| *x as u64).collect();
     let chunks = evaluate(&lagrange_weights(&xs, 0), base);
-    for (x, s) in &shares[t..] {
+    for (x, s) in extra {
         let expect = evaluate(&lagrange_weights(&xs, *x as u64), base);
         if expect != s.0 {
             return Err(ShamirError::Inconsistent);
@@ -226,7 +230,9 @@ pub fn reconstruct(shares: &[(u32, Share)], t: usize) -> Result<[u8; 32], Shamir
         if *v >> (8 * width) != 0 {
             return Err(ShamirError::Inconsistent);
         }
-        secret[a..b].copy_from_slice(&v.to_le_bytes()[..width]);
+        for (dst, src) in secret.iter_mut().skip(a).take(width).zip(v.to_le_bytes()) {
+            *dst = src;
+        }
     }
     Ok(secret)
 }

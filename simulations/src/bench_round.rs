@@ -53,7 +53,7 @@ use serde::Serialize;
 use tessera_coordinator::store::{RoundStatus, Store};
 use tessera_model::RoundKind;
 use tessera_model::{
-    LocalStats, MlpClassifier, Model, ModelKind, Preprocessor, TrainConfig, load_csv_from_reader,
+    LocalStats, Mlp, Model, ModelKind, Objective, Preprocessor, TrainConfig, load_csv_from_reader,
 };
 
 use crate::bundled_data;
@@ -257,10 +257,10 @@ pub fn run(args: &RoundBenchArgs) -> anyhow::Result<RoundBenchReport> {
             ModelKind::MAX_HIDDEN
         );
     }
-    let kind = ModelKind::Mlp { hidden };
+    let kind = ModelKind::mlp1(hidden);
     spec.task.model = kind;
     spec.plan.task.model = kind;
-    let params = tessera_model::model::num_params(kind, input_dim);
+    let params = tessera_model::model::num_params(kind, Objective::Binary, input_dim);
     // Deadlines wide enough that a slow machine measures the round instead of
     // dropping its participants.
     spec.plan.training_seconds = spec.plan.training_seconds.max(600.0);
@@ -381,13 +381,14 @@ fn time_local_training(
     let ModelKind::Mlp { hidden } = kind else {
         bail!("the round benchmark trains an MLP");
     };
-    let mut model = MlpClassifier::new(input_dim, hidden, seed);
+    let mut model = Mlp::new(input_dim, &hidden.widths(), Objective::Binary, seed);
     let t = &spec.plan.training;
     let cfg = TrainConfig {
         epochs: t.local_epochs,
         learning_rate: t.learning_rate,
         batch_size: t.batch_size as usize,
         seed,
+        weight_decay: 0.0,
     };
     let started = Instant::now();
     model.train(&x, &ds.y, &cfg);
@@ -693,14 +694,14 @@ mod tests {
     fn hidden_width_reaches_the_requested_size() {
         assert_eq!(hidden_for(10_000_000, 30), 312_500);
         assert_eq!(
-            tessera_model::model::num_params(ModelKind::Mlp { hidden: 312_500 }, 30),
+            tessera_model::model::num_params(ModelKind::mlp1(312_500), Objective::Binary, 30),
             10_000_001
         );
         for (p, d) in [(1, 30), (100, 7), (1_000_000, 30), (999_999, 13)] {
             let h = hidden_for(p, d);
-            let n = MlpClassifier::param_count(d, h);
+            let n = Mlp::param_count(d, &[h], Objective::Binary);
             assert!(n >= p, "{p} on {d}: {n}");
-            assert!(h == 1 || MlpClassifier::param_count(d, h - 1) < p);
+            assert!(h == 1 || Mlp::param_count(d, &[h - 1], Objective::Binary) < p);
         }
     }
 

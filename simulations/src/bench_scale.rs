@@ -103,8 +103,11 @@ pub fn run(args: &ScaleBenchArgs) -> anyhow::Result<Vec<ScalePoint>> {
     std::fs::create_dir_all(&root)?;
     let exe = std::env::current_exe().context("locating tessera-sim")?;
     let hidden = hidden_for(args.params, args.features);
-    let params =
-        tessera_model::model::num_params(tessera_model::ModelKind::Mlp { hidden }, args.features);
+    let params = tessera_model::model::num_params(
+        tessera_model::ModelKind::mlp1(hidden),
+        tessera_model::Objective::Binary,
+        args.features,
+    );
     let mut points = Vec::new();
     for &n in &args.sites {
         let rows = (n * args.rows_per_site * 5).div_ceil(4);

@@ -7,11 +7,13 @@ use std::path::Path;
 use anyhow::Context;
 use tessera_certs::TlsFiles;
 use tessera_coordinator::config::{
-    CoordinatorConfig, DeadlineSection, FederationSection, PrivacySection, SecAggSection,
-    StatisticsSection, TaskSection, TrainingSection,
+    CoordinatorConfig, DeadlineSection, EvaluationSection, FederationSection, PrivacySection,
+    SecAggSection, StatisticsSection, TaskSection, TrainingSection,
 };
+use tessera_model::TaskKind;
 use tessera_participant::config::{
     LimitsSection, ParticipantConfig, ParticipantSection, ReconnectSection, SitePrivacySection,
+    TrainerSection,
 };
 
 use crate::launch::{FederationPlan, Layout, SitePlan};
@@ -39,6 +41,11 @@ pub fn coordinator_config(
         adaptive_clipping: adaptive.is_some(),
         target_quantile: adaptive.map(|a| a.target_quantile),
         clip_learning_rate: adaptive.map(|a| a.clip_learning_rate),
+        server_optimizer: plan.learning.server_optimizer.clone(),
+        server_momentum: plan.learning.server_momentum,
+        server_tau: plan.learning.server_tau,
+        weight_decay: plan.learning.weight_decay,
+        initial_model: plan.learning.initial_model.clone(),
         ..TrainingSection::default()
     };
     let (privacy, statistics) = match &plan.privacy {
@@ -77,6 +84,7 @@ pub fn coordinator_config(
             allow: Some(names),
             metrics_listen: None,
             max_failed_rounds: FederationSection::DEFAULT_MAX_FAILED_ROUNDS,
+            site_budgets: plan.site_budgets,
         },
         tls: TlsFiles {
             ca: layout.pki.join("ca.crt"),
@@ -84,12 +92,7 @@ pub fn coordinator_config(
             key: layout.pki.join("coordinator.key"),
             crl: None,
         },
-        task: TaskSection {
-            model: plan.task.model.to_string(),
-            features: plan.task.features.clone(),
-            label: plan.task.label.clone(),
-            positive: plan.task.positive.to_string(),
-        },
+        task: task_section(&plan.task),
         training,
         secagg: SecAggSection {
             enabled: plan.secagg,
@@ -103,7 +106,30 @@ pub fn coordinator_config(
             training_seconds: plan.training_seconds,
         },
         statistics,
+        evaluation: EvaluationSection {
+            every: plan.learning.evaluate_every,
+            noise_multiplier: plan.learning.evaluation_noise_multiplier,
+            ..EvaluationSection::default()
+        },
     })
+}
+
+/// The `[task]` section of a task.
+fn task_section(task: &tessera_model::TaskSpec) -> TaskSection {
+    let (positive, classes, standardize_target) = match &task.kind {
+        TaskKind::Binary { positive } => (Some(positive.to_string()), None, None),
+        TaskKind::Multiclass { classes } => (None, Some(classes.clone()), None),
+        TaskKind::Regression { standardize } => (None, None, Some(*standardize)),
+    };
+    TaskSection {
+        kind: Some(task.kind.name().to_owned()),
+        model: Some(task.model.to_string()),
+        features: task.features.clone(),
+        label: task.label.clone(),
+        positive,
+        classes,
+        standardize_target,
+    }
 }
 
 /// The configuration of participant `site` for a coordinator at `address`;
@@ -147,6 +173,18 @@ pub fn participant_config(
             give_up_after_seconds: 60.0,
         },
         limits: LimitsSection::default(),
+        evaluation: tessera_participant::config::EvaluationSection {
+            data: plan.learning.evaluation_data.get(&site.name).cloned(),
+            ..Default::default()
+        },
+        trainer: plan
+            .learning
+            .trainer
+            .as_ref()
+            .map(|command| TrainerSection {
+                command: command.clone(),
+                timeout_seconds: plan.learning.trainer_timeout_seconds,
+            }),
     }
 }
 

@@ -6,15 +6,16 @@
 //! settings, faults and sweeps all end up as a [`RunSpec`].
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::bail;
 use serde::Serialize;
-use tessera_model::{LabelRule, ModelKind, TaskSpec};
+use tessera_model::TaskSpec;
 
 use crate::dropout::DropoutSpec;
 use crate::engine::Engine;
 use crate::launch::{AdaptiveClippingPlan, FederationPlan, PrivacyPlan, TrainingPlan};
+pub use crate::learning::LearningArgs;
 use crate::partition::{self, Partitioned};
 pub use crate::partition_skew::Partition;
 pub use crate::runner::run;
@@ -148,9 +149,10 @@ pub struct RunArgs {
     /// Training rounds.
     #[arg(long, default_value_t = 20)]
     pub rounds: u32,
-    /// Model.
-    #[arg(long, default_value = "logistic")]
-    pub model: String,
+    /// Model: logistic, softmax, linear, mlp:WIDTH[,WIDTH…] or external
+    /// (default: the task's linear model).
+    #[arg(long)]
+    pub model: Option<String>,
     /// Seed of the data split, the initial model and local shuffling (never of the noise).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -179,6 +181,9 @@ pub struct RunArgs {
     /// Privacy.
     #[command(flatten)]
     pub privacy: PrivacyArgs,
+    /// Task kind, server optimizer, weight decay, evaluation, external trainer.
+    #[command(flatten)]
+    pub learning: LearningArgs,
 }
 
 /// One evaluated round.
@@ -194,13 +199,25 @@ pub struct RoundMetrics {
     pub epsilon: Option<f64>,
     /// Seconds since the federation started.
     pub seconds: f64,
+    /// Regression: pooled test RMSE, MAE and R² in the target's units.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regression: Option<tessera_model::RegressionScores>,
+    /// The federated evaluation of this round's model, as the coordinator
+    /// released it (the sites' held-out rows are the pooled test rows).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub federated: Option<tessera_model::EvalMetrics>,
 }
 
 /// `summary.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
-    /// Pooled test accuracy of the final model (0..1).
+    /// The task's kind (binary, multiclass, regression).
+    pub task: String,
+    /// Pooled test accuracy of the final model (0..1; NaN for a regression).
     pub final_accuracy: f64,
+    /// Regression: the final model's pooled test RMSE, MAE and R².
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub final_regression: Option<tessera_model::RegressionScores>,
     /// Pooled test loss of the final model.
     pub final_loss: f64,
     /// Training rounds released.
@@ -280,33 +297,6 @@ pub struct RunSpec {
     pub options_toml: Option<String>,
 }
 
-fn default_positive(path: &Path, label: &str) -> anyhow::Result<LabelRule> {
-    let table = partition::read_table(path)?;
-    let col = table.column(label, path)?;
-    let mut classes: Vec<String> = table
-        .rows
-        .iter()
-        .map(|r| r[col].trim().to_owned())
-        .filter(|v| !tessera_model::data::is_missing(v))
-        .collect();
-    classes.sort();
-    classes.dedup();
-    if classes
-        .iter()
-        .all(|c| tessera_model::data::parse_cell(c).is_some())
-    {
-        return Ok(LabelRule::GreaterThan(0.0));
-    }
-    match classes.as_slice() {
-        [_, b] => Ok(LabelRule::Equals(b.clone())),
-        _ => bail!(
-            "label `{label}` has {} classes ({}); name the positive one with --positive",
-            classes.len(),
-            classes.join(", ")
-        ),
-    }
-}
-
 /// Feature ranges standing in for public domain knowledge: per feature, the
 /// 1st to 99th percentile of the training files, widened by 10% on each side.
 ///
@@ -379,26 +369,20 @@ impl RunArgs {
                 }
             }
         };
-        let positive = match &self.positive {
-            Some(p) => p.parse().map_err(|e| anyhow::anyhow!("--positive: {e}"))?,
-            None => default_positive(&self.data[0], &self.label)?,
-        };
-        let model: ModelKind = self
-            .model
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--model: {e}"))?;
         let features: Vec<String> = data
             .header
             .iter()
             .filter(|h| **h != self.label)
             .cloned()
             .collect();
-        let task = TaskSpec {
-            model,
-            features: features.clone(),
-            label: self.label.clone(),
-            positive,
-        };
+        let task = self.learning.task(
+            &self.data[0],
+            &self.label,
+            self.positive.as_deref(),
+            self.model.as_deref(),
+            features.clone(),
+        )?;
+        let learning = self.learning.plan()?;
         let dp = self.privacy.enabled();
         let n = data.sites.len();
         let adaptive = if self.privacy.adaptive_clipping {
@@ -448,7 +432,7 @@ impl RunArgs {
             delta: self.privacy.delta,
             sampling_rate: self.privacy.sampling_rate,
             statistics_noise_multiplier: self.privacy.statistics_noise_multiplier,
-            ranges: simulation_ranges(&data, &features),
+            ranges: simulation_ranges(&data, &crate::learning::range_columns(&task)),
             max_rows: data.sites.iter().map(|s| s.rows.len()).max().unwrap_or(1) as f64,
             noise_seed: self.privacy.noise_seed,
             adaptive_clipping: adaptive,
@@ -461,7 +445,7 @@ impl RunArgs {
                 .privacy
                 .clip_norm
                 .unwrap_or(if dp { 0.25 } else { 10.0 }),
-            server_learning_rate: 1.0,
+            server_learning_rate: self.learning.server_learning_rate.unwrap_or(1.0),
             seed: self.seed,
             average_last: self.average_last.unwrap_or(if dp {
                 (self.rounds / 3).max(1)
@@ -507,6 +491,8 @@ impl RunArgs {
                 training_seconds: 60.0 + 0.1 * n as f64,
                 stage_seconds: 20.0 + 0.05 * n as f64,
                 listen: None,
+                learning,
+                site_budgets: Default::default(),
             },
             data,
             engine: self.engine,

@@ -107,6 +107,52 @@ pub struct TrainingPlan {
     pub average_last: u32,
 }
 
+/// The learning side of a launched federation beyond the local training
+/// settings: the server optimizer, weight decay, federated evaluation, an
+/// external trainer and an initial model.
+#[derive(Debug, Clone)]
+pub struct LearningPlan {
+    /// Server optimizer name (`fedavg`, `fedavgm`, `fedadagrad`, `fedadam`,
+    /// `fedyogi`).
+    pub server_optimizer: String,
+    /// Momentum β of `fedavgm`.
+    pub server_momentum: f64,
+    /// τ of the adaptive optimizers.
+    pub server_tau: f64,
+    /// L2 weight decay of local training.
+    pub weight_decay: f64,
+    /// Federated evaluation every this many rounds (and after the last; 0: never).
+    pub evaluate_every: u32,
+    /// Noise multiplier of the evaluation sums under DP.
+    pub evaluation_noise_multiplier: f64,
+    /// Each site's held-out rows for federated evaluation, by site name.
+    pub evaluation_data: BTreeMap<String, PathBuf>,
+    /// An external trainer command every site runs (None: the built-in models).
+    pub trainer: Option<Vec<String>>,
+    /// The external trainer's timeout.
+    pub trainer_timeout_seconds: f64,
+    /// The federation's initial model file.
+    pub initial_model: Option<PathBuf>,
+}
+
+impl Default for LearningPlan {
+    /// FedAvg, no weight decay, no evaluation, the built-in trainer.
+    fn default() -> Self {
+        Self {
+            server_optimizer: "fedavg".into(),
+            server_momentum: 0.9,
+            server_tau: 1e-3,
+            weight_decay: 0.0,
+            evaluate_every: 0,
+            evaluation_noise_multiplier: 5.0,
+            evaluation_data: BTreeMap::new(),
+            trainer: None,
+            trainer_timeout_seconds: 600.0,
+            initial_model: None,
+        }
+    }
+}
+
 /// A site: its certificate name, data file and own privacy limits.
 #[derive(Debug, Clone)]
 pub struct SitePlan {
@@ -169,6 +215,11 @@ pub struct FederationPlan {
     pub stage_seconds: f64,
     /// Fixed coordinator address, or None for a free loopback port.
     pub listen: Option<String>,
+    /// Server optimizer, weight decay, evaluation, external trainer.
+    pub learning: LearningPlan,
+    /// What the coordinator does when the plan does not fit the sites' own
+    /// privacy terms.
+    pub site_budgets: tessera_coordinator::round::budgets::SiteBudgetPolicy,
 }
 
 /// Paths of a launched federation.

@@ -9,6 +9,8 @@
 //! - [`engine`]: the processes and in-process engines;
 //! - [`dropout`]: planned dropouts at secure-aggregation stages;
 //! - [`experiment`]: the options of `run`/`demo` and the run they decide;
+//!   [`learning`]: the task kind, server optimizer, evaluation and
+//!   external-trainer options;
 //!   [`runner`] carries it out, [`run_files`] writes its files, [`plots`]
 //!   draws them, [`progress`] shows it going;
 //! - [`sweep`]: `tessera-sim sweep` over noise levels and seeds;
@@ -30,6 +32,7 @@ pub mod experiment;
 pub mod faults;
 pub mod inmemory;
 pub mod launch;
+pub mod learning;
 pub mod partition;
 pub mod partition_skew;
 pub mod plots;

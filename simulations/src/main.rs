@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tessera_simulations::engine::Engine;
-use tessera_simulations::experiment::{self, PrivacyArgs, RunArgs};
+use tessera_simulations::experiment::{self, LearningArgs, PrivacyArgs, RunArgs};
 use tessera_simulations::{
     bench_harness, bench_round, bench_scale, bench_secagg, bundled_data, config_file, sweep,
     synthetic,
@@ -178,7 +178,7 @@ fn main() -> ExitCode {
                 participants: None,
                 partition: None,
                 rounds,
-                model: "logistic".into(),
+                model: Some("logistic".into()),
                 seed: 1,
                 local_epochs: None,
                 learning_rate: None,
@@ -192,6 +192,7 @@ fn main() -> ExitCode {
                     target_epsilon: (!no_privacy).then_some(target_epsilon),
                     ..PrivacyArgs::default()
                 },
+                learning: LearningArgs::default(),
             };
             run(args, None)
         }
@@ -275,10 +276,19 @@ fn run(args: RunArgs, options: Option<String>) -> ExitCode {
     match result {
         Ok(s) => {
             println!();
-            println!(
-                "Final pooled test accuracy: {:.3} after {} rounds ({} participants)",
-                s.final_accuracy, s.rounds, s.participants
-            );
+            match &s.final_regression {
+                Some(r) => println!(
+                    "Final pooled test RMSE: {:.3}, MAE {:.3}, R² {:.3} after {} rounds ({} participants)",
+                    r.rmse, r.mae, r.r2, s.rounds, s.participants
+                ),
+                None => println!(
+                    "Final pooled test accuracy: {:.3} after {} rounds ({} participants)",
+                    s.final_accuracy, s.rounds, s.participants
+                ),
+            }
+            if let Some(f) = s.history.iter().rev().find_map(|h| h.federated.as_ref()) {
+                println!("Federated evaluation of the last model: {}", f.summary());
+            }
             match (s.epsilon, s.delta) {
                 (Some(e), Some(d)) if s.private => println!("Privacy spent: ε = {e:.3} at δ = {d}"),
                 (Some(e), Some(d)) => println!(

@@ -464,6 +464,8 @@ mod tests {
                 loss: 0.7 - 0.05 * f64::from(r),
                 epsilon: Some(0.4 * f64::from(r).sqrt()),
                 seconds: f64::from(r),
+                regression: None,
+                federated: None,
             })
             .collect()
     }

@@ -1,8 +1,10 @@
 //! The files a run leaves in its directory, and its summary table:
 //!
 //! - `summary.json`: the [`Summary`];
-//! - `metrics.csv`: `round,accuracy,loss,epsilon,contributors,dropped`, one
-//!   line per released training round. Nothing in it depends on the clock
+//! - `metrics.csv`: `round,accuracy,loss,epsilon,contributors,dropped` and
+//!   the learning layer's columns ([`crate::learning::METRICS_COLUMNS`]:
+//!   regression scores, federated evaluation), one line per released
+//!   training round. Nothing in it depends on the clock
 //!   or the engine, so the same options, `--seed` and `--noise-seed` give
 //!   the same bytes on either engine (wall times are in `summary.json`);
 //! - `metrics.png` / `metrics.svg` ([`crate::plots::metrics`]);
@@ -95,17 +97,21 @@ pub fn dropout_report(
 fn metrics_csv(summary: &Summary, records: &[RoundRecordView]) -> String {
     let by_round: BTreeMap<u32, &RoundRecordView> =
         records.iter().map(|x| (x.training_round, x)).collect();
-    let mut csv = String::from("round,accuracy,loss,epsilon,contributors,dropped\n");
+    let mut csv = format!(
+        "round,accuracy,loss,epsilon,contributors,dropped,{}\n",
+        crate::learning::METRICS_COLUMNS.join(",")
+    );
     for h in &summary.history {
         let rec = by_round.get(&h.round);
         csv.push_str(&format!(
-            "{},{:.6},{:.6},{},{},{}\n",
+            "{},{:.6},{:.6},{},{},{},{}\n",
             h.round,
             h.accuracy,
             h.loss,
             h.epsilon.map(|e| format!("{e:.6}")).unwrap_or_default(),
             rec.map(|r| r.contributors.to_string()).unwrap_or_default(),
             rec.map(|r| r.dropped.len().to_string()).unwrap_or_default(),
+            crate::learning::metrics_cells(h),
         ));
     }
     csv
@@ -125,7 +131,14 @@ fn resolved(spec: &RunSpec, summary: &Summary) -> toml::Table {
     put("min_participants", (plan.min_participants as i64).into());
     put("model", plan.task.model.to_string().into());
     put("label", plan.task.label.clone().into());
-    put("positive", plan.task.positive.to_string().into());
+    put("task", plan.task.kind.name().into());
+    if let Some(positive) = plan.task.positive() {
+        put("positive", positive.to_string().into());
+    }
+    put(
+        "server_optimizer",
+        plan.learning.server_optimizer.clone().into(),
+    );
     put("local_epochs", i64::from(plan.training.local_epochs).into());
     put("learning_rate", plan.training.learning_rate.into());
     put("batch_size", i64::from(plan.training.batch_size).into());
@@ -214,6 +227,7 @@ pub fn write(
 pub fn summary_table(spec: &RunSpec, s: &Summary, d: &DropoutReport) -> String {
     let mut rows: Vec<(String, String)> = vec![
         ("engine".into(), s.engine.as_str().into()),
+        ("task".into(), s.task.clone()),
         (
             "sites".into(),
             format!(
@@ -225,13 +239,22 @@ pub fn summary_table(spec: &RunSpec, s: &Summary, d: &DropoutReport) -> String {
             "rounds".into(),
             format!("{} of {} released", s.rounds, s.planned_rounds),
         ),
-        (
-            "final test accuracy".into(),
-            format!(
-                "{:.4} (loss {:.4}, {} test rows)",
-                s.final_accuracy, s.final_loss, s.test_rows
+        match &s.final_regression {
+            Some(r) => (
+                "final test RMSE".into(),
+                format!(
+                    "{:.4} (MAE {:.4}, R² {:.4}, {} test rows)",
+                    r.rmse, r.mae, r.r2, s.test_rows
+                ),
             ),
-        ),
+            None => (
+                "final test accuracy".into(),
+                format!(
+                    "{:.4} (loss {:.4}, {} test rows)",
+                    s.final_accuracy, s.final_loss, s.test_rows
+                ),
+            ),
+        },
     ];
     rows.push((
         "privacy".into(),

@@ -16,7 +16,7 @@ use crate::dropout::DropoutPlan;
 use crate::engine::{self, SiteExtras, site_rng_seed};
 use crate::experiment::{RoundMetrics, RunSpec, Summary};
 use crate::launch::{self, Layout, SitePlan};
-use crate::partition_skew::PartitionTable;
+use crate::partition_skew::{Partition, PartitionTable};
 use crate::progress::{Progress, Style};
 use crate::run_files::{self, RoundRecordView};
 
@@ -35,6 +35,19 @@ pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
     );
     println!("{table}");
     spec.plan.sites = SitePlan::from_split(&split);
+    if spec.plan.learning.evaluate_every > 0 {
+        // Each site holds out its share of the pooled test rows, so the
+        // federated evaluation can be checked against the pooled figures;
+        // split partitions deal the test rows like IID ones.
+        spec.plan.learning.evaluation_data = crate::learning::write_evaluation_files(
+            &spec.data,
+            &split,
+            spec.partition != Partition::Natural,
+            &spec.task.label,
+            spec.seed,
+            &out.join("data").join("eval"),
+        )?;
+    }
     let test = tessera_model::load_csv(&split.test_path, &spec.task)?;
     describe_privacy(&spec);
 
@@ -167,13 +180,14 @@ fn finish(
     } = usage;
     let out = &spec.out;
     let model_path = layout.coordinator_out.join("model.safetensors");
-    let (final_accuracy, final_loss, model) = if model_path.exists() {
+    let (final_accuracy, final_loss, final_regression, model) = if model_path.exists() {
         let m = tessera_model::read_model(&model_path)?;
         let e = tessera_model::evaluate(&m, &test)?;
-        (e.accuracy, e.loss, Some(model_path))
+        (e.accuracy, e.loss, e.regression, Some(model_path))
     } else {
-        (f64::NAN, f64::NAN, None)
+        (f64::NAN, f64::NAN, None, None)
     };
+    crate::learning::attach_federated(&mut history, &layout.coordinator_out.join("rounds.csv"));
     let store = Store::open_read_only(&layout.store())?;
     let finish_reason = store
         .meta("finish_reason")?
@@ -193,7 +207,7 @@ fn finish(
             .ok()?
             .iter()
             .rev()
-            .find(|r| r.training_round.is_some())
+            .find(|r| r.kind == RoundKind::Training)
             .map(|r| r.noise_multiplier)
     });
     let records: Vec<RoundRecordView> = store
@@ -218,7 +232,9 @@ fn finish(
         (!timed.is_empty()).then(|| timed.iter().sum::<f64>() / timed.len() as f64);
     let dropouts = run_files::dropout_report(&plan, &records, leavings.as_ref());
     let summary = Summary {
+        task: spec.task.kind.name().to_owned(),
         final_accuracy,
+        final_regression,
         final_loss,
         rounds: history.iter().map(|h| h.round).max().unwrap_or(0),
         planned_rounds: spec.plan.rounds,
@@ -393,13 +409,16 @@ fn follow_rounds(
             loss: e.loss,
             epsilon,
             seconds: started.elapsed().as_secs_f64(),
+            regression: e.regression,
+            federated: None,
+        };
+        let score = match &m.regression {
+            Some(r) => format!("test RMSE {:.3}  R² {:.3}", r.rmse, r.r2),
+            None => format!("test accuracy {:.3}  loss {:.4}", m.accuracy, m.loss),
         };
         let detail = match epsilon {
-            Some(eps) => format!(
-                "test accuracy {:.3}  loss {:.4}  ε = {eps:.3}",
-                m.accuracy, m.loss
-            ),
-            None => format!("test accuracy {:.3}  loss {:.4}", m.accuracy, m.loss),
+            Some(eps) => format!("{score}  ε = {eps:.3}"),
+            None => score,
         };
         progress.set(u64::from(round), &detail);
         history.push(m);

@@ -145,7 +145,7 @@ fn rounds_complete_and_the_model_loads() {
     assert_eq!(model.params.len(), features + 1);
     assert_eq!(
         model.params.len(),
-        tessera_model::model::num_params(model.task.model, model.preprocessor.output_dim())
+        model.task.num_params(model.preprocessor.output_dim())
     );
     assert!(model.params.iter().all(|p| p.is_finite()));
     let last = fed

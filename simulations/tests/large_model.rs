@@ -55,9 +55,9 @@ fn check_model(dir: &Path, report: &Value) {
     };
     assert_eq!(
         params,
-        tessera_model::model::num_params(kind, u64_of(report, "input_dim") as usize)
+        model.task.num_params(u64_of(report, "input_dim") as usize)
     );
-    assert!(hidden > 1);
+    assert!(hidden.widths()[0] > 1);
     assert!(model.params.iter().all(|v| v.is_finite()));
     let initial = tessera_model::read_model(
         &dir.join("coordinator/checkpoints/model-round-0000.safetensors"),

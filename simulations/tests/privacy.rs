@@ -23,10 +23,11 @@
 //! - `site_budget_and_minimum_noise_are_enforced_by_the_sites`: seven
 //!   sites; across processes, a site whose `max_epsilon` is below the
 //!   federation's budget declines exactly the round that would take it past
-//!   (and every later one), says why in its log, and its `participant ledger
+//!   (and is invited to no later one: the coordinator counts it spent),
+//!   says why in its log, and its `participant ledger
 //!   --json` shows its rounds and ε ≤ its maximum — equal to the
 //!   coordinator's cumulative ε after the last round it contributed to; the
-//!   federation goes on without it. Sites that took part in every round
+//!   federation (started with `site_budgets = "proceed"`) goes on without it. Sites that took part in every round
 //!   (statistics included: they count it too) report exactly the
 //!   coordinator's ε, row by row. A site whose `min_noise_multiplier` is
 //!   above every announced σ declines every round and records nothing.
@@ -47,6 +48,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tessera_coordinator::budget;
+use tessera_coordinator::round::budgets::SiteBudgetPolicy;
 use tessera_coordinator::store::RoundStatus;
 use tessera_model::ModelFile;
 use tessera_model::RoundKind;
@@ -302,6 +304,9 @@ fn site_budget_and_minimum_noise_are_enforced_by_the_sites() {
     limits[LIMITED] = (Some(site_max), None);
     limits[STRICT] = (None, Some(strict_min));
     setup.site_limits = limits;
+    // The consortium accepts the limited and the strict site knowing they
+    // will sit rounds out: the coordinator starts as planned.
+    setup.site_budgets = SiteBudgetPolicy::Proceed;
     let mut fed = prepare(&setup);
     fed.start_coordinator();
     fed.start_participants();
@@ -380,7 +385,16 @@ fn site_budget_and_minimum_noise_are_enforced_by_the_sites() {
         .filter(|r| r.training_round.is_some_and(|t| t > fits))
         .map(|r| r.round)
         .collect();
-    assert_eq!(declined, beyond, "declined rounds:\n{log}");
+    // Once it has declined for its budget the coordinator counts it spent
+    // and invites it no more: one decline, at the first round beyond.
+    assert_eq!(declined, beyond[..1], "declined rounds:\n{log}");
+    let coordinator_log = fed.coordinator_log();
+    let limited = format!("participant={} ", names[LIMITED]);
+    let declines_seen = coordinator_log
+        .lines()
+        .filter(|l| l.contains("participant declined the round") && l.contains(&limited))
+        .count();
+    assert_eq!(declines_seen, 1, "{coordinator_log}");
     let first_decline = log
         .lines()
         .find(|l| l.contains("declining the round"))

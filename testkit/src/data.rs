@@ -33,12 +33,12 @@ pub fn breast_cancer_path() -> PathBuf {
 /// If the file cannot be read or `positive` is not a label rule.
 pub fn task_for(path: &Path, label: &str, positive: &str) -> TaskSpec {
     let header = read_header(path).expect("reading a bundled data set");
-    TaskSpec {
-        model: ModelKind::Logistic,
-        features: header.into_iter().filter(|h| h != label).collect(),
-        label: label.into(),
-        positive: positive.parse::<LabelRule>().expect("a label rule"),
-    }
+    TaskSpec::binary(
+        ModelKind::Logistic,
+        header.into_iter().filter(|h| h != label).collect(),
+        label,
+        positive.parse::<LabelRule>().expect("a label rule"),
+    )
 }
 
 /// The heart-disease task: every column but `num`, disease (`num > 0`) positive.

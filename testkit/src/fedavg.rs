@@ -7,7 +7,7 @@ use ndarray::{Array1, Array2};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
-use tessera_model::{Dataset, ModelKind, Preprocessor, TrainConfig, build_model};
+use tessera_model::{Dataset, ModelKind, Objective, Preprocessor, TrainConfig, build_model};
 
 /// Preprocessed inputs and labels.
 pub type Xy = (Array2<f64>, Array1<f64>);
@@ -45,7 +45,8 @@ pub fn fedavg(
     averaging: Averaging,
 ) -> (Vec<f32>, Vec<f64>) {
     let dim = test.0.ncols();
-    let mut global = build_model(ModelKind::Logistic, dim);
+    let logistic = || build_model(ModelKind::Logistic, Objective::Binary, dim).expect("built in");
+    let mut global = logistic();
     let mut acc = Vec::new();
     let mut noise_rng = match averaging {
         Averaging::Private { noise_seed, .. } => Some(ChaCha8Rng::seed_from_u64(noise_seed)),
@@ -56,7 +57,7 @@ pub fn fedavg(
         let g: Vec<f64> = global.params().iter().map(|v| f64::from(*v)).collect();
         let mut sum = vec![0.0f64; g.len()];
         for (k, (x, y)) in sites.iter().enumerate() {
-            let mut m = build_model(ModelKind::Logistic, dim);
+            let mut m = logistic();
             m.set_params(global.params())
                 .expect("the global model fits the task");
             let cfg = TrainConfig {

@@ -1,7 +1,7 @@
 //! Checks of the coordinator's configuration values: every error names
 //! the key at fault. Nothing here decides the noise.
 
-use tessera_model::{LabelRule, ModelKind};
+use tessera_model::{ModelKind, TaskError};
 
 use super::{ConfigError, CoordinatorConfig, invalid};
 
@@ -29,22 +29,31 @@ impl CoordinatorConfig {
                 "an empty allow-list admits nobody; remove the key to admit every certificate of the CA",
             ));
         }
-        let _: ModelKind = self
-            .task
-            .model
-            .parse()
-            .map_err(|e| invalid("task.model", format!("{e}")))?;
         if self.task.features.is_empty() {
             return Err(invalid("task.features", "list at least one feature column"));
         }
         if self.task.features.contains(&self.task.label) {
             return Err(invalid("task.label", "the label cannot also be a feature"));
         }
-        let _: LabelRule = self
-            .task
-            .positive
-            .parse()
-            .map_err(|e| invalid("task.positive", format!("{e}")))?;
+        let mut task = self.task.to_task()?;
+        if task.model == ModelKind::External {
+            if self.training.initial_model.is_none() {
+                return Err(invalid(
+                    "task.model",
+                    "an external model needs `training.initial_model`, whose tensors are its layout",
+                ));
+            }
+            // Its tensors are read when the settings are planned.
+            task.tensors = vec![tessera_model::TensorSpec::new("w", &[1])];
+        }
+        task.validate().map_err(|e| {
+            let key = match e {
+                TaskError::ModelDoesNotFit { .. } | TaskError::UnknownModel(_) => "task.model",
+                TaskError::Classes(_) => "task.classes",
+                _ => "task",
+            };
+            invalid(key, e.to_string())
+        })?;
         let t = &self.training;
         if t.local_epochs == 0 {
             return Err(invalid("training.local_epochs", "must be at least 1"));
@@ -67,17 +76,53 @@ impl CoordinatorConfig {
                 "must be a positive number",
             ));
         }
-        if !["fedavg", "fedavgm"].contains(&t.server_optimizer.as_str()) {
+        if !crate::round::optimizer::NAMES.contains(&t.server_optimizer.as_str()) {
             return Err(invalid(
                 "training.server_optimizer",
                 format!(
-                    "unknown server optimizer `{}` (known: fedavg, fedavgm)",
-                    t.server_optimizer
+                    "unknown server optimizer `{}` (known: {})",
+                    t.server_optimizer,
+                    crate::round::optimizer::NAMES.join(", ")
                 ),
             ));
         }
         if !(0.0..1.0).contains(&t.server_momentum) {
             return Err(invalid("training.server_momentum", "must be in [0, 1)"));
+        }
+        for (key, v) in [
+            ("training.server_beta1", t.server_beta1),
+            ("training.server_beta2", t.server_beta2),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(invalid(key, "must be in [0, 1)"));
+            }
+        }
+        if !(t.server_tau.is_finite() && t.server_tau > 0.0) {
+            return Err(invalid("training.server_tau", "must be a positive number"));
+        }
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+            return Err(invalid(
+                "training.weight_decay",
+                "must be a non-negative number",
+            ));
+        }
+        let e = &self.evaluation;
+        if e.every > 0 {
+            if !tessera_model::evaluation::BINS_RANGE.contains(&e.bins) {
+                return Err(invalid("evaluation.bins", "must be from 10 to 10000"));
+            }
+            if let Some(m) = e.max_rows
+                && !(m.is_finite() && m >= 1.0)
+            {
+                return Err(invalid("evaluation.max_rows", "must be at least 1"));
+            }
+            if self.privacy.enabled && !(e.noise_multiplier.is_finite() && e.noise_multiplier > 0.0)
+            {
+                return Err(invalid(
+                    "evaluation.noise_multiplier",
+                    "must be a positive number",
+                ));
+            }
         }
         if let Some(g) = t.target_quantile {
             if !t.adaptive_clipping {
@@ -223,6 +268,21 @@ impl CoordinatorConfig {
                         format!("no range for feature `{f}`"),
                     ));
                 }
+            }
+            // A private regression standardises or evaluates its target over a
+            // public range: its contribution must be bounded.
+            let evaluates = self.evaluation.every > 0;
+            if (task.standardizes_target()
+                || (evaluates && matches!(task.kind, tessera_model::TaskKind::Regression { .. })))
+                && !self.statistics.ranges.contains_key(&task.label)
+            {
+                return Err(invalid(
+                    "statistics.ranges",
+                    format!(
+                        "no range for the label `{}`: a private regression needs one to bound what a site contributes",
+                        task.label
+                    ),
+                ));
             }
         }
         if self.secagg.enabled && self.federation.min_participants < 3 {

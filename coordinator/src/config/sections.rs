@@ -35,6 +35,9 @@ pub struct CoordinatorConfig {
     /// The status page and `/metrics` (absent: no page).
     #[serde(default)]
     pub web: Option<super::web::WebSection>,
+    /// Federated evaluation of the global model on the sites' held-out rows.
+    #[serde(default)]
+    pub evaluation: EvaluationSection,
 }
 
 /// `[federation]`.
@@ -66,6 +69,12 @@ pub struct FederationSection {
     /// How many aggregations in a row may fail before the federation gives up.
     #[serde(default = "default_max_failed")]
     pub max_failed_rounds: u32,
+    /// When the plan does not fit the privacy terms the sites declare as they
+    /// join: `"refuse"` to start, naming the sites and figures (default),
+    /// `"fit"` the number of training rounds to the tightest site, or
+    /// `"proceed"` as planned, each such site sitting out what it declines.
+    #[serde(default)]
+    pub site_budgets: crate::round::budgets::SiteBudgetPolicy,
 }
 
 fn default_max_failed() -> u32 {
@@ -81,19 +90,69 @@ impl FederationSection {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskSection {
-    /// Model kind (`logistic`).
-    #[serde(default = "default_model")]
-    pub model: String,
+    /// Task kind: `binary` (default), `multiclass` or `regression`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Model: `logistic` (binary), `softmax` (multi-class), `linear`
+    /// (regression), `mlp:64,32` (any), or `external` (any architecture, from
+    /// `training.initial_model`). Default: the kind's linear model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// Feature columns.
     pub features: Vec<String>,
     /// Label column.
     pub label: String,
-    /// Positive class: `"> 0"` or a literal class value such as `"M"`.
-    pub positive: String,
+    /// Binary tasks: the positive class, `"> 0"` or a literal class value such as `"M"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub positive: Option<String>,
+    /// Multi-class tasks: the class values, in a fixed order (a site's label
+    /// not in the list is an error naming file, line and value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<Vec<String>>,
+    /// Regression tasks: standardise the target with its pooled mean and
+    /// standard deviation (default true; with DP it needs a
+    /// `statistics.ranges` entry for the label).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standardize_target: Option<bool>,
 }
 
-fn default_model() -> String {
-    "logistic".into()
+impl TaskSection {
+    /// The task this section describes, checked; an external model's tensors
+    /// come from the initial model file (see [`crate::settings`]).
+    pub fn to_task(&self) -> Result<tessera_model::TaskSpec, super::ConfigError> {
+        use super::invalid;
+        let positive = match &self.positive {
+            Some(p) => Some(
+                p.parse::<tessera_model::LabelRule>()
+                    .map_err(|e| invalid("task.positive", format!("{e}")))?,
+            ),
+            None => None,
+        };
+        let kind = tessera_model::TaskKind::from_parts(
+            self.kind.as_deref(),
+            positive,
+            self.classes.clone(),
+            self.standardize_target,
+        )
+        .map_err(|e| invalid("task.kind", e.to_string()))?;
+        let model = match &self.model {
+            Some(m) => m
+                .parse()
+                .map_err(|e| invalid("task.model", format!("{e}")))?,
+            None => match kind {
+                tessera_model::TaskKind::Binary { .. } => tessera_model::ModelKind::Logistic,
+                tessera_model::TaskKind::Multiclass { .. } => tessera_model::ModelKind::Softmax,
+                tessera_model::TaskKind::Regression { .. } => tessera_model::ModelKind::Linear,
+            },
+        };
+        Ok(tessera_model::TaskSpec {
+            model,
+            features: self.features.clone(),
+            label: self.label.clone(),
+            kind,
+            tensors: Vec::new(),
+        })
+    }
 }
 
 /// `[training]`.
@@ -110,11 +169,28 @@ pub struct TrainingSection {
     pub clip_norm: f64,
     /// Server learning rate applied to the averaged update (FedAvg: 1).
     pub server_learning_rate: f64,
-    /// Server optimizer: `fedavg` (default) or `fedavgm` (FedAvg with
-    /// server momentum, Hsu, Qi & Brown 2019). Its state is checkpointed.
+    /// Server optimizer: `fedavg` (default), `fedavgm` (FedAvg with server
+    /// momentum, Hsu, Qi & Brown 2019), or `fedadagrad`, `fedadam`, `fedyogi`
+    /// (Reddi et al. 2021). They act on the released, noised average, so they
+    /// cost no privacy. Their state is checkpointed with the model.
     pub server_optimizer: String,
     /// Momentum β of `fedavgm` (default 0.9).
     pub server_momentum: f64,
+    /// β₁ of the adaptive optimizers (default 0.9).
+    pub server_beta1: f64,
+    /// β₂ of `fedadam` and `fedyogi` (default 0.99).
+    pub server_beta2: f64,
+    /// τ, the adaptivity of the adaptive optimizers (default 0.001); their
+    /// server learning rate is usually far below 1 (e.g. 0.01 to 0.1).
+    pub server_tau: f64,
+    /// L2 weight decay of local training (default 0).
+    pub weight_decay: f64,
+    /// The federation's initial model: a safetensors file of `F32` tensors.
+    /// Required for `task.model = "external"` (its tensors, ordered by name,
+    /// are the model's layout); for a built-in model its tensors must be the
+    /// built-in layout's. Without it, built-in models start from their
+    /// documented initialisation.
+    pub initial_model: Option<std::path::PathBuf>,
     /// Seed of local shuffling and of the initial model (not a privacy seed).
     pub seed: u64,
     /// The final model averages the parameters of the last this many released
@@ -162,6 +238,11 @@ impl Default for TrainingSection {
             server_learning_rate: 1.0,
             server_optimizer: "fedavg".into(),
             server_momentum: 0.9,
+            server_beta1: 0.9,
+            server_beta2: 0.99,
+            server_tau: 1e-3,
+            weight_decay: 0.0,
+            initial_model: None,
             seed: 0,
             average_last: 1,
             adaptive_clipping: false,
@@ -308,6 +389,39 @@ impl Default for StatisticsSection {
             value_bound: 1e4,
             max_rows: 1e5,
             ranges: Default::default(),
+        }
+    }
+}
+
+/// `[evaluation]`: federated evaluation. Every `every` training rounds, and
+/// after the last, the cohort evaluates the global model on its held-out rows
+/// (each site's `[evaluation]` says which) and the coordinator learns only
+/// the sums, through secure aggregation: the confusion matrix, summed log loss
+/// and (binary) score histograms, or a regression's error sums. With DP the
+/// sums get their own noise and ledger event.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvaluationSection {
+    /// Evaluate every this many training rounds, and after the last (0: never).
+    pub every: u32,
+    /// With DP: noise multiplier of the evaluation sums (noise std σ times the
+    /// per-site sensitivity `max_rows · B`).
+    pub noise_multiplier: f64,
+    /// Score bins of a binary task's histograms (10 to 10,000), from which the
+    /// ROC AUC is computed.
+    pub bins: u32,
+    /// Most rows one site's sums count (weighted beyond); default
+    /// `statistics.max_rows`.
+    pub max_rows: Option<f64>,
+}
+
+impl Default for EvaluationSection {
+    fn default() -> Self {
+        Self {
+            every: 0,
+            noise_multiplier: 5.0,
+            bins: tessera_model::evaluation::DEFAULT_BINS,
+            max_rows: None,
         }
     }
 }

@@ -14,7 +14,8 @@ use super::Driver;
 use super::resume::{META_CLIP_NORM, META_OPTIMIZER_STATE};
 use crate::round::{Commit, RoundSummary};
 use crate::store::{
-    Checkpoint, LiveStatus, NewLedgerRow, RoundRecord, RoundStatus, write_checkpoint,
+    Checkpoint, EvaluationRecord, LiveStatus, META_EVALUATION, NewLedgerRow, RoundRecord,
+    RoundStatus, write_checkpoint,
 };
 use tessera_common::time::now_ms;
 
@@ -48,6 +49,18 @@ impl LiveStatusWriter {
         self.writes
     }
 }
+
+/// The global metrics columns of `rounds.csv` (filled by evaluation rounds).
+pub const EVALUATION_COLUMNS: [&str; 8] = [
+    "eval_rows",
+    "eval_accuracy",
+    "eval_balanced_accuracy",
+    "eval_log_loss",
+    "eval_auc",
+    "eval_rmse",
+    "eval_mae",
+    "eval_r2",
+];
 
 impl Driver {
     pub(super) fn record(
@@ -128,6 +141,18 @@ impl Driver {
                 created_at_ms: now_ms(),
             })?;
         }
+        if let Some(m) = &c.evaluation {
+            // The cohort's sums only: no site's own figures exist here.
+            let record = EvaluationRecord {
+                round: s.round,
+                training_round: s.training_round.unwrap_or(0),
+                contributors: s.contributors.len(),
+                metrics: m.clone(),
+            };
+            self.store
+                .set_meta(META_EVALUATION, &serde_json::to_string(&record)?)?;
+            self.metrics.set_evaluation(m);
+        }
         let started = self.round_started_ms.remove(&s.round).unwrap_or(now);
         self.record(s, RoundStatus::Released, started, Some(now_ms()))?;
         self.metrics.round_completed();
@@ -136,7 +161,13 @@ impl Driver {
             self.metrics
                 .observe_stage(*phase, std::time::Duration::from_secs_f64(*secs));
         }
-        self.append_metrics_line(s, "released", c.epsilon_after, c.update_norm)?;
+        self.append_metrics_line(
+            s,
+            "released",
+            c.epsilon_after,
+            c.update_norm,
+            c.evaluation.as_ref(),
+        )?;
         info!(
             round = s.round,
             kind = s.kind.as_str(),
@@ -150,13 +181,15 @@ impl Driver {
         Ok(())
     }
 
-    /// One line per round in `output_dir/rounds.csv`.
+    /// One line per round in `output_dir/rounds.csv`; an evaluation round
+    /// also fills the global metrics' columns.
     pub(super) fn append_metrics_line(
         &self,
         s: &RoundSummary,
         status: &str,
         epsilon: Option<f64>,
         update_norm: Option<f64>,
+        evaluation: Option<&tessera_model::EvalMetrics>,
     ) -> anyhow::Result<()> {
         let path = self
             .settings
@@ -173,12 +206,30 @@ impl Driver {
         if new {
             writeln!(
                 f,
-                "round,training_round,kind,status,cohort,contributors,dropped,seconds,epsilon,update_norm"
+                "round,training_round,kind,status,cohort,contributors,dropped,seconds,epsilon,update_norm,{}",
+                EVALUATION_COLUMNS.join(",")
             )?;
         }
+        let cell = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
+        let eval: Vec<String> = match evaluation {
+            Some(m) => [
+                Some(m.rows),
+                m.accuracy,
+                m.balanced_accuracy,
+                m.log_loss,
+                m.auc,
+                m.rmse,
+                m.mae,
+                m.r2,
+            ]
+            .into_iter()
+            .map(cell)
+            .collect(),
+            None => vec![String::new(); EVALUATION_COLUMNS.len()],
+        };
         writeln!(
             f,
-            "{},{},{},{},{},{},{},{:.4},{},{}",
+            "{},{},{},{},{},{},{},{:.4},{},{},{}",
             s.round,
             s.training_round.map(|r| r.to_string()).unwrap_or_default(),
             s.kind.as_str(),
@@ -189,6 +240,7 @@ impl Driver {
             s.seconds,
             epsilon.map(|e| format!("{e:.6}")).unwrap_or_default(),
             update_norm.map(|e| format!("{e:.6}")).unwrap_or_default(),
+            eval.join(","),
         )?;
         Ok(())
     }
@@ -252,6 +304,19 @@ impl Driver {
             connected: self.outboxes.len() as u32,
             pid: std::process::id(),
             updated_at_ms: now_ms(),
+            site_budgets: self
+                .machine
+                .site_budgets()
+                .into_iter()
+                .map(|(name, b, exhausted)| crate::store::SiteBudgetStatus {
+                    name,
+                    max_epsilon: b.max_epsilon,
+                    delta: b.delta,
+                    min_noise_multiplier: b.min_noise_multiplier,
+                    epsilon_spent: b.epsilon_spent,
+                    exhausted,
+                })
+                .collect(),
         };
         if !self.live.should_write(&status) {
             return;
@@ -274,6 +339,7 @@ mod tests {
             connected,
             pid: 1,
             updated_at_ms: at,
+            site_budgets: Vec::new(),
         }
     }
 

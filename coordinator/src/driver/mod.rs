@@ -230,7 +230,7 @@ impl Driver {
                 .unwrap_or_else(now_ms);
             self.record(&s, RoundStatus::Aborted, started, Some(now_ms()))?;
             self.metrics.round_aborted();
-            self.append_metrics_line(&s, "aborted", None, None)?;
+            self.append_metrics_line(&s, "aborted", None, None, None)?;
             for name in &s.cohort {
                 self.send(
                     name,
@@ -267,6 +267,7 @@ impl Driver {
             connected: 0,
             pid: std::process::id(),
             updated_at_ms: now_ms(),
+            site_budgets: Vec::new(),
         };
         self.store.set_live_status(&status)?;
         info!("coordinator stopped cleanly; `serve` resumes the federation from its store");
@@ -476,7 +477,7 @@ impl Driver {
     fn drain_outputs(&mut self) -> anyhow::Result<Option<Outcome>> {
         while let Some(out) = self.machine.poll_output() {
             match out {
-                Output::Send { to, message } => self.send(&to, message),
+                Output::Send { to, message } => self.send(&to, *message),
 
                 Output::RoundStarted(s) => {
                     let started = now_ms();
@@ -493,7 +494,7 @@ impl Driver {
                         .remove(&s.round)
                         .unwrap_or_else(now_ms);
                     self.record(&s, RoundStatus::Aborted, started, Some(now_ms()))?;
-                    self.append_metrics_line(&s, "aborted", None, None)?;
+                    self.append_metrics_line(&s, "aborted", None, None, None)?;
                 }
                 Output::Commit(commit) => {
                     self.current = None;

@@ -75,10 +75,22 @@ pub fn resume_from(store: &Store) -> anyhow::Result<Resume> {
         ),
         None => None,
     };
+    // The last model a released evaluation round evaluated.
+    let evaluated_through = store
+        .rounds()?
+        .iter()
+        .filter(|r| {
+            r.kind == tessera_model::RoundKind::Evaluation
+                && r.status == crate::store::RoundStatus::Released
+        })
+        .filter_map(|r| r.training_round)
+        .max()
+        .unwrap_or(0);
     let mut resume = Resume {
         next_round: last_ledger.max(last_round) + 1,
         ledger,
         clip_norm,
+        evaluated_through,
         ..Resume::default()
     };
     if let Some(cp) = store.latest_checkpoint()? {

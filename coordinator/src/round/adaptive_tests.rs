@@ -90,9 +90,11 @@ fn run(settings: Settings, norms: &[f64], rounds: usize) -> (Vec<Observed>, Fede
             mean: vec![0.0; 2],
             std: vec![1.0; 2],
             indicator: vec![false; 2],
+            target: None,
         }),
         ledger: vec![],
         clip_norm: None,
+        evaluated_through: 0,
     };
     let rng: SecureRng = Box::new(ChaCha20Rng::seed_from_u64(7));
     let noise: SecureRng = Box::new(ChaCha20Rng::seed_from_u64(8));

@@ -1,6 +1,6 @@
 //! Inputs to and outputs of the federation machine.
 
-use tessera_model::{ModelFile, Preprocessor, RoundKind};
+use tessera_model::{EvalMetrics, ModelFile, Preprocessor, RoundKind};
 
 use super::phase::Phase;
 use tessera_privacy::PrivacyEvent;
@@ -48,8 +48,8 @@ pub enum Output {
     Send {
         /// Certificate name.
         to: String,
-        /// The message.
-        message: CoordinatorMessage,
+        /// The message (boxed: the largest output by far).
+        message: Box<CoordinatorMessage>,
     },
     /// Make a round's results durable, in this order: ledger row, then
     /// checkpoint, then round record; then feed back [`Input::Committed`].
@@ -73,7 +73,8 @@ pub enum Output {
 pub struct RoundSummary {
     /// Aggregation number.
     pub round: u64,
-    /// Training round (None for statistics).
+    /// Training round (None for statistics); for an evaluation, the training
+    /// round of the model it evaluated.
     pub training_round: Option<u32>,
     /// Statistics or training.
     pub kind: RoundKind,
@@ -111,6 +112,9 @@ pub struct Commit {
     /// disagrees with every other holder's (their share was left out of
     /// this round).
     pub excluded: Vec<(String, String)>,
+    /// The global metrics of an evaluation round (sums of the whole cohort
+    /// only; noised under DP).
+    pub evaluation: Option<EvalMetrics>,
 }
 
 /// One privacy ledger row.

@@ -1,11 +1,16 @@
 //! The kinds of aggregation a federation runs, each describing itself: the
 //! parts of its vector (length, bound, noise), the σ and sensitivity it is
 //! announced and accounted with, and what its released sum does. Adding a
-//! kind is one type implementing [`RoundSpec`] and a line in [`spec_for`].
+//! kind is one type implementing [`RoundSpec`] and a line in [`spec_for`]
+//! (federated evaluation, [`Evaluation`], was added that way).
+
+mod evaluation;
 
 use tessera_model::round::AdaptiveTerms;
-use tessera_model::{LocalStats, ModelFile, Preprocessor, RoundKind};
+use tessera_model::{EvalMetrics, LocalStats, ModelFile, Preprocessor, RoundKind};
 use tracing::info;
+
+pub use evaluation::Evaluation;
 
 use super::noise::NoisedPart;
 use super::optimizer::ServerOptimizer;
@@ -104,6 +109,12 @@ pub struct RoundState<'a> {
     pub preprocessor: Option<&'a Preprocessor>,
     /// Clip norm C of the next training round.
     pub clip_norm: f64,
+    /// Training rounds released so far.
+    pub completed_training: u32,
+    /// The last training round whose model was evaluated (0: none).
+    pub evaluated_through: u32,
+    /// Training rounds planned.
+    pub planned: u32,
 }
 
 /// Facts of a finished aggregation that a release needs.
@@ -126,14 +137,16 @@ pub struct Released {
     pub model: Vec<f32>,
     /// New pooled preprocessing (statistics rounds).
     pub preprocessor: Option<Preprocessor>,
-    /// The checkpoint to write.
-    pub checkpoint: ModelFile,
+    /// The checkpoint to write (None: the model did not change).
+    pub checkpoint: Option<ModelFile>,
     /// Norm of the model change (training rounds).
     pub update_norm: Option<f64>,
     /// Adaptive clipping: C of the next training round.
     pub next_clip_norm: Option<f64>,
     /// Whether it counts as a completed training round.
     pub training: bool,
+    /// The global metrics of an evaluation round.
+    pub evaluation: Option<EvalMetrics>,
 }
 
 /// One kind of aggregation.
@@ -163,15 +176,31 @@ pub fn spec_for(kind: RoundKind) -> &'static dyn RoundSpec {
     match kind {
         RoundKind::Statistics => &Statistics,
         RoundKind::Training => &Training,
+        RoundKind::Evaluation => &Evaluation,
     }
 }
 
-/// The kind of the next round: the statistics first, then training.
+/// The kind of the next round: the statistics first, then training, with an
+/// evaluation of the model after every `evaluation.every` training rounds and
+/// after the last.
 pub fn next_kind(s: &RoundState<'_>) -> RoundKind {
     if s.preprocessor.is_none() {
         RoundKind::Statistics
+    } else if s.evaluation_due() {
+        RoundKind::Evaluation
     } else {
         RoundKind::Training
+    }
+}
+
+impl RoundState<'_> {
+    /// Whether the model of the last released training round is yet to be
+    /// evaluated.
+    pub fn evaluation_due(&self) -> bool {
+        self.completed_training > self.evaluated_through
+            && self
+                .policy
+                .evaluates_after(self.completed_training, self.planned)
     }
 }
 
@@ -182,9 +211,10 @@ pub struct Statistics;
 impl Statistics {
     fn sensitivity_of(policy: &FederationPolicy) -> f64 {
         match &policy.privacy {
-            Some(p) => {
-                tessera_model::l2_sensitivity(&p.statistics_bounds, policy.task.features.len())
-            }
+            Some(p) => tessera_model::l2_sensitivity(
+                &p.statistics_bounds,
+                policy.task.statistics_columns().len(),
+            ),
             None => 0.0,
         }
     }
@@ -198,7 +228,7 @@ impl RoundSpec for Statistics {
     fn layout(&self, s: &RoundState<'_>, n: usize) -> Layout {
         let policy = s.policy;
         let st = &policy.statistics;
-        let dim = LocalStats::vector_len(policy.task.features.len());
+        let dim = LocalStats::vector_len(policy.task.statistics_columns().len());
         let (per_site, noise_std) = match &policy.privacy {
             // Bounded contributions: rows ≤ max_rows, moments in [-1, 1] per row.
             Some(p) => (
@@ -242,7 +272,8 @@ impl RoundSpec for Statistics {
         decoded: Vec<f64>,
     ) -> Result<Released, String> {
         let policy = s.policy;
-        let pre = LocalStats::from_vector(&decoded, policy.task.features.len())
+        let task = &policy.task;
+        let pre = LocalStats::from_vector(&decoded, task.statistics_columns().len())
             .and_then(|stats| match &policy.privacy {
                 Some(p) => Preprocessor::from_pooled_bounded(
                     &stats,
@@ -251,24 +282,38 @@ impl RoundSpec for Statistics {
                 ),
                 None => Preprocessor::from_pooled(&stats),
             })
-            .map_err(|e| format!("pooled statistics unusable: {e}"))?;
-        let model = tessera_model::initial_params(
-            policy.task.model,
-            pre.output_dim(),
-            policy.training.seed,
-        );
+            .map_err(|e| format!("pooled statistics unusable: {e}"))?
+            .split_target(task);
+        let model = match &policy.training.initial_model {
+            Some(initial) => initial
+                .params_for(&task.layout(pre.output_dim()))
+                .map_err(|e| {
+                    format!(
+                        "{e} ({} with {} inputs after the pooled preprocessing)",
+                        task.model,
+                        pre.output_dim()
+                    )
+                })?,
+            None => tessera_model::initial_params(
+                task.model,
+                task.objective(),
+                pre.output_dim(),
+                policy.training.seed,
+            ),
+        };
         Ok(Released {
-            checkpoint: ModelFile {
-                task: policy.task.clone(),
+            checkpoint: Some(ModelFile {
+                task: task.clone(),
                 params: model.clone(),
                 preprocessor: pre.clone(),
                 round: 0,
-            },
+            }),
             model,
             preprocessor: Some(pre),
             update_norm: None,
             next_clip_norm: None,
             training: false,
+            evaluation: None,
         })
     }
 }
@@ -392,17 +437,18 @@ impl RoundSpec for Training {
             .cloned()
             .ok_or("a training round before the statistics")?;
         Ok(Released {
-            checkpoint: ModelFile {
+            checkpoint: Some(ModelFile {
                 task: policy.task.clone(),
                 params: model.clone(),
                 preprocessor: pre,
                 round: agg.training_round,
-            },
+            }),
             model,
             preprocessor: None,
             update_norm: Some(norm),
             next_clip_norm,
             training: true,
+            evaluation: None,
         })
     }
 }

@@ -24,6 +24,7 @@
 //! handed in; starting a round is in `start`, releasing one in `release`.
 
 pub mod aggregation;
+pub mod budgets;
 pub mod cohort;
 pub mod io;
 pub mod kinds;
@@ -37,13 +38,16 @@ mod start;
 #[cfg(test)]
 mod adaptive_tests;
 #[cfg(test)]
+mod budget_tests;
+#[cfg(test)]
 mod privacy_tests;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tessera_model::{Preprocessor, RoundKind};
+use tessera_model::Preprocessor;
+use tessera_model::round::SiteBudget;
 use tessera_privacy::PrivacyEvent;
 use tessera_proto::v1::{
     self, CoordinatorMessage, coordinator_message::Body as Out, participant_message::Body as In,
@@ -75,6 +79,8 @@ pub struct Resume {
     /// Adaptive clipping: the clip norm of the next training round, as
     /// adapted by the last released one (None: the configured initial C).
     pub clip_norm: Option<f64>,
+    /// The last training round whose model was evaluated (0: none).
+    pub evaluated_through: u32,
 }
 
 /// The pluggable parts of a machine: where the noise goes and how the
@@ -90,6 +96,8 @@ pub struct Plugins {
 struct SessionInfo {
     id: u64,
     certificate: Vec<u8>,
+    /// The site's own terms, as its hello declared them.
+    budget: Option<SiteBudget>,
 }
 
 #[derive(Debug)]
@@ -104,6 +112,8 @@ struct PendingRelease {
     epsilon_after: Option<f64>,
     /// Adaptive clipping: C for the next training round.
     next_clip_norm: Option<f64>,
+    /// An evaluation: the training round whose model it evaluated.
+    evaluated: Option<u32>,
 }
 
 #[derive(Debug)]
@@ -126,6 +136,14 @@ const JOIN_GRACE: Duration = Duration::from_secs(3);
 /// The coordinator's federation state machine.
 pub struct FederationMachine {
     policy: Arc<FederationPolicy>,
+    /// Planned training rounds (the policy's, or fewer when fitted to the
+    /// sites' own budgets).
+    rounds: u32,
+    /// Sites that declined a round for their own budget: they sit out the
+    /// rest of the federation.
+    exhausted: BTreeSet<String>,
+    /// Whether the plan was checked against the sites' declared terms.
+    budgets_checked: bool,
     sessions: BTreeMap<String, SessionInfo>,
     rejected: BTreeSet<String>,
     state: State,
@@ -136,6 +154,8 @@ pub struct FederationMachine {
     ledger: Vec<PrivacyEvent>,
     /// Clip norm C of the next training round (adapted with adaptive clipping).
     clip_norm: f64,
+    /// The last training round whose model was evaluated (0: none).
+    evaluated_through: u32,
     failed_in_row: u32,
     /// Whether this machine has started a round (the join grace is over).
     started_any: bool,
@@ -172,6 +192,9 @@ impl FederationMachine {
         };
         Self {
             clip_norm,
+            rounds: policy.rounds,
+            exhausted: BTreeSet::new(),
+            budgets_checked: false,
             policy,
             sessions: BTreeMap::new(),
             rejected: BTreeSet::new(),
@@ -181,6 +204,7 @@ impl FederationMachine {
             model: resume.model,
             preprocessor: resume.preprocessor,
             ledger: resume.ledger,
+            evaluated_through: resume.evaluated_through,
             failed_in_row: 0,
             started_any: false,
             outputs: VecDeque::new(),
@@ -244,7 +268,7 @@ impl FederationMachine {
         match &self.state {
             State::Running(a) => Some((
                 a.round,
-                (a.kind == RoundKind::Training).then_some(a.training_round),
+                a.kind.sends_model().then_some(a.training_round),
                 a.stage().name(),
             )),
             State::Committing(p) => Some((p.round, None, "commit")),
@@ -275,12 +299,9 @@ impl FederationMachine {
 
     /// Starts the machine: it may begin a round at once if it can.
     pub fn start(&mut self, now: Instant) {
-        if self.completed_training >= self.policy.rounds {
+        if self.completed_training >= self.rounds && !self.round_state().evaluation_due() {
             self.finish(
-                format!(
-                    "all {} planned rounds were already completed",
-                    self.policy.rounds
-                ),
+                format!("all {} planned rounds were already completed", self.rounds),
                 true,
             );
             return;
@@ -319,6 +340,7 @@ impl FederationMachine {
                         SessionInfo {
                             id: session,
                             certificate,
+                            budget: None,
                         },
                     )
                     .is_some()
@@ -331,14 +353,14 @@ impl FederationMachine {
                 self.rejected.remove(&name);
                 self.outputs.push_back(Output::Send {
                     to: name.clone(),
-                    message: CoordinatorMessage {
+                    message: Box::new(CoordinatorMessage {
                         body: Some(Out::Welcome(v1::Welcome {
                             protocol_version: tessera_proto::PROTOCOL_VERSION,
                             participant_name: name,
                             federation: self.policy.federation.clone(),
                             task: Some(tessera_proto::round::task_to_wire(&self.policy.task)),
                         })),
-                    },
+                    }),
                 });
                 if matches!(self.state, State::Waiting { .. }) {
                     self.maybe_start_round(now);
@@ -376,6 +398,16 @@ impl FederationMachine {
                 if h.protocol_version != tessera_proto::PROTOCOL_VERSION {
                     warn!(participant = %name, version = h.protocol_version, "participant speaks another protocol version");
                 }
+                let budget = h
+                    .budget
+                    .as_ref()
+                    .and_then(tessera_proto::round::budget_from_wire);
+                if let Some(b) = &budget {
+                    info!(participant = %name, max_epsilon = ?b.max_epsilon, delta = b.delta, min_noise_multiplier = ?b.min_noise_multiplier, epsilon_spent = b.epsilon_spent, "site declared its own privacy terms");
+                }
+                if let Some(session) = self.sessions.get_mut(name) {
+                    session.budget = budget;
+                }
                 return;
             }
             In::TaskRejected(r) => {
@@ -405,6 +437,9 @@ impl FederationMachine {
             } else {
                 let (code, reason) = tessera_proto::reasons::decline_of(reply);
                 info!(participant = %name, round = agg.round, code = code.as_str_name(), %reason, "participant declined the round");
+                if code == v1::DeclineCode::BudgetExceeded {
+                    self.exhausted.insert(name.to_owned());
+                }
                 agg.drop_participant(index);
             }
         } else if let Err(refusal) = agg.handle(index, &body) {
@@ -435,8 +470,16 @@ impl FederationMachine {
     fn eligible(&self) -> Vec<String> {
         self.sessions
             .keys()
-            .filter(|n| !self.rejected.contains(*n))
+            .filter(|n| !self.rejected.contains(*n) && !self.exhausted.contains(*n))
             .cloned()
+            .collect()
+    }
+
+    /// The sites' declared terms, and whether each has spent its budget.
+    pub fn site_budgets(&self) -> Vec<(String, SiteBudget, bool)> {
+        self.sessions
+            .iter()
+            .filter_map(|(n, s)| Some((n.clone(), s.budget?, self.exhausted.contains(n))))
             .collect()
     }
 
@@ -445,6 +488,10 @@ impl FederationMachine {
             return;
         }
         let eligible = self.eligible();
+        if let Some(reason) = self.spent_by_the_sites(&eligible) {
+            self.finish(reason, true);
+            return;
+        }
         let State::Waiting { ready_since } = &mut self.state else {
             return;
         };
@@ -463,7 +510,125 @@ impl FederationMachine {
             return;
         }
         self.started_any = true;
+        if !self.budgets_checked {
+            self.budgets_checked = true;
+            if let Err(reason) = self.fit_site_budgets(&eligible) {
+                self.finish(reason, false);
+                return;
+            }
+            if self.completed_training >= self.rounds {
+                let rounds = self.rounds;
+                self.finish(format!("all {rounds} planned rounds completed"), true);
+                return;
+            }
+        }
         self.start_round(now, eligible);
+    }
+
+    /// When too few sites with budget left remain but enough are connected,
+    /// the sites' own budgets end the federation: the reason, naming them.
+    fn spent_by_the_sites(&self, eligible: &[String]) -> Option<String> {
+        let min = self.policy.min_participants;
+        let spent: Vec<&String> = self
+            .exhausted
+            .iter()
+            .filter(|n| self.sessions.contains_key(*n))
+            .collect();
+        (eligible.len() < min && !spent.is_empty() && eligible.len() + spent.len() >= min).then(
+            || {
+                let names: Vec<&str> = spent.iter().map(|n| n.as_str()).collect();
+                format!(
+                    "the sites' own privacy budgets are spent: {} declined for their budget, \
+                     {} site(s) with budget left, at least {min} needed",
+                    names.join(", "),
+                    eligible.len()
+                )
+            },
+        )
+    }
+
+    /// Checks the plan against the terms the sites declared (before the
+    /// first round): each site's forecast ε over the remaining rounds. With
+    /// [`budgets::SiteBudgetPolicy::Fit`], plans as many rounds as the
+    /// tightest site allows; with `Proceed`, warns and starts as planned;
+    /// otherwise a misfit is the reason not to start.
+    fn fit_site_budgets(&mut self, eligible: &[String]) -> Result<(), String> {
+        use budgets::{Misfit, PlannedNoise, SiteBudgetPolicy, rounds_allowed};
+        let remaining = self.rounds.saturating_sub(self.completed_training);
+        let q = self
+            .policy
+            .privacy
+            .as_ref()
+            .map_or(1.0, |p| p.sampling_rate);
+        let noise = self.policy.privacy.as_ref().map(|p| PlannedNoise {
+            training: p.noise_multiplier,
+            statistics: p.statistics_noise_multiplier,
+            statistics_pending: self.preprocessor.is_none(),
+            not_private: p.not_private,
+        });
+        // Under sampling a site takes part in about q of the rounds.
+        let participations = (q * f64::from(remaining)).ceil() as u32;
+        let mut short = Vec::new();
+        let mut misfits = Vec::new();
+        for name in eligible {
+            let Some(b) = self.sessions.get(name).and_then(|s| s.budget) else {
+                continue;
+            };
+            match rounds_allowed(&b, noise.as_ref(), participations) {
+                Ok(k) if k < participations => {
+                    let rounds = if q < 1.0 {
+                        (f64::from(k) / q).floor() as u32
+                    } else {
+                        k
+                    };
+                    short.push((name.clone(), rounds, b));
+                }
+                Ok(_) => {}
+                Err(m) => misfits.push((name.clone(), m)),
+            }
+        }
+        if short.is_empty() && misfits.is_empty() {
+            return Ok(());
+        }
+        let mut parts: Vec<String> = short
+            .iter()
+            .map(|(n, k, b)| {
+                format!(
+                    "{n} allows {k} of the {remaining} remaining rounds (its own budget ε ≤ {} at δ = {}, {} spent)",
+                    b.max_epsilon.unwrap_or(f64::INFINITY),
+                    b.delta,
+                    b.epsilon_spent
+                )
+            })
+            .collect();
+        parts.extend(misfits.iter().map(|(n, m)| match m {
+            Misfit::RequiresPrivacy => format!("{n} requires differential privacy"),
+            Misfit::NoiseBelowMinimum { minimum, planned } => {
+                format!(
+                    "{n} requires a noise multiplier of at least {minimum} (the plan has {planned})"
+                )
+            }
+        }));
+        let detail = parts.join("; ");
+        if self.policy.site_budgets == SiteBudgetPolicy::Proceed {
+            warn!(%detail, "the plan does not fit every site's own privacy terms; going on as planned (federation.site_budgets = \"proceed\")");
+            return Ok(());
+        }
+        let fit = self.policy.site_budgets == SiteBudgetPolicy::Fit;
+        let tightest = short.iter().map(|(_, k, _)| *k).min();
+        match (fit, misfits.is_empty(), tightest) {
+            (true, true, Some(k)) if k > 0 => {
+                let before = self.rounds;
+                self.rounds = self.completed_training + k;
+                warn!(planned = before, fitted = self.rounds, %detail, "plan fitted to the sites' own budgets");
+                Ok(())
+            }
+            _ => Err(format!(
+                "the plan does not fit the sites' own privacy terms: {detail}; lower federation.rounds, \
+                 raise the noise, or set federation.site_budgets = \"fit\" to plan only the rounds the \
+                 tightest site allows"
+            )),
+        }
     }
 
     fn finish(&mut self, reason: String, success: bool) {
@@ -472,12 +637,12 @@ impl FederationMachine {
         for name in self.sessions.keys() {
             self.outputs.push_back(Output::Send {
                 to: name.clone(),
-                message: CoordinatorMessage {
+                message: Box::new(CoordinatorMessage {
                     body: Some(Out::Done(v1::FederationDone {
                         reason: reason.clone(),
                         completed_rounds: self.completed_training,
                     })),
-                },
+                }),
             });
         }
         self.outputs.push_back(Output::Finished { reason, success });
@@ -490,6 +655,9 @@ impl FederationMachine {
             model: self.model.as_deref(),
             preprocessor: self.preprocessor.as_ref(),
             clip_norm: self.clip_norm,
+            completed_training: self.completed_training,
+            evaluated_through: self.evaluated_through,
+            planned: self.rounds,
         }
     }
 
@@ -510,7 +678,10 @@ impl FederationMachine {
             Step::Send(messages) => {
                 for (index, message) in messages {
                     let name = agg.cohort[&index].clone();
-                    self.outputs.push_back(Output::Send { to: name, message });
+                    self.outputs.push_back(Output::Send {
+                        to: name,
+                        message: Box::new(message),
+                    });
                 }
                 if agg.stage_complete() {
                     // Everyone left is already gone: close the next stage too.

@@ -1,8 +1,12 @@
 //! The server step: how the averaged, noised update moves the global
 //! model, behind one trait. FedAvg (McMahan et al. 2017) with a server
-//! learning rate, and FedAvg with server momentum (Hsu, Qi & Brown 2019,
-//! "FedAvgM"). Applying a released update is post-processing: no privacy
-//! cost. Their state goes into every checkpoint.
+//! learning rate, FedAvg with server momentum (Hsu, Qi & Brown 2019,
+//! "FedAvgM"), and the adaptive optimizers of Reddi et al. 2021 ("Adaptive
+//! Federated Optimization", Algorithm 2): FedAdagrad, FedAdam and FedYogi.
+//! They act on the released (noised) average only, so applying them is
+//! post-processing and costs no privacy. Their state goes into every
+//! checkpoint, so a restarted coordinator takes the very next step it would
+//! have taken.
 
 use serde::{Deserialize, Serialize};
 
@@ -145,50 +149,181 @@ fn check_name(expected: &str, state: &OptimizerState) -> Result<(), String> {
     }
 }
 
-/// The server optimizer a configuration names (`fedavg` or `fedavgm`).
-pub fn build(
-    name: &str,
-    learning_rate: f64,
-    momentum: f64,
-) -> Result<Box<dyn ServerOptimizer>, String> {
-    match name {
-        "fedavg" => Ok(Box::new(FedAvg { learning_rate })),
-        "fedavgm" => Ok(Box::new(FedAvgMomentum::new(learning_rate, momentum))),
+/// Reddi et al.'s adaptive server optimizers differ only in how they update
+/// the second-moment estimate v.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adaptivity {
+    /// v ← v + Δ² (FedAdagrad).
+    Adagrad,
+    /// v ← β₂·v + (1 − β₂)·Δ² (FedAdam).
+    Adam,
+    /// v ← v − (1 − β₂)·Δ²·sign(v − Δ²) (FedYogi).
+    Yogi,
+}
+
+/// FedAdagrad, FedAdam and FedYogi (Reddi et al. 2021, Algorithm 2), with Δ
+/// the released average update:
+/// m ← β₁·m + (1 − β₁)·Δ; v as [`Adaptivity`] says; w ← w + η·m / (√v + τ).
+/// m starts at 0 and v at τ² (the paper asks v₋₁ ≥ τ²); no bias correction,
+/// as in the paper. τ (the "adaptivity") bounds the step of a coordinate by
+/// about η·|m|/τ.
+#[derive(Debug, Clone)]
+pub struct AdaptiveOptimizer {
+    /// Which second-moment rule.
+    pub adaptivity: Adaptivity,
+    /// Server learning rate η.
+    pub learning_rate: f64,
+    /// β₁ of the first moment.
+    pub beta1: f64,
+    /// β₂ of the second moment (unused by FedAdagrad).
+    pub beta2: f64,
+    /// τ, the adaptivity.
+    pub tau: f64,
+    m: Vec<f32>,
+    v: Vec<f32>,
+    steps: u64,
+}
+
+impl AdaptiveOptimizer {
+    /// A fresh optimizer (m = 0, v = τ²).
+    pub fn new(
+        adaptivity: Adaptivity,
+        learning_rate: f64,
+        beta1: f64,
+        beta2: f64,
+        tau: f64,
+    ) -> Self {
+        Self {
+            adaptivity,
+            learning_rate,
+            beta1,
+            beta2,
+            tau,
+            m: Vec::new(),
+            v: Vec::new(),
+            steps: 0,
+        }
+    }
+}
+
+impl ServerOptimizer for AdaptiveOptimizer {
+    fn name(&self) -> &'static str {
+        match self.adaptivity {
+            Adaptivity::Adagrad => "fedadagrad",
+            Adaptivity::Adam => "fedadam",
+            Adaptivity::Yogi => "fedyogi",
+        }
+    }
+
+    fn step(&mut self, model: &mut [f32], sum: &[f64], denominator: f64) -> f64 {
+        if self.m.len() != model.len() || self.v.len() != model.len() {
+            self.m = vec![0.0; model.len()];
+            self.v = vec![(self.tau * self.tau) as f32; model.len()];
+        }
+        let (b1, b2) = (self.beta1, self.beta2);
+        let mut norm_sq = 0.0;
+        for (((w, m), v), s) in model.iter_mut().zip(&mut self.m).zip(&mut self.v).zip(sum) {
+            let delta = s / denominator;
+            let m_next = b1 * f64::from(*m) + (1.0 - b1) * delta;
+            let v_prev = f64::from(*v);
+            let d2 = delta * delta;
+            let v_next = match self.adaptivity {
+                Adaptivity::Adagrad => v_prev + d2,
+                Adaptivity::Adam => b2 * v_prev + (1.0 - b2) * d2,
+                Adaptivity::Yogi => v_prev - (1.0 - b2) * d2 * (v_prev - d2).signum(),
+            };
+            // Yogi's v stays positive in exact arithmetic from v ≥ τ² > 0; keep
+            // it so in floating point too.
+            let v_next = v_next.max(0.0);
+            *m = m_next as f32;
+            *v = v_next as f32;
+            let step = self.learning_rate * f64::from(*m) / (f64::from(*v).sqrt() + self.tau);
+            norm_sq += step * step;
+            *w += step as f32;
+        }
+        self.steps += 1;
+        norm_sq.sqrt()
+    }
+
+    fn state(&self) -> OptimizerState {
+        OptimizerState {
+            name: self.name().into(),
+            steps: self.steps,
+            vectors: vec![("m".into(), self.m.clone()), ("v".into(), self.v.clone())],
+        }
+    }
+
+    fn restore(&mut self, state: &OptimizerState) -> Result<(), String> {
+        check_name(self.name(), state)?;
+        let get = |name: &str| {
+            state
+                .vectors
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let (m, v) = (get("m"), get("v"));
+        if m.len() != v.len() {
+            return Err(format!(
+                "the checkpointed `{}` state has moments of lengths {} and {}",
+                self.name(),
+                m.len(),
+                v.len()
+            ));
+        }
+        self.m = m;
+        self.v = v;
+        self.steps = state.steps;
+        Ok(())
+    }
+}
+
+/// The names a configuration may give the server optimizer.
+pub const NAMES: [&str; 5] = ["fedavg", "fedavgm", "fedadagrad", "fedadam", "fedyogi"];
+
+/// What a configuration says of the server optimizer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerConfig {
+    /// One of [`NAMES`].
+    pub name: String,
+    /// Server learning rate η.
+    pub learning_rate: f64,
+    /// Momentum β of `fedavgm`.
+    pub momentum: f64,
+    /// β₁ of the adaptive optimizers.
+    pub beta1: f64,
+    /// β₂ of FedAdam and FedYogi.
+    pub beta2: f64,
+    /// τ of the adaptive optimizers.
+    pub tau: f64,
+}
+
+/// The server optimizer a configuration names (see [`NAMES`]).
+pub fn build(c: &OptimizerConfig) -> Result<Box<dyn ServerOptimizer>, String> {
+    let adaptive = |a| {
+        Ok(Box::new(AdaptiveOptimizer::new(
+            a,
+            c.learning_rate,
+            c.beta1,
+            c.beta2,
+            c.tau,
+        )) as Box<dyn ServerOptimizer>)
+    };
+    match c.name.as_str() {
+        "fedavg" => Ok(Box::new(FedAvg {
+            learning_rate: c.learning_rate,
+        })),
+        "fedavgm" => Ok(Box::new(FedAvgMomentum::new(c.learning_rate, c.momentum))),
+        "fedadagrad" => adaptive(Adaptivity::Adagrad),
+        "fedadam" => adaptive(Adaptivity::Adam),
+        "fedyogi" => adaptive(Adaptivity::Yogi),
         other => Err(format!(
-            "unknown server optimizer `{other}` (known: fedavg, fedavgm)"
+            "unknown server optimizer `{other}` (known: {})",
+            NAMES.join(", ")
         )),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fedavg_moves_by_the_scaled_mean() {
-        let mut o = FedAvg { learning_rate: 0.5 };
-        let mut w = vec![1.0f32, 2.0];
-        let norm = o.step(&mut w, &[4.0, -2.0], 2.0);
-        assert_eq!(w, vec![2.0, 1.5]);
-        assert!((norm - (1.0f64 + 0.25).sqrt()).abs() < 1e-12);
-    }
-
-    #[test]
-    fn momentum_accumulates_and_restores() {
-        let mut o = FedAvgMomentum::new(1.0, 0.5);
-        let mut w = vec![0.0f32];
-        o.step(&mut w, &[1.0], 1.0); // v = 1, w = 1
-        o.step(&mut w, &[1.0], 1.0); // v = 1.5, w = 2.5
-        assert_eq!(w, vec![2.5]);
-        let state = o.state();
-        let mut fresh = FedAvgMomentum::new(1.0, 0.5);
-        fresh.restore(&state).unwrap();
-        let (mut a, mut b) = (w.clone(), w.clone());
-        o.step(&mut a, &[0.0], 1.0);
-        fresh.step(&mut b, &[0.0], 1.0);
-        assert_eq!(a, b);
-        assert_eq!(a, vec![3.25]);
-        assert!(FedAvg { learning_rate: 1.0 }.restore(&state).is_err());
-        assert!(build("adam", 1.0, 0.9).is_err());
-    }
-}
+mod tests;

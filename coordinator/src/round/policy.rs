@@ -35,6 +35,10 @@ pub struct FederationPolicy {
     pub privacy: Option<PrivacyPolicy>,
     /// Bounds of the statistics contributions without DP.
     pub statistics: StatisticsPolicy,
+    /// Federated evaluation, if on.
+    pub evaluation: Option<EvaluationPolicy>,
+    /// What to do when the plan does not fit a site's declared terms.
+    pub site_budgets: super::budgets::SiteBudgetPolicy,
 }
 
 /// Secure aggregation settings.
@@ -47,7 +51,7 @@ pub struct SecAggPolicy {
 }
 
 /// Training settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TrainingPolicy {
     /// Local epochs per round.
     pub local_epochs: u32,
@@ -61,6 +65,76 @@ pub struct TrainingPolicy {
     pub clip_norm: f64,
     /// Adaptive clipping, if on.
     pub adaptive: Option<AdaptivePolicy>,
+    /// L2 weight decay of local training.
+    pub weight_decay: f64,
+    /// The initial model's parameters (`training.initial_model`), if given.
+    pub initial_model: Option<InitialModel>,
+}
+
+/// The tensors of a federation's initial model file, by name.
+#[derive(Clone)]
+pub struct InitialModel(pub std::sync::Arc<Vec<(tessera_model::TensorSpec, Vec<f32>)>>);
+
+impl InitialModel {
+    /// From a layout and its flat vector.
+    pub fn new(layout: Vec<tessera_model::TensorSpec>, params: &[f32]) -> Self {
+        let mut at = 0;
+        let tensors = layout
+            .into_iter()
+            .map(|t| {
+                let n = t.len();
+                let values = params[at..at + n].to_vec();
+                at += n;
+                (t, values)
+            })
+            .collect();
+        Self(std::sync::Arc::new(tensors))
+    }
+
+    /// The flat vector of `layout` made of these tensors, or why not (a tensor
+    /// missing, another shape, one too many).
+    pub fn params_for(&self, layout: &[tessera_model::TensorSpec]) -> Result<Vec<f32>, String> {
+        if self.0.len() != layout.len() {
+            return Err(format!(
+                "the initial model has {} tensors, the model {}",
+                self.0.len(),
+                layout.len()
+            ));
+        }
+        let mut out = Vec::with_capacity(tessera_model::layout::total_len(layout));
+        for t in layout {
+            let (have, values) = self
+                .0
+                .iter()
+                .find(|(h, _)| h.name == t.name)
+                .ok_or_else(|| format!("the initial model has no tensor {:?}", t.name))?;
+            if have.shape != t.shape {
+                return Err(format!(
+                    "the initial model's {:?} has shape {:?}, the model needs {:?}",
+                    t.name, have.shape, t.shape
+                ));
+            }
+            out.extend_from_slice(values);
+        }
+        Ok(out)
+    }
+}
+
+impl std::fmt::Debug for InitialModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "InitialModel({} tensors)", self.0.len())
+    }
+}
+
+/// Federated evaluation (see `kinds::Evaluation`).
+#[derive(Debug, Clone, Copy)]
+pub struct EvaluationPolicy {
+    /// Evaluate after every this many training rounds, and after the last.
+    pub every: u32,
+    /// With DP: noise multiplier of the sums.
+    pub noise_multiplier: f64,
+    /// The public terms every site is announced.
+    pub terms: tessera_model::EvalTerms,
 }
 
 /// Adaptive clipping (Andrew et al. 2021).
@@ -117,5 +191,21 @@ impl FederationPolicy {
     /// Whether differential privacy is on.
     pub fn dp(&self) -> bool {
         self.privacy.is_some()
+    }
+
+    /// Whether the model of training round `t` is evaluated: every
+    /// `evaluation.every` rounds, and the last planned one (of `planned`).
+    pub fn evaluates_after(&self, t: u32, planned: u32) -> bool {
+        match &self.evaluation {
+            Some(e) if t > 0 => t.is_multiple_of(e.every.max(1)) || t >= planned,
+            _ => false,
+        }
+    }
+
+    /// How many evaluation releases `planned` training rounds make.
+    pub fn planned_evaluations(&self, planned: u32) -> u32 {
+        (1..=planned)
+            .filter(|&t| self.evaluates_after(t, planned))
+            .count() as u32
     }
 }

@@ -92,6 +92,7 @@ fn run(mut settings: Settings, sites: usize, model_len: usize) -> Run {
             mean: vec![0.0; 2],
             std: vec![1.0; 2],
             indicator: vec![false; 2],
+            target: None,
         }),
         ..Resume::default()
     };

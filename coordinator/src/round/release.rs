@@ -4,7 +4,6 @@
 
 use std::time::Instant;
 
-use tessera_model::RoundKind;
 use tessera_privacy::PrivacyEvent;
 use tessera_proto::v1::{self, coordinator_message::Body as Out};
 
@@ -83,7 +82,7 @@ impl FederationMachine {
             .collect();
         let summary = RoundSummary {
             round: agg.round,
-            training_round: (agg.kind == RoundKind::Training).then_some(agg.training_round),
+            training_round: agg.kind.sends_model().then_some(agg.training_round),
             kind: agg.kind,
             cohort: cohort.clone(),
             contributors: contributor_names.clone(),
@@ -114,6 +113,9 @@ impl FederationMachine {
             model: self.model.as_deref(),
             preprocessor: self.preprocessor.as_ref(),
             clip_norm: self.clip_norm,
+            completed_training: self.completed_training,
+            evaluated_through: self.evaluated_through,
+            planned: self.rounds,
         };
         let released = match spec.release(&state, self.optimizer.as_mut(), &facts, decoded) {
             Ok(r) => r,
@@ -134,14 +136,16 @@ impl FederationMachine {
             .into_iter()
             .map(|name| (name, EXCLUSION_REASON.to_owned()))
             .collect();
+        let evaluated = released.evaluation.is_some().then_some(agg.training_round);
         self.outputs.push_back(Output::Commit(Box::new(Commit {
             excluded,
             summary,
             privacy: ledger_entry,
-            checkpoint: Some(released.checkpoint),
+            checkpoint: released.checkpoint,
             preprocessing: released.preprocessor.clone(),
             epsilon_after,
             update_norm: released.update_norm,
+            evaluation: released.evaluation,
         })));
         self.state = State::Committing(Box::new(PendingRelease {
             round: agg.round,
@@ -153,6 +157,7 @@ impl FederationMachine {
             contributors: contributors.len() as u32,
             epsilon_after,
             next_clip_norm: released.next_clip_norm,
+            evaluated,
         }));
     }
 
@@ -187,6 +192,9 @@ impl FederationMachine {
         if p.training {
             self.completed_training += 1;
         }
+        if let Some(t) = p.evaluated {
+            self.evaluated_through = self.evaluated_through.max(t);
+        }
         self.failed_in_row = 0;
         for name in &p.cohort {
             if self.sessions.contains_key(name) {
@@ -202,8 +210,9 @@ impl FederationMachine {
                 );
             }
         }
-        let planned = self.policy.rounds;
-        if self.completed_training >= planned {
+        let planned = self.rounds;
+        // After the last training round, its evaluation (if any) still runs.
+        if self.completed_training >= planned && !self.round_state().evaluation_due() {
             self.finish(format!("all {planned} planned rounds completed"), true);
             return;
         }

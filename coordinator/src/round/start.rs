@@ -44,6 +44,8 @@ impl FederationMachine {
         let training_round = match kind {
             RoundKind::Statistics => 0,
             RoundKind::Training => self.completed_training + 1,
+            // The model of the last released training round.
+            RoundKind::Evaluation => self.completed_training,
         };
         let min_cohort = policy.min_cohort();
         // Cohort selection. Under Poisson sampling a draw below the minimum is
@@ -108,7 +110,7 @@ impl FederationMachine {
             let eps_ref = privacy.max_epsilon.unwrap_or(DEFAULT_SLACK_EPSILON);
             if !tessera_privacy::sampling::negligible(
                 next_event.tv_slack(),
-                policy.rounds + 1,
+                self.planned_releases(),
                 privacy.delta,
                 eps_ref,
             ) {
@@ -226,7 +228,7 @@ impl FederationMachine {
         );
         self.outputs.push_back(Output::RoundStarted(RoundSummary {
             round,
-            training_round: (kind == RoundKind::Training).then_some(training_round),
+            training_round: kind.sends_model().then_some(training_round),
             kind,
             cohort: cohort.clone(),
             contributors: vec![],
@@ -262,8 +264,8 @@ impl FederationMachine {
                 },
             })
             .collect();
-        let model_chunks = match (kind, &self.model) {
-            (RoundKind::Training, Some(m)) => chunk::split(round, ChunkPurpose::Model, m),
+        let model_chunks = match (kind.sends_model(), &self.model) {
+            (true, Some(m)) => chunk::split(round, ChunkPurpose::Model, m),
             _ => Vec::new(),
         };
         let t = &policy.training;
@@ -272,13 +274,14 @@ impl FederationMachine {
                 round,
                 kind,
                 training_round,
-                planned_rounds: policy.rounds,
+                planned_rounds: self.rounds,
                 dimension: dim as u64,
                 training: TrainingSettings {
                     local_epochs: t.local_epochs,
                     learning_rate: t.learning_rate,
                     batch_size: t.batch_size,
                     shuffle_seed: t.seed ^ round.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                    weight_decay: t.weight_decay,
                 },
                 privacy: terms,
                 secagg: secure_params.as_ref().map(|p| SecAggSetup {
@@ -298,6 +301,10 @@ impl FederationMachine {
                     (Some(p), RoundKind::Statistics) => Some(p.statistics_bounds.clone()),
                     _ => None,
                 },
+                evaluation: match (&policy.evaluation, kind) {
+                    (Some(e), RoundKind::Evaluation) => Some(e.terms),
+                    _ => None,
+                },
             };
             self.send(
                 name,
@@ -314,7 +321,7 @@ impl FederationMachine {
     pub(super) fn send(&mut self, to: &str, body: Out) {
         self.outputs.push_back(Output::Send {
             to: to.to_owned(),
-            message: CoordinatorMessage { body: Some(body) },
+            message: Box::new(CoordinatorMessage { body: Some(body) }),
         });
     }
 
@@ -328,8 +335,8 @@ impl FederationMachine {
         let eps_ref = dp
             .and_then(|p| p.max_epsilon)
             .unwrap_or(DEFAULT_SLACK_EPSILON);
-        // The planned training rounds and the statistics release.
-        let planned = self.policy.rounds + 1;
+        // The planned releases: training rounds, statistics, evaluations.
+        let planned = self.planned_releases();
         let mut last_error = String::new();
         for bits in [layout.modulus_bits, 64] {
             let encoding = match FixedPoint::for_sum(layout.max_abs_sum(), bits)
@@ -374,6 +381,12 @@ impl FederationMachine {
         Err(last_error)
     }
 
+    /// How many releases the plan makes: the training rounds, the statistics
+    /// and the evaluations (for the share of δ each may take as slack).
+    fn planned_releases(&self) -> u32 {
+        self.rounds + 1 + self.policy.planned_evaluations(self.rounds)
+    }
+
     /// Under Poisson sampling with DP, the least cohort that keeps enough
     /// contributors after the tolerated dropouts (None otherwise).
     pub(super) fn sampled_cohort_margin(&self, kind: RoundKind) -> Option<u64> {
@@ -398,7 +411,7 @@ impl FederationMachine {
         warn!(round, kind = kind.as_str(), %reason, "round failed; nothing was released");
         self.outputs.push_back(Output::RoundAborted(RoundSummary {
             round,
-            training_round: (kind == RoundKind::Training).then_some(training_round),
+            training_round: kind.sends_model().then_some(training_round),
             kind,
             cohort: cohort.to_vec(),
             contributors: vec![],

@@ -45,7 +45,7 @@ pub fn write_checkpoint(
     let path = dir.join(checkpoint_file_name(training_round));
     let bytes = model.to_bytes().map_err(|source| StoreError::Model {
         path: path.clone(),
-        source,
+        source: Box::new(source),
     })?;
     write_checkpoint_bytes(dir, training_round, &bytes)
 }

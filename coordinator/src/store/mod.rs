@@ -36,8 +36,8 @@ pub use checkpoints::{
 };
 pub use ledger::{LedgerRow, NewLedgerRow};
 pub use report::{
-    GUARANTEE, LedgerReport, LedgerReportRow, StatusReport, format_utc_ms, ledger_report,
-    status_report,
+    EvaluationRecord, GUARANTEE, LedgerReport, LedgerReportRow, META_EVALUATION, StatusReport,
+    format_utc_ms, ledger_report, status_report,
 };
 pub use rounds::{RoundRecord, RoundStatus};
 
@@ -233,7 +233,7 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
         /// The cause.
-        source: tessera_model::ModelError,
+        source: Box<tessera_model::ModelError>,
     },
     /// The privacy accountant failed on the ledger's events.
     #[error("privacy accounting of the ledger in {path}: {source}")]
@@ -261,6 +261,27 @@ pub struct LiveStatus {
     pub pid: u32,
     /// When this was written (ms since the Unix epoch).
     pub updated_at_ms: i64,
+    /// The privacy terms connected sites declared when they joined.
+    #[serde(default)]
+    pub site_budgets: Vec<SiteBudgetStatus>,
+}
+
+/// A connected site's own privacy terms, as it declared them on joining
+/// (its policy and its ledger's total then; never data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteBudgetStatus {
+    /// Certificate name.
+    pub name: String,
+    /// Its own budget, if it has one.
+    pub max_epsilon: Option<f64>,
+    /// δ of its ε.
+    pub delta: f64,
+    /// Least noise multiplier it accepts.
+    pub min_noise_multiplier: Option<f64>,
+    /// ε its ledger had counted when it joined.
+    pub epsilon_spent: f64,
+    /// It declined a round for its budget and sits the rest out.
+    pub exhausted: bool,
 }
 
 /// A participant the coordinator has seen.

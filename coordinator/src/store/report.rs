@@ -267,6 +267,26 @@ pub struct StatusReport {
     pub epsilon_remaining: Option<f64>,
     /// The latest checkpoint.
     pub last_checkpoint: Option<Checkpoint>,
+    /// The latest federated evaluation's global metrics.
+    pub last_evaluation: Option<EvaluationRecord>,
+}
+
+/// Store meta key of the latest federated evaluation (JSON of
+/// [`EvaluationRecord`]).
+pub const META_EVALUATION: &str = "evaluation";
+
+/// A released federated evaluation: the global metrics of the cohort's sums
+/// (never one site's own figures).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EvaluationRecord {
+    /// Aggregation number.
+    pub round: u64,
+    /// The training round of the model evaluated.
+    pub training_round: u32,
+    /// Sites whose sums are in it.
+    pub contributors: usize,
+    /// The metrics.
+    pub metrics: tessera_model::EvalMetrics,
 }
 
 /// Reads the federation's status from the store: live state written by the
@@ -299,6 +319,9 @@ pub fn status_report(
         target_epsilon,
         epsilon_remaining: target_epsilon.map(|t| (t - epsilon_spent).max(0.0)),
         last_checkpoint: store.latest_checkpoint()?,
+        last_evaluation: store
+            .meta(META_EVALUATION)?
+            .and_then(|json| serde_json::from_str(&json).ok()),
     })
 }
 
@@ -333,6 +356,22 @@ impl fmt::Display for StatusReport {
                     "status written at:   {}",
                     format_utc_ms(live.updated_at_ms)
                 )?;
+                for b in &live.site_budgets {
+                    let max = b
+                        .max_epsilon
+                        .map_or_else(|| "no budget".to_owned(), |m| format!("ε ≤ {m}"));
+                    let min = b
+                        .min_noise_multiplier
+                        .map_or_else(String::new, |m| format!(", σ ≥ {m}"));
+                    writeln!(
+                        f,
+                        "site {:<14} {max} at δ = {} ({:.4} spent when it joined{min}){}",
+                        b.name,
+                        b.delta,
+                        b.epsilon_spent,
+                        if b.exhausted { "; budget spent" } else { "" }
+                    )?;
+                }
             }
             None => writeln!(f, "current round:       - (no live status recorded)")?,
         }
@@ -348,6 +387,15 @@ impl fmt::Display for StatusReport {
             writeln!(f, "last released:       aggregation {r}{train}")?;
         }
         writeln!(f, "participants seen:   {}", self.participants_seen)?;
+        if let Some(e) = &self.last_evaluation {
+            writeln!(
+                f,
+                "last evaluation:     training round {} over {} sites: {}",
+                e.training_round,
+                e.contributors,
+                e.metrics.summary()
+            )?;
+        }
         writeln!(
             f,
             "epsilon spent:       {:.6} at delta = {:e}",

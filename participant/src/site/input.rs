@@ -1,24 +1,35 @@
 //! The site's contribution to an accepted round, computed from its data:
-//! the statistics vector or the clipped training update, encoded in fixed
-//! point.
+//! the statistics vector, the clipped training update, or the evaluation
+//! sums of its held-out rows, encoded in fixed point.
 //!
 //! Once a site has accepted a round, nothing about its data may make it
 //! leave: a dropout that happens only for some data tells the coordinator
 //! something about that data. So every failure here (a non-finite update, a
-//! model that will not load, a value the encoding refuses) becomes the
-//! plan's [`zero vector`](RoundPlan::zero_vector), with the detail in the
-//! site's own log.
+//! model that will not load, a value the encoding refuses, an external
+//! trainer that fails) becomes the plan's [`zero vector`](RoundPlan::zero_vector),
+//! with the detail in the site's own log. The released sum then does not
+//! depend on this site's data at all in that round, so (without adaptive
+//! clipping, whose bit is not zero) the site does not count the round in its
+//! own ledger: its individual privacy loss there is zero (individual
+//! accounting as in Feldman & Zrnic 2021, "Individual Privacy Accounting via
+//! a Rényi Filter", whose filter the site's own budget is).
 
 use rand::rand_core::CryptoRng;
-use tessera_model::{Dataset, LocalStats, TaskSpec, TrainingSettings};
+use tessera_model::{Dataset, LocalStats, Objective, TaskSpec, TrainingSettings};
 use tracing::{debug, warn};
 
 use super::terms::{RoundKind, RoundPlan};
-use crate::trainer::Trainer;
+use crate::trainer::{TrainJob, Trainer};
 
 /// The statistics vector of a statistics round: bounded and clipped under
-/// DP, exact otherwise.
-pub(crate) fn statistics(data: &Dataset, plan: &RoundPlan) -> Result<Vec<f64>, String> {
+/// DP, exact otherwise. Its columns are the task's statistics columns (the
+/// features, and a standardised regression target).
+pub(crate) fn statistics(
+    task: &TaskSpec,
+    data: &Dataset,
+    plan: &RoundPlan,
+) -> Result<Vec<f64>, String> {
+    let data = &LocalStats::columns_for(data, task);
     let mut v = match &plan.bounds {
         Some(b) => {
             let mut v = LocalStats::compute_bounded(data, b)
@@ -52,6 +63,7 @@ pub(crate) fn training(
     plan: &RoundPlan,
     global: &[f32],
     settings: &TrainingSettings,
+    round: u32,
 ) -> Result<Vec<f64>, String> {
     let pre = plan
         .preprocessor
@@ -65,7 +77,14 @@ pub(crate) fn training(
         ));
     }
     let local = trainer
-        .train(task, pre, data, global, settings)
+        .train(&TrainJob {
+            task,
+            pre,
+            data,
+            global,
+            settings,
+            round,
+        })
         .map_err(|e| e.to_string())?;
     if local.len() != global.len() {
         return Err(format!(
@@ -101,6 +120,52 @@ pub(crate) fn training(
     Ok(update)
 }
 
+/// The evaluation sums of the site's held-out rows under the global model
+/// (an empty vector of rows contributes zeros); bounded by construction and,
+/// under DP, clipped like the statistics.
+pub(crate) fn evaluation(
+    trainer: &mut dyn Trainer,
+    task: &TaskSpec,
+    held_out: Option<&Dataset>,
+    plan: &RoundPlan,
+    global: &[f32],
+) -> Result<Vec<f64>, String> {
+    let (layout, max_rows) = plan.evaluation.ok_or("no evaluation terms in the plan")?;
+    let pre = plan
+        .preprocessor
+        .as_ref()
+        .ok_or("no preprocessing in the plan")?;
+    let Some(data) = held_out.filter(|d| d.n_rows() > 0) else {
+        debug!("no held-out rows: the evaluation sums are zero");
+        return Ok(vec![0.0; plan.dimension]);
+    };
+    let mut outputs = trainer
+        .predict(task, pre, data, global)
+        .map_err(|e| e.to_string())?;
+    if outputs.nrows() != data.n_rows() || outputs.ncols() != task.objective().outputs() {
+        return Err(format!(
+            "{} × {} outputs for {} rows",
+            outputs.nrows(),
+            outputs.ncols(),
+            data.n_rows()
+        ));
+    }
+    if let (Objective::Regression, Some(t)) = (task.objective(), pre.target) {
+        // Errors in the target's own units, where its public range is.
+        outputs.mapv_inplace(|z| t.inverse(z));
+    }
+    if outputs.iter().any(|v| !v.is_finite()) {
+        return Err("the model's outputs are not finite".into());
+    }
+    let mut v = layout.contribution(&outputs, &data.y, max_rows);
+    if let Some(clip) = plan.clip_to {
+        let outcome = tessera_privacy::clip_l2(&mut v, clip).map_err(|e| e.to_string())?;
+        debug!(clipped = outcome.scaled, "evaluation sums clipped");
+    }
+    check_len(&v, plan)?;
+    Ok(v)
+}
+
 fn check_len(v: &[f64], plan: &RoundPlan) -> Result<(), String> {
     if v.len() != plan.dimension {
         return Err(format!(
@@ -112,6 +177,15 @@ fn check_len(v: &[f64], plan: &RoundPlan) -> Result<(), String> {
     Ok(())
 }
 
+/// An encoded contribution, and whether it is the plan's zero vector in
+/// place of one that could not be computed.
+pub(crate) struct Encoded {
+    /// The encoded vector.
+    pub(crate) values: Vec<u64>,
+    /// It replaced a contribution that could not be computed.
+    pub(crate) fallback: bool,
+}
+
 /// Encodes the computed vector; on any failure (computing or encoding it)
 /// logs the detail locally and encodes the plan's zero vector instead.
 pub(crate) fn encode_or_zero(
@@ -119,14 +193,17 @@ pub(crate) fn encode_or_zero(
     plan: &RoundPlan,
     computed: Result<Vec<f64>, String>,
     rng: &mut dyn CryptoRng,
-) -> Vec<u64> {
+) -> Encoded {
     let encoded = computed.and_then(|v| {
         plan.encoding
             .encode(&v, rng)
             .map_err(|e| format!("the vector does not fit the announced encoding: {e}"))
     });
     match encoded {
-        Ok(e) => e,
+        Ok(values) => Encoded {
+            values,
+            fallback: false,
+        },
         Err(detail) => {
             warn!(
                 round,
@@ -136,9 +213,14 @@ pub(crate) fn encode_or_zero(
             );
             // The zero vector fits every encoding the terms check accepts
             // (zeros, and ±1/2 with at least one fractional bit).
-            plan.encoding
+            let values = plan
+                .encoding
                 .encode(&plan.zero_vector(), rng)
-                .unwrap_or_else(|_| vec![0; plan.dimension])
+                .unwrap_or_else(|_| vec![0; plan.dimension]);
+            Encoded {
+                values,
+                fallback: true,
+            }
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod terms;
 use std::collections::VecDeque;
 
 use rand::rand_core::CryptoRng;
+use tessera_model::round::SiteBudget;
 use tessera_model::{Announcement, Dataset, RoundKind, TaskSpec};
 use tessera_proto::chunk::Assembler;
 use tessera_proto::reasons::{decline_text, reject_text};
@@ -42,7 +43,7 @@ use tessera_proto::v1::{
 };
 use tracing::{debug, info, warn};
 
-use crate::config::{LimitsSection, SitePrivacySection};
+use crate::config::{EvaluationSection, LimitsSection, SitePrivacySection};
 use crate::data::LocalData;
 use crate::ledger::{Contribution, LedgerStore};
 use crate::signing::KeySigning;
@@ -98,6 +99,8 @@ pub struct SitePolicy {
     pub limits: LimitsSection,
     /// Columns a task may name (None: any).
     pub allowed_columns: Option<Vec<String>>,
+    /// Which rows are held out for federated evaluation.
+    pub evaluation: EvaluationSection,
 }
 
 /// What a site machine is made of.
@@ -127,6 +130,8 @@ struct RoundState {
     plan: RoundPlan,
     model: Option<Assembler<f32>>,
     input: Option<Vec<u64>>,
+    /// The input is the zero vector in place of one that could not be computed.
+    fallback: bool,
     secure: SecureState,
     sent: bool,
 }
@@ -144,6 +149,8 @@ pub struct Site {
     name: String,
     task: Option<TaskSpec>,
     dataset: Option<Dataset>,
+    /// Rows held out for federated evaluation.
+    held_out: Option<Dataset>,
     round: Option<RoundState>,
     actions: VecDeque<Action>,
 }
@@ -172,19 +179,43 @@ impl Site {
             name: String::new(),
             task: None,
             dataset: None,
+            held_out: None,
             round: None,
             actions: VecDeque::new(),
         }
     }
 
-    /// The first message of every session.
+    /// The first message of every session, without terms of the site's
+    /// own (see [`Site::hello_with_budget`]).
     pub fn hello() -> ParticipantMessage {
         ParticipantMessage {
             body: Some(Out::Hello(v1::Hello {
                 protocol_version: tessera_proto::PROTOCOL_VERSION,
                 software: concat!("tessera-participant ", env!("CARGO_PKG_VERSION")).into(),
+                budget: None,
             })),
         }
+    }
+
+    /// The first message of this site's sessions: the hello with its own
+    /// privacy terms (its budget, minimum noise, whether it requires
+    /// privacy, and its ledger's ε so far), so the coordinator can check its
+    /// plan before the first round. Policy and ledger totals only; nothing
+    /// here comes from the data.
+    pub fn hello_with_budget(&self) -> ParticipantMessage {
+        let p = &self.policy.privacy;
+        let budget = SiteBudget {
+            max_epsilon: p.max_epsilon,
+            delta: p.delta,
+            min_noise_multiplier: p.min_noise_multiplier,
+            epsilon_spent: self.ledger.epsilon(p.delta).unwrap_or(0.0),
+            require_privacy: p.require_privacy,
+        };
+        let mut hello = Self::hello();
+        if let Some(Out::Hello(h)) = hello.body.as_mut() {
+            h.budget = Some(tessera_proto::round::budget_to_wire(&budget));
+        }
+        hello
     }
 
     /// The site's own ledger.
@@ -303,8 +334,11 @@ impl Site {
             Err((code, detail)) => return self.reject(code, detail),
         };
         if self.dataset.is_none() || self.task.as_ref() != Some(&task) {
-            match task::load_data(&self.data, &task) {
-                Ok(ds) => self.dataset = Some(ds),
+            match task::load_split(&self.data, &task, &self.policy) {
+                Ok((ds, held_out)) => {
+                    self.dataset = Some(ds);
+                    self.held_out = held_out;
+                }
                 Err((code, detail)) => return self.reject(code, detail),
             }
         }
@@ -440,7 +474,9 @@ impl Site {
             training_round = a.training_round,
             "round accepted"
         );
-        let model = (plan.kind == RoundKind::Training)
+        let model = plan
+            .kind
+            .sends_model()
             .then(|| Assembler::new(round, ChunkPurpose::Model, plan.model_len));
         let at_accept = input::computed_at_accept(&plan);
         self.round = Some(RoundState {
@@ -448,6 +484,7 @@ impl Site {
             plan,
             model,
             input: None,
+            fallback: false,
             secure,
             sent: false,
         });
@@ -455,13 +492,13 @@ impl Site {
             let (Some(data), Some(r)) = (self.dataset.as_ref(), self.round.as_mut()) else {
                 return;
             };
-            let computed = input::statistics(data, &r.plan);
-            r.input = Some(input::encode_or_zero(
-                round,
-                &r.plan,
-                computed,
-                &mut self.rng,
-            ));
+            let Some(task) = self.task.as_ref() else {
+                return;
+            };
+            let computed = input::statistics(task, data, &r.plan);
+            let encoded = input::encode_or_zero(round, &r.plan, computed, &mut self.rng);
+            r.input = Some(encoded.values);
+            r.fallback = encoded.fallback;
         }
         self.maybe_send_input();
     }
@@ -496,20 +533,27 @@ impl Site {
                 let (Some(task), Some(data)) = (self.task.as_ref(), self.dataset.as_ref()) else {
                     return;
                 };
-                let computed = input::training(
-                    self.trainer.as_mut(),
-                    task,
-                    data,
-                    &r.plan,
-                    &global,
-                    &r.announce.training,
-                );
-                r.input = Some(input::encode_or_zero(
-                    round,
-                    &r.plan,
-                    computed,
-                    &mut self.rng,
-                ));
+                let computed = match r.plan.kind {
+                    RoundKind::Evaluation => input::evaluation(
+                        self.trainer.as_mut(),
+                        task,
+                        self.held_out.as_ref(),
+                        &r.plan,
+                        &global,
+                    ),
+                    _ => input::training(
+                        self.trainer.as_mut(),
+                        task,
+                        data,
+                        &r.plan,
+                        &global,
+                        &r.announce.training,
+                        r.announce.training_round,
+                    ),
+                };
+                let encoded = input::encode_or_zero(round, &r.plan, computed, &mut self.rng);
+                r.input = Some(encoded.values);
+                r.fallback = encoded.fallback;
                 self.maybe_send_input();
             }
             Err(e) => {

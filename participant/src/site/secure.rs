@@ -161,7 +161,18 @@ impl Site {
             return;
         }
         // Write-ahead: the site's ledger row is durable before anything leaves.
-        if r.plan.private {
+        // A zero vector sent in place of a contribution that could not be
+        // computed does not depend on the data: the site's privacy loss in
+        // this round is zero, and the round is not counted (see `input`).
+        // With adaptive clipping its bit is −1/2, not zero: counted.
+        let uncounted = r.fallback && !r.plan.adaptive;
+        if uncounted {
+            info!(
+                round = r.announce.round,
+                "this site contributes nothing of its data to the round; its own ledger does not count it"
+            );
+        }
+        if r.plan.private && !uncounted {
             let contribution = self.contribution(&r.announce, &r.plan);
             if let Err(e) = self.ledger.record(&contribution) {
                 return self.abandon(format!("cannot write the site ledger: {e}"));

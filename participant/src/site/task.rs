@@ -8,7 +8,7 @@
 //! column before it opens its file, and every refusal reaches the
 //! coordinator only as a [`RejectCode`]; the detail stays in the site's log.
 
-use tessera_model::{Dataset, TaskSpec};
+use tessera_model::{Dataset, TaskKind, TaskSpec};
 use tessera_proto::v1::{self, RejectCode};
 use tracing::info;
 
@@ -43,6 +43,37 @@ pub(crate) fn accept(policy: &SitePolicy, wire: &v1::TaskSpec) -> Result<TaskSpe
         }
     }
     Ok(task)
+}
+
+/// The site's data for `task` split into the rows it trains on and the rows it
+/// holds out for federated evaluation (`[evaluation]`: a separate file, or a
+/// seeded fraction stratified by class; none otherwise).
+pub(crate) fn load_split(
+    data: &LocalData,
+    task: &TaskSpec,
+    policy: &SitePolicy,
+) -> Result<(Dataset, Option<Dataset>), Refusal> {
+    let all = load_data(data, task)?;
+    if let Some(held) = &data.held_out {
+        let held = load_data(held, task)?;
+        return Ok((all, Some(held)));
+    }
+    let e = &policy.evaluation;
+    if e.fraction <= 0.0 {
+        return Ok((all, None));
+    }
+    // Stratified by class; a regression's rows are one group.
+    let keys: Vec<u32> = match task.kind {
+        TaskKind::Regression { .. } => vec![0; all.n_rows()],
+        _ => all.y.iter().map(|v| *v as u32).collect(),
+    };
+    let (train, test) = tessera_model::split::stratified_holdout(&keys, e.fraction, e.seed);
+    info!(
+        train = train.len(),
+        held_out = test.len(),
+        "rows held out for federated evaluation"
+    );
+    Ok((all.select(&train), Some(all.select(&test))))
 }
 
 /// The site's data for `task`, parsed from what the shell loaded.

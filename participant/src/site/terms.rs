@@ -15,13 +15,16 @@
 //!   bounds and sensitivity of private statistics;
 //! - secure aggregation, when the site requires it;
 //! - that the dimension, the preprocessing and the model length are what the
-//!   task implies;
+//!   task implies (for an evaluation round, what the announced evaluation terms
+//!   imply), and that the announced weight decay is a sane number;
 //! - that the fixed-point encoding carries the clipped contribution without
 //!   overflow, leaves room for the rounding slack, and keeps the noise at or
 //!   above [`tessera_privacy::MIN_NOISE_UNITS`] integer units.
 
 use tessera_model::round::AdaptiveTerms;
-use tessera_model::{Announcement, LocalStats, Preprocessor, PrivacyTerms, StatsBounds, TaskSpec};
+use tessera_model::{
+    Announcement, EvalLayout, LocalStats, Preprocessor, PrivacyTerms, StatsBounds, TaskSpec,
+};
 use tessera_privacy::MIN_NOISE_UNITS;
 use tessera_proto::round::AnnouncementError;
 use tessera_proto::v1::DeclineCode;
@@ -33,6 +36,10 @@ use super::SitePolicy;
 
 /// Relative tolerance of announced figures the site recomputes (sensitivity, σ_eff).
 pub const RELATIVE_TOLERANCE: f64 = 1e-9;
+
+/// Largest weight decay a site accepts (a larger one is not a training setting,
+/// it is a way to zero the model).
+pub const MAX_WEIGHT_DECAY: f64 = 100.0;
 
 /// Why the site declines a round: a fixed code for the wire and a detail
 /// for its own log.
@@ -100,6 +107,8 @@ pub struct RoundPlan {
     pub model_len: u64,
     /// Total-variation slack of the round's discretised noise (0 without DP).
     pub tv_slack: f64,
+    /// An evaluation round: the vector's layout and the row cap it weights to.
+    pub evaluation: Option<(EvalLayout, f64)>,
 }
 
 impl RoundPlan {
@@ -138,6 +147,7 @@ pub fn check(policy: &SitePolicy, task: &TaskSpec, a: &Announcement) -> Result<R
     let kind = a.kind;
     check_limits(policy, task, a)?;
     let n_features = task.features.len();
+    let n_statistics = task.statistics_columns().len();
     let terms = a.privacy;
     let p = &policy.privacy;
     let private = terms.enabled;
@@ -167,10 +177,11 @@ pub fn check(policy: &SitePolicy, task: &TaskSpec, a: &Announcement) -> Result<R
 
     // The task's shape: dimension, bounds, preprocessing, model length.
     let dimension = a.dimension;
+    let mut evaluation = None;
     let (bounds, preprocessor, model_len, clip_norm) = match kind {
         RoundKind::Statistics => {
-            let bounds = statistics_bounds(a, n_features, private)?;
-            let expected = LocalStats::vector_len(n_features) as u64;
+            let bounds = statistics_bounds(a, n_statistics, private)?;
+            let expected = LocalStats::vector_len(n_statistics) as u64;
             if dimension != expected {
                 return decline(
                     D::LimitsExceeded,
@@ -179,7 +190,7 @@ pub fn check(policy: &SitePolicy, task: &TaskSpec, a: &Announcement) -> Result<R
             }
             let clip_norm = match (&bounds, private) {
                 (Some(b), true) => {
-                    let sensitivity = tessera_model::l2_sensitivity(b, n_features);
+                    let sensitivity = tessera_model::l2_sensitivity(b, n_statistics);
                     if !same(terms.clip_norm, sensitivity) {
                         return decline(
                             D::InvalidTerms,
@@ -196,8 +207,9 @@ pub fn check(policy: &SitePolicy, task: &TaskSpec, a: &Announcement) -> Result<R
             (bounds, None, 0, clip_norm)
         }
         RoundKind::Training => {
-            let pre = preprocessing(a, n_features)?;
-            let params = tessera_model::model::num_params(task.model, pre.output_dim()) as u64;
+            let pre = preprocessing(a, task, n_features)?;
+            check_weight_decay(a.training.weight_decay)?;
+            let params = task.num_params(pre.output_dim()) as u64;
             let expected = params.saturating_add(u64::from(adaptive));
             if dimension != expected {
                 return decline(
@@ -220,13 +232,48 @@ pub fn check(policy: &SitePolicy, task: &TaskSpec, a: &Announcement) -> Result<R
             }
             (None, Some(pre), params, terms.clip_norm)
         }
+        RoundKind::Evaluation => {
+            let pre = preprocessing(a, task, n_features)?;
+            let params = task.num_params(pre.output_dim()) as u64;
+            let (layout, max_rows) = evaluation_terms(a, task)?;
+            if dimension != layout.len() as u64 {
+                return decline(
+                    D::LimitsExceeded,
+                    format!(
+                        "evaluation of dimension {dimension}, the task and its terms imply {}",
+                        layout.len()
+                    ),
+                );
+            }
+            let sensitivity = layout.sensitivity(max_rows);
+            if private && !same(terms.clip_norm, sensitivity) {
+                return decline(
+                    D::InvalidTerms,
+                    format!(
+                        "announced sensitivity {} differs from {sensitivity}, the evaluation terms' own",
+                        terms.clip_norm
+                    ),
+                );
+            }
+            evaluation = Some((layout, max_rows));
+            (None, Some(pre), params, sensitivity)
+        }
     };
     let dimension = dimension as usize;
 
     let encoding = encoding_of(a)?;
-    let clip_to = check_encoding(
-        encoding, kind, private, adaptive, clip_norm, &bounds, dimension, model_len,
-    )?;
+    let largest = match kind {
+        RoundKind::Training if adaptive => Some(clip_norm.max(0.5)),
+        RoundKind::Training => Some(clip_norm),
+        RoundKind::Statistics => bounds.as_ref().map(|b| b.max_rows),
+        RoundKind::Evaluation => evaluation.map(|(_, m)| m),
+    };
+    let clipped_len = match kind {
+        RoundKind::Training => Some(model_len as usize),
+        RoundKind::Statistics | RoundKind::Evaluation if private => Some(dimension),
+        RoundKind::Statistics | RoundKind::Evaluation => None,
+    };
+    let clip_to = check_encoding(encoding, adaptive, clip_norm, largest, clipped_len)?;
     let tv_slack = if private {
         noise_slack(encoding, &terms, adaptive, clip_norm, dimension)?
     } else {
@@ -245,7 +292,43 @@ pub fn check(policy: &SitePolicy, task: &TaskSpec, a: &Announcement) -> Result<R
         preprocessor,
         model_len,
         tv_slack,
+        evaluation,
     })
+}
+
+/// The weight decay of a training round: finite, non-negative, at most
+/// [`MAX_WEIGHT_DECAY`].
+fn check_weight_decay(decay: f64) -> Result<(), Decline> {
+    if decay.is_finite() && (0.0..=MAX_WEIGHT_DECAY).contains(&decay) {
+        Ok(())
+    } else {
+        decline(
+            DeclineCode::InvalidTerms,
+            format!("weight decay {decay} is not in [0, {MAX_WEIGHT_DECAY}]"),
+        )
+    }
+}
+
+/// The announced terms of an evaluation round, checked against the task: a
+/// row cap of at least 1, score bins in range for a binary task, a finite
+/// target range for a regression.
+fn evaluation_terms(a: &Announcement, task: &TaskSpec) -> Result<(EvalLayout, f64), Decline> {
+    let Some(terms) = &a.evaluation else {
+        return decline(
+            DeclineCode::InvalidTerms,
+            "an evaluation round without its terms",
+        );
+    };
+    match EvalLayout::new(task.objective(), terms) {
+        Some(layout) => Ok((layout, terms.max_rows)),
+        None => decline(
+            DeclineCode::InvalidTerms,
+            format!(
+                "evaluation terms {terms:?} do not fit a {} task",
+                task.kind.name()
+            ),
+        ),
+    }
 }
 
 fn check_limits(policy: &SitePolicy, task: &TaskSpec, a: &Announcement) -> Result<(), Decline> {
@@ -358,8 +441,14 @@ fn statistics_bounds(
     Ok(Some(bounds))
 }
 
-/// The pooled preprocessing of a training round, checked against the task.
-fn preprocessing(a: &Announcement, n_features: usize) -> Result<Preprocessor, Decline> {
+/// The pooled preprocessing of a training or evaluation round, checked
+/// against the task (a target scale exactly when a regression standardises
+/// its target).
+fn preprocessing(
+    a: &Announcement,
+    task: &TaskSpec,
+    n_features: usize,
+) -> Result<Preprocessor, Decline> {
     let bad = |detail: String| decline(DeclineCode::LimitsExceeded, detail);
     let Some(p) = &a.preprocessing else {
         return bad("a training round without preprocessing".into());
@@ -376,6 +465,16 @@ fn preprocessing(a: &Announcement, n_features: usize) -> Result<Preprocessor, De
     if !p.std.iter().all(|&s| positive(s)) {
         return bad("preprocessing with a standard deviation that is not positive".into());
     }
+    match (task.standardizes_target(), p.target) {
+        (true, Some(t)) if t.mean.is_finite() && positive(t.std) => {}
+        (false, None) => {}
+        (want, got) => {
+            return bad(format!(
+                "preprocessing with target scale {got:?} for a task that {} standardise its target",
+                if want { "does" } else { "does not" }
+            ));
+        }
+    }
     Ok(p.clone())
 }
 
@@ -385,33 +484,26 @@ fn encoding_of(a: &Announcement) -> Result<FixedPoint, Decline> {
         .map_err(|err| Decline::new(DeclineCode::InvalidEncoding, err.to_string()))
 }
 
-/// Checks that the encoding carries the site's clipped contribution and
-/// returns the norm to clip to (the clip norm less the rounding slack).
-#[allow(clippy::too_many_arguments)]
+/// Checks that the encoding carries the site's clipped contribution — no
+/// element larger than `largest` (when the site can know it before reading its
+/// data) — and returns the norm to clip the first `clipped_len` elements to:
+/// the clip norm less the rounding slack (None: not clipped).
 fn check_encoding(
     encoding: FixedPoint,
-    kind: RoundKind,
-    private: bool,
     adaptive: bool,
     clip_norm: f64,
-    bounds: &Option<StatsBounds>,
-    dimension: usize,
-    model_len: u64,
+    largest: Option<f64>,
+    clipped_len: Option<usize>,
 ) -> Result<Option<f64>, Decline> {
     use DeclineCode as D;
     let scale = f64::from(encoding.scale_bits).exp2();
     let limit = f64::from(encoding.modulus_bits - 1).exp2();
     // The largest |element| the site can send: every coordinate of a clipped
     // update is at most C, the clipping bit is ±1/2, and every element of a
-    // bounded statistics vector is at most max_rows (rows and the per-feature
-    // counts are at most the total weight max_rows, and |Σz|, Σz² at most
-    // the present count, since |z| ≤ 1). Exact statistics have no bound the
-    // site could check before reading its data.
-    let largest = match kind {
-        RoundKind::Training if adaptive => Some(clip_norm.max(0.5)),
-        RoundKind::Training => Some(clip_norm),
-        RoundKind::Statistics => bounds.as_ref().map(|b| b.max_rows),
-    };
+    // bounded statistics or evaluation vector is at most max_rows (counts
+    // are at most the total weight, and the other sums of values in [−1, 1]
+    // at most the count). Exact statistics have no bound the site could
+    // check before reading its data.
     if let Some(x) = largest
         && let units = x * scale + 1.0
         && (units.is_nan() || units >= limit)
@@ -430,10 +522,8 @@ fn check_encoding(
             "the encoding cannot carry the clipping bit exactly",
         );
     }
-    let clipped_len = match kind {
-        RoundKind::Training => model_len as usize,
-        RoundKind::Statistics if private => dimension,
-        RoundKind::Statistics => return Ok(None),
+    let Some(clipped_len) = clipped_len else {
+        return Ok(None);
     };
     let clip_to = clip_norm - encoding.max_rounding_norm(clipped_len);
     if clip_to.is_nan() || clip_to <= 0.0 {
@@ -510,6 +600,7 @@ mod tests {
             preprocessor: None,
             model_len: 4,
             tv_slack: 0.0,
+            evaluation: None,
         };
         assert_eq!(plan.zero_vector(), [0.0, 0.0, 0.0, 0.0, -0.5]);
         plan.adaptive = false;

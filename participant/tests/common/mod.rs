@@ -150,6 +150,7 @@ pub(crate) fn task(features: &[&str], label: &str, positive: &str) -> v1::TaskSp
         features: features.iter().map(|f| f.to_string()).collect(),
         label: label.into(),
         positive: positive.into(),
+        ..Default::default()
     }
 }
 
@@ -220,6 +221,7 @@ pub(crate) fn preprocessing() -> v1::Preprocessing {
         mean: vec![50.0, 0.45, 19.5],
         std: vec![18.0, 0.29, 11.5],
         indicator: vec![false; 3],
+        ..Default::default()
     }
 }
 
@@ -243,6 +245,7 @@ pub(crate) fn private_training(round: u64) -> v1::RoundAnnounce {
             learning_rate: 0.5,
             batch_size: 16,
             shuffle_seed: 3,
+            weight_decay: 0.0,
         }),
         privacy: Some(v1::PrivacyTerms {
             enabled: true,

@@ -179,6 +179,15 @@ impl InMemoryFederation {
                     certificate: Vec::new(),
                 },
             );
+            // As the participant's shell does: its hello, with its own terms.
+            self.machine.handle(
+                self.now,
+                Input::Message {
+                    name: name.clone(),
+                    session: m.session,
+                    message: m.site.hello_with_budget(),
+                },
+            );
         }
         self.machine.start(self.now);
         for _ in 0..max_steps {
@@ -212,7 +221,7 @@ impl InMemoryFederation {
             match o {
                 Output::Send { to, message } => {
                     if let Some(m) = self.members.get_mut(&to).filter(|m| m.alive) {
-                        m.inbox.push_back(message);
+                        m.inbox.push_back(*message);
                     }
                 }
                 Output::Commit(c) => {
@@ -305,5 +314,7 @@ fn round_of(m: &ParticipantMessage) -> Option<u64> {
 
 pub mod scenario;
 
+#[cfg(test)]
+mod budget_tests;
 #[cfg(test)]
 mod tests;

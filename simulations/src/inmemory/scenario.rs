@@ -151,6 +151,7 @@ fn resume() -> Resume {
             mean: vec![0.0; 3],
             std: vec![1.0; 3],
             indicator: vec![false; 3],
+            target: None,
         }),
         ..Resume::default()
     }

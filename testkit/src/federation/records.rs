@@ -129,14 +129,15 @@ impl Federation {
         assert_eq!(
             lines.next(),
             Some(
-                "round,training_round,kind,status,cohort,contributors,dropped,seconds,epsilon,update_norm"
+                "round,training_round,kind,status,cohort,contributors,dropped,seconds,epsilon,update_norm,\
+                 eval_rows,eval_accuracy,eval_balanced_accuracy,eval_log_loss,eval_auc,eval_rmse,eval_mae,eval_r2"
             ),
             "header of rounds.csv"
         );
         lines
             .map(|line| {
                 let f: Vec<&str> = line.split(',').collect();
-                assert_eq!(f.len(), 10, "rounds.csv line {line:?}");
+                assert_eq!(f.len(), 18, "rounds.csv line {line:?}");
                 let num = |i: usize| -> usize {
                     f[i].parse()
                         .unwrap_or_else(|_| panic!("rounds.csv line {line:?}"))

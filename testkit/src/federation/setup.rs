@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
+use tessera_coordinator::round::budgets::SiteBudgetPolicy;
 use tessera_simulations::experiment::{PrivacyArgs, RunArgs};
 use tessera_simulations::launch::{FederationPlan, SitePlan, TrainingPlan};
 use tessera_simulations::partition::{self, Split};
@@ -37,6 +38,9 @@ pub struct Setup {
     /// Each site's own privacy limits by index: (`max_epsilon`,
     /// `min_noise_multiplier`); sites past the end have none.
     pub site_limits: Vec<(Option<f64>, Option<f64>)>,
+    /// What the coordinator does when its plan does not fit those limits
+    /// (default: refuse to start).
+    pub site_budgets: SiteBudgetPolicy,
     /// The working directory, emptied first and kept after the run; None
     /// for a temporary directory, removed unless the test fails.
     pub dir: Option<PathBuf>,
@@ -57,6 +61,7 @@ impl Setup {
             listen: None,
             average_last: Some(1),
             site_limits: Vec::new(),
+            site_budgets: SiteBudgetPolicy::default(),
             dir: None,
         }
     }
@@ -78,6 +83,7 @@ impl Setup {
             listen: None,
             average_last: None,
             site_limits: Vec::new(),
+            site_budgets: SiteBudgetPolicy::default(),
             dir: Some(dir.into()),
         }
     }
@@ -139,6 +145,7 @@ pub(super) fn decide(setup: &Setup, root: &Path) -> Decided {
         site.max_epsilon = *max_epsilon;
         site.min_noise_multiplier = *min_noise_multiplier;
     }
+    plan.site_budgets = setup.site_budgets;
     plan.training_seconds = setup.training_seconds;
     plan.stage_seconds = setup.stage_seconds;
     plan.listen = setup.listen.clone();
@@ -192,5 +199,7 @@ pub fn plain_plan(dir: &Path, sites: &[SitePlan]) -> FederationPlan {
         training_seconds: 60.0,
         stage_seconds: 30.0,
         listen: None,
+        learning: Default::default(),
+        site_budgets: SiteBudgetPolicy::default(),
     }
 }

@@ -1,0 +1,356 @@
+//! The coordinator's port under hostile traffic, in process on loopback:
+//! idle, garbage and stalled connections do not lock sites out; HTTP/2 is
+//! bounded per connection; a participant whose certificate is revoked
+//! while it is connected is dropped, and refused from then on.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tessera_coordinator::server::{self, AcceptLimits};
+use tessera_coordinator::settings::Settings;
+use tessera_proto::v1::federation_client::FederationClient;
+use tessera_proto::v1::{Hello, ParticipantMessage, participant_message::Body};
+use tessera_testkit::pki::TestPki;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::oneshot;
+use tokio_rustls::TlsConnector;
+
+/// A coordinator serving on loopback until the guard is dropped.
+struct Coordinator {
+    addr: SocketAddr,
+    pki: TestPki,
+    crl: PathBuf,
+    _stop: oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+fn write_config(dir: &Path, pki: &TestPki, crl: &Path) -> PathBuf {
+    let path = dir.join("coordinator.toml");
+    let p = |f: &str| pki.dir.join(f).display().to_string();
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[federation]
+name = "hostile"
+listen = "127.0.0.1:0"
+min_participants = 3
+rounds = 1
+output_dir = "{out}"
+[tls]
+ca = "{ca}"
+cert = "{cert}"
+key = "{key}"
+crl = "{crl}"
+[task]
+features = ["a"]
+label = "y"
+positive = "> 0"
+[privacy]
+enabled = false
+"#,
+            out = dir.join("out").display(),
+            ca = p("ca.crt"),
+            cert = p("coordinator.crt"),
+            key = p("coordinator.key"),
+            crl = crl.display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn start(limits: AcceptLimits) -> Coordinator {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path().join("pki"), &["a", "b", "gone"]);
+    // A CRL from the start (revoking a participant that never connects).
+    let crl = tessera_certs::revoke(&pki.dir, "gone").unwrap().crl;
+    let config = write_config(dir.path(), &pki, &crl);
+    let settings = Arc::new(Settings::load(&config).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let _ = server::run_with_limits(settings, listener, limits, shutdown).await;
+    });
+    Coordinator {
+        addr,
+        pki,
+        crl,
+        _stop: stop,
+        _dir: dir,
+    }
+}
+
+fn connector(pki: &TestPki, name: &str) -> TlsConnector {
+    let material = pki.files_for(name).load().unwrap();
+    TlsConnector::from(tessera_certs::client_config(&material).unwrap())
+}
+
+/// A full TLS handshake as participant `name`; how long it took.
+async fn handshake(c: &Coordinator, name: &str) -> std::io::Result<Duration> {
+    let t = Instant::now();
+    let tcp = TcpStream::connect(c.addr).await?;
+    let server = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector(&c.pki, name).connect(server, tcp).await?;
+    // TLS 1.3: the client finishes first; a refusal arrives as an alert.
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await?;
+    let mut header = [0u8; 9];
+    tls.read_exact(&mut header).await?;
+    Ok(t.elapsed())
+}
+
+/// Whether the server closes `tcp` within `limit` (EOF or reset).
+async fn closed_within(tcp: &mut TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(limit, tcp.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// 300 idle connections from one address (measured before: every TLS
+/// handshake then timed out, because 256 handshake slots waited 10 s each
+/// and the accept loop waited for a slot). Now the address gets at most
+/// its share of slots, idle ones are closed after the first-byte deadline,
+/// and a site on another address gets in at once.
+#[test]
+fn idle_connections_do_not_lock_sites_out() {
+    runtime().block_on(async {
+        let c = start(AcceptLimits::default()).await;
+        let mut idle = Vec::new();
+        for _ in 0..300 {
+            let s = TcpSocket::new_v4().unwrap();
+            s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            idle.push(s.connect(c.addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let took = tokio::time::timeout(Duration::from_secs(3), handshake(&c, "a"))
+            .await
+            .expect("a valid handshake completes while idle connections are open")
+            .unwrap();
+        assert!(took < Duration::from_secs(2), "handshake took {took:?}");
+        // Every idle connection is closed: over the per-address share at
+        // once, the rest at the first-byte deadline.
+        let deadline = AcceptLimits::default().first_byte + Duration::from_secs(2);
+        for tcp in &mut idle {
+            assert!(
+                closed_within(tcp, deadline).await,
+                "an idle connection stayed open"
+            );
+        }
+        assert!(handshake(&c, "b").await.is_ok());
+    });
+}
+
+/// Garbage before TLS, a handshake that stops half-way, and garbage after a
+/// complete handshake: each connection is closed, the port keeps serving.
+#[test]
+fn garbage_and_stalled_handshakes_are_dropped() {
+    runtime().block_on(async {
+        let limits = AcceptLimits {
+            handshake: Duration::from_secs(1),
+            ..AcceptLimits::default()
+        };
+        let c = start(limits).await;
+        let mut garbage = TcpStream::connect(c.addr).await.unwrap();
+        garbage.write_all(&[0x47; 4096]).await.unwrap();
+        assert!(closed_within(&mut garbage, Duration::from_secs(3)).await);
+
+        // A TLS record header announcing a handshake, then nothing.
+        let mut stalled = Vec::new();
+        for _ in 0..50 {
+            let mut s = TcpStream::connect(c.addr).await.unwrap();
+            s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+                .await
+                .unwrap();
+            stalled.push(s);
+        }
+        assert!(
+            handshake(&c, "a").await.is_ok(),
+            "served while handshakes stall"
+        );
+        for s in &mut stalled {
+            assert!(closed_within(s, Duration::from_secs(4)).await);
+        }
+
+        // Truncated and garbage bytes after the handshake: HTTP/2 refuses them.
+        let tcp = TcpStream::connect(c.addr).await.unwrap();
+        let server = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector(&c.pki, "b").connect(server, tcp).await.unwrap();
+        tls.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\xff\xfe")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(3), tls.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "the connection was closed");
+        assert!(handshake(&c, "a").await.is_ok());
+    });
+}
+
+/// The server's HTTP/2 SETTINGS bound concurrent streams and the header
+/// list per connection (tonic sets neither by default).
+#[test]
+fn http2_is_bounded_per_connection() {
+    runtime().block_on(async {
+        let c = start(AcceptLimits::default()).await;
+        let tcp = TcpStream::connect(c.addr).await.unwrap();
+        let server = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector(&c.pki, "a").connect(server, tcp).await.unwrap();
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        let mut header = [0u8; 9];
+        tls.read_exact(&mut header).await.unwrap();
+        assert_eq!(header[3], 0x04, "the server's first frame is SETTINGS");
+        let len =
+            usize::from(header[0]) << 16 | usize::from(header[1]) << 8 | usize::from(header[2]);
+        let mut payload = vec![0u8; len];
+        tls.read_exact(&mut payload).await.unwrap();
+        let settings: Vec<(u16, u32)> = payload
+            .chunks_exact(6)
+            .map(|s| {
+                (
+                    u16::from_be_bytes([s[0], s[1]]),
+                    u32::from_be_bytes([s[2], s[3], s[4], s[5]]),
+                )
+            })
+            .collect();
+        assert!(
+            settings.contains(&(0x3, server::MAX_STREAMS_PER_CONNECTION)),
+            "{settings:?}"
+        );
+        assert!(
+            settings.contains(&(0x6, server::MAX_HEADER_LIST_BYTES)),
+            "{settings:?}"
+        );
+    });
+}
+
+/// A gRPC channel to the coordinator as participant `name`, over the
+/// project's TLS 1.3 client policy.
+async fn channel(c: &Coordinator, name: &str) -> tonic::transport::Channel {
+    let addr = c.addr;
+    let tls = connector(&c.pki, name);
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(tower_fn(move || {
+            let tls = tls.clone();
+            async move {
+                let tcp = TcpStream::connect(addr).await?;
+                let server = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                let stream = tls.connect(server, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+            }
+        }))
+        .await
+        .unwrap()
+}
+
+/// A connector made of a closure (the URI is ignored).
+fn tower_fn<F, Fut, T>(f: F) -> TowerFn<F>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<T>>,
+{
+    TowerFn(f)
+}
+
+#[derive(Clone)]
+struct TowerFn<F>(F);
+
+impl<F, Fut, T> tower_service::Service<tonic::codegen::http::Uri> for TowerFn<F>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<T>> + Send + 'static,
+{
+    type Response = T;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<T>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: tonic::codegen::http::Uri) -> Self::Future {
+        Box::pin((self.0)())
+    }
+}
+
+/// A hospital leaving the federation: its certificate is revoked while it
+/// is connected. The coordinator sees the CRL change, closes the session
+/// with "revoked" (before any next round), and refuses new handshakes
+/// under that certificate; other participants stay.
+#[test]
+fn a_connected_participant_is_dropped_when_revoked() {
+    runtime().block_on(async {
+        let c = start(AcceptLimits::default()).await;
+        let open = |name: &'static str| {
+            let ch = channel(&c, name);
+            async move {
+                let ch = ch.await;
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                tx.send(ParticipantMessage {
+                    body: Some(Body::Hello(Hello {
+                        protocol_version: tessera_proto::PROTOCOL_VERSION,
+                        ..Default::default()
+                    })),
+                })
+                .await
+                .unwrap();
+                let mut inbound = FederationClient::new(ch)
+                    .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let welcome = inbound.message().await.unwrap().unwrap();
+                assert!(welcome.body.is_some());
+                (tx, inbound)
+            }
+        };
+        let (_tx_a, mut a) = open("a").await;
+        let (_tx_b, mut b) = open("b").await;
+
+        tessera_certs::revoke(&c.pki.dir, "a").unwrap();
+        assert!(c.crl.exists());
+        let end = tokio::time::timeout(Duration::from_secs(5), a.message())
+            .await
+            .expect("the revoked session is closed within seconds");
+        let status = end.expect_err("closed with an error");
+        assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        assert!(status.message().contains("revoked"), "{status:?}");
+        assert!(
+            handshake(&c, "a").await.is_err(),
+            "a new handshake is refused"
+        );
+
+        // b is still connected and still welcome.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(500), b.message())
+                .await
+                .is_err(),
+            "b's session is untouched"
+        );
+        assert!(handshake(&c, "b").await.is_ok());
+    });
+}
