@@ -17,6 +17,10 @@
 //!   resident memory of the coordinator and participant processes, read
 //!   every 100 ms.
 //!
+//! When both engines run a site count, their `metrics.csv` files are
+//! compared byte for byte (same options, seeds and noise seed): the line
+//! says whether they are identical.
+//!
 //! A thousand participant processes would need a thousand runtimes (and
 //! gigabytes), so the processes engine skips counts above
 //! `--max-processes` (default 300) unless it is raised.
@@ -88,6 +92,9 @@ pub struct ScalePoint {
     pub rounds: u64,
     /// Final pooled test accuracy.
     pub final_accuracy: Option<f64>,
+    /// Whether `metrics.csv` is byte-identical to the one the other engine
+    /// wrote for the same site count (None when only one engine ran it).
+    pub same_metrics_as_other_engine: Option<bool>,
 }
 
 /// Runs the benchmark, printing each point as it comes.
@@ -122,7 +129,16 @@ pub fn run(args: &ScaleBenchArgs) -> anyhow::Result<Vec<ScalePoint>> {
                 continue;
             }
             let out = root.join(format!("{}-{n}", engine.as_str()));
-            let p = run_one(&exe, engine, n, hidden, params, &data, &out, args)?;
+            let mut p = run_one(&exe, engine, n, hidden, params, &data, &out, args)?;
+            // Same options and seeds, seeded noise: the engines must agree.
+            let other = Engine::other(engine);
+            let theirs = root
+                .join(format!("{}-{n}", other.as_str()))
+                .join("metrics.csv");
+            if args.engines.contains(&other) && theirs.is_file() {
+                let same = std::fs::read(&theirs)? == std::fs::read(out.join("metrics.csv"))?;
+                p.same_metrics_as_other_engine = Some(same);
+            }
             if !args.json {
                 println!("{}", line(&p));
             }
@@ -183,13 +199,14 @@ fn run_one(
         wall_seconds: started.elapsed().as_secs_f64(),
         rounds: summary["rounds"].as_u64().unwrap_or(0),
         final_accuracy: summary["final_accuracy"].as_f64(),
+        same_metrics_as_other_engine: None,
     })
 }
 
 /// One point as a table line.
 pub fn line(p: &ScalePoint) -> String {
     format!(
-        "{:<10} {:>6} sites  {:>7} params  {:>8} s/round  {:>8} CPU s/round  peak {:>10}  wall {:>7.1} s  {} rounds  accuracy {}",
+        "{:<10} {:>6} sites  {:>7} params  {:>8} s/round  {:>8} CPU s/round  peak {:>10}  wall {:>7.1} s  {} rounds  accuracy {}{}",
         p.engine.as_str(),
         p.sites,
         p.params,
@@ -202,6 +219,11 @@ pub fn line(p: &ScalePoint) -> String {
         p.rounds,
         p.final_accuracy
             .map_or_else(|| "?".into(), |a| format!("{a:.3}")),
+        match p.same_metrics_as_other_engine {
+            Some(true) => "  metrics.csv identical to the other engine's",
+            Some(false) => "  metrics.csv DIFFERS from the other engine's",
+            None => "",
+        },
     )
 }
 

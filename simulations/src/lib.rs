@@ -13,7 +13,9 @@
 //!   external-trainer options;
 //!   [`runner`] carries it out, [`run_files`] writes its files, [`plots`]
 //!   draws them, [`progress`] shows it going;
-//! - [`sweep`]: `tessera-sim sweep` over noise levels and seeds;
+//! - [`sweep`]: `tessera-sim sweep` over noise levels, seeds, models,
+//!   optimizers or any option; [`sweep_report`] its table, plot series and
+//!   summary;
 //! - [`config_file`]: options from and back to TOML (`--config`);
 //! - [`bench_secagg`], [`bench_round`], [`bench_harness`], [`bench_scale`]:
 //!   benchmarks (secure aggregation alone, one round of a large model, the
@@ -40,6 +42,7 @@ pub mod progress;
 pub mod run_files;
 pub mod runner;
 pub mod sweep;
+pub mod sweep_report;
 pub mod synthetic;
 
 use std::path::PathBuf;

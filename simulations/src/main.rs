@@ -236,10 +236,12 @@ fn main() -> ExitCode {
 }
 
 /// Keys of `tessera-sim sweep`'s own options, left out of its runs' options.
-const SWEEP_KEYS: [&str; 6] = [
+const SWEEP_KEYS: [&str; 8] = [
     "noise_multipliers",
     "target_epsilons",
     "seeds",
+    "models",
+    "server_optimizers",
     "vary",
     "jobs",
     "no_baseline",

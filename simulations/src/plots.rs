@@ -3,7 +3,8 @@
 //! bundled in `simulations/assets/` (DejaVu Sans, through plotters'
 //! `ab_glyph` backend), so no system font is needed.
 //!
-//! - [`metrics`]: a run's test accuracy and loss and, when private, its ε
+//! - [`metrics`]: a run's test accuracy (RMSE for a regression) and loss
+//!   and, when private, its ε
 //!   against the training round (`metrics.png`, `metrics.svg`);
 //! - [`privacy_utility`]: a sweep's final metric against ε — every run as a
 //!   point, the mean over seeds as a line, the spread over seeds (min to
@@ -136,8 +137,15 @@ fn draw_metrics<DB: DrawingBackend>(
         }
     };
 
-    // Upper panel: accuracy (left axis) and loss (right axis).
-    let acc_span = span(h.iter().map(|m| m.accuracy), Some(0.0));
+    // Upper panel: accuracy, or a regression's RMSE (left axis), and loss
+    // (right axis).
+    let regression = h.iter().any(|m| m.regression.is_some());
+    let (metric, primary): (&str, fn(&RoundMetrics) -> f64) = if regression {
+        ("test RMSE", |m| m.regression.map_or(f64::NAN, |r| r.rmse))
+    } else {
+        ("test accuracy", |m| m.accuracy)
+    };
+    let acc_span = span(h.iter().map(primary), Some(0.0));
     let loss_span = span(h.iter().map(|m| m.loss), Some(0.0));
     let mut chart = ChartBuilder::on(&top)
         .margin(12)
@@ -152,7 +160,7 @@ fn draw_metrics<DB: DrawingBackend>(
         .x_labels(ticks)
         .x_label_formatter(&round_label)
         .x_desc("training round")
-        .y_desc("test accuracy")
+        .y_desc(metric)
         .label_style((FAMILY, 15))
         .axis_desc_style((FAMILY, 17))
         .draw()
@@ -164,11 +172,11 @@ fn draw_metrics<DB: DrawingBackend>(
         .axis_desc_style((FAMILY, 17))
         .draw()
         .map_err(err)?;
-    let acc: Vec<(f64, f64)> = h.iter().map(|m| (f64::from(m.round), m.accuracy)).collect();
+    let acc: Vec<(f64, f64)> = h.iter().map(|m| (f64::from(m.round), primary(m))).collect();
     chart
         .draw_series(LineSeries::new(acc.clone(), BLUE.stroke_width(2)))
         .map_err(err)?
-        .label("test accuracy (left)")
+        .label(format!("{metric} (left)"))
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
     chart
         .draw_series(acc.iter().map(|p| Circle::new(*p, 3, BLUE.filled())))
@@ -511,6 +519,24 @@ mod tests {
         metrics(dir.path(), &fig).unwrap();
         let svg = std::fs::read_to_string(dir.path().join("metrics.svg")).unwrap();
         assert!(svg.contains("no differential privacy"));
+        // A regression shows its RMSE, not an accuracy.
+        let mut reg = history();
+        for m in reg.iter_mut() {
+            m.accuracy = f64::NAN;
+            m.regression = Some(tessera_model::RegressionScores {
+                rmse: m.loss.sqrt(),
+                mae: m.loss,
+                r2: 0.5,
+            });
+        }
+        let fig = RunFigure {
+            title: "diabetes",
+            history: &reg,
+            delta: None,
+        };
+        metrics(dir.path(), &fig).unwrap();
+        let svg = std::fs::read_to_string(dir.path().join("metrics.svg")).unwrap();
+        assert!(svg.contains("test RMSE") && !svg.contains("test accuracy"));
     }
 
     #[test]

@@ -15,15 +15,16 @@
 //! runs go at once (default: the available cores). Runs use the in-process
 //! engine unless `--engine` says otherwise.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::plots::{SweepFigure, SweepPoint, SweepSeries};
+use crate::plots::SweepFigure;
 use crate::progress::{Progress, Style};
+pub use crate::sweep_report::Done;
+use crate::sweep_report::{final_metric, metric_name};
 
 /// Options of `tessera-sim sweep` besides the run's.
 #[derive(Debug, Clone, clap::Args)]
@@ -37,8 +38,15 @@ pub struct SweepOptions {
     /// Seeds per setting, from `--seed` on.
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
-    /// Another option to sweep, `NAME=V1,V2,…` (e.g. `model=logistic,mlp:16`);
-    /// repeat for several (every combination runs).
+    /// Models to sweep, one per flag (`--models logistic --models mlp:16,8`),
+    /// as `--model` names them.
+    #[arg(long)]
+    pub models: Vec<String>,
+    /// Server optimizers to sweep (comma-separated: `fedavg,fedadam`).
+    #[arg(long, value_delimiter = ',')]
+    pub server_optimizers: Vec<String>,
+    /// Another option to sweep, `NAME=V1,V2,…` (e.g. `task=binary,multiclass`,
+    /// `weight_decay=0,0.01`); repeat for several (every combination runs).
     #[arg(long)]
     pub vary: Vec<String>,
     /// Runs at once (default: the available cores).
@@ -65,15 +73,6 @@ pub struct Job {
     pub noise_seed: Option<u64>,
 }
 
-/// A finished run: its job and summary.
-#[derive(Debug, Clone)]
-pub struct Done {
-    /// The job.
-    pub job: Job,
-    /// Its `summary.json`.
-    pub summary: serde_json::Value,
-}
-
 fn parse_vary(v: &str) -> anyhow::Result<(String, Vec<String>)> {
     let (name, values) = v
         .split_once('=')
@@ -83,6 +82,26 @@ fn parse_vary(v: &str) -> anyhow::Result<(String, Vec<String>)> {
         bail!("--vary {v}: an empty value");
     }
     Ok((name.trim().replace('-', "_"), values))
+}
+
+/// The options a sweep varies besides privacy and seeds, in order:
+/// `--models`, `--server-optimizers`, then each `--vary`.
+pub fn varied(o: &SweepOptions) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+    let mut out = Vec::new();
+    if !o.models.is_empty() {
+        out.push(("model".to_owned(), o.models.clone()));
+    }
+    if !o.server_optimizers.is_empty() {
+        out.push(("server_optimizer".to_owned(), o.server_optimizers.clone()));
+    }
+    for v in &o.vary {
+        let (name, values) = parse_vary(v)?;
+        if out.iter().any(|(n, _)| *n == name) {
+            bail!("`{name}` is varied twice");
+        }
+        out.push((name, values));
+    }
+    Ok(out)
 }
 
 /// Every run of a sweep, in order.
@@ -104,8 +123,7 @@ pub fn jobs(o: &SweepOptions, seed: u64, noise_seed: Option<u64>) -> anyhow::Res
         bail!("--seeds must be at least 1");
     }
     let mut combos: Vec<Vec<(String, String)>> = vec![vec![]];
-    for v in &o.vary {
-        let (name, values) = parse_vary(v)?;
+    for (name, values) in varied(o)? {
         let mut next = Vec::new();
         for c in &combos {
             for x in &values {
@@ -128,7 +146,7 @@ pub fn jobs(o: &SweepOptions, seed: u64, noise_seed: Option<u64>) -> anyhow::Res
                     None => "nonprivate".into(),
                 };
                 for (k, v) in combo {
-                    name.push_str(&format!("-{k}-{}", v.replace([':', '/', ' '], "_")));
+                    name.push_str(&format!("-{k}-{}", v.replace([':', '/', ' ', ','], "_")));
                 }
                 name.push_str(&format!("-seed-{s}"));
                 out.push(Job {
@@ -224,12 +242,13 @@ pub fn run_all(
                 .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
             match summary {
                 Some(summary) if status.success() => {
-                    let acc = summary["final_accuracy"].as_f64().unwrap_or(f64::NAN);
+                    let value = final_metric(&summary);
                     let eps = summary["epsilon"]
                         .as_f64()
                         .map(|e| format!(", ε = {e:.3}"))
                         .unwrap_or_default();
-                    progress.set(finished, &format!("{}: accuracy {acc:.3}{eps}", job.name));
+                    let metric = metric_name(&summary);
+                    progress.set(finished, &format!("{}: {metric} {value:.3}{eps}", job.name));
                     done.push(Done { job, summary });
                 }
                 _ => {
@@ -246,89 +265,6 @@ pub fn run_all(
     }
     progress.finish();
     Ok(done)
-}
-
-/// `sweep.csv`: one line per finished run.
-pub fn sweep_csv(done: &[Done], varied: &[String]) -> String {
-    let mut csv = String::from("setting,noise_multiplier,target_epsilon");
-    for v in varied {
-        csv.push_str(&format!(",{v}"));
-    }
-    csv.push_str(",seed,epsilon,delta,final_accuracy,final_loss,rounds,private,run\n");
-    let num = |v: &serde_json::Value| v.as_f64().map(|x| format!("{x}")).unwrap_or_default();
-    for d in done {
-        let s = &d.summary;
-        let (setting, target) = match d.job.setting {
-            Some(("target_epsilon", e)) => ("target_epsilon", format!("{e}")),
-            Some(_) => ("noise_multiplier", String::new()),
-            None => ("non_private", String::new()),
-        };
-        csv.push_str(&format!(
-            "{setting},{},{target}",
-            num(&s["noise_multiplier"])
-        ));
-        for (_, value) in &d.job.varied {
-            csv.push_str(&format!(",{value}"));
-        }
-        csv.push_str(&format!(
-            ",{},{},{},{},{},{},{},{}\n",
-            d.job.seed,
-            num(&s["epsilon"]),
-            num(&s["delta"]),
-            num(&s["final_accuracy"]),
-            num(&s["final_loss"]),
-            s["rounds"],
-            s["private"],
-            d.job.name
-        ));
-    }
-    csv
-}
-
-/// One series being gathered: per private setting the runs' ε and
-/// accuracies, and the non-private accuracies.
-#[derive(Default)]
-struct Gathered {
-    settings: BTreeMap<String, (Vec<f64>, Vec<f64>)>,
-    non_private: Vec<f64>,
-}
-
-/// The plot's series: one per combination of varied values.
-pub fn series(done: &[Done]) -> Vec<SweepSeries> {
-    let mut by: BTreeMap<String, Gathered> = BTreeMap::new();
-    for d in done {
-        let label: Vec<String> = d
-            .job
-            .varied
-            .iter()
-            .map(|(k, v)| format!("{k} = {v}"))
-            .collect();
-        let entry = by.entry(label.join(", ")).or_default();
-        let acc = d.summary["final_accuracy"].as_f64().unwrap_or(f64::NAN);
-        match (d.job.setting, d.summary["epsilon"].as_f64()) {
-            (Some((k, v)), Some(eps)) => {
-                let e = entry.settings.entry(format!("{k}={v}")).or_default();
-                e.0.push(eps);
-                e.1.push(acc);
-            }
-            (None, _) => entry.non_private.push(acc),
-            _ => {}
-        }
-    }
-    by.into_iter()
-        .map(|(label, g)| SweepSeries {
-            label,
-            non_private: g.non_private,
-            points: g
-                .settings
-                .into_values()
-                .map(|(eps, values)| SweepPoint {
-                    epsilon: eps.iter().sum::<f64>() / eps.len() as f64,
-                    values,
-                })
-                .collect(),
-        })
-        .collect()
 }
 
 /// Runs the sweep: `base` holds the run options (TOML keys), `out` the
@@ -352,12 +288,7 @@ pub fn run(
         jobs,
         out.join("runs").display()
     );
-    let varied: Vec<String> = o
-        .vary
-        .iter()
-        .filter_map(|v| parse_vary(v).ok())
-        .map(|v| v.0)
-        .collect();
+    let varied: Vec<String> = varied(o)?.into_iter().map(|v| v.0).collect();
     let done = run_all(&base, all.clone(), jobs, out)?;
     if done.is_empty() {
         bail!(
@@ -365,10 +296,21 @@ pub fn run(
             out.join("runs").display()
         );
     }
-    std::fs::write(out.join("sweep.csv"), sweep_csv(&done, &varied))?;
-    let series = series(&done);
+    std::fs::write(
+        out.join("sweep.csv"),
+        crate::sweep_report::sweep_csv(&done, &varied),
+    )?;
+    let series = crate::sweep_report::series(&done);
+    let first = &done[0].summary;
+    let data = base
+        .get("data")
+        .and_then(|d| d.as_array()?.first()?.as_str().map(str::to_owned))
+        .and_then(|d| Some(Path::new(&d).file_stem()?.to_string_lossy().into_owned()))
+        .unwrap_or_default();
     let title = format!(
-        "Privacy and utility: {} runs, {} seeds per setting",
+        "{data}: {} sites, {} rounds, {} runs, {} seeds per setting",
+        first["participants"],
+        first["planned_rounds"],
         done.len(),
         o.seeds
     );
@@ -376,13 +318,13 @@ pub fn run(
         out,
         &SweepFigure {
             title: &title,
-            metric: "test accuracy",
+            metric: metric_name(first),
             delta,
             series: &series,
         },
     )?;
     println!();
-    print_table(&done);
+    print!("{}", crate::sweep_report::table(&done));
     println!(
         "{} of {} runs finished; wrote {}, {} and {}",
         done.len(),
@@ -394,48 +336,6 @@ pub fn run(
     Ok(out.to_path_buf())
 }
 
-fn print_table(done: &[Done]) {
-    let mut groups: BTreeMap<String, Vec<&Done>> = BTreeMap::new();
-    for d in done {
-        let seedless = d
-            .job
-            .name
-            .rsplit_once("-seed-")
-            .map_or(d.job.name.clone(), |x| x.0.to_owned());
-        groups.entry(seedless).or_default().push(d);
-    }
-    println!(
-        "{:<34} {:>5} {:>10} {:>10} {:>12}",
-        "setting", "runs", "ε (mean)", "accuracy", "min – max"
-    );
-    for (name, runs) in groups {
-        let acc: Vec<f64> = runs
-            .iter()
-            .filter_map(|d| d.summary["final_accuracy"].as_f64())
-            .collect();
-        let eps: Vec<f64> = runs
-            .iter()
-            .filter_map(|d| d.summary["epsilon"].as_f64())
-            .collect();
-        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-        let lo = acc.iter().copied().fold(f64::INFINITY, f64::min);
-        let hi = acc.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        println!(
-            "{:<34} {:>5} {:>10} {:>10.4} {:>5.3} – {:.3}",
-            name,
-            runs.len(),
-            if eps.is_empty() {
-                "—".to_owned()
-            } else {
-                format!("{:.3}", mean(&eps))
-            },
-            mean(&acc),
-            lo,
-            hi
-        );
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,6 +345,8 @@ mod tests {
             noise_multipliers: vec![0.5, 2.0],
             target_epsilons: vec![],
             seeds: 2,
+            models: vec![],
+            server_optimizers: vec![],
             vary: vec!["model=logistic,mlp:8".into()],
             jobs: None,
             no_baseline: false,
@@ -492,50 +394,30 @@ mod tests {
     }
 
     #[test]
-    fn the_table_and_series_group_by_setting() {
-        let mk = |name: &str, setting, seed, acc: f64, eps: Option<f64>| Done {
-            job: Job {
-                name: name.into(),
-                varied: vec![],
-                setting,
-                seed,
-                noise_seed: None,
-            },
-            summary: serde_json::json!({
-                "final_accuracy": acc, "epsilon": eps, "delta": 1e-5,
-                "noise_multiplier": 1.0, "final_loss": 0.3, "rounds": 5, "private": true,
-            }),
+    fn models_and_optimizers_are_swept_like_any_option() {
+        let o = SweepOptions {
+            models: vec!["logistic".into(), "mlp:16,8".into()],
+            server_optimizers: vec!["fedavg".into(), "fedadam".into()],
+            vary: vec![],
+            no_baseline: true,
+            seeds: 1,
+            ..opts()
         };
-        let done = vec![
-            mk(
-                "sigma-1-seed-1",
-                Some(("noise_multiplier", 1.0)),
-                1,
-                0.9,
-                Some(2.0),
-            ),
-            mk(
-                "sigma-1-seed-2",
-                Some(("noise_multiplier", 1.0)),
-                2,
-                0.8,
-                Some(2.0),
-            ),
-            mk("nonprivate-seed-1", None, 1, 0.95, None),
-        ];
-        let s = series(&done);
-        assert_eq!(s.len(), 1);
-        assert_eq!(s[0].points.len(), 1);
-        assert_eq!(s[0].points[0].values, vec![0.9, 0.8]);
-        assert_eq!(s[0].non_private, vec![0.95]);
-        let csv = sweep_csv(&done, &[]);
-        assert_eq!(csv.lines().count(), 4);
-        assert!(
-            csv.lines()
-                .nth(1)
-                .unwrap()
-                .starts_with("noise_multiplier,1,,1,2,0.00001,0.9,"),
-            "{csv}"
-        );
+        let all = jobs(&o, 1, None).unwrap();
+        // 2 settings × 2 models × 2 optimizers × 1 seed.
+        assert_eq!(all.len(), 8);
+        let j = all
+            .iter()
+            .find(|j| j.name == "sigma-2-model-mlp_16_8-server_optimizer-fedadam-seed-1")
+            .unwrap();
+        let t = job_options(&toml::Table::new(), j, Path::new("/tmp/r"));
+        assert_eq!(t["model"].as_str(), Some("mlp:16,8"));
+        assert_eq!(t["server_optimizer"].as_str(), Some("fedadam"));
+        // The same option twice is refused.
+        let twice = SweepOptions {
+            vary: vec!["model=softmax".into()],
+            ..o
+        };
+        assert!(jobs(&twice, 1, None).is_err());
     }
 }

@@ -59,7 +59,7 @@ fn a_sweep_writes_the_table_and_the_plot() {
         .collect();
     assert_eq!(rows.len(), 6, "{csv}");
     assert!(csv.starts_with(
-        "setting,noise_multiplier,target_epsilon,seed,epsilon,delta,final_accuracy,final_loss,rounds,private,run\n"
+        "setting,noise_multiplier,target_epsilon,seed,epsilon,delta,final_accuracy,final_loss,final_rmse,rounds,private,task,run\n"
     ));
     let eps_of = |sigma: &str| -> Vec<f64> {
         rows.iter()
@@ -79,7 +79,8 @@ fn a_sweep_writes_the_table_and_the_plot() {
     for r in &rows {
         let acc: f64 = r[6].parse().unwrap();
         assert!((0.0..=1.0).contains(&acc));
-        assert!(out.join("runs").join(r[10]).join("summary.json").is_file());
+        assert_eq!(r[11], "binary");
+        assert!(out.join("runs").join(r[12]).join("summary.json").is_file());
     }
     for file in ["privacy_utility.png", "privacy_utility.svg"] {
         assert!(out.join(file).is_file(), "{file} missing");

@@ -53,6 +53,14 @@ impl Engine {
         }
     }
 
+    /// The other engine.
+    pub fn other(self) -> Engine {
+        match self {
+            Engine::Processes => Engine::InProcess,
+            Engine::InProcess => Engine::Processes,
+        }
+    }
+
     /// The name on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
