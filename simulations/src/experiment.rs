@@ -486,10 +486,12 @@ impl RunArgs {
                 secagg,
                 signed_keys: secagg && self.privacy.signed_keys,
                 privacy,
-                // Deadlines, not waits: generous enough for many sites
-                // sharing a few cores.
-                training_seconds: 60.0 + 0.1 * n as f64,
-                stage_seconds: 20.0 + 0.05 * n as f64,
+                // Deadlines, not waits (a stage closes as soon as every
+                // answer is in): generous enough for a thousand sites
+                // sharing two busy cores, where every site of a stage
+                // finishes at about the same time.
+                training_seconds: 60.0 + 0.3 * n as f64,
+                stage_seconds: 20.0 + 0.3 * n as f64,
                 listen: None,
                 learning,
                 site_budgets: Default::default(),

@@ -309,6 +309,27 @@ pub fn privacy_utility(dir: &Path, fig: &SweepFigure<'_>) -> anyhow::Result<()> 
     )
 }
 
+/// Ticks of a log axis from `lo` to `hi`: 1, 2 and 5 times the powers of
+/// ten (plotters' own start at the first power of ten, which leaves a
+/// range such as 2–8 unlabelled).
+fn log_ticks(lo: f64, hi: f64) -> Vec<f64> {
+    let mut out = Vec::new();
+    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
+        return out;
+    }
+    let mut decade = 10f64.powf(lo.log10().floor());
+    while decade <= hi {
+        for m in [1.0, 2.0, 5.0] {
+            let v = m * decade;
+            if v >= lo && v <= hi {
+                out.push(v);
+            }
+        }
+        decade *= 10.0;
+    }
+    out
+}
+
 fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
@@ -342,7 +363,10 @@ fn draw_sweep<DB: DrawingBackend>(
         .margin(16)
         .x_label_area_size(50)
         .y_label_area_size(70)
-        .build_cartesian_2d(x.clone().log_scale(), y.0..y.1)
+        .build_cartesian_2d(
+            LogCoord::from(x.clone().log_scale()).with_key_points(log_ticks(x.start, x.end)),
+            y.0..y.1,
+        )
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -537,6 +561,13 @@ mod tests {
         metrics(dir.path(), &fig).unwrap();
         let svg = std::fs::read_to_string(dir.path().join("metrics.svg")).unwrap();
         assert!(svg.contains("test RMSE") && !svg.contains("test accuracy"));
+    }
+
+    #[test]
+    fn log_ticks_label_every_decade_part() {
+        assert_eq!(log_ticks(1.9, 80.0), vec![2.0, 5.0, 10.0, 20.0, 50.0]);
+        assert_eq!(log_ticks(0.3, 1.5), vec![0.5, 1.0]);
+        assert!(log_ticks(0.0, 1.0).is_empty());
     }
 
     #[test]

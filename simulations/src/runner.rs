@@ -91,8 +91,11 @@ pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
     let checkpoints = layout.coordinator_out.join("checkpoints");
     let mut history: Vec<RoundMetrics> = Vec::new();
     let mut progress = Progress::new("round", u64::from(spec.plan.rounds), Style::detect());
-    let deadline =
-        Duration::from_secs(60 + 30 * u64::from(spec.plan.rounds) + names.len() as u64 / 5);
+    // A backstop against a federation that hangs: the coordinator's own
+    // deadlines end rounds that cannot finish.
+    let deadline = Duration::from_secs(
+        60 + (u64::from(spec.plan.rounds) + 1) * (30 + names.len() as u64 / 4),
+    );
     // CPU seconds of the federation when each round was seen.
     let mut cpu: Vec<(u32, f64)> = Vec::new();
     let end = loop {
