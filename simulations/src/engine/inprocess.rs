@@ -1,15 +1,6 @@
 //! The in-process engine: the coordinator and every participant as tasks
-//! of tokio runtimes in this process: the coordinator on a runtime of its
-//! own, the participants on another (one worker per core each).
-//!
-//! Two runtimes because the sites' machine does its cryptography and
-//! training inside `block_in_place`, which hands the worker to a new
-//! thread: a thousand sites in a secure-aggregation stage at once would
-//! mean hundreds of threads sharing the cores, and the coordinator's tasks
-//! (and every connection's HTTP/2 keep-alive) would wait behind them until
-//! peers gave up. The sites' runtime therefore has at most
-//! [`SITE_THREADS_PER_CORE`] threads per core for such work, and the
-//! coordinator's threads are never among them.
+//! of one multi-threaded tokio runtime (one worker per core) on a thread of
+//! this process.
 //!
 //! The tasks are the production code, unchanged: the coordinator is
 //! `tessera_coordinator::server::run` (TLS listener, gRPC service, driver,
@@ -55,9 +46,6 @@ const START_BATCH: usize = 20;
 
 /// The pause between two batches.
 const START_PAUSE: Duration = Duration::from_millis(40);
-
-/// Threads per core the sites' runtime may hand blocking work to.
-const SITE_THREADS_PER_CORE: usize = 2;
 
 type Left = Arc<Mutex<Vec<(u64, Stage)>>>;
 
@@ -173,64 +161,50 @@ fn run_runtime(
     };
     let _guard = tracing::dispatcher::set_default(&dispatch);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let runtime = |name: &str, blocking: usize| {
-        let for_threads = dispatch.clone();
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .max_blocking_threads(blocking)
-            .thread_name(name)
-            .on_thread_start(move || {
-                // Every runtime thread logs to this federation's file; the
-                // guard lives as long as the thread.
-                std::mem::forget(tracing::dispatcher::set_default(&for_threads));
-            })
-            .enable_all()
-            .build()
-    };
-    let coordinator = match runtime("tessera-coordinator", 512) {
+    let for_threads = dispatch.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("tessera-inprocess")
+        .on_thread_start(move || {
+            // Every runtime thread logs to this federation's file; the
+            // guard lives as long as the thread.
+            std::mem::forget(tracing::dispatcher::set_default(&for_threads));
+        })
+        .enable_all()
+        .build();
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => return fail(e.into()),
     };
-    let sites_runtime = match runtime("tessera-sites", SITE_THREADS_PER_CORE * workers) {
-        Ok(r) => r,
-        Err(e) => return fail(e.into()),
-    };
-    let problems = sites_runtime.block_on(federation(
-        coordinator.handle(),
-        settings,
-        listener,
-        sites,
-        ended.clone(),
-        stop,
-    ));
-    coordinator.shutdown_timeout(Duration::from_secs(5));
-    problems
+    runtime.block_on(federation(settings, listener, sites, ended.clone(), stop))
 }
 
-/// Runs the coordinator on `coordinator` and the sites on the current
-/// runtime until the federation ends; returns the sites' problems.
 async fn federation(
-    coordinator: &tokio::runtime::Handle,
     settings: Arc<Settings>,
     listener: std::net::TcpListener,
     sites: Vec<SiteTask>,
     ended: mpsc::Sender<Ended>,
     stop: watch::Receiver<bool>,
 ) -> Vec<String> {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ended.send(Ended {
+                success: false,
+                detail: format!("loopback socket: {e}"),
+            });
+            return vec![];
+        }
+    };
     let shutdown = {
         let mut stop = stop.clone();
         async move {
             let _ = stop.wait_for(|s| *s).await;
         }
     };
-    let coordinator = coordinator.spawn(
-        async move {
-            // Registered with the coordinator's runtime, which polls it.
-            let listener = tokio::net::TcpListener::from_std(listener)
-                .map_err(|e| anyhow::anyhow!("loopback socket: {e}"))?;
-            tessera_coordinator::server::run(settings, listener, shutdown).await
-        }
-        .instrument(tracing::info_span!("coordinator")),
+    let coordinator = tokio::spawn(
+        tessera_coordinator::server::run(settings, listener, shutdown)
+            .instrument(tracing::info_span!("coordinator")),
     );
     let mut participants = JoinSet::new();
     for (i, site) in sites.into_iter().enumerate() {
