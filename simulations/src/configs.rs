@@ -109,6 +109,7 @@ pub fn coordinator_config(
         evaluation: EvaluationSection {
             every: plan.learning.evaluate_every,
             noise_multiplier: plan.learning.evaluation_noise_multiplier,
+            max_rows: plan.learning.evaluation_max_rows,
             ..EvaluationSection::default()
         },
     })

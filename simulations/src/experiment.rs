@@ -457,7 +457,7 @@ pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
     if spec.plan.learning.evaluate_every > 0 {
         // Each site holds out its share of the pooled test rows, so the
         // federated evaluation can be checked against the pooled figures.
-        spec.plan.learning.evaluation_data = crate::learning::write_evaluation_files(
+        let (files, largest) = crate::learning::write_evaluation_files(
             &spec.data,
             &split,
             spec.partition == Partition::Iid,
@@ -465,6 +465,11 @@ pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
             spec.seed,
             &out.join("data").join("eval"),
         )?;
+        spec.plan.learning.evaluation_data = files;
+        // The row bound the evaluation's noise is scaled to: the simulation
+        // chose the split, so the largest held-out share is a public bound.
+        let learning = &mut spec.plan.learning;
+        learning.evaluation_max_rows = learning.evaluation_max_rows.or(Some(largest.max(1) as f64));
     }
     let test = tessera_model::load_csv(&split.test_path, &spec.task)?;
     describe_privacy(&spec);
