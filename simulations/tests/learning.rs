@@ -12,7 +12,9 @@
 //! - `regression_against_a_central_fit`: linear regression on the diabetes
 //!   data over five sites reaches an R² within 0.05 of ordinary least
 //!   squares fitted centrally on the union of the sites' training rows; the
-//!   federated RMSE, MAE and R² equal the pooled test figures.
+//!   federated RMSE, MAE and R² equal the pooled test figures; no site's own
+//!   figures appear in the coordinator's logs, `rounds.csv`, store or
+//!   `status`.
 //! - `private_evaluation_is_in_the_ledger`: with DP, every evaluation is a
 //!   ledger event (kind `evaluation`) counted in ε, and `ledger --json`
 //!   lists it.
@@ -218,6 +220,59 @@ fn regression_against_a_central_fit() {
             "{metric}: federated {fed}, pooled {pooled}"
         );
     }
+    sites_own_figures_stay_with_them(&out, num(&federated["rmse"]));
+}
+
+/// No site's own evaluation figures (of the final model, which the last
+/// evaluation round evaluated) appear in anything the coordinator keeps or
+/// says: its logs, `rounds.csv`, its store, or `status`.
+/// `global_rmse`, the released figure, is found there (the search works).
+fn sites_own_figures_stay_with_them(out: &Path, global_rmse: f64) {
+    let model = tessera_model::read_model(&out.join("coordinator/model.safetensors")).unwrap();
+    let mut kept = String::new();
+    for name in ["logs/coordinator.log", "coordinator/rounds.csv"] {
+        kept += &std::fs::read_to_string(out.join(name)).unwrap();
+    }
+    for entry in std::fs::read_dir(out.join("coordinator")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().contains("coordinator.sqlite") {
+            kept += &String::from_utf8_lossy(&std::fs::read(&path).unwrap());
+        }
+    }
+    let config = out.join("coordinator.toml");
+    let status = tessera_testkit::command::run_ok(
+        &[SIM],
+        &[
+            "coordinator",
+            "status",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    );
+    kept += &String::from_utf8_lossy(&status.stdout);
+    assert!(kept.contains(&format!("{global_rmse:.4}")), "{kept}");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(out.join("data/eval")).unwrap() {
+        let path = entry.unwrap().path();
+        let site = tessera_model::load_csv(&path, &model.task).unwrap();
+        let own = tessera_model::evaluate(&model, &site).unwrap();
+        let r = own.regression.expect("regression scores");
+        for value in [r.rmse, r.mae, r.r2, own.loss] {
+            for text in [
+                format!("{value:.4}"),
+                format!("{value:.6}"),
+                format!("{value}"),
+            ] {
+                assert!(
+                    !kept.contains(&text),
+                    "{}'s own figure {text} is in what the coordinator keeps",
+                    path.display()
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 5 * 4 * 3);
 }
 
 #[test]
