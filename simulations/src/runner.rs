@@ -39,7 +39,7 @@ pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
         // Each site holds out its share of the pooled test rows, so the
         // federated evaluation can be checked against the pooled figures;
         // split partitions deal the test rows like IID ones.
-        spec.plan.learning.evaluation_data = crate::learning::write_evaluation_files(
+        let (files, largest) = crate::learning::write_evaluation_files(
             &spec.data,
             &split,
             spec.partition != Partition::Natural,
@@ -47,6 +47,11 @@ pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
             spec.seed,
             &out.join("data").join("eval"),
         )?;
+        spec.plan.learning.evaluation_data = files;
+        // The row bound the evaluation's noise is scaled to: the simulation
+        // chose the split, so the largest held-out share is a public bound.
+        let learning = &mut spec.plan.learning;
+        learning.evaluation_max_rows = learning.evaluation_max_rows.or(Some(largest.max(1) as f64));
     }
     let test = tessera_model::load_csv(&split.test_path, &spec.task)?;
     describe_privacy(&spec);
@@ -93,9 +98,8 @@ pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
     let mut progress = Progress::new("round", u64::from(spec.plan.rounds), Style::detect());
     // A backstop against a federation that hangs: the coordinator's own
     // deadlines end rounds that cannot finish.
-    let deadline = Duration::from_secs(
-        60 + (u64::from(spec.plan.rounds) + 1) * (30 + names.len() as u64 / 4),
-    );
+    let deadline =
+        Duration::from_secs(60 + (u64::from(spec.plan.rounds) + 1) * (30 + names.len() as u64 / 4));
     // CPU seconds of the federation when each round was seen.
     let mut cpu: Vec<(u32, f64)> = Vec::new();
     let end = loop {
