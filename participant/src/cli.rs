@@ -71,6 +71,22 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    main_with_options(
+        args,
+        crate::client::ShellOptions {
+            hook,
+            ..Default::default()
+        },
+    )
+}
+
+/// [`main`], with a simulation's options for a running participant (a
+/// send hook, a seeded RNG).
+pub fn main_with_options<I, T>(args: I, options: crate::client::ShellOptions) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
     match Cli::parse_from(args).command {
         Command::Run { config } => {
             let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG")
@@ -79,7 +95,7 @@ where
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
                 .init();
-            match run(config, hook) {
+            match run(config, options) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     eprintln!("error: {}", tessera_common::report::chain_message(&*e));
@@ -115,7 +131,7 @@ where
     }
 }
 
-fn run(config: PathBuf, hook: Option<Box<dyn crate::client::SendHook>>) -> anyhow::Result<u8> {
+fn run(config: PathBuf, options: crate::client::ShellOptions) -> anyhow::Result<u8> {
     let config = ParticipantConfig::load(&config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -125,7 +141,7 @@ fn run(config: PathBuf, hook: Option<Box<dyn crate::client::SendHook>>) -> anyho
     runtime.block_on(async {
         let stop = stop_signal()?;
         tokio::select! {
-            code = crate::client::run_with(config, hook) => code,
+            code = crate::client::run_with_options(config, options) => code,
             () = stop => {
                 // The message in hand was handled (handling never yields);
                 // leaving drops the session, which the coordinator sees as

@@ -34,6 +34,17 @@ pub const EXIT_UNREACHABLE: u8 = 6;
 pub trait SendHook: Send {
     /// Called after `message` was queued for sending.
     fn sent(&mut self, message: &ParticipantMessage);
+
+    /// Called before `message` is queued. `true` makes the site leave the
+    /// round in progress here instead of sending it, as a site whose
+    /// connection breaks and comes back would: the shell opens a new
+    /// session and, once the coordinator has taken it (it waits while the
+    /// old one is in the round), closes the old one. The coordinator thus
+    /// sees the site drop at exactly this stage, and lets the new session
+    /// in when the old one closes, in time for the next round.
+    fn leave_before(&mut self, _message: &ParticipantMessage) -> bool {
+        false
+    }
 }
 
 /// The gRPC endpoint of the coordinator at `url` (`https://host:port`).
@@ -54,10 +65,28 @@ fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
         .keep_alive_timeout(Duration::from_secs(20)))
 }
 
+/// What a simulation may hand the shell; production uses the default
+/// (no hook, the operating system's randomness).
+#[derive(Default)]
+pub struct ShellOptions {
+    /// Sees (and may stop) every message sent.
+    pub hook: Option<Box<dyn SendHook>>,
+    /// The site's randomness (keys, masks, shares, stochastic rounding).
+    /// A seeded generator makes the masks predictable: NOT secure, for
+    /// reproducing simulations only.
+    pub rng: Option<crate::site::SecureRng>,
+}
+
+/// A session the site is leaving, kept open until its successor is
+/// established.
+type Leaving = Box<dyn Send>;
+
 enum SessionEnd {
     Exit(u8, String),
     Lost(String),
     Refused(String),
+    /// The send hook made the site leave the round (see [`SendHook::leave_before`]).
+    LeftRound(Leaving),
 }
 
 /// Runs the participant until the federation ends; returns the exit code.
@@ -68,8 +97,24 @@ pub async fn run(config: ParticipantConfig) -> anyhow::Result<u8> {
 /// [`run`], with a hook that sees every message sent.
 pub async fn run_with(
     config: ParticipantConfig,
-    mut hook: Option<Box<dyn SendHook>>,
+    hook: Option<Box<dyn SendHook>>,
 ) -> anyhow::Result<u8> {
+    run_with_options(
+        config,
+        ShellOptions {
+            hook,
+            ..ShellOptions::default()
+        },
+    )
+    .await
+}
+
+/// [`run`], with a simulation's options.
+pub async fn run_with_options(
+    config: ParticipantConfig,
+    options: ShellOptions,
+) -> anyhow::Result<u8> {
+    let ShellOptions { mut hook, rng } = options;
     tessera_certs::install_crypto_provider();
     let material = config
         .tls
@@ -108,7 +153,7 @@ pub async fn run_with(
         data,
         ledger: Box::new(ledger),
         trainer: config.trainer(),
-        rng: Box::new(rand::rngs::StdRng::from_rng(&mut rand::rng())),
+        rng: rng.unwrap_or_else(|| Box::new(rand::rngs::StdRng::from_rng(&mut rand::rng()))),
         clock: Box::new(SystemClock),
         key_signing,
     });
@@ -117,10 +162,12 @@ pub async fn run_with(
     let mut unreachable_since = Instant::now();
     // Whether a session with the coordinator ever got going.
     let mut joined = false;
+    // The session being left, open until the next one is established.
+    let mut leaving: Option<Leaving> = None;
     loop {
         let end = match endpoint.connect_with_connector(connector.clone()).await {
             Ok(channel) => {
-                let end = session(&mut site, channel, &mut hook, &mut joined).await;
+                let end = session(&mut site, channel, &mut hook, &mut joined, &mut leaving).await;
                 if matches!(end, SessionEnd::Lost(_)) {
                     // A session that got going resets the clock and the backoff.
                     unreachable_since = Instant::now();
@@ -147,7 +194,12 @@ pub async fn run_with(
                 error!(%reason, "the coordinator refused this participant");
                 return Ok(EXIT_REFUSED);
             }
+            SessionEnd::LeftRound(old) => {
+                site.connection_lost();
+                leaving = Some(old);
+            }
             SessionEnd::Lost(reason) => {
+                leaving = None;
                 site.connection_lost();
                 if unreachable_since.elapsed() > reconnect.give_up() {
                     error!(%reason, "coordinator unreachable for too long; giving up");
@@ -208,6 +260,7 @@ async fn session(
     channel: tonic::transport::Channel,
     hook: &mut Option<Box<dyn SendHook>>,
     joined: &mut bool,
+    leaving: &mut Option<Leaving>,
 ) -> SessionEnd {
     let mut client = FederationClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -228,6 +281,9 @@ async fn session(
         }
     };
     *joined = true;
+    // The coordinator has this session: the one left behind (if any) can
+    // close now, and the coordinator drops it from its round.
+    *leaving = None;
     info!("connected to the coordinator");
     loop {
         let message = match inbound.message().await {
@@ -249,6 +305,10 @@ async fn session(
         while let Some(action) = site.poll_action() {
             match action {
                 Action::Send(m) => {
+                    if hook.as_mut().is_some_and(|h| h.leave_before(&m)) {
+                        while site.poll_action().is_some() {}
+                        return SessionEnd::LeftRound(Box::new((tx, inbound, client)));
+                    }
                     let seen = hook.as_ref().map(|_| m.clone());
                     if tx.send(m).await.is_err() {
                         return SessionEnd::Lost("session closed while sending".into());

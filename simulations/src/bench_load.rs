@@ -88,6 +88,7 @@ fn write_sites(csv: &Path, dir: &Path, n: usize, rows: usize) -> anyhow::Result<
                 max_epsilon: None,
                 min_noise_multiplier: None,
                 crash_after_shares: None,
+                trainer: None,
             })
         })
         .collect()

@@ -15,6 +15,17 @@
 //! mask and pairwise masks, and the coordinator's removal of every self mask
 //! and of every mask shared with a dropped participant. The ratio of the two
 //! shows what the protocol costs beyond that unavoidable work.
+//!
+//! The neighbour degree k and threshold t default to
+//! `RoundParams::recommended` (the smallest k and t meeting Bell et al.'s
+//! bounds at 2^-40 security for the dropout rate). `--neighbours K` and
+//! `--threshold T` set them instead, to measure at another system's
+//! configuration: Flower's SecAgg+ examples use `num_shares = 5`, which
+//! counts the client's own share, so `--neighbours 4`; without
+//! `--threshold` the threshold is then the majority ⌊k/2⌋ + 1. The report
+//! says what such a choice gives under the same bounds (the log2 of the
+//! probabilities of leaking a secret, of disconnecting the survivors and of
+//! failing within the dropout rate).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -49,6 +60,14 @@ pub struct SecAggBenchArgs {
     /// Arithmetic modulo 2^modulus_bits (1..=64).
     #[arg(long, default_value_t = 32)]
     pub modulus_bits: u32,
+    /// Neighbour degree k (even, or n − 1); default: the secure choice
+    /// from Bell et al.'s bounds for the dropout rate.
+    #[arg(long)]
+    pub neighbours: Option<usize>,
+    /// Shamir threshold t (k/2 < t ≤ k); default: with `--neighbours`,
+    /// ⌊k/2⌋ + 1, else the secure choice.
+    #[arg(long)]
+    pub threshold: Option<usize>,
 }
 
 /// Seconds spent in each protocol stage.
@@ -130,6 +149,65 @@ pub struct SecAggBenchReport {
     pub modulus_bits: u32,
     /// Masks of d elements expanded in the round (and in the lower bound).
     pub masks_expanded: u64,
+    /// Whether k and t are the recommended ones (not set by flags).
+    pub recommended: bool,
+    /// Whether k and t meet the default security and correctness targets
+    /// of `tessera-secagg` at the dropout rate.
+    pub meets_targets: bool,
+    /// Bell et al.'s bounds for k and t, or which target they miss.
+    pub assessment: String,
+}
+
+/// The round parameters `args` ask for: recommended, or with `--neighbours`
+/// and `--threshold` set (checked).
+pub fn choose_params(args: &SecAggBenchArgs, graph_seed: [u8; 32]) -> anyhow::Result<RoundParams> {
+    let n = args.participants as u32;
+    let mut params = match args.neighbours {
+        Some(k) => RoundParams {
+            round: 1,
+            participants: (1..=n).collect(),
+            threshold: k / 2 + 1,
+            neighbours: k,
+            graph_seed,
+            dim: args.dim,
+            modulus_bits: args.modulus_bits,
+            signed_keys: false,
+        },
+        None => RoundParams::recommended(
+            1,
+            (1..=n).collect(),
+            args.dim,
+            args.modulus_bits,
+            args.dropout,
+            graph_seed,
+        )
+        .context("choosing round parameters")?,
+    };
+    if let Some(t) = args.threshold {
+        params.threshold = t;
+    }
+    params.validate().context("--neighbours/--threshold")?;
+    Ok(params)
+}
+
+/// Whether `params` meet the default targets at `dropout`, and their
+/// bounds or the target they miss.
+pub fn assessment(params: &RoundParams, dropout: f64) -> (bool, String) {
+    let targets = tessera_secagg::SecurityTargets::default();
+    match params.assess(dropout, targets) {
+        Ok(a) => (
+            true,
+            format!(
+                "meets the targets: log2 P[secret leak] {:.1}, log2 P[survivors disconnected] {:.1}, \
+                 log2 P[round fails at dropout {dropout}] {:.1}",
+                a.share_leak_log2, a.disconnect_log2, a.correctness_failure_log2
+            ),
+        ),
+        Err(e) => (
+            false,
+            format!("misses the 2^-{} targets: {e}", targets.security_bits),
+        ),
+    }
 }
 
 /// A participant's input, generated on the fly (not part of the timing).
@@ -171,15 +249,8 @@ pub fn run(args: &SecAggBenchArgs) -> anyhow::Result<SecAggBenchReport> {
     let mut rng = ChaCha20Rng::seed_from_u64(args.seed);
     let mut graph_seed = [0u8; 32];
     rng.fill_bytes(&mut graph_seed);
-    let params = RoundParams::recommended(
-        1,
-        (1..=n).collect(),
-        args.dim,
-        bits,
-        args.dropout,
-        graph_seed,
-    )
-    .context("choosing round parameters")?;
+    let params = choose_params(args, graph_seed)?;
+    let (meets_targets, assessment) = assessment(&params, args.dropout);
 
     // Who drops after sending shares: a seeded partial shuffle.
     let mut order: Vec<u32> = (1..=n).collect();
@@ -343,6 +414,9 @@ pub fn run(args: &SecAggBenchArgs) -> anyhow::Result<SecAggBenchReport> {
         threshold: params.threshold,
         modulus_bits: bits,
         masks_expanded,
+        recommended: args.neighbours.is_none() && args.threshold.is_none(),
+        meets_targets,
+        assessment,
     })
 }
 
@@ -390,6 +464,12 @@ pub fn print(report: &SecAggBenchReport, json: bool) {
         report.bytes_per_participant, report.bytes_received_per_participant
     );
     println!("correct                   {}", report.correct);
+    let choice = if report.recommended {
+        "recommended for the dropout rate"
+    } else {
+        "set by --neighbours/--threshold"
+    };
+    println!("k, t ({choice}): {}", report.assessment);
 }
 
 #[cfg(test)]
@@ -406,6 +486,8 @@ mod tests {
                 json: true,
                 seed: 3,
                 modulus_bits: 32,
+                neighbours: None,
+                threshold: None,
             };
             let r = run(&args).unwrap();
             assert!(r.correct, "{r:?}");
@@ -421,7 +503,52 @@ mod tests {
             json: false,
             seed: 1,
             modulus_bits: 32,
+            neighbours: None,
+            threshold: None,
         };
         assert!(run(&bad).is_err());
+    }
+
+    #[test]
+    fn neighbours_and_threshold_can_be_set() {
+        let args = SecAggBenchArgs {
+            participants: 40,
+            dim: 500,
+            // Four neighbours cannot afford dropouts (a neighbourhood
+            // losing two of its four fails the round).
+            dropout: 0.0,
+            json: true,
+            seed: 2,
+            modulus_bits: 32,
+            neighbours: Some(4),
+            threshold: None,
+        };
+        let r = run(&args).unwrap();
+        assert!(r.correct, "{r:?}");
+        assert_eq!((r.neighbours, r.threshold), (4, 3));
+        assert!(!r.recommended);
+        // Four neighbours are far from the targets the default keeps.
+        assert!(!r.meets_targets, "{}", r.assessment);
+        let t = run(&SecAggBenchArgs {
+            threshold: Some(4),
+            ..args.clone()
+        })
+        .unwrap();
+        assert_eq!(t.threshold, 4);
+        let default = run(&SecAggBenchArgs {
+            neighbours: None,
+            ..args.clone()
+        })
+        .unwrap();
+        assert!(default.recommended && default.neighbours > 4);
+        assert!(default.meets_targets, "{}", default.assessment);
+        for (k, t) in [(5, None), (4, Some(2)), (4, Some(5)), (40, None)] {
+            let bad = SecAggBenchArgs {
+                neighbours: Some(k),
+                threshold: t,
+                ..args.clone()
+            };
+            assert!(run(&bad).is_err(), "k = {k}, t = {t:?}");
+        }
     }
 }

@@ -1,35 +1,24 @@
-//! `tessera-sim run` and `demo`: partition the data, launch a real local
-//! federation, follow its rounds, evaluate every released model on the
-//! pooled test split, and write `summary.json`, `metrics.csv` and
-//! `privacy_report.md`.
+//! `tessera-sim run` and `demo`: the options of a run and the [`RunSpec`]
+//! they decide (partition, task, privacy, training, engine, dropouts);
+//! [`run`] ([`crate::runner`]) carries it out.
 //!
 //! This is the one code path that simulations grow on: partitions, privacy
 //! settings, faults and sweeps all end up as a [`RunSpec`].
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Child;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde::Serialize;
-use tessera_model::{Dataset, TaskSpec};
+use tessera_model::TaskSpec;
 
-use crate::launch::{
-    self, AdaptiveClippingPlan, Binaries, FederationPlan, PrivacyPlan, SitePlan, TrainingPlan,
-};
+use crate::dropout::DropoutSpec;
+use crate::engine::Engine;
+use crate::launch::{AdaptiveClippingPlan, FederationPlan, PrivacyPlan, TrainingPlan};
 pub use crate::learning::LearningArgs;
 use crate::partition::{self, Partitioned};
-
-/// How the data is split over participants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Partition {
-    /// One participant per `--data` file.
-    Natural,
-    /// One file dealt IID (stratified by label) over `--participants`.
-    Iid,
-}
+pub use crate::partition_skew::Partition;
+pub use crate::runner::run;
 
 /// Differential-privacy options of a run.
 #[derive(Debug, Clone, clap::Args)]
@@ -55,7 +44,9 @@ pub struct PrivacyArgs {
     /// Noise multiplier of the pooled-statistics release.
     #[arg(long, default_value_t = 20.0)]
     pub statistics_noise_multiplier: f64,
-    /// Seed the noise. The run is then NOT private; for reproducing simulations only.
+    /// Seed the noise and each site's randomness (masks, stochastic
+    /// rounding). The run is then NOT private and its masks are
+    /// predictable; for reproducing simulations only.
     #[arg(long)]
     pub noise_seed: Option<u64>,
     /// Sum in the clear instead of through secure aggregation (comparisons only).
@@ -65,6 +56,12 @@ pub struct PrivacyArgs {
     /// so the coordinator cannot substitute keys.
     #[arg(long, conflicts_with = "no_secagg")]
     pub signed_keys: bool,
+    /// Share of a cohort secure aggregation tolerates losing (SecAgg+ sizes
+    /// its neighbourhoods for it: more tolerance, more work per site).
+    /// Default: the coordinator's (0.3), raised to the planned dropouts
+    /// plus 0.05 when `--dropout` asks for more.
+    #[arg(long, conflicts_with = "no_secagg")]
+    pub dropout_tolerance: Option<f64>,
     /// Adaptive clipping (Andrew et al. 2021): `--clip-norm` is the initial
     /// C, which then tracks a quantile of the update norms, estimated with
     /// its own noise (accounted). Needs DP on.
@@ -100,6 +97,7 @@ impl Default for PrivacyArgs {
             noise_seed: None,
             no_secagg: false,
             signed_keys: false,
+            dropout_tolerance: None,
             adaptive_clipping: false,
             target_quantile: None,
             clip_learning_rate: None,
@@ -118,9 +116,18 @@ impl PrivacyArgs {
 /// Options of `tessera-sim run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunArgs {
+    /// A TOML file of these options (`rounds = 20`, `noise_multiplier = 1.0`,
+    /// `data = ["a.csv"]`, …); flags on the command line win. The run's
+    /// directory gets the resolved options back as `sim.toml`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
     /// Output directory (kept): PKI, configs, logs, models, summary.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// How the federation runs: one process per party, or every party as a
+    /// task of one runtime in this process (for many sites).
+    #[arg(long, value_enum, default_value_t = Engine::Processes)]
+    pub engine: Engine,
     /// CSV file(s): one per site (natural), or one to split (iid).
     #[arg(long, required = true)]
     pub data: Vec<PathBuf>,
@@ -131,11 +138,13 @@ pub struct RunArgs {
     /// for numeric labels, else the last of the two classes in sort order).
     #[arg(long)]
     pub positive: Option<String>,
-    /// Number of participants (iid partition).
+    /// Number of participants (iid, dirichlet and quantity partitions).
     #[arg(long)]
     pub participants: Option<usize>,
-    /// How to split the data.
-    #[arg(long, value_enum)]
+    /// How to split the data: `natural` (one site per file), `iid`,
+    /// `dirichlet:ALPHA` (label skew) or `quantity:BETA` (power-law sizes).
+    /// Default: natural for several files, else iid.
+    #[arg(long)]
     pub partition: Option<Partition>,
     /// Training rounds.
     #[arg(long, default_value_t = 20)]
@@ -160,9 +169,15 @@ pub struct RunArgs {
     /// (default 1 without DP; with DP, a third of the rounds).
     #[arg(long)]
     pub average_last: Option<u32>,
-    /// Least participants per round (default: all but one, at least 3).
+    /// Least participants per round (default: all but one, at least 3; with
+    /// dropouts, all but the planned dropouts).
     #[arg(long)]
     pub min_participants: Option<usize>,
+    /// Sites that leave each training round: a share (`0.2`, each at a
+    /// random secure-aggregation stage) or shares by stage
+    /// (`keys=0.05,shares=0.05,input=0.05,unmask=0.05`).
+    #[arg(long)]
+    pub dropout: Option<DropoutSpec>,
     /// Privacy.
     #[command(flatten)]
     pub privacy: PrivacyArgs,
@@ -227,6 +242,20 @@ pub struct Summary {
     pub clip_norm: f64,
     /// How the data was split.
     pub partition: Partition,
+    /// The engine that ran it.
+    pub engine: Engine,
+    /// Mean wall seconds of a released training round (announcement to release).
+    pub seconds_per_round: Option<f64>,
+    /// CPU seconds the federation used per training round (between the
+    /// first and the last round seen; all parties).
+    pub cpu_seconds_per_round: Option<f64>,
+    /// Peak resident memory of the federation, in bytes.
+    pub peak_rss_bytes: Option<u64>,
+    /// Planned dropouts over all training rounds.
+    pub planned_dropouts: usize,
+    /// Dropouts the coordinator recorded (selected but not in the sum)
+    /// over all released training rounds.
+    pub reported_dropouts: usize,
     /// Data seed.
     pub seed: u64,
     /// Rows in the pooled test split.
@@ -256,6 +285,16 @@ pub struct RunSpec {
     pub plan: FederationPlan,
     /// Data seed.
     pub seed: u64,
+    /// The engine that runs it.
+    pub engine: Engine,
+    /// Sites leaving training rounds (none by default).
+    pub dropout: DropoutSpec,
+    /// Seed of the sites' randomness (`--noise-seed`; NOT secure).
+    pub site_seed: Option<u64>,
+    /// Secure aggregation's dropout tolerance, if set.
+    pub dropout_tolerance: Option<f64>,
+    /// The options as given (TOML), written back into the run's directory.
+    pub options_toml: Option<String>,
 }
 
 /// Feature ranges standing in for public domain knowledge: per feature, the
@@ -299,10 +338,11 @@ impl RunArgs {
         } else {
             Partition::Iid
         });
-        let out = match &self.out {
+        // Absolute: the configuration files name paths relative to themselves.
+        let out = std::path::absolute(match &self.out {
             Some(o) => o.clone(),
             None => std::env::temp_dir().join(format!("tessera-sim-{}", std::process::id())),
-        };
+        })?;
         let data = match partition {
             Partition::Natural => {
                 if self.participants.is_some_and(|n| n != self.data.len()) {
@@ -312,12 +352,21 @@ impl RunArgs {
                 }
                 partition::natural(&self.data, &self.label, 0.2, self.seed)?
             }
-            Partition::Iid => {
+            Partition::Iid | Partition::Dirichlet(_) | Partition::Quantity(_) => {
                 if self.data.len() != 1 {
-                    bail!("--partition iid splits one --data file");
+                    bail!("--partition {partition} splits one --data file");
                 }
                 let n = self.participants.unwrap_or(4);
-                partition::iid(&self.data[0], &self.label, n, 0.2, self.seed)?
+                let (src, label) = (&self.data[0], &self.label);
+                match partition {
+                    Partition::Dirichlet(a) => {
+                        crate::partition_skew::dirichlet(src, label, n, a, 0.2, self.seed)?
+                    }
+                    Partition::Quantity(b) => {
+                        crate::partition_skew::quantity(src, label, n, b, 0.2, self.seed)?
+                    }
+                    _ => partition::iid(src, label, n, 0.2, self.seed)?,
+                }
             }
         };
         let features: Vec<String> = data
@@ -405,9 +454,18 @@ impl RunArgs {
             }),
         };
         let secagg = !self.privacy.no_secagg;
-        let min_participants = self
-            .min_participants
-            .unwrap_or_else(|| if n > 3 { n - 1 } else { n }.max(if secagg { 3 } else { 1 }));
+        let dropout = self.dropout.clone().unwrap_or_default();
+        let leaving = dropout.per_round(n);
+        let min_participants = self.min_participants.unwrap_or_else(|| {
+            if leaving > 0 {
+                n.saturating_sub(leaving)
+            } else if n > 3 {
+                n - 1
+            } else {
+                n
+            }
+            .max(if secagg { 3 } else { 1 })
+        });
         if secagg && n < 3 {
             bail!(
                 "secure aggregation needs at least 3 participants (use --no-secagg to compare without it)"
@@ -428,332 +486,22 @@ impl RunArgs {
                 secagg,
                 signed_keys: secagg && self.privacy.signed_keys,
                 privacy,
-                training_seconds: 60.0,
-                stage_seconds: 20.0,
+                // Deadlines, not waits (a stage closes as soon as every
+                // answer is in): generous enough for a thousand sites
+                // sharing two busy cores, where every site of a stage
+                // finishes at about the same time.
+                training_seconds: 60.0 + 0.3 * n as f64,
+                stage_seconds: 20.0 + 0.3 * n as f64,
                 listen: None,
                 learning,
                 site_budgets: Default::default(),
             },
             data,
+            engine: self.engine,
+            dropout,
+            site_seed: self.privacy.noise_seed,
+            dropout_tolerance: self.privacy.dropout_tolerance,
+            options_toml: None,
         })
     }
-}
-
-fn kill_all(children: &mut [(String, Child)]) {
-    for (_, c) in children.iter_mut() {
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-}
-
-/// Runs a federation as specified, printing progress; returns the summary.
-pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
-    let out = spec.out.clone();
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let split = spec.data.write(&out.join("data"))?;
-    println!("Data ({} sites):", split.sites.len());
-    println!("{split}");
-    spec.plan.sites = SitePlan::from_split(&split);
-    if spec.plan.learning.evaluate_every > 0 {
-        // Each site holds out its share of the pooled test rows, so the
-        // federated evaluation can be checked against the pooled figures.
-        spec.plan.learning.evaluation_data = crate::learning::write_evaluation_files(
-            &spec.data,
-            &split,
-            spec.partition == Partition::Iid,
-            &spec.task.label,
-            spec.seed,
-            &out.join("data").join("eval"),
-        )?;
-    }
-    let test = tessera_model::load_csv(&split.test_path, &spec.task)?;
-    describe_privacy(&spec);
-
-    let bins = Binaries::detect()?;
-    let mut layout = launch::prepare(&spec.plan)?;
-    let started = Instant::now();
-    let (mut coordinator, address) = launch::start_coordinator(&bins, &layout, "coordinator.log")?;
-    let mut children: Vec<(String, Child)> = Vec::new();
-    for site in spec.plan.sites.clone() {
-        launch::write_participant_config(&spec.plan, &mut layout, &site, &address)?;
-        match launch::start_participant(&bins, &layout, &site.name, &format!("{}.log", site.name)) {
-            Ok(c) => children.push((site.name.clone(), c)),
-            Err(e) => {
-                let _ = coordinator.kill();
-                kill_all(&mut children);
-                return Err(e);
-            }
-        }
-    }
-    println!(
-        "Federation: coordinator on {address}, {} participants, {} rounds (logs in {})",
-        children.len(),
-        spec.plan.rounds,
-        layout.logs.display()
-    );
-
-    let checkpoints = layout.coordinator_out.join("checkpoints");
-    let mut history: Vec<RoundMetrics> = Vec::new();
-    let deadline = Duration::from_secs(60 + 30 * u64::from(spec.plan.rounds));
-    let status = loop {
-        follow_rounds(
-            &checkpoints,
-            &layout.store(),
-            &test,
-            &spec,
-            started,
-            &mut history,
-        );
-        if let Some(status) = coordinator.try_wait()? {
-            break status;
-        }
-        if started.elapsed() > deadline {
-            let _ = coordinator.kill();
-            kill_all(&mut children);
-            bail!(
-                "the federation did not finish within {deadline:?}; see {}",
-                layout.logs.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    follow_rounds(
-        &checkpoints,
-        &layout.store(),
-        &test,
-        &spec,
-        started,
-        &mut history,
-    );
-    let wall = started.elapsed().as_secs_f64();
-    // Participants leave on FederationDone; give them a moment, then make sure.
-    let grace = Instant::now();
-    for (name, c) in children.iter_mut() {
-        loop {
-            match c.try_wait()? {
-                Some(s) if !s.success() => {
-                    eprintln!("participant {name} exited with {s}; see its log");
-                    break;
-                }
-                Some(_) => break,
-                None if grace.elapsed() > Duration::from_secs(10) => {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                    break;
-                }
-                None => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
-    }
-    if !status.success() {
-        bail!(
-            "the coordinator failed ({status}); see {}",
-            layout.logs.join("coordinator.log").display()
-        );
-    }
-    let model_path = layout.coordinator_out.join("model.safetensors");
-    let (final_accuracy, final_loss, final_regression, model) = if model_path.exists() {
-        let m = tessera_model::read_model(&model_path)?;
-        let e = tessera_model::evaluate(&m, &test)?;
-        (e.accuracy, e.loss, e.regression, Some(model_path))
-    } else {
-        (f64::NAN, f64::NAN, None, None)
-    };
-    crate::learning::attach_federated(&mut history, &layout.coordinator_out.join("rounds.csv"));
-    let store = tessera_coordinator::store::Store::open_read_only(&layout.store())?;
-    let finish_reason = store
-        .meta("finish_reason")?
-        .unwrap_or_else(|| "federation finished".into());
-    let privacy = spec.plan.privacy.as_ref();
-    let epsilon = match privacy {
-        Some(p) => Some(tessera_coordinator::budget::ledger_epsilon(
-            &store.privacy_events()?,
-            p.delta,
-            tessera_privacy::AccountantKind::Best,
-        )?),
-        None => None,
-    };
-    let noise_multiplier = privacy.and_then(|_| {
-        store
-            .ledger()
-            .ok()?
-            .iter()
-            .rev()
-            .find(|r| r.kind == tessera_model::RoundKind::Training)
-            .map(|r| r.noise_multiplier)
-    });
-    let summary = Summary {
-        task: spec.task.kind.name().to_owned(),
-        final_accuracy,
-        final_regression,
-        final_loss,
-        rounds: history.iter().map(|h| h.round).max().unwrap_or(0),
-        planned_rounds: spec.plan.rounds,
-        participants: spec.plan.sites.len(),
-        epsilon,
-        delta: privacy.map(|p| p.delta),
-        noise_multiplier,
-        private: privacy.is_some_and(|p| p.noise_seed.is_none()),
-        secure_aggregation: spec.plan.secagg,
-        noise_seeded: privacy.is_some_and(|p| p.noise_seed.is_some()),
-        clip_norm: spec.plan.training.clip_norm,
-        partition: spec.partition,
-        seed: spec.seed,
-        test_rows: test.n_rows(),
-        finish_reason,
-        wall_seconds: wall,
-        model,
-        history,
-    };
-    write_outputs(&out, &summary)?;
-    tessera_coordinator::privacy_report::write_markdown(
-        &layout.store(),
-        "tessera-sim",
-        privacy.map_or(1e-5, |p| p.delta),
-        privacy.and_then(|p| p.max_epsilon.or(p.target_epsilon)),
-        &out.join("privacy_report.md"),
-    )?;
-    Ok(summary)
-}
-
-fn describe_privacy(spec: &RunSpec) {
-    match &spec.plan.privacy {
-        None => println!(
-            "Privacy: OFF — this run is NOT differentially private (add --target-epsilon or --noise-multiplier)."
-        ),
-        Some(p) => {
-            if p.noise_seed.is_some() {
-                println!(
-                    "WARNING: the noise is seeded (--noise-seed): this run is NOT private; use it only to reproduce simulations."
-                );
-            }
-            match (p.noise_multiplier, p.target_epsilon) {
-                (Some(s), _) => println!(
-                    "Privacy: DP-FedAvg, noise multiplier {s}, clip norm {}, δ = {}",
-                    spec.plan.training.clip_norm, p.delta
-                ),
-                (None, Some(e)) => println!(
-                    "Privacy: DP-FedAvg, target ε = {e} at δ = {} over {} rounds, clip norm {}",
-                    p.delta, spec.plan.rounds, spec.plan.training.clip_norm
-                ),
-                _ => {}
-            }
-            if let Some(a) = &p.adaptive_clipping {
-                println!(
-                    "Adaptive clipping: the clip norm starts at {} and tracks the {} quantile of the update norms (clip learning rate {}, bit noise σ_b = {})",
-                    spec.plan.training.clip_norm,
-                    a.target_quantile,
-                    a.clip_learning_rate,
-                    a.clip_count_noise_multiplier
-                        .map(|b| format!("{b:.4}"))
-                        .unwrap_or_else(|| "the coordinator's default".into()),
-                );
-            }
-        }
-    }
-    if !spec.plan.secagg {
-        println!("Secure aggregation: OFF (plain sums, for comparisons only).");
-    }
-    if spec.plan.signed_keys {
-        println!(
-            "Secure aggregation: advertised keys signed with the participants' certificate keys."
-        );
-    }
-}
-
-/// Evaluates checkpoints that appeared since the last call and prints them.
-fn follow_rounds(
-    dir: &Path,
-    store_path: &Path,
-    test: &Dataset,
-    spec: &RunSpec,
-    started: Instant,
-    history: &mut Vec<RoundMetrics>,
-) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut rounds: Vec<(u32, PathBuf)> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let r = name
-                .strip_prefix("model-round-")?
-                .strip_suffix(".safetensors")?
-                .parse()
-                .ok()?;
-            Some((r, e.path()))
-        })
-        .filter(|(r, _)| *r > 0 && history.iter().all(|h| h.round != *r))
-        .collect();
-    rounds.sort();
-    for (round, path) in rounds {
-        let Ok(model) = tessera_model::read_model(&path) else {
-            continue;
-        };
-        let Ok(e) = tessera_model::evaluate(&model, test) else {
-            continue;
-        };
-        let epsilon = spec.plan.privacy.as_ref().and_then(|p| {
-            let store = tessera_coordinator::store::Store::open_read_only(store_path).ok()?;
-            let events: Vec<_> = store
-                .ledger()
-                .ok()?
-                .into_iter()
-                .filter(|r| r.training_round.is_none_or(|t| t <= round))
-                .map(|r| r.event)
-                .collect();
-            tessera_coordinator::budget::ledger_epsilon(
-                &events,
-                p.delta,
-                tessera_privacy::AccountantKind::Best,
-            )
-            .ok()
-        });
-        let m = RoundMetrics {
-            round,
-            accuracy: e.accuracy,
-            loss: e.loss,
-            epsilon,
-            seconds: started.elapsed().as_secs_f64(),
-            regression: e.regression,
-            federated: None,
-        };
-        let score = match &m.regression {
-            Some(r) => format!("test RMSE {:.3}  R² {:.3}", r.rmse, r.r2),
-            None => format!("test accuracy {:.3}  loss {:.4}", m.accuracy, m.loss),
-        };
-        match epsilon {
-            Some(eps) => println!(
-                "round {:>3}/{}: {score}  ε = {eps:.3}",
-                round, spec.plan.rounds
-            ),
-            None => println!("round {:>3}/{}: {score}", round, spec.plan.rounds),
-        }
-        history.push(m);
-    }
-}
-
-fn write_outputs(out: &Path, summary: &Summary) -> anyhow::Result<()> {
-    std::fs::write(
-        out.join("summary.json"),
-        serde_json::to_string_pretty(summary)? + "\n",
-    )?;
-    let mut csv = format!(
-        "round,accuracy,loss,epsilon,seconds,{}\n",
-        crate::learning::METRICS_COLUMNS.join(",")
-    );
-    for h in &summary.history {
-        csv.push_str(&format!(
-            "{},{:.6},{:.6},{},{:.3},{}\n",
-            h.round,
-            h.accuracy,
-            h.loss,
-            h.epsilon.map(|e| format!("{e:.6}")).unwrap_or_default(),
-            h.seconds,
-            crate::learning::metrics_cells(h)
-        ));
-    }
-    std::fs::write(out.join("metrics.csv"), csv)?;
-    Ok(())
 }

@@ -95,15 +95,48 @@ impl SendHook for StopAfter {
     }
 }
 
-/// `tessera-sim participant [--crash-after-shares ROUND | --stop-after
-/// STAGE:ROUND] <participant args>`:
-/// the participant's own command line, with the simulation's faults.
+/// The command-line flag that seeds a simulated site's randomness (NOT
+/// secure: its masks become predictable; for reproducing runs only).
+pub const INSECURE_SEED_FLAG: &str = "--insecure-seed";
+
+/// `tessera-sim participant [--crash-after-shares ROUND | --stop-after STAGE:ROUND]
+/// [--leave-round AGGREGATION:STAGE]… [--insecure-seed SEED] <participant
+/// args>`: the participant's own command line, with the simulation's faults
+/// (see [`crate::dropout`] for leaving rounds).
 pub fn participant_main(args: Vec<String>) -> ExitCode {
     let mut rest = Vec::with_capacity(args.len());
     let mut hook: Option<Box<dyn SendHook>> = None;
+    let mut leave = Vec::new();
+    let mut rng: Option<tessera_participant::site::SecureRng> = None;
     let mut it = args.into_iter();
     while let Some(a) = it.next() {
-        if a == CRASH_AFTER_SHARES_FLAG {
+        if a == crate::dropout::LEAVE_FLAG {
+            match it.next().map(|v| crate::dropout::parse_leave(&v)) {
+                Some(Ok(l)) => leave.push(l),
+                Some(Err(e)) => {
+                    eprintln!("error: {}: {e}", crate::dropout::LEAVE_FLAG);
+                    return ExitCode::from(2);
+                }
+                None => {
+                    eprintln!(
+                        "error: {} needs AGGREGATION:STAGE",
+                        crate::dropout::LEAVE_FLAG
+                    );
+                    return ExitCode::from(2);
+                }
+            }
+        } else if a == INSECURE_SEED_FLAG {
+            match it.next().and_then(|r| r.parse::<u64>().ok()) {
+                Some(seed) => {
+                    use rand::SeedableRng;
+                    rng = Some(Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(seed)));
+                }
+                None => {
+                    eprintln!("error: {INSECURE_SEED_FLAG} needs a number");
+                    return ExitCode::from(2);
+                }
+            }
+        } else if a == CRASH_AFTER_SHARES_FLAG {
             match it.next().and_then(|r| r.parse::<u64>().ok()) {
                 Some(round) => hook = Some(Box::new(CrashAfterShares { round })),
                 None => {
@@ -126,8 +159,18 @@ pub fn participant_main(args: Vec<String>) -> ExitCode {
             rest.push(a);
         }
     }
-    tessera_participant::cli::main_with_hook(
+    if !leave.is_empty() {
+        if hook.is_some() {
+            eprintln!(
+                "error: {CRASH_AFTER_SHARES_FLAG} and {} do not combine",
+                crate::dropout::LEAVE_FLAG
+            );
+            return ExitCode::from(2);
+        }
+        hook = Some(Box::new(crate::dropout::LeaveRounds::new(leave)));
+    }
+    tessera_participant::cli::main_with_options(
         std::iter::once("tessera-participant".to_string()).chain(rest),
-        hook,
+        tessera_participant::client::ShellOptions { hook, rng },
     )
 }

@@ -127,6 +127,9 @@ pub struct LearningPlan {
     pub evaluation_noise_multiplier: f64,
     /// Each site's held-out rows for federated evaluation, by site name.
     pub evaluation_data: BTreeMap<String, PathBuf>,
+    /// Most rows one site's evaluation sums count (`[evaluation] max_rows`;
+    /// None: the coordinator's default, `statistics.max_rows`).
+    pub evaluation_max_rows: Option<f64>,
     /// An external trainer command every site runs (None: the built-in models).
     pub trainer: Option<Vec<String>>,
     /// The external trainer's timeout.
@@ -146,6 +149,7 @@ impl Default for LearningPlan {
             evaluate_every: 0,
             evaluation_noise_multiplier: 5.0,
             evaluation_data: BTreeMap::new(),
+            evaluation_max_rows: None,
             trainer: None,
             trainer_timeout_seconds: 600.0,
             initial_model: None,
@@ -167,6 +171,9 @@ pub struct SitePlan {
     /// Simulated fault: crash right after sending the shares of this
     /// aggregation (needs the `tessera-sim participant` entry point).
     pub crash_after_shares: Option<u64>,
+    /// The site's own external trainer command, in place of the plan's
+    /// (a hospital that trains with its own script among built-in ones).
+    pub trainer: Option<Vec<String>>,
 }
 
 impl SitePlan {
@@ -182,6 +189,7 @@ impl SitePlan {
                 max_epsilon: None,
                 min_noise_multiplier: None,
                 crash_after_shares: None,
+                trainer: None,
             })
             .collect()
     }

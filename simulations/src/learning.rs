@@ -62,6 +62,11 @@ pub struct LearningArgs {
     /// With DP: noise multiplier of the evaluation sums (their ε is accounted).
     #[arg(long, default_value_t = 5.0)]
     pub evaluation_noise_multiplier: f64,
+    /// Most rows one site's evaluation sums count, the bound their noise is
+    /// scaled to (default: the largest site's held-out rows, which the
+    /// simulation chooses; a real federation sets a public bound).
+    #[arg(long)]
+    pub evaluation_max_rows: Option<f64>,
     /// Train with an external command instead of the built-in models, e.g.
     /// "python3 examples/trainers/numpy/train.py" (split at spaces).
     #[arg(long)]
@@ -88,6 +93,7 @@ impl Default for LearningArgs {
             weight_decay: 0.0,
             evaluate_every: 0,
             evaluation_noise_multiplier: 5.0,
+            evaluation_max_rows: None,
             trainer: None,
             trainer_timeout: 600.0,
             initial_model: None,
@@ -124,6 +130,7 @@ impl LearningArgs {
             evaluate_every: self.evaluate_every,
             evaluation_noise_multiplier: self.evaluation_noise_multiplier,
             evaluation_data: BTreeMap::new(),
+            evaluation_max_rows: self.evaluation_max_rows,
             trainer,
             trainer_timeout_seconds: self.trainer_timeout,
             initial_model: self.initial_model.clone(),
@@ -262,7 +269,8 @@ pub fn range_columns(task: &TaskSpec) -> Vec<String> {
 
 /// Writes each site's held-out rows (its share of the pooled test split) to
 /// `dir/<site>.csv`: for a natural partition the rows held out of its own
-/// file, for an IID one the test rows dealt like the training rows.
+/// file, for an IID one the test rows dealt like the training rows. Returns
+/// the files by site and the most rows any site holds out.
 pub fn write_evaluation_files(
     data: &Partitioned,
     split: &Split,
@@ -270,7 +278,7 @@ pub fn write_evaluation_files(
     label: &str,
     seed: u64,
     dir: &Path,
-) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+) -> anyhow::Result<(BTreeMap<String, PathBuf>, usize)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let shares: Vec<Vec<partition::Row>> = if iid {
         let col = data
@@ -291,12 +299,13 @@ pub fn write_evaluation_files(
             .collect()
     };
     let mut out = BTreeMap::new();
+    let largest = shares.iter().map(Vec::len).max().unwrap_or(0);
     for (site, rows) in split.sites.iter().zip(shares) {
         let path = dir.join(format!("{}.csv", site.name));
         tessera_model::write_raw_csv(&path, &data.header, &rows)?;
         out.insert(site.name.clone(), path);
     }
-    Ok(out)
+    Ok((out, largest))
 }
 
 /// The columns `metrics.csv` gains: the pooled test regression scores and the

@@ -3,9 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use tessera_simulations::engine::Engine;
 use tessera_simulations::experiment::{self, LearningArgs, PrivacyArgs, RunArgs};
-use tessera_simulations::{bench_harness, bench_load, bench_round, bench_secagg, bundled_data};
+use tessera_simulations::{
+    bench_harness, bench_load, bench_round, bench_scale, bench_secagg, bundled_data, config_file,
+    sweep, synthetic,
+};
 
 /// Local multi-process Tessera federations.
 #[derive(Debug, Parser)]
@@ -34,6 +38,11 @@ enum Command {
     },
     /// A federation on any CSV data.
     Run(Box<RunArgs>),
+    /// Runs over noise multipliers or target ε values and seeds, several at
+    /// once: `sweep.csv` and the privacy–utility plot.
+    Sweep(Box<SweepArgs>),
+    /// Writes synthetic classification data (for runs of many sites).
+    Synthetic(synthetic::SyntheticArgs),
     /// Benchmarks.
     Bench {
         #[command(subcommand)]
@@ -53,6 +62,15 @@ enum Command {
     },
 }
 
+/// Options of `tessera-sim sweep`: a run's, and the sweep's own.
+#[derive(Debug, clap::Args)]
+struct SweepArgs {
+    #[command(flatten)]
+    sweep: sweep::SweepOptions,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
 #[derive(Debug, Subcommand)]
 enum Bench {
     /// One secure-aggregation round in process: time per stage, bytes, ratio to the PRG bound.
@@ -63,10 +81,47 @@ enum Bench {
     Harness(bench_harness::HarnessBenchArgs),
     /// Many participants (tasks of this process) over mutual TLS to one coordinator process.
     Load(bench_load::LoadBenchArgs),
+    /// Seconds per round and peak memory against the number of sites, both engines.
+    Scale(bench_scale::ScaleBenchArgs),
+}
+
+/// Subcommands whose flags a `--config` TOML file may set.
+const CONFIGURABLE: [&str; 2] = ["run", "sweep"];
+
+/// The command line with a `--config` file's options expanded (see
+/// [`config_file`]).
+fn expand_config(argv: Vec<String>) -> anyhow::Result<Vec<String>> {
+    let Some(sub) = argv.get(1).filter(|s| CONFIGURABLE.contains(&s.as_str())) else {
+        return Ok(argv);
+    };
+    let cli = Cli::command();
+    let Some(cmd) = cli.find_subcommand(sub) else {
+        return Ok(argv);
+    };
+    let rest = config_file::expand(cmd, argv[2..].to_vec())?;
+    Ok(argv[..2].iter().cloned().chain(rest).collect())
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
+    let argv = match expand_config(std::env::args().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::command();
+    let matches = cli.clone().get_matches_from(&argv);
+    let options = |name: &str| {
+        let cmd = cli.find_subcommand(name)?;
+        let m = matches.subcommand_matches(name)?;
+        Some((config_file::matches_to_toml(cmd, m), m.clone()))
+    };
+    let parsed = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    match parsed.command {
         Command::Coordinator { args } => tessera_coordinator::cli::main(
             std::iter::once("tessera-coordinator".to_string()).chain(args),
         ),
@@ -141,20 +196,96 @@ fn main() -> ExitCode {
                 batch_size: 16,
                 average_last: (!no_privacy).then_some(3),
                 min_participants: None,
+                config: None,
+                engine: Engine::Processes,
+                dropout: None,
                 privacy: PrivacyArgs {
                     target_epsilon: (!no_privacy).then_some(target_epsilon),
                     ..PrivacyArgs::default()
                 },
                 learning: LearningArgs::default(),
             };
-            run(args)
+            run(args, None)
         }
-        Command::Run(args) => run(*args),
+        Command::Run(args) => run(*args, options("run").map(|o| o.0)),
+        Command::Sweep(args) => {
+            let (text, m) = options("sweep").unzip();
+            let engine_given = m.is_some_and(|m| {
+                m.value_source("engine") == Some(clap::parser::ValueSource::CommandLine)
+            });
+            match run_sweep(*args, text.unwrap_or_default(), engine_given) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Synthetic(a) => match synthetic::write(&a.out, a.rows, a.features, a.seed) {
+            Ok(()) => {
+                println!("wrote {} rows to {}", a.rows, a.out.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench {
+            which: Bench::Scale(args),
+        } => match bench_scale::run(&args) {
+            Ok(points) => {
+                bench_scale::print(&points, args.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
-fn run(args: RunArgs) -> ExitCode {
-    let result = args.into_spec().and_then(experiment::run);
+/// Keys of `tessera-sim sweep`'s own options, left out of its runs' options.
+const SWEEP_KEYS: [&str; 8] = [
+    "noise_multipliers",
+    "target_epsilons",
+    "seeds",
+    "models",
+    "server_optimizers",
+    "vary",
+    "jobs",
+    "no_baseline",
+];
+
+fn run_sweep(args: SweepArgs, options: String, engine_given: bool) -> anyhow::Result<()> {
+    let mut base: toml::Table = options.parse()?;
+    for k in SWEEP_KEYS {
+        base.remove(k);
+    }
+    if !engine_given {
+        // Many runs at once: the in-process engine unless asked otherwise.
+        base.insert("engine".into(), Engine::InProcess.as_str().into());
+    }
+    let out = args.run.out.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("tessera-sweep-{}", std::process::id()))
+    });
+    sweep::run(
+        &args.sweep,
+        base,
+        &out,
+        args.run.seed,
+        args.run.privacy.noise_seed,
+        args.run.privacy.delta,
+    )?;
+    Ok(())
+}
+
+fn run(args: RunArgs, options: Option<String>) -> ExitCode {
+    let result = args.into_spec().and_then(|mut spec| {
+        spec.options_toml = options;
+        experiment::run(spec)
+    });
     match result {
         Ok(s) => {
             println!();

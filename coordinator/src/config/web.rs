@@ -31,8 +31,10 @@ pub struct WebSection {
     pub operators: Vec<String>,
     /// Seconds between the page's automatic reloads.
     pub refresh_seconds: u32,
-    /// Optional CSV of global evaluation metrics per training round
-    /// (header `round,accuracy,loss,…`), shown as a chart when present.
+    /// CSV of global evaluation metrics per training round (a
+    /// `training_round` or `round` column and `eval_accuracy`/`accuracy`,
+    /// `eval_log_loss`/`loss`, `eval_auc`, `eval_r2`, … columns); default:
+    /// the federation's own `rounds.csv`, which federated evaluation fills.
     pub evaluation: Option<PathBuf>,
 }
 

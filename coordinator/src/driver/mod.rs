@@ -513,6 +513,9 @@ impl Driver {
                     let round = commit.summary.round;
                     let next_clip_norm = self.machine.pending_clip_norm();
                     self.commit(*commit, next_clip_norm)?;
+                    // Sessions that waited for this round to end get in
+                    // before the next round's cohort is drawn.
+                    self.admit_parked();
                     self.machine
                         .handle(Instant::now(), Input::Committed { round });
                 }

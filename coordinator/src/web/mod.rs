@@ -14,6 +14,7 @@
 //! read-only; nothing here can change the federation.
 
 mod chart;
+mod evaluation;
 mod page;
 
 use std::future::Future;
@@ -359,7 +360,11 @@ pub async fn start(
             settings.max_epsilon,
             config.federation.rounds,
             web.refresh_seconds,
-            web.evaluation.clone(),
+            Some(
+                web.evaluation
+                    .clone()
+                    .unwrap_or_else(|| dir.join("rounds.csv")),
+            ),
         );
         let app = router(Arc::new(WebState::with_page(Arc::clone(&metrics), page)));
         tasks.push(tokio::spawn(serve(

@@ -4,7 +4,7 @@
 //! document without script that reloads itself.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::chart::{Series, line_chart};
@@ -30,7 +30,8 @@ pub struct PageSource {
     pub planned_rounds: u32,
     /// Seconds between automatic reloads.
     pub refresh_seconds: u32,
-    /// CSV of evaluation metrics per training round, if any.
+    /// CSV of global evaluation metrics per training round: the
+    /// federation's `rounds.csv` unless configured otherwise.
     pub evaluation: Option<PathBuf>,
     cache: Mutex<Option<Cached>>,
 }
@@ -108,41 +109,6 @@ pub(super) fn render_report_md(source: &PageSource) -> Result<String, String> {
 pub(super) fn render_report_json(source: &PageSource) -> Result<String, String> {
     let store = source.open()?;
     serde_json::to_string(&source.figures(&store)?.report).map_err(|e| e.to_string())
-}
-
-/// Global evaluation metrics of one training round.
-struct Evaluation {
-    round: f64,
-    accuracy: Option<f64>,
-    loss: Option<f64>,
-}
-
-/// Reads a CSV with a `round` column and `accuracy` and/or `loss` columns.
-fn read_evaluation(path: &Path) -> Vec<Evaluation> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Vec::new();
-    };
-    let mut lines = text.lines();
-    let Some(header) = lines.next() else {
-        return Vec::new();
-    };
-    let cols: Vec<&str> = header.split(',').map(str::trim).collect();
-    let at = |name: &str| cols.iter().position(|c| *c == name);
-    let Some(round) = at("round") else {
-        return Vec::new();
-    };
-    let (accuracy, loss) = (at("accuracy"), at("loss"));
-    lines
-        .filter_map(|line| {
-            let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-            let get = |i: Option<usize>| i.and_then(|i| cells.get(i)?.parse::<f64>().ok());
-            Some(Evaluation {
-                round: get(Some(round))?,
-                accuracy: get(accuracy).filter(|v| v.is_finite()),
-                loss: get(loss).filter(|v| v.is_finite()),
-            })
-        })
-        .collect()
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:0 auto;max-width:1100px;\
@@ -261,55 +227,38 @@ pub(super) fn render_page(source: &PageSource) -> Result<String, String> {
     }
     h.push_str("</section>\n");
 
-    // Evaluation.
-    h.push_str("<section id=\"evaluation\"><h2>Global evaluation</h2>");
-    let evaluation = source
-        .evaluation
-        .as_deref()
-        .map(read_evaluation)
-        .unwrap_or_default();
-    if evaluation.is_empty() {
-        h.push_str("<p class=\"muted\">No evaluation metrics recorded.</p>");
-    } else {
-        let acc: Vec<(f64, f64)> = evaluation
-            .iter()
-            .filter_map(|e| Some((e.round, e.accuracy?)))
-            .collect();
-        let loss: Vec<(f64, f64)> = evaluation
-            .iter()
-            .filter_map(|e| Some((e.round, e.loss?)))
-            .collect();
-        h.push_str(&line_chart(
-            "evaluation of the released models",
-            "training round",
-            &[
-                Series {
-                    label: "accuracy",
-                    colour: "#1e7d32",
-                    points: acc,
-                },
-                Series {
-                    label: "loss",
-                    colour: "#8e44ad",
-                    points: loss,
-                },
-            ],
-            None,
-        ));
-        h.push_str("<table><tr><th>training round</th><th>accuracy</th><th>loss</th></tr>");
-        let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.4}"));
-        for e in &evaluation {
+    // The sites' own budgets, as they declared them.
+    if let Some(live) = status.live.as_ref().filter(|l| !l.site_budgets.is_empty()) {
+        h.push_str(
+            "<section id=\"site-budgets\"><h2>The sites' own privacy terms</h2>\
+             <p class=\"muted\">As each connected site declared them when it joined: its own \
+             budget and the ε its own ledger had counted then. Every site also checks each \
+             round against its ledger and declines what would pass its budget.</p>\
+             <table><tr><th>site</th><th>its budget</th><th>δ</th><th>ε spent when it joined</th>\
+             <th>least noise multiplier</th><th>state</th></tr>",
+        );
+        for b in &live.site_budgets {
+            let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v}"));
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                e.round,
-                opt(e.accuracy),
-                opt(e.loss)
+                "<tr><td>{}</td><td>{}</td><td>{:e}</td><td>{:.4}</td><td>{}</td><td>{}</td></tr>",
+                escape(&b.name),
+                b.max_epsilon
+                    .map_or_else(|| "none".to_owned(), |m| format!("ε ≤ {m}")),
+                b.delta,
+                b.epsilon_spent,
+                opt(b.min_noise_multiplier),
+                if b.exhausted {
+                    "budget spent: sits out"
+                } else {
+                    "taking part"
+                }
             );
         }
-        h.push_str("</table>");
+        h.push_str("</table></section>\n");
     }
-    h.push_str("</section>\n");
+
+    h.push_str(&super::evaluation::section(source.evaluation.as_deref()));
 
     // Rounds and who took part.
     let _ = write!(
