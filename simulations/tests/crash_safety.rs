@@ -29,15 +29,20 @@ fn sigkill_at_random_moments_never_undercounts_nor_releases_twice() {
     });
 }
 
+/// Slow (16 site processes, 30 kills; over 15 minutes on two busy cores):
+/// `cargo test -p tessera-simulations --test crash_safety sampled -- --ignored --nocapture`
 #[test]
+#[ignore = "long: run it explicitly (see its doc comment)"]
 fn sampled_adaptive_federation_with_dying_sites_never_undercounts() {
     run(&Scenario {
         dir: "privacy/crash_safety_sampled",
-        sites: 8,
+        sites: 16,
         planned: 250,
         kills: 30,
         sigma: 2.0,
-        sampling_rate: 0.9,
+        // Enough sites that a cohort below the round's minimum is
+        // negligible at δ (the coordinator refuses the plan otherwise).
+        sampling_rate: 0.99,
         adaptive_clipping: true,
         min_participants: 3,
         kill_participants: true,
