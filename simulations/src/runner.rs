@@ -187,14 +187,34 @@ fn finish(
     } = usage;
     let out = &spec.out;
     let model_path = layout.coordinator_out.join("model.safetensors");
-    let (final_accuracy, final_loss, final_regression, model) = if model_path.exists() {
+    crate::learning::attach_federated(&mut history, &layout.coordinator_out.join("rounds.csv"));
+    history.sort_by_key(|h| h.round);
+    let external = spec.task.model == tessera_model::ModelKind::External;
+    let (final_accuracy, final_loss, final_regression, model) = if !model_path.exists() {
+        (f64::NAN, f64::NAN, None, None)
+    } else if external {
+        // The simulation cannot run an external model: the final figures are
+        // the last federated evaluation's (of the sites' held-out rows, which
+        // are the pooled test rows).
+        let last = history.iter().rev().find_map(|h| h.federated.as_ref());
+        let regression = last.and_then(|f| {
+            Some(tessera_model::RegressionScores {
+                rmse: f.rmse?,
+                mae: f.mae?,
+                r2: f.r2?,
+            })
+        });
+        (
+            last.and_then(|f| f.accuracy).unwrap_or(f64::NAN),
+            last.and_then(|f| f.log_loss.or(f.mse)).unwrap_or(f64::NAN),
+            regression,
+            Some(model_path),
+        )
+    } else {
         let m = tessera_model::read_model(&model_path)?;
         let e = tessera_model::evaluate(&m, &test)?;
         (e.accuracy, e.loss, e.regression, Some(model_path))
-    } else {
-        (f64::NAN, f64::NAN, None, None)
     };
-    crate::learning::attach_federated(&mut history, &layout.coordinator_out.join("rounds.csv"));
     let store = Store::open_read_only(&layout.store())?;
     let finish_reason = store
         .meta("finish_reason")?
