@@ -8,9 +8,12 @@
 //! - [`learning`]: `run`'s task kind, server optimizer, evaluation and external-trainer
 //!   options;
 //! - [`bench_secagg`]: the in-process secure-aggregation benchmark;
-//! - [`bench_round`]: one round of a large model through a real federation.
+//! - [`bench_round`]: one round of a large model through a real federation;
+//! - [`bench_learning`]: seconds per round of a multi-class MLP over many sites,
+//!   and of an external trainer against the built-in one.
 
 pub mod bench_harness;
+pub mod bench_learning;
 pub mod bench_round;
 pub mod bench_secagg;
 pub mod configs;

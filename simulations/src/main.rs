@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tessera_simulations::experiment::{self, LearningArgs, PrivacyArgs, RunArgs};
-use tessera_simulations::{bench_harness, bench_round, bench_secagg, bundled_data};
+use tessera_simulations::{bench_harness, bench_learning, bench_round, bench_secagg, bundled_data};
 
 /// Local multi-process Tessera federations.
 #[derive(Debug, Parser)]
@@ -61,6 +61,10 @@ enum Bench {
     Round(bench_round::RoundBenchArgs),
     /// One private round of N sites in the in-memory harness (no sockets, TLS or files).
     Harness(bench_harness::HarnessBenchArgs),
+    /// Seconds per round of a multi-class MLP federation (10 sites by default).
+    Mlp(bench_learning::MlpBenchArgs),
+    /// Seconds per round with the built-in trainer and with external trainer commands.
+    Trainer(bench_learning::TrainerBenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -98,6 +102,30 @@ fn main() -> ExitCode {
         } => match bench_round::run(&args) {
             Ok(report) => {
                 bench_round::print(&report, args.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench {
+            which: Bench::Mlp(args),
+        } => match bench_learning::run_mlp(&args) {
+            Ok(report) => {
+                bench_learning::print_mlp(&report, args.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench {
+            which: Bench::Trainer(args),
+        } => match bench_learning::run_trainer(&args) {
+            Ok(report) => {
+                bench_learning::print_trainer(&report, args.json);
                 ExitCode::SUCCESS
             }
             Err(e) => {
