@@ -178,10 +178,10 @@ pub fn participant_config(
             data: plan.learning.evaluation_data.get(&site.name).cloned(),
             ..Default::default()
         },
-        trainer: plan
-            .learning
+        trainer: site
             .trainer
             .as_ref()
+            .or(plan.learning.trainer.as_ref())
             .map(|command| TrainerSection {
                 command: command.clone(),
                 timeout_seconds: plan.learning.trainer_timeout_seconds,

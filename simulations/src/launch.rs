@@ -171,6 +171,9 @@ pub struct SitePlan {
     /// Simulated fault: crash right after sending the shares of this
     /// aggregation (needs the `tessera-sim participant` entry point).
     pub crash_after_shares: Option<u64>,
+    /// The site's own external trainer command, in place of the plan's
+    /// (a hospital that trains with its own script among built-in ones).
+    pub trainer: Option<Vec<String>>,
 }
 
 impl SitePlan {
@@ -186,6 +189,7 @@ impl SitePlan {
                 max_epsilon: None,
                 min_noise_multiplier: None,
                 crash_after_shares: None,
+                trainer: None,
             })
             .collect()
     }
