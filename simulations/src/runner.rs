@@ -23,6 +23,7 @@ use crate::run_files::{self, RoundRecordView};
 /// Runs a federation as specified, printing progress; returns the summary.
 pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
     let out = spec.out.clone();
+    refuse_previous_run(&out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let split = spec.data.write(&out.join("data"))?;
     let table = PartitionTable::of(&spec.data, &spec.task.label);
@@ -154,6 +155,20 @@ pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
         cpu_per_round: cpu_per_round(&cpu),
     };
     finish(spec, layout, test, history, plan, leavings, usage)
+}
+
+/// A directory that holds a previous run's coordinator store would resume
+/// that run, whatever the new options say: refused, naming the store.
+pub fn refuse_previous_run(out: &Path) -> anyhow::Result<()> {
+    let store = out.join("coordinator").join("coordinator.sqlite");
+    if store.exists() {
+        anyhow::bail!(
+            "{} holds a previous run (its coordinator store {}); choose another --out or remove it",
+            out.display(),
+            store.display()
+        );
+    }
+    Ok(())
 }
 
 /// What the federation used.
