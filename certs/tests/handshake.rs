@@ -430,3 +430,118 @@ fn revoked_certificate_is_refused() {
     let err = files.load().unwrap_err().to_string();
     assert!(err.contains("crl.pem"), "{err}");
 }
+
+/// A leaf certificate signed by `pki`'s CA, made by hand: `name` as common
+/// name and DNS name, `eku` its one extended key usage, valid from
+/// `not_before` to `not_after`. Written as `NAME.crt|key` in `pki.dir`.
+fn hand_made_leaf(
+    pki: &TestPki,
+    name: &str,
+    eku: rcgen::ExtendedKeyUsagePurpose,
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+) -> TlsMaterial {
+    use tessera_certs::pki::{CA_CERT_FILE, CA_KEY_FILE};
+    let ca_pem = std::fs::read_to_string(pki.dir.join(CA_CERT_FILE)).unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.dir.join(CA_KEY_FILE)).unwrap())
+            .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![eku];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = not_before;
+    params.not_after = not_after;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(pki.dir.join(format!("{name}.crt")), cert.pem()).unwrap();
+    std::fs::write(pki.dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    pki.files_for(name).load().unwrap()
+}
+
+fn days(n: i64) -> time::Duration {
+    time::Duration::days(n)
+}
+
+/// A participant certificate that expired yesterday, or that becomes valid
+/// only tomorrow, is refused by the coordinator's policy with an error that
+/// says which; the server keeps serving. The same certificate made valid
+/// today is accepted, so the dates are what refuse it.
+#[test]
+fn expired_and_not_yet_valid_participant_certificates_are_refused() {
+    use rcgen::ExtendedKeyUsagePurpose::ClientAuth;
+    let fed = Federation::new(&["a"]);
+    let now = time::OffsetDateTime::now_utc();
+    let cases = [
+        ("expired", now - days(30), now - days(1), "expired"),
+        ("early", now + days(1), now + days(30), "not valid yet"),
+    ];
+    for (name, from, to, says) in cases {
+        let material = hand_made_leaf(&fed.pki, name, ClientAuth, from, to);
+        let _ = client(
+            client_config(&material).unwrap(),
+            fed.server.addr,
+            "localhost",
+        )
+        .unwrap_err();
+        let server_says = describe_tls_error(&refused(fed.server.next_outcome()));
+        assert!(server_says.contains(says), "{name}: {server_says}");
+        fed.assert_still_serving("a");
+    }
+    let material = hand_made_leaf(&fed.pki, "today", ClientAuth, now - days(1), now + days(1));
+    let answer = client(
+        client_config(&material).unwrap(),
+        fed.server.addr,
+        "localhost",
+    )
+    .unwrap();
+    assert_eq!(answer, "pong today");
+    assert_eq!(fed.server.next_outcome().unwrap(), "today");
+}
+
+/// A coordinator whose certificate has expired (or is not valid yet) is
+/// refused by the participants' policy, naming why.
+#[test]
+fn expired_and_not_yet_valid_coordinator_certificates_are_refused() {
+    use rcgen::ExtendedKeyUsagePurpose::ServerAuth;
+    let dir = tempfile::tempdir().unwrap();
+    let pki = TestPki::new(dir.path(), &["a"]);
+    let now = time::OffsetDateTime::now_utc();
+    let cases = [
+        (now - days(30), now - days(1), "expired"),
+        (now + days(1), now + days(30), "not valid yet"),
+    ];
+    for (from, to, says) in cases {
+        let material = hand_made_leaf(&pki, "localhost", ServerAuth, from, to);
+        let server = Server::start(server_config(&material).unwrap());
+        let config = client_config(&pki.files_for("a").load().unwrap()).unwrap();
+        let client_says =
+            describe_tls_error(&client(config, server.addr, "localhost").unwrap_err());
+        assert!(client_says.contains(says), "{client_says}");
+        refused(server.next_outcome());
+    }
+}
+
+/// The federation CA's own certificate and key, presented as a client
+/// identity, do not make a participant: a CA certificate is not an end
+/// entity. The server keeps serving.
+#[test]
+fn ca_certificate_cannot_act_as_a_participant() {
+    use tessera_certs::pki::{CA_CERT_FILE, CA_KEY_FILE};
+    let fed = Federation::new(&["a"]);
+    let ca = std::fs::read(fed.pki.dir.join(CA_CERT_FILE)).unwrap();
+    let key = std::fs::read(fed.pki.dir.join(CA_KEY_FILE)).unwrap();
+    let config = custom_client(&ca, Some((&ca, &key)), &[&rustls::version::TLS13]);
+    let _ = client(config, fed.server.addr, "localhost").unwrap_err();
+    let server_says = describe_tls_error(&refused(fed.server.next_outcome()));
+    assert!(
+        server_says.contains("rejected") || server_says.contains("not meant for this use"),
+        "{server_says}"
+    );
+    fed.assert_still_serving("a");
+}

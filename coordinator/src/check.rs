@@ -209,6 +209,6 @@ fn store(r: &mut CheckReport, s: &Settings) {
         Err(e) => r.push(Level::Error, e.to_string()),
     }
     if let Err(e) = crate::driver::refuse_non_private_history(&store, s) {
-        r.push(Level::Error, format!("{e:#}"));
+        r.push(Level::Error, tessera_common::report::chain_message(&*e));
     }
 }

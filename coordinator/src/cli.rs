@@ -127,7 +127,7 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
     match r {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", tessera_common::report::chain_message(&*e));
             ExitCode::FAILURE
         }
     }

@@ -13,6 +13,13 @@
 //! - [`privacy_report`]: the privacy report for non-experts;
 //! - [`config`], [`metrics`], [`privacy_cmd`].
 
+// No panic on what peers or files supply: unwrap, expect and unchecked
+// indexing are denied outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 pub mod budget;
 pub mod check;
 pub mod cli;

@@ -31,6 +31,11 @@ pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
 /// Concurrent HTTP/2 streams per connection: a participant needs one
 /// session stream; a few more allow a reconnect to overlap.
 pub const MAX_STREAMS_PER_CONNECTION: u32 = 4;
+
+/// HTTP/2 receive window, per stream and per connection: the bytes a site
+/// can send before the coordinator reads them (its memory per connection;
+/// about 200 Mbit/s per site at 20 ms round trip).
+pub const RECEIVE_WINDOW_BYTES: u32 = 512 << 10;
 /// Largest HTTP/2 header list accepted.
 pub const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
 
@@ -93,8 +98,10 @@ pub async fn run_with_limits(
     let grpc = {
         let mut stop_rx = stop_rx.clone();
         tonic::transport::Server::builder()
-            .initial_stream_window_size(8 << 20)
-            .initial_connection_window_size(16 << 20)
+            // Small receive windows: what a site can push before the
+            // coordinator reads it is buffered here, per connection.
+            .initial_stream_window_size(RECEIVE_WINDOW_BYTES)
+            .initial_connection_window_size(RECEIVE_WINDOW_BYTES)
             .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
             .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
             .http2_max_pending_accept_reset_streams(Some(16))

@@ -1,15 +1,26 @@
 //! The gRPC `Federation` service: authenticates each session by the name in
 //! the peer's verified TLS certificate, applies the allow-list, and forwards
 //! messages to the driver. It holds no federation state itself.
+//!
+//! Input uploads pass an [`UploadGate`]: at most [`UPLOADS_AT_ONCE`]
+//! sessions' vectors are read at a time. The coordinator folds each chunk
+//! into its running sum as it arrives but must keep the parts of an upload
+//! until it completes (to take them out again if the site leaves half-way),
+//! so this bounds that memory by a few vectors whatever the number of
+//! sites; the other uploaders wait, held back by HTTP/2 flow control. An
+//! upload that stops making progress for [`UPLOAD_STALL`] loses its session
+//! (and its place in the round), so no site can hold the gate.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use futures::Stream;
 use tessera_proto::v1::federation_server::Federation;
-use tessera_proto::v1::{CoordinatorMessage, ParticipantMessage};
-use tokio::sync::mpsc;
+use tessera_proto::v1::participant_message::Body;
+use tessera_proto::v1::{ChunkPurpose, CoordinatorMessage, ParticipantMessage};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
@@ -18,7 +29,45 @@ use crate::metrics::Metrics;
 
 /// Messages queued for one participant before the coordinator considers it
 /// too slow and drops the session.
-pub const OUTBOX_CAPACITY: usize = 512;
+pub const OUTBOX_CAPACITY: usize = 2048;
+
+/// Sessions whose input vectors are read at the same time.
+pub const UPLOADS_AT_ONCE: usize = 2;
+
+/// A session that has started an upload and sends nothing more for this
+/// long is closed (about 0.8 Mbit/s for a full 1 MiB chunk).
+pub const UPLOAD_STALL: Duration = Duration::from_secs(10);
+
+/// Admits [`UPLOADS_AT_ONCE`] uploads at a time (see the module docs).
+#[derive(Debug, Clone)]
+pub struct UploadGate(Arc<Semaphore>);
+
+impl UploadGate {
+    /// A gate letting `at_once` uploads through at a time.
+    pub fn new(at_once: usize) -> Self {
+        Self(Arc::new(Semaphore::new(at_once.max(1))))
+    }
+
+    async fn enter(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.0).acquire_owned().await.ok()
+    }
+}
+
+/// Where a message stands in an input upload: `None` if it is no input
+/// chunk, else whether it is the last one. The element size is not known
+/// here; taking 4 bytes errs towards ending an upload of 8-byte elements
+/// up to half a chunk early (a slightly weaker bound, never a stuck gate).
+fn upload_step(message: &ParticipantMessage) -> Option<bool> {
+    match &message.body {
+        Some(Body::Chunk(c))
+            if c.purpose == ChunkPurpose::MaskedInput as i32
+                || c.purpose == ChunkPurpose::PlainInput as i32 =>
+        {
+            Some(c.offset.saturating_add((c.data.len() / 4) as u64) >= c.total)
+        }
+        _ => None,
+    }
+}
 
 /// The sending half of one session's outgoing stream.
 pub type Outbox = mpsc::Sender<Result<CoordinatorMessage, Status>>;
@@ -45,6 +94,9 @@ pub enum SessionEvent {
         session: u64,
         /// The message.
         message: ParticipantMessage,
+        /// The upload gate's place, held until the driver has handled the
+        /// last chunk of an upload (dropped with the event).
+        upload: Option<OwnedSemaphorePermit>,
     },
     /// The federation CA's revocation list was (re)loaded: these serial
     /// numbers are revoked. Open sessions under them are closed.
@@ -70,6 +122,7 @@ pub struct FederationService {
     allow: Option<Arc<Vec<String>>>,
     next_session: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+    uploads: UploadGate,
 }
 
 impl FederationService {
@@ -84,7 +137,14 @@ impl FederationService {
             allow: allow.map(Arc::new),
             next_session: Arc::new(AtomicU64::new(1)),
             metrics,
+            uploads: UploadGate::new(UPLOADS_AT_ONCE),
         }
+    }
+
+    /// The same service with its own upload gate of `at_once` places.
+    pub fn with_upload_gate(mut self, at_once: usize) -> Self {
+        self.uploads = UploadGate::new(at_once);
+        self
     }
 }
 
@@ -144,16 +204,41 @@ impl Federation for FederationService {
         let mut inbound = request.into_inner();
         let events = self.events.clone();
         let metrics = Arc::clone(&self.metrics);
+        let gate = self.uploads.clone();
         tokio::spawn(async move {
+            // Held from an upload's first chunk until its last is handled.
+            let mut place: Option<OwnedSemaphorePermit> = None;
             let error = loop {
-                match inbound.message().await {
+                let next = if place.is_some() {
+                    match tokio::time::timeout(UPLOAD_STALL, inbound.message()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            warn!(participant = %name, session, "upload stalled; closing the session");
+                            break Some("upload stalled".to_owned());
+                        }
+                    }
+                } else {
+                    inbound.message().await
+                };
+                match next {
                     Ok(Some(message)) => {
                         metrics.add_bytes_received(prost::Message::encoded_len(&message) as u64);
+                        let upload = match upload_step(&message) {
+                            Some(last) => {
+                                if place.is_none() {
+                                    place = gate.enter().await;
+                                }
+                                if last { place.take() } else { None }
+                            }
+                            // Anything else ends an upload.
+                            None => place.take(),
+                        };
                         if events
                             .send(SessionEvent::Message {
                                 name: name.clone(),
                                 session,
                                 message,
+                                upload,
                             })
                             .await
                             .is_err()
@@ -165,6 +250,7 @@ impl Federation for FederationService {
                     Err(status) => break Some(status.to_string()),
                 }
             };
+            drop(place);
             debug!(participant = %name, session, ?error, "session closed");
             let _ = events
                 .send(SessionEvent::Disconnected {

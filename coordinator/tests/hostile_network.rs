@@ -354,3 +354,73 @@ fn a_connected_participant_is_dropped_when_revoked() {
         assert!(handshake(&c, "b").await.is_ok());
     });
 }
+
+/// An authenticated site that starts uploading an input vector and then
+/// stops cannot hold the coordinator's upload gate (which lets only a few
+/// uploads be read at once, to bound memory): its session is closed once
+/// the upload has made no progress for `UPLOAD_STALL`; a site that is idle
+/// without an upload under way keeps its session.
+#[test]
+fn a_stalled_upload_loses_its_session() {
+    use tessera_coordinator::service::UPLOAD_STALL;
+    use tessera_proto::v1::{ChunkPurpose, VectorChunk};
+    runtime().block_on(async {
+        let c = start(AcceptLimits::default()).await;
+        let open = |name: &'static str| {
+            let ch = channel(&c, name);
+            async move {
+                let ch = ch.await;
+                let (tx, rx) = tokio::sync::mpsc::channel(4);
+                tx.send(ParticipantMessage {
+                    body: Some(Body::Hello(Hello {
+                        protocol_version: tessera_proto::PROTOCOL_VERSION,
+                        ..Default::default()
+                    })),
+                })
+                .await
+                .unwrap();
+                let mut inbound = FederationClient::new(ch)
+                    .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert!(inbound.message().await.unwrap().is_some());
+                (tx, inbound)
+            }
+        };
+        let (tx_a, mut a) = open("a").await;
+        let (_tx_b, mut b) = open("b").await;
+        // The first quarter of a masked input, then nothing.
+        tx_a.send(ParticipantMessage {
+            body: Some(Body::Chunk(VectorChunk {
+                round: 1,
+                purpose: ChunkPurpose::MaskedInput as i32,
+                offset: 0,
+                total: 400,
+                data: vec![0u8; 400].into(),
+            })),
+        })
+        .await
+        .unwrap();
+        let t = Instant::now();
+        let end = tokio::time::timeout(UPLOAD_STALL + Duration::from_secs(5), async {
+            loop {
+                match a.message().await {
+                    Ok(Some(_)) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .expect("the stalled session is closed");
+        assert!(end.is_err() || matches!(end, Ok(None)), "{end:?}");
+        assert!(t.elapsed() >= UPLOAD_STALL - Duration::from_secs(1));
+        // b, idle all along, is untouched.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), b.message())
+                .await
+                .is_err(),
+            "b's session is untouched"
+        );
+    });
+}

@@ -38,7 +38,7 @@ fuzz_target!(|data: &[u8]| {
             purpose,
             offset,
             total,
-            data: body.to_vec(),
+            data: body.to_vec().into(),
         };
         let _ = narrow.push(&chunk);
         let _ = wide.push(&chunk);

@@ -98,7 +98,7 @@ where
             match run(config, options) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
-                    eprintln!("error: {e:#}");
+                    eprintln!("error: {}", tessera_common::report::chain_message(&*e));
                     ExitCode::FAILURE
                 }
             }
@@ -124,7 +124,7 @@ where
         Command::Ledger { config, json } => match ledger(config, json) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {}", tessera_common::report::chain_message(&*e));
                 ExitCode::FAILURE
             }
         },
@@ -284,7 +284,7 @@ fn check(config: &std::path::Path, task: Option<&std::path::Path>) -> Vec<Findin
                     r.epsilon
                 ),
             ),
-            Err(e) => found(Level::Error, format!("{e:#}")),
+            Err(e) => found(Level::Error, tessera_common::report::chain_message(&*e)),
         });
     } else {
         out.push(found(
@@ -313,7 +313,10 @@ fn check(config: &std::path::Path, task: Option<&std::path::Path>) -> Vec<Findin
         return out;
     };
     match read_task(task) {
-        Err(e) => out.push(found(Level::Error, format!("{e:#}"))),
+        Err(e) => out.push(found(
+            Level::Error,
+            tessera_common::report::chain_message(&*e),
+        )),
         Ok(spec) => {
             let named = spec.features.iter().chain(std::iter::once(&spec.label));
             if let Some(allowed) = &config.participant.allowed_columns {

@@ -11,7 +11,7 @@ use tessera_proto::v1::federation_client::FederationClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tonic::transport::Endpoint;
 use tracing::{error, info, warn};
 
 use rand::SeedableRng;
@@ -45,6 +45,24 @@ pub trait SendHook: Send {
     fn leave_before(&mut self, _message: &ParticipantMessage) -> bool {
         false
     }
+}
+
+/// The gRPC endpoint of the coordinator at `url` (`https://host:port`).
+/// TLS is the connector's ([`crate::tls::Connector`]); tonic is handed the
+/// same address as `http://` so that it does not add TLS of its own.
+fn endpoint(url: &str) -> anyhow::Result<Endpoint> {
+    let plain = match url.strip_prefix("https://") {
+        Some(rest) => format!("http://{rest}"),
+        None => url.to_owned(),
+    };
+    Ok(Endpoint::from_shared(plain)
+        .with_context(|| format!("invalid coordinator URL {url}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+        .http2_keep_alive_interval(Duration::from_secs(15))
+        .keep_alive_timeout(Duration::from_secs(20)))
 }
 
 /// What a simulation may hand the shell; production uses the default
@@ -103,20 +121,11 @@ pub async fn run_with_options(
         .load()
         .context("loading this participant's TLS material")?;
     let server_name = config.server_name();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&material.ca_pem))
-        .identity(Identity::from_pem(&material.cert_pem, &material.key_pem))
-        .domain_name(server_name.clone());
-    let endpoint = Endpoint::from_shared(config.participant.coordinator.clone())
-        .with_context(|| format!("invalid coordinator URL {}", config.participant.coordinator))?
-        .tls_config(tls)
-        .context("TLS configuration")?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true)
-        .initial_stream_window_size(8 << 20)
-        .initial_connection_window_size(16 << 20)
-        .http2_keep_alive_interval(Duration::from_secs(15))
-        .keep_alive_timeout(Duration::from_secs(20));
+    let connector = crate::tls::Connector::new(
+        tessera_certs::client_config(&material).context("TLS configuration")?,
+        &server_name,
+    )?;
+    let endpoint = endpoint(&config.participant.coordinator)?;
     std::fs::create_dir_all(&config.participant.state_dir)
         .with_context(|| format!("creating {}", config.participant.state_dir.display()))?;
     let ledger = SiteLedger::open(&config.ledger_path())?;
@@ -156,7 +165,7 @@ pub async fn run_with_options(
     // The session being left, open until the next one is established.
     let mut leaving: Option<Leaving> = None;
     loop {
-        let end = match endpoint.connect().await {
+        let end = match endpoint.connect_with_connector(connector.clone()).await {
             Ok(channel) => {
                 let end = session(&mut site, channel, &mut hook, &mut joined, &mut leaving).await;
                 if matches!(end, SessionEnd::Lost(_)) {

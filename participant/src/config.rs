@@ -237,6 +237,9 @@ impl ParticipantConfig {
         ] {
             tessera_common::config::resolve(base, p);
         }
+        if let Some(p) = c.tls.crl.as_mut() {
+            tessera_common::config::resolve(base, p);
+        }
         if let Some(p) = c.evaluation.data.as_mut() {
             tessera_common::config::resolve(base, p);
         }

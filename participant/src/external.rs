@@ -267,7 +267,9 @@ fn kill_group(child: &mut Child) {
 fn tail(dir: &Path) -> String {
     let text = std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    let last = &lines[lines.len().saturating_sub(12)..];
+    let last = lines
+        .get(lines.len().saturating_sub(12)..)
+        .unwrap_or_default();
     if last.is_empty() {
         String::new()
     } else {

@@ -17,6 +17,13 @@
 //!   coordinator substituting secure-aggregation keys);
 //! - [`cli`]: the command line.
 
+// No panic on what peers or files supply: unwrap, expect and unchecked
+// indexing are denied outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -25,4 +32,5 @@ pub mod external;
 pub mod ledger;
 pub mod signing;
 pub mod site;
+pub mod tls;
 pub mod trainer;

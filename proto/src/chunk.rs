@@ -2,8 +2,9 @@
 //!
 //! Every vector on the wire (model parameters, masked inputs) travels as a
 //! sequence of chunks carrying at most [`MAX_CHUNK_BYTES`] of element data,
-//! in order, so no gRPC message comes near the 4 MiB default limit. The
-//! [`Assembler`] checks every chunk against what it expects (purpose, round,
+//! in order, so no gRPC message comes near the 4 MiB default limit. A
+//! [`Cursor`] (for a receiver that consumes elements as they come) and the
+//! [`Assembler`] (which keeps the whole vector) check every chunk against what it expects (purpose, round,
 //! total, contiguous offsets, element size, an upper bound on the length) and
 //! reports a typed [`ChunkError`] instead of trusting the sender.
 //!
@@ -15,8 +16,14 @@
 
 use crate::v1::{ChunkPurpose, VectorChunk};
 
-/// Largest element payload of one chunk (1 MiB).
+/// Largest element payload of one chunk a receiver accepts (1 MiB).
 pub const MAX_CHUNK_BYTES: usize = 1 << 20;
+
+/// Element payload of the chunks [`split`] makes (256 KiB). Smaller than
+/// the largest accepted: each gRPC stream keeps encode and decode buffers
+/// as large as its largest message, so the coordinator's memory per
+/// connected site follows this figure.
+pub const SEND_CHUNK_BYTES: usize = 256 << 10;
 
 /// Element layouts that travel in chunks.
 pub trait Element: Copy + Default {
@@ -65,12 +72,13 @@ impl Element for u64 {
     }
 }
 
-/// Splits `values` into chunks of at most [`MAX_CHUNK_BYTES`] each.
+/// Splits `values` into chunks of at most [`SEND_CHUNK_BYTES`] each.
 ///
 /// An empty vector still yields one (empty) chunk so the receiver learns the
-/// total.
+/// total. The chunks' data is reference-counted: a chunk sent to many
+/// participants is cloned, never copied.
 pub fn split<T: Element>(round: u64, purpose: ChunkPurpose, values: &[T]) -> Vec<VectorChunk> {
-    let per_chunk = MAX_CHUNK_BYTES / T::SIZE;
+    let per_chunk = SEND_CHUNK_BYTES / T::SIZE;
     let total = values.len() as u64;
     if values.is_empty() {
         return vec![VectorChunk {
@@ -78,7 +86,7 @@ pub fn split<T: Element>(round: u64, purpose: ChunkPurpose, values: &[T]) -> Vec
             purpose: purpose as i32,
             offset: 0,
             total,
-            data: Vec::new(),
+            data: Default::default(),
         }];
     }
     values
@@ -94,7 +102,7 @@ pub fn split<T: Element>(round: u64, purpose: ChunkPurpose, values: &[T]) -> Vec
                 purpose: purpose as i32,
                 offset: (i * per_chunk) as u64,
                 total,
-                data,
+                data: data.into(),
             }
         })
         .collect()
@@ -145,30 +153,45 @@ pub enum ChunkError {
     AlreadyComplete,
 }
 
-/// Reassembles one vector from its chunks, checking each.
-#[derive(Debug)]
-pub struct Assembler<T> {
+/// Follows one vector arriving in chunks without keeping it: checks each
+/// chunk against what is expected (purpose, round, total, contiguous
+/// offsets, element size, the end of the vector) and decodes its elements,
+/// for a receiver that consumes them as they come (e.g. folds them into a
+/// running sum). Its memory is a few counters.
+#[derive(Debug, Clone)]
+pub struct Cursor {
     round: u64,
     purpose: ChunkPurpose,
     expected_len: u64,
-    values: Vec<T>,
+    next: u64,
     started: bool,
 }
 
-impl<T: Element> Assembler<T> {
+impl Cursor {
     /// Expects a vector of exactly `expected_len` elements for `round`.
     pub fn new(round: u64, purpose: ChunkPurpose, expected_len: u64) -> Self {
         Self {
             round,
             purpose,
             expected_len,
-            values: Vec::new(),
+            next: 0,
             started: false,
         }
     }
 
-    /// Adds the next chunk. Returns `Ok(true)` once the vector is complete.
-    pub fn push(&mut self, chunk: &VectorChunk) -> Result<bool, ChunkError> {
+    /// Checks the next chunk and decodes its elements; returns the offset
+    /// of the first one and the elements.
+    pub fn next<T: Element>(&mut self, chunk: &VectorChunk) -> Result<(u64, Vec<T>), ChunkError> {
+        let n = self.check::<T>(chunk)?;
+        let mut values = Vec::with_capacity(n);
+        values.extend(chunk.data.chunks_exact(T::SIZE).map(T::get));
+        let offset = self.next;
+        self.advance(n);
+        Ok((offset, values))
+    }
+
+    /// Checks `chunk` as the next one; returns its number of elements.
+    fn check<T: Element>(&self, chunk: &VectorChunk) -> Result<usize, ChunkError> {
         if self.started && self.is_complete() {
             return Err(ChunkError::AlreadyComplete);
         }
@@ -190,10 +213,9 @@ impl<T: Element> Assembler<T> {
                 got: chunk.total,
             });
         }
-        let have = self.values.len() as u64;
-        if chunk.offset != have {
+        if chunk.offset != self.next {
             return Err(ChunkError::OutOfOrder {
-                expected: have,
+                expected: self.next,
                 got: chunk.offset,
             });
         }
@@ -206,14 +228,52 @@ impl<T: Element> Assembler<T> {
         if !chunk.data.len().is_multiple_of(T::SIZE) {
             return Err(ChunkError::Malformed("not a whole number of elements"));
         }
-        let n = (chunk.data.len() / T::SIZE) as u64;
-        if n > self.expected_len.saturating_sub(have) {
+        let n = chunk.data.len() / T::SIZE;
+        if n as u64 > self.expected_len.saturating_sub(self.next) {
             return Err(ChunkError::Malformed(
                 "chunk runs past the end of the vector",
             ));
         }
-        self.grow_for(n as usize);
+        Ok(n)
+    }
+
+    fn advance(&mut self, n: usize) {
         self.started = true;
+        self.next = self.next.saturating_add(n as u64);
+    }
+
+    /// Elements received so far.
+    pub fn received(&self) -> u64 {
+        self.next
+    }
+
+    /// Whether every element has arrived.
+    pub fn is_complete(&self) -> bool {
+        self.next == self.expected_len
+    }
+}
+
+/// Reassembles one vector from its chunks, checking each (see [`Cursor`]).
+#[derive(Debug)]
+pub struct Assembler<T> {
+    cursor: Cursor,
+    values: Vec<T>,
+}
+
+impl<T: Element> Assembler<T> {
+    /// Expects a vector of exactly `expected_len` elements for `round`.
+    pub fn new(round: u64, purpose: ChunkPurpose, expected_len: u64) -> Self {
+        Self {
+            cursor: Cursor::new(round, purpose, expected_len),
+            values: Vec::new(),
+        }
+    }
+
+    /// Adds the next chunk. Returns `Ok(true)` once the vector is complete.
+    pub fn push(&mut self, chunk: &VectorChunk) -> Result<bool, ChunkError> {
+        let n = self.cursor.check::<T>(chunk)?;
+        self.grow_for(n);
+        self.cursor.advance(n);
         self.values
             .extend(chunk.data.chunks_exact(T::SIZE).map(T::get));
         Ok(self.is_complete())
@@ -228,7 +288,7 @@ impl<T: Element> Assembler<T> {
         if n <= free {
             return;
         }
-        let remaining = usize::try_from(self.expected_len)
+        let remaining = usize::try_from(self.cursor.expected_len)
             .unwrap_or(usize::MAX)
             .saturating_sub(len);
         let want = n.max(len).min(remaining);
@@ -242,7 +302,7 @@ impl<T: Element> Assembler<T> {
 
     /// Whether every element has arrived.
     pub fn is_complete(&self) -> bool {
-        self.values.len() as u64 == self.expected_len
+        self.cursor.is_complete()
     }
 
     /// The assembled vector, once complete.
@@ -255,12 +315,51 @@ impl<T: Element> Assembler<T> {
 mod tests {
     use super::*;
 
+    /// A broadcast chunk cloned for every participant shares one buffer
+    /// (the coordinator's memory does not grow with the cohort).
+    #[test]
+    fn cloned_chunks_share_their_data() {
+        let values: Vec<f32> = (0..300_000).map(|i| i as f32).collect();
+        let chunks = split(1, ChunkPurpose::Model, &values);
+        let copies: Vec<VectorChunk> = (0..50).map(|_| chunks[0].clone()).collect();
+        for c in &copies {
+            assert_eq!(c.data.as_ptr(), chunks[0].data.as_ptr());
+        }
+    }
+
+    /// A cursor hands out each chunk's elements with their offset and
+    /// refuses what an assembler refuses (out of order, past the end,
+    /// after completion), keeping nothing itself.
+    #[test]
+    fn cursor_decodes_chunk_by_chunk() {
+        let values: Vec<u32> = (0..600_000).collect();
+        let chunks = split(4, ChunkPurpose::MaskedInput, &values);
+        assert!(chunks.len() > 2);
+        let mut cursor = Cursor::new(4, ChunkPurpose::MaskedInput, values.len() as u64);
+        assert!(matches!(
+            cursor.next::<u32>(&chunks[1]),
+            Err(ChunkError::OutOfOrder { expected: 0, .. })
+        ));
+        let mut got = Vec::new();
+        for c in &chunks {
+            let (offset, part) = cursor.next::<u32>(c).unwrap();
+            assert_eq!(offset as usize, got.len());
+            got.extend(part);
+        }
+        assert_eq!(got, values);
+        assert!(cursor.is_complete());
+        assert_eq!(
+            cursor.next::<u32>(&chunks[0]),
+            Err(ChunkError::AlreadyComplete)
+        );
+    }
+
     #[test]
     fn round_trip_large_vector() {
         let values: Vec<f32> = (0..600_000).map(|i| i as f32 * 0.5).collect();
         let chunks = split(7, ChunkPurpose::Model, &values);
-        assert_eq!(chunks.len(), 3);
-        assert!(chunks.iter().all(|c| c.data.len() <= MAX_CHUNK_BYTES));
+        assert_eq!(chunks.len(), 600_000usize.div_ceil(SEND_CHUNK_BYTES / 4));
+        assert!(chunks.iter().all(|c| c.data.len() <= SEND_CHUNK_BYTES));
         let mut asm = Assembler::<f32>::new(7, ChunkPurpose::Model, values.len() as u64);
         let mut done = false;
         for c in &chunks {
@@ -272,9 +371,9 @@ mod tests {
 
     #[test]
     fn rejects_bad_chunks() {
-        let values: Vec<u32> = (0..300_000).collect();
+        let values: Vec<u32> = (0..100_000).collect();
         let chunks = split(3, ChunkPurpose::MaskedInput, &values);
-        let mut asm = Assembler::<u32>::new(3, ChunkPurpose::MaskedInput, 300_000);
+        let mut asm = Assembler::<u32>::new(3, ChunkPurpose::MaskedInput, 100_000);
         assert!(matches!(
             asm.push(&chunks[1]),
             Err(ChunkError::OutOfOrder { expected: 0, .. })
@@ -292,7 +391,7 @@ mod tests {
             Err(ChunkError::WrongLength { .. })
         ));
         let mut ragged = chunks[0].clone();
-        ragged.data.pop();
+        ragged.data.truncate(ragged.data.len() - 1);
         assert!(matches!(asm.push(&ragged), Err(ChunkError::Malformed(_))));
         let mut model = chunks[0].clone();
         model.purpose = ChunkPurpose::Model as i32;
@@ -314,7 +413,7 @@ mod tests {
         let chunks = split(1, ChunkPurpose::Model, &[1.0f32; 10]);
         let mut asm = Assembler::<f32>::new(1, ChunkPurpose::Model, 10);
         let mut long = chunks[0].clone();
-        long.data.extend_from_slice(&[0; 4]);
+        long.data = [&long.data[..], &[0; 4]].concat().into();
         assert!(matches!(asm.push(&long), Err(ChunkError::Malformed(_))));
 
         let mut empty_data = chunks[0].clone();
@@ -341,12 +440,12 @@ mod tests {
             purpose: ChunkPurpose::MaskedInput as i32,
             offset: 0,
             total,
-            data: Vec::new(),
+            data: Default::default(),
         };
         assert!(matches!(asm.push(&empty), Err(ChunkError::Malformed(_))));
         assert_eq!(asm.capacity(), 0);
         let one = VectorChunk {
-            data: vec![1, 0, 0, 0],
+            data: vec![1, 0, 0, 0].into(),
             ..empty.clone()
         };
         assert!(!asm.push(&one).unwrap());
@@ -357,7 +456,7 @@ mod tests {
             let data = vec![0u8; MAX_CHUNK_BYTES];
             let chunk = VectorChunk {
                 offset,
-                data,
+                data: data.into(),
                 ..empty.clone()
             };
             asm.push(&chunk).unwrap();

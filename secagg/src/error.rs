@@ -87,6 +87,14 @@ pub enum Violation {
         /// Actual length.
         got: usize,
     },
+    /// A part of a vector does not start where the previous one ended.
+    #[error("part at offset {got}, expected offset {expected}")]
+    OutOfOrder {
+        /// Where the next part must start.
+        expected: usize,
+        /// Where it started.
+        got: usize,
+    },
     /// A message claims to come from someone other than its authenticated sender.
     #[error("message claims sender {claimed}, authenticated sender is {actual}")]
     WrongSender {

@@ -129,6 +129,7 @@ mod graph;
 pub mod kdf;
 pub mod messages;
 pub mod params;
+mod partial;
 pub mod prg;
 pub mod seal;
 pub mod server;

@@ -10,9 +10,11 @@
 //!   are removed (repeatedly), each remaining one gets its neighbours' keys;
 //! - shares: the same pruning over the participants that sent a complete set
 //!   of share bundles; bundles are routed among the remaining ones;
-//! - masked inputs: each is folded into one running sum at once (memory
-//!   O(dim), never one vector per participant); those who sent shares but no
-//!   input are the dropped. Each survivor is asked, about its own neighbours
+//! - masked inputs: each is folded into one running sum as it arrives, whole
+//!   or in parts ([`ServerRound::receive_masked_part`]; memory O(dim) plus
+//!   the parts of inputs still arriving, never one vector per participant);
+//!   an input left unfinished is taken out again; those who sent shares but
+//!   no (complete) input are the dropped. Each survivor is asked, about its own neighbours
 //!   only, for self-mask shares of survivors and key shares of the dropped;
 //!   if some secret could not be recovered from the askable holders the round
 //!   aborts before anything is revealed;
@@ -32,6 +34,7 @@ use crate::messages::{
     UnmaskRequest,
 };
 use crate::params::RoundParams;
+use crate::partial::{Partials, Progress};
 use crate::prg::{MaskJob, apply_masks, modulus_mask};
 use crate::seal::CIPHERTEXT_LEN;
 use crate::shamir::{Share, reconstruct_excluding_liar};
@@ -93,6 +96,8 @@ pub struct ServerRound {
     /// v -> participants whose shares were routed to v (v's mask partners).
     routed_from: BTreeMap<u32, Vec<u32>>,
     sum: Vec<u64>,
+    /// Masked inputs arriving in parts, already in `sum`.
+    partials: Partials,
     requests: BTreeMap<u32, UnmaskRequest>,
     /// owner -> (holder, share) of self-mask seeds.
     self_shares: BTreeMap<u32, Vec<(u32, Share)>>,
@@ -127,6 +132,7 @@ impl ServerRound {
     pub fn new(params: RoundParams) -> Result<Self, Error> {
         params.validate()?;
         let all: BTreeSet<u32> = params.participants.iter().copied().collect();
+        let partials = Partials::new(params.dim, modulus_mask(params.modulus_bits));
         Ok(ServerRound {
             graph: Graph::new(&params),
             params,
@@ -138,6 +144,7 @@ impl ServerRound {
             shares: BTreeMap::new(),
             routed_from: BTreeMap::new(),
             sum: Vec::new(),
+            partials,
             requests: BTreeMap::new(),
             self_shares: BTreeMap::new(),
             key_shares: BTreeMap::new(),
@@ -176,35 +183,13 @@ impl ServerRound {
     /// inputs are added to the running sum immediately. Any violation is a
     /// typed error and leaves the state unchanged.
     pub fn receive(&mut self, from: u32, msg: ClientMessage) -> Result<(), Error> {
-        if matches!(self.stage, Stage::Finished | Stage::Aborted) {
-            return Err(Violation::WrongStage.into());
-        }
-        if self.params.participants.binary_search(&from).is_err() {
-            return Err(Violation::UnknownParticipant(from).into());
-        }
-        let stage_ok = matches!(
-            (self.stage, &msg),
-            (Stage::AwaitingKeys, ClientMessage::AdvertiseKeys(_))
-                | (Stage::AwaitingShares, ClientMessage::ShareKeys(_))
-                | (Stage::AwaitingMaskedInputs, ClientMessage::MaskedInput(_))
-                | (Stage::AwaitingUnmasking, ClientMessage::UnmaskResponse(_))
-        );
-        if !stage_ok {
-            return Err(Violation::WrongStage.into());
-        }
-        if msg.round() != self.params.round {
-            return Err(Violation::WrongRound {
-                expected: self.params.round,
-                got: msg.round(),
-            }
-            .into());
-        }
-        if !self.selected.contains(&from) {
-            return Err(Violation::NotSelected(from).into());
-        }
-        if !self.pending.contains(&from) {
-            return Err(Violation::Duplicate(from).into());
-        }
+        let stage = match &msg {
+            ClientMessage::AdvertiseKeys(_) => Stage::AwaitingKeys,
+            ClientMessage::ShareKeys(_) => Stage::AwaitingShares,
+            ClientMessage::MaskedInput(_) => Stage::AwaitingMaskedInputs,
+            ClientMessage::UnmaskResponse(_) => Stage::AwaitingUnmasking,
+        };
+        self.check_sender(from, stage, msg.round())?;
         match msg {
             ClientMessage::AdvertiseKeys(m) => self.receive_keys(from, m)?,
             ClientMessage::ShareKeys(m) => {
@@ -219,11 +204,8 @@ impl ServerRound {
                     }
                     .into());
                 }
-                fold_checked(
-                    &mut self.sum,
-                    &m.values,
-                    modulus_mask(self.params.modulus_bits),
-                )?;
+                // A whole input is its only part (refused after other parts).
+                self.partials.fold(&mut self.sum, from, 0, &m.values)?;
                 self.contributors.insert(from);
             }
             ClientMessage::UnmaskResponse(m) => {
@@ -248,6 +230,72 @@ impl ServerRound {
         }
         self.pending.remove(&from);
         Ok(())
+    }
+
+    /// Checks that `from` may send a message of `stage` naming `round` now.
+    fn check_sender(&self, from: u32, stage: Stage, round: u64) -> Result<(), Error> {
+        if matches!(self.stage, Stage::Finished | Stage::Aborted) {
+            return Err(Violation::WrongStage.into());
+        }
+        if self.params.participants.binary_search(&from).is_err() {
+            return Err(Violation::UnknownParticipant(from).into());
+        }
+        if stage != self.stage {
+            return Err(Violation::WrongStage.into());
+        }
+        if round != self.params.round {
+            return Err(Violation::WrongRound {
+                expected: self.params.round,
+                got: round,
+            }
+            .into());
+        }
+        if !self.selected.contains(&from) {
+            return Err(Violation::NotSelected(from).into());
+        }
+        if !self.pending.contains(&from) {
+            return Err(Violation::Duplicate(from).into());
+        }
+        Ok(())
+    }
+
+    /// Records part of `from`'s masked input for `round`: `values` are its
+    /// elements from `offset` on, and are added to the running sum at once.
+    /// Parts must come in order without gaps or overlaps; returns `true`
+    /// once the input is complete (`from` is then a contributor). The parts
+    /// of an input that never completes are taken out again — by
+    /// [`ServerRound::withdraw_masked`] when its sender leaves, and by
+    /// [`ServerRound::close_stage`] for any still open — so memory is the
+    /// sum plus the parts of the inputs still arriving. A refused part
+    /// leaves the state unchanged (earlier parts stay until withdrawn).
+    pub fn receive_masked_part(
+        &mut self,
+        from: u32,
+        round: u64,
+        offset: usize,
+        values: &[u64],
+    ) -> Result<bool, Error> {
+        self.check_sender(from, Stage::AwaitingMaskedInputs, round)?;
+        match self.partials.fold(&mut self.sum, from, offset, values)? {
+            Progress::Partial => Ok(false),
+            Progress::Complete => {
+                self.contributors.insert(from);
+                self.pending.remove(&from);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Takes the parts `from` sent of an input it did not finish back out
+    /// of the sum (it left, or sent a part that was refused): it then
+    /// counts as having sent no input. Returns whether it had such parts.
+    pub fn withdraw_masked(&mut self, from: u32) -> bool {
+        self.partials.withdraw(&mut self.sum, from)
+    }
+
+    /// Elements held for masked inputs still arriving (memory, in elements).
+    pub fn held_partial_elements(&self) -> usize {
+        self.partials.held()
     }
 
     fn receive_keys(&mut self, from: u32, m: AdvertiseKeys) -> Result<(), Error> {
@@ -336,6 +384,7 @@ impl ServerRound {
     fn abort(&mut self) {
         self.stage = Stage::Aborted;
         self.sum = Vec::new();
+        self.partials.clear();
         self.self_shares.clear();
         self.key_shares.clear();
         self.selected.clear();
@@ -423,6 +472,9 @@ impl ServerRound {
     }
 
     fn close_masked(&mut self) -> Result<StageOutcome, Error> {
+        // Inputs that stopped half-way are out of the sum: their senders
+        // are dropped like those who sent nothing.
+        self.partials.withdraw_all(&mut self.sum);
         let t = self.params.threshold;
         let contributors = self.contributors.clone();
         if contributors.len() < t {
@@ -543,26 +595,6 @@ impl ServerRound {
     }
 }
 
-/// sum += values (wrapping), block by block in one pass, checking that every
-/// value is at most `modulus`; on a bad value the blocks already added are
-/// subtracted again, so the sum is unchanged on error.
-fn fold_checked(sum: &mut [u64], values: &[u64], modulus: u64) -> Result<(), Error> {
-    const B: usize = 4096;
-    for (bi, (s, v)) in sum.chunks_mut(B).zip(values.chunks(B)).enumerate() {
-        if v.iter().fold(0u64, |a, &x| a | x) > modulus {
-            let index = bi * B + v.iter().position(|&x| x > modulus).unwrap_or(0);
-            for (s, v) in sum.iter_mut().take(bi * B).zip(values) {
-                *s = s.wrapping_sub(*v);
-            }
-            return Err(Violation::ValueOutOfRange { index }.into());
-        }
-        for (s, x) in s.iter_mut().zip(v) {
-            *s = s.wrapping_add(*x);
-        }
-    }
-    Ok(())
-}
-
 /// Reconstructs `owner`'s secret, leaving out (and adding to `misbehaving`)
 /// a single holder whose share disagrees with all the others.
 fn recover(
@@ -600,28 +632,4 @@ fn parse_revealed(got: &[(u32, Vec<u8>)], asked: &[u32]) -> Result<Vec<(u32, Sha
         out.push((*owner, share));
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fold_checked_rolls_back() {
-        let mut sum: Vec<u64> = (0..10_000u64).map(|i| i * 7 % 256).collect();
-        let before = sum.clone();
-        let mut values = vec![255u64; 10_000];
-        values[9_000] = 256;
-        assert_eq!(
-            fold_checked(&mut sum, &values, 255),
-            Err(Error::ProtocolViolation(Violation::ValueOutOfRange {
-                index: 9_000
-            }))
-        );
-        assert_eq!(sum, before);
-        values[9_000] = 1;
-        fold_checked(&mut sum, &values, 255).unwrap();
-        assert_eq!(sum[0], 255);
-        assert_eq!(sum[9_000], before[9_000] + 1);
-    }
 }

@@ -25,6 +25,9 @@ pub struct DropoutPlan {
     pub after_shares: BTreeSet<u32>,
     /// Sends its masked input, then disappears during unmasking.
     pub after_masked_input: BTreeSet<u32>,
+    /// Sends the first half of its masked input (in parts), then
+    /// disappears: the half must leave the sum again.
+    pub mid_masked_input: BTreeSet<u32>,
 }
 
 /// The result of a completed round.
@@ -221,6 +224,31 @@ pub fn run_round(
                 }
             });
             match result {
+                Ok((s, Some(ClientMessage::MaskedInput(m))))
+                    if plan.mid_masked_input.contains(&to) =>
+                {
+                    // Half of it, in two parts, then silence.
+                    let half = m.values.len() / 2;
+                    let quarter = half / 2;
+                    for (a, b) in [(0, quarter), (quarter, half)] {
+                        if a < b {
+                            server.receive_masked_part(to, m.round, a, &m.values[a..b])?;
+                        }
+                    }
+                    drop(s);
+                }
+                Ok((s, Some(ClientMessage::MaskedInput(m)))) if to % 3 == 0 => {
+                    // Exercise the parts path: three parts.
+                    absorb_client(&mut h, to, &ClientMessage::MaskedInput(m.clone()));
+                    *bytes.entry(to).or_default() +=
+                        ClientMessage::MaskedInput(m.clone()).payload_len(bits);
+                    let third = m.values.len() / 3;
+                    let cuts = [0, third, 2 * third, m.values.len()];
+                    for w in cuts.windows(2).filter(|w| w[0] < w[1]) {
+                        server.receive_masked_part(to, m.round, w[0], &m.values[w[0]..w[1]])?;
+                    }
+                    sessions.insert(to, (s, rng));
+                }
                 Ok((s, reply)) => {
                     if let Some(m) = reply {
                         deliver(&mut server, &mut h, &mut bytes, bits, to, m)?;

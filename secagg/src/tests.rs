@@ -54,6 +54,38 @@ fn full_round_without_dropouts() {
     }
 }
 
+/// Inputs sent in parts are summed like whole ones; participants that stop
+/// half-way through their masked input are taken out of the sum again (at
+/// the stage's close, or at once with `withdraw_masked`) and dropped, and
+/// their pairwise masks are removed like any dropout's.
+#[test]
+fn inputs_stopped_half_way_leave_the_sum() {
+    let p = params(9, 8, 5, 1_000, 32);
+    let inputs = inputs_for(&p, 3);
+    let plan = DropoutPlan {
+        mid_masked_input: [2, 7].into(),
+        ..DropoutPlan::default()
+    };
+    let out = run_round(&p, &inputs, &plan, 9).unwrap();
+    let want: Vec<u32> = p
+        .participants
+        .iter()
+        .copied()
+        .filter(|u| ![2, 7].contains(u))
+        .collect();
+    assert_eq!(out.contributors, want);
+    assert_eq!(out.sum, expected_sum(&p, &inputs, &want));
+
+    // Parts are refused outside the masked-input stage.
+    let u = p.participants[0];
+    let mut server = ServerRound::new(p.clone()).unwrap();
+    assert!(!server.withdraw_masked(u));
+    assert_eq!(
+        server.receive_masked_part(u, p.round, 0, &inputs[0][..10]),
+        Err(Error::ProtocolViolation(Violation::WrongStage))
+    );
+}
+
 #[test]
 fn same_seed_same_transcript() {
     let p = params(8, 4, 3, 16, 32);
@@ -125,6 +157,7 @@ fn should_succeed(p: &RoundParams, plan: &DropoutPlan) -> bool {
         .chain(&plan.after_keys)
         .chain(&plan.after_shares)
         .chain(&plan.after_masked_input)
+        .chain(&plan.mid_masked_input)
         .copied()
         .collect();
     let finals: BTreeSet<u32> = p
@@ -151,6 +184,7 @@ fn who_masked(p: &RoundParams, plan: &DropoutPlan) -> Vec<u32> {
             !plan.before_keys.contains(u)
                 && !plan.after_keys.contains(u)
                 && !plan.after_shares.contains(u)
+                && !plan.mid_masked_input.contains(u)
         })
         .collect()
 }
@@ -179,6 +213,7 @@ fn arb_round() -> impl Strategy<Value = (RoundParams, DropoutPlan, u64)> {
                     1 => plan.after_keys.insert(*u),
                     2 | 3 => plan.after_shares.insert(*u),
                     4 => plan.after_masked_input.insert(*u),
+                    5 => plan.mid_masked_input.insert(*u),
                     _ => false,
                 };
             }

@@ -26,7 +26,7 @@
 //!   participant downloads the model as `f32` (4 bytes a parameter) and
 //!   uploads its masked (or, without secure aggregation, plain) fixed-point
 //!   update as 32-bit words (training rounds use a 2³² modulus), both in
-//!   chunks of at most 1 MiB; key and share messages are a few hundred bytes
+//!   chunks of at most 256 KiB; key and share messages are a few hundred bytes
 //!   per neighbour and left out;
 //! - peak resident memory: a thread reads `VmHWM` (the kernel's high-water
 //!   mark of the resident set) from `/proc/<pid>/status` of every child
@@ -59,8 +59,8 @@ use tessera_model::{
 use crate::bundled_data;
 use crate::experiment::{self, RunArgs};
 
-/// Largest element payload of one wire chunk (1 MiB, the protocol's chunk size).
-const CHUNK_BYTES: u64 = 1 << 20;
+/// Element payload of one wire chunk as sent.
+const CHUNK_BYTES: u64 = tessera_proto::chunk::SEND_CHUNK_BYTES as u64;
 
 /// Bytes of one model parameter on the wire (`f32`).
 const MODEL_BYTES_PER_PARAM: u64 = 4;
@@ -175,9 +175,9 @@ pub fn hidden_for(params: usize, input_dim: usize) -> usize {
 /// Parses `RunArgs` from a command line, so that the benchmark gets exactly the
 /// defaults of `tessera-sim run`.
 #[derive(Parser, Debug)]
-struct RunCommand {
+pub(crate) struct RunCommand {
     #[command(flatten)]
-    run: RunArgs,
+    pub(crate) run: RunArgs,
 }
 
 /// Runs the benchmark (see the [module docs](self)).

@@ -35,11 +35,71 @@ impl SendHook for CrashAfterShares {
     }
 }
 
+/// The command-line flag of [`StopAfter`] for `tessera-sim participant`:
+/// `--stop-after STAGE:ROUND`, STAGE one of [`StopAfter::STAGES`].
+pub const STOP_AFTER_FLAG: &str = "--stop-after";
+
+/// Stops its own process (SIGSTOP) right after sending its last message of
+/// one secure-aggregation stage of one aggregation, so that a test can
+/// SIGKILL it at that exact point of the protocol: after `reply` (accepted
+/// the round, no keys sent), `keys` (no shares sent), `shares` (no masked
+/// input sent) or `masked` (the last chunk of its masked input sent, no
+/// unmasking answer). Logs `simulated stop after STAGE` first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopAfter {
+    /// One of [`StopAfter::STAGES`].
+    pub stage: String,
+    /// The aggregation.
+    pub round: u64,
+}
+
+impl StopAfter {
+    /// The stages a site can stop after.
+    pub const STAGES: [&'static str; 4] = ["reply", "keys", "shares", "masked"];
+
+    /// Parses `STAGE:ROUND`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let (stage, round) = text.split_once(':')?;
+        Self::STAGES.contains(&stage).then_some(())?;
+        Some(Self {
+            stage: stage.to_owned(),
+            round: round.parse().ok()?,
+        })
+    }
+
+    fn matches(&self, body: &Body) -> bool {
+        match (self.stage.as_str(), body) {
+            ("reply", Body::RoundReply(r)) => r.round == self.round && r.accept,
+            ("keys", Body::Keys(k)) => k.round == self.round,
+            ("shares", Body::ShareKeys(s)) => s.round == self.round,
+            ("masked", Body::Chunk(c)) => {
+                c.round == self.round
+                    && c.purpose == tessera_proto::v1::ChunkPurpose::MaskedInput as i32
+                    && c.offset.saturating_add((c.data.len() / 4) as u64) >= c.total
+            }
+            _ => false,
+        }
+    }
+}
+
+impl SendHook for StopAfter {
+    fn sent(&mut self, message: &ParticipantMessage) {
+        if message.body.as_ref().is_some_and(|b| self.matches(b)) {
+            // Let the message leave, then freeze where we are.
+            std::thread::sleep(Duration::from_millis(300));
+            tracing::warn!(round = self.round, stage = %self.stage, "simulated stop after {}", self.stage);
+            let _ = std::process::Command::new("kill")
+                .args(["-s", "STOP", &std::process::id().to_string()])
+                .status();
+        }
+    }
+}
+
 /// The command-line flag that seeds a simulated site's randomness (NOT
 /// secure: its masks become predictable; for reproducing runs only).
 pub const INSECURE_SEED_FLAG: &str = "--insecure-seed";
 
-/// `tessera-sim participant [--crash-after-shares ROUND]
+/// `tessera-sim participant [--crash-after-shares ROUND | --stop-after STAGE:ROUND]
 /// [--leave-round AGGREGATION:STAGE]… [--insecure-seed SEED] <participant
 /// args>`: the participant's own command line, with the simulation's faults
 /// (see [`crate::dropout`] for leaving rounds).
@@ -81,6 +141,17 @@ pub fn participant_main(args: Vec<String>) -> ExitCode {
                 Some(round) => hook = Some(Box::new(CrashAfterShares { round })),
                 None => {
                     eprintln!("error: {CRASH_AFTER_SHARES_FLAG} needs an aggregation number");
+                    return ExitCode::from(2);
+                }
+            }
+        } else if a == STOP_AFTER_FLAG {
+            match it.next().as_deref().and_then(StopAfter::parse) {
+                Some(stop) => hook = Some(Box::new(stop)),
+                None => {
+                    eprintln!(
+                        "error: {STOP_AFTER_FLAG} needs STAGE:ROUND, STAGE one of {:?}",
+                        StopAfter::STAGES
+                    );
                     return ExitCode::from(2);
                 }
             }

@@ -21,10 +21,12 @@
 //!   [`bench_learning`]: benchmarks (secure aggregation alone, one round of a
 //!   large model, the in-memory harness, seconds per round and memory against
 //!   the number of sites on both engines, a multi-class MLP federation and an
-//!   external trainer against the built-in one).
+//!   external trainer against the built-in one); [`bench_load`]: many
+//!   participants over mutual TLS to one coordinator process.
 
 pub mod bench_harness;
 pub mod bench_learning;
+pub mod bench_load;
 pub mod bench_round;
 pub mod bench_scale;
 pub mod bench_secagg;

@@ -7,8 +7,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tessera_simulations::engine::Engine;
 use tessera_simulations::experiment::{self, LearningArgs, PrivacyArgs, RunArgs};
 use tessera_simulations::{
-    bench_harness, bench_learning, bench_round, bench_scale, bench_secagg, bundled_data,
-    config_file, sweep, synthetic,
+    bench_harness, bench_learning, bench_load, bench_round, bench_scale, bench_secagg,
+    bundled_data, config_file, sweep, synthetic,
 };
 
 /// Local multi-process Tessera federations.
@@ -79,6 +79,8 @@ enum Bench {
     Round(bench_round::RoundBenchArgs),
     /// One private round of N sites in the in-memory harness (no sockets, TLS or files).
     Harness(bench_harness::HarnessBenchArgs),
+    /// Many participants (tasks of this process) over mutual TLS to one coordinator process.
+    Load(bench_load::LoadBenchArgs),
     /// Seconds per round and peak memory against the number of sites, both engines.
     Scale(bench_scale::ScaleBenchArgs),
     /// Seconds per round of a multi-class MLP federation (10 sites by default).
@@ -147,6 +149,15 @@ fn main() -> ExitCode {
                 bench_harness::print(&report, args.json);
                 ExitCode::SUCCESS
             }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench {
+            which: Bench::Load(args),
+        } => match bench_load::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::FAILURE

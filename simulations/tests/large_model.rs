@@ -102,8 +102,13 @@ fn a_million_parameter_mlp_round_with_secure_aggregation() {
         aggregated > 0.0 && released >= aggregated - 0.01,
         "{aggregated} {released}"
     );
-    // 4 MB of model down, 4 MB of masked update up, per participant: 4 chunks of 1 MiB.
-    assert_eq!(u64_of(&report, "model_chunks_per_participant"), 4);
+    // 4 MB of model down, 4 MB of masked update up, per participant, in
+    // chunks of 256 KiB.
+    let chunk = tessera_proto::chunk::SEND_CHUNK_BYTES as u64;
+    assert_eq!(
+        u64_of(&report, "model_chunks_per_participant"),
+        (4 * u64_of(&report, "params")).div_ceil(chunk)
+    );
     assert_eq!(
         u64_of(&report, "payload_bytes_total"),
         3 * 2 * 4 * u64_of(&report, "params")

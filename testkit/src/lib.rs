@@ -10,7 +10,8 @@
 //!   guards, free ports), [`command`] (running a command within a time
 //!   limit, its whole process group killed on a timeout), [`files`] (fresh
 //!   working directories, logs without colour codes, their tails, fields of
-//!   log lines);
+//!   log lines), [`proxy`] (a loopback TCP proxy that cuts, stalls and slows
+//!   connections);
 //! - `pki`: [`pki`] (a fresh development PKI per test);
 //! - `model`: [`data`] (the bundled data sets, their tasks and splits) and
 //!   [`fedavg`] (the in-process FedAvg reference);
@@ -21,6 +22,7 @@ pub mod bins;
 pub mod command;
 pub mod files;
 pub mod process;
+pub mod proxy;
 
 #[cfg(feature = "pki")]
 pub mod pki;

@@ -130,6 +130,15 @@ impl Processes {
         child.wait().expect("reaping a child process")
     }
 
+    /// Kills (SIGKILL on Unix) and reaps every process started under
+    /// `name`, and forgets them.
+    pub fn remove(&mut self, name: &str) {
+        for (_, c) in self.children.iter_mut().filter(|(n, _)| n == name) {
+            kill_and_reap(c);
+        }
+        self.children.retain(|(n, _)| n != name);
+    }
+
     /// Kills and reaps every process still running.
     pub fn kill_all(&mut self) {
         for (_, c) in &mut self.children {

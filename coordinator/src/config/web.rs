@@ -10,6 +10,9 @@ use super::{ConfigError, CoordinatorConfig, invalid};
 /// Default address of the status page: loopback only.
 pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8080";
 
+/// The port of [`DEFAULT_WEB_LISTEN`].
+const DEFAULT_WEB_PORT: u16 = 8080;
+
 /// `[web]`: the coordinator's status page and `/metrics` on one HTTP
 /// listener. Absent: no page (and `/metrics` only at
 /// `federation.metrics_listen`, if set).
@@ -38,7 +41,7 @@ pub struct WebSection {
 impl Default for WebSection {
     fn default() -> Self {
         Self {
-            listen: DEFAULT_WEB_LISTEN.parse().expect("a valid default address"),
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], DEFAULT_WEB_PORT)),
             operators: Vec::new(),
             refresh_seconds: 10,
             evaluation: None,

@@ -263,7 +263,7 @@ impl Driver {
             let mut all = self.store.checkpoints()?;
             all.retain(|c| c.training_round > 0);
             all.sort_by_key(|c| c.training_round);
-            let tail = &all[all.len().saturating_sub(k)..];
+            let tail = all.get(all.len().saturating_sub(k)..).unwrap_or_default();
             let mut sum = vec![0.0f64; model.params.len()];
             for c in tail {
                 let m = tessera_model::read_model(&c.path)

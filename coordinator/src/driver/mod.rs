@@ -318,6 +318,7 @@ impl Driver {
                 name,
                 session,
                 message,
+                upload: _upload,
             } => {
                 if let Some(p) = self.parked.get_mut(&name).filter(|p| p.session == session) {
                     if p.messages.len() < MAX_PARKED_MESSAGES {

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Instant;
 
-use tessera_proto::chunk::{Assembler, ChunkError};
+use tessera_proto::chunk::{Assembler, ChunkError, Cursor};
 use tessera_proto::convert;
 use tessera_proto::v1::{self, ChunkPurpose, participant_message::Body};
 use tessera_secagg::{self as sa, FixedPoint, ServerRound, StageOutcome};
@@ -47,7 +47,8 @@ impl Stage {
     }
 }
 
-/// A vector being received in chunks.
+/// A plain vector being received in chunks (kept whole until complete:
+/// plain sums are for comparisons only).
 #[derive(Debug)]
 enum Upload {
     Narrow(Assembler<u32>),
@@ -83,6 +84,21 @@ impl Upload {
                 }
             }
         }
+    }
+}
+
+/// Checks the next chunk of a masked input and decodes its elements (32-
+/// or 64-bit words on the wire, by the modulus): `(offset, elements)`.
+fn next_masked_part(
+    cursor: &mut Cursor,
+    chunk: &v1::VectorChunk,
+    modulus_bits: u32,
+) -> Result<(u64, Vec<u64>), ChunkError> {
+    if modulus_bits <= 32 {
+        let (offset, words) = cursor.next::<u32>(chunk)?;
+        Ok((offset, words.into_iter().map(u64::from).collect()))
+    } else {
+        cursor.next::<u64>(chunk)
     }
 }
 
@@ -188,7 +204,11 @@ pub struct Aggregation {
     /// Participants that declined, disconnected or misbehaved.
     gone: BTreeSet<u32>,
     accepted: BTreeSet<u32>,
+    /// Plain inputs being received (whole vectors until complete).
     uploads: HashMap<u32, Upload>,
+    /// Masked inputs being received: where each stands. Their elements go
+    /// straight into secure aggregation's running sum.
+    masked: HashMap<u32, Cursor>,
     /// When the aggregation started.
     pub started: Instant,
     stage_started: Instant,
@@ -268,6 +288,7 @@ impl Aggregation {
             gone: BTreeSet::new(),
             accepted: BTreeSet::new(),
             uploads: HashMap::new(),
+            masked: HashMap::new(),
             started: now,
             stage_started: now,
             stage_seconds: Vec::new(),
@@ -294,7 +315,10 @@ impl Aggregation {
 
     /// Names of cohort members that are out of the round.
     pub fn gone_names(&self) -> Vec<String> {
-        self.gone.iter().map(|i| self.cohort[i].clone()).collect()
+        self.gone
+            .iter()
+            .filter_map(|i| self.cohort.get(i).cloned())
+            .collect()
     }
 
     /// Names secure aggregation identified as having revealed a share that
@@ -314,6 +338,23 @@ impl Aggregation {
     pub fn drop_participant(&mut self, index: u32) {
         self.gone.insert(index);
         self.uploads.remove(&index);
+        if self.masked.remove(&index).is_some()
+            && let Summation::Secure(server) = &mut self.summation
+        {
+            // Whatever it sent of its masked input leaves the sum again.
+            server.withdraw_masked(index);
+        }
+    }
+
+    /// Elements held for inputs still arriving, in memory (the running
+    /// sums aside): whole plain vectors, and the parts of masked inputs
+    /// not yet complete.
+    pub fn held_elements(&self) -> usize {
+        let secure = match &self.summation {
+            Summation::Secure(s) => s.held_partial_elements(),
+            Summation::Plain { .. } => 0,
+        };
+        secure + self.uploads.len() * self.dim
     }
 
     /// Records that a participant accepted.
@@ -369,23 +410,29 @@ impl Aggregation {
                         stage: self.stage.name(),
                     });
                 }
-                let upload = self.uploads.entry(index).or_insert_with(|| {
-                    Upload::new(round, ChunkPurpose::MaskedInput, dim, modulus_bits)
-                });
-                match upload.push(chunk) {
-                    Ok(None) => Ok(()),
-                    Ok(Some(values)) => {
-                        self.uploads.remove(&index);
+                let cursor = self
+                    .masked
+                    .entry(index)
+                    .or_insert_with(|| Cursor::new(round, ChunkPurpose::MaskedInput, dim as u64));
+                let part = next_masked_part(cursor, chunk, modulus_bits)
+                    .map_err(Refusal::BadInput)
+                    .and_then(|(offset, values)| {
+                        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
                         server
-                            .receive(
-                                index,
-                                sa::ClientMessage::MaskedInput(sa::MaskedInput { round, values }),
-                            )
+                            .receive_masked_part(index, round, offset, &values)
                             .map_err(Refusal::InputRefused)
+                    });
+                match part {
+                    Ok(false) => Ok(()),
+                    Ok(true) => {
+                        self.masked.remove(&index);
+                        Ok(())
                     }
                     Err(e) => {
-                        self.uploads.remove(&index);
-                        Err(Refusal::BadInput(e))
+                        // Its parts so far leave the sum; it is out.
+                        self.masked.remove(&index);
+                        server.withdraw_masked(index);
+                        Err(e)
                     }
                 }
             }
@@ -443,6 +490,8 @@ impl Aggregation {
         ));
         self.stage_started = now;
         self.uploads.clear();
+        // Secure aggregation withdraws masked inputs left unfinished.
+        self.masked.clear();
         match &mut self.summation {
             Summation::Plain {
                 sum, contributors, ..

@@ -677,7 +677,9 @@ impl FederationMachine {
         match step {
             Step::Send(messages) => {
                 for (index, message) in messages {
-                    let name = agg.cohort[&index].clone();
+                    let Some(name) = agg.cohort.get(&index).cloned() else {
+                        continue;
+                    };
                     self.outputs.push_back(Output::Send {
                         to: name,
                         message: Box::new(message),

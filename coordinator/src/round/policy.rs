@@ -78,13 +78,16 @@ pub struct InitialModel(pub std::sync::Arc<Vec<(tessera_model::TensorSpec, Vec<f
 impl InitialModel {
     /// From a layout and its flat vector.
     pub fn new(layout: Vec<tessera_model::TensorSpec>, params: &[f32]) -> Self {
-        let mut at = 0;
+        let mut at: usize = 0;
         let tensors = layout
             .into_iter()
             .map(|t| {
                 let n = t.len();
-                let values = params[at..at + n].to_vec();
-                at += n;
+                let values = params
+                    .get(at..at.saturating_add(n))
+                    .map(<[f32]>::to_vec)
+                    .unwrap_or_default();
+                at = at.saturating_add(n);
                 (t, values)
             })
             .collect();

@@ -26,8 +26,10 @@ impl FederationMachine {
     ) {
         let policy = std::sync::Arc::clone(&self.policy);
         let cohort: Vec<String> = agg.cohort.values().cloned().collect();
-        let contributor_names: Vec<String> =
-            contributors.iter().map(|i| agg.cohort[i].clone()).collect();
+        let contributor_names: Vec<String> = contributors
+            .iter()
+            .filter_map(|i| agg.cohort.get(i).cloned())
+            .collect();
         let min = policy.min_participants;
         if contributors.len() < min {
             self.round_failed(

@@ -102,7 +102,7 @@ pub fn sha256_file(path: &Path) -> Result<(String, u64), StoreError> {
         if n == 0 {
             break;
         }
-        hasher.update(&buf[..n]);
+        hasher.update(buf.get(..n).unwrap_or_default());
         total += n as u64;
     }
     Ok((hex(&hasher.finalize()), total))

@@ -107,7 +107,12 @@ fn prefix_epsilons(
                 scope.spawn(move || {
                     (t..n)
                         .step_by(threads)
-                        .map(|i| (i, epsilon_of(path, &events[..=i], delta)))
+                        .map(|i| {
+                            (
+                                i,
+                                epsilon_of(path, events.get(..=i).unwrap_or_default(), delta),
+                            )
+                        })
                         .collect::<Vec<_>>()
                 })
             })
@@ -122,7 +127,9 @@ fn prefix_epsilons(
     });
     let mut out = vec![0.0; n];
     for (i, eps) in results.into_iter().flatten() {
-        out[i] = eps?;
+        if let Some(slot) = out.get_mut(i) {
+            *slot = eps?;
+        }
     }
     Ok(out)
 }

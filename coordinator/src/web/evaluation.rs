@@ -111,7 +111,11 @@ impl Table {
     /// Indices of the metrics with at least one value.
     fn present(&self) -> Vec<usize> {
         (0..METRICS.len())
-            .filter(|&i| self.rows.iter().any(|(_, v)| v[i].is_some()))
+            .filter(|&i| {
+                self.rows
+                    .iter()
+                    .any(|(_, v)| v.get(i).copied().flatten().is_some())
+            })
             .collect()
     }
 }
@@ -131,14 +135,15 @@ pub(super) fn section(path: Option<&Path>) -> String {
     }
     let series: Vec<Series<'_>> = present
         .iter()
-        .filter(|&&i| METRICS[i].charted)
-        .map(|&i| Series {
-            label: METRICS[i].label,
-            colour: METRICS[i].colour,
+        .filter_map(|&i| METRICS.get(i).map(|m| (i, m)))
+        .filter(|(_, m)| m.charted)
+        .map(|(i, m)| Series {
+            label: m.label,
+            colour: m.colour,
             points: table
                 .rows
                 .iter()
-                .filter_map(|(x, v)| Some((*x, v[i]?)))
+                .filter_map(|(x, v)| Some((*x, v.get(i).copied().flatten()?)))
                 .collect(),
         })
         .collect();
@@ -152,13 +157,18 @@ pub(super) fn section(path: Option<&Path>) -> String {
     }
     h.push_str("<table><tr><th>training round</th>");
     for &i in &present {
-        let _ = write!(h, "<th>{}</th>", escape(METRICS[i].label));
+        let label = METRICS.get(i).map_or("", |m| m.label);
+        let _ = write!(h, "<th>{}</th>", escape(label));
     }
     h.push_str("</tr>");
     for (x, values) in &table.rows {
         let _ = write!(h, "<tr><td>{x}</td>");
         for &i in &present {
-            let cell = values[i].map_or_else(|| "-".to_owned(), |v| format!("{v:.4}"));
+            let cell = values
+                .get(i)
+                .copied()
+                .flatten()
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.4}"));
             let _ = write!(h, "<td>{cell}</td>");
         }
         h.push_str("</tr>");

@@ -74,8 +74,11 @@ pub fn site_ledger_report(
     let contributions = l.contributions()?;
     let mut rows = Vec::with_capacity(contributions.len());
     for (i, c) in contributions.iter().enumerate() {
-        let cumulative_epsilon =
-            epsilon_of(l.location(), &site_events(&contributions[..=i]), delta)?;
+        let cumulative_epsilon = epsilon_of(
+            l.location(),
+            &site_events(contributions.get(..=i).unwrap_or_default()),
+            delta,
+        )?;
         rows.push(SiteLedgerRow {
             federation: c.federation.clone(),
             round: c.round,

@@ -62,6 +62,10 @@ impl Clock for FixedClock {
     }
 }
 
+/// Rewrites what a site sends: each message it sends becomes the messages
+/// returned (none, itself, altered, repeated, others added).
+pub type Tamper = Box<dyn FnMut(ParticipantMessage) -> Vec<ParticipantMessage>>;
+
 struct Member {
     site: Site,
     session: u64,
@@ -69,6 +73,8 @@ struct Member {
     alive: bool,
     /// Drop at this stage of this aggregation.
     drop: Option<(u64, DropStage)>,
+    /// A hostile site's rewriting of its own messages.
+    tamper: Option<Tamper>,
 }
 
 /// What a run showed.
@@ -147,6 +153,7 @@ impl InMemoryFederation {
                     inbox: VecDeque::new(),
                     alive: true,
                     drop: None,
+                    tamper: None,
                 };
                 (name, member)
             })
@@ -164,6 +171,14 @@ impl InMemoryFederation {
     pub fn drop_at(&mut self, name: &str, round: u64, stage: DropStage) {
         if let Some(m) = self.members.get_mut(name) {
             m.drop = Some((round, stage));
+        }
+    }
+
+    /// Makes site `name` hostile: everything it sends passes through `f`
+    /// (it still authenticates as itself: the transport is not forged).
+    pub fn tamper(&mut self, name: &str, f: Tamper) {
+        if let Some(m) = self.members.get_mut(name) {
+            m.tamper = Some(f);
         }
     }
 
@@ -274,6 +289,9 @@ impl InMemoryFederation {
                 Action::Exit { .. } => vanish = true,
             }
         }
+        if let Some(f) = m.tamper.as_mut() {
+            answers = answers.into_iter().flat_map(f).collect();
+        }
         let session = m.session;
         for msg in answers {
             out.messages += 1;
@@ -316,5 +334,7 @@ pub mod scenario;
 
 #[cfg(test)]
 mod budget_tests;
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

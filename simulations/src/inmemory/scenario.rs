@@ -46,8 +46,14 @@ impl Scenario {
             .collect()
     }
 
-    /// The federation's settings: min participants 60% of the sites.
+    /// The federation's settings: one training round, min participants
+    /// 60% of the sites.
     pub fn settings(&self) -> Settings {
+        self.settings_with_rounds(1)
+    }
+
+    /// [`Scenario::settings`] with `rounds` training rounds.
+    pub fn settings_with_rounds(&self, rounds: u32) -> Settings {
         let names: Vec<String> = (0..self.sites)
             .map(|i| format!("\"{}\"", site_name(i)))
             .collect();
@@ -57,7 +63,7 @@ impl Scenario {
 name = "in-memory"
 listen = "127.0.0.1:0"
 min_participants = {min}
-rounds = 1
+rounds = {rounds}
 output_dir = "/nonexistent"
 allow = [{allow}]
 
@@ -88,6 +94,7 @@ b = [-4.0, 4.0]
 c = [-4.0, 4.0]
 "#,
             min = (self.sites * 6 / 10).max(3),
+            rounds = rounds,
             // The planned dropouts, with a margin: SecAgg+ sizes the
             // neighbourhoods for it (fewer neighbours, less work).
             tolerance = (4.0 * self.drops as f64 / self.sites as f64 + 0.03).min(0.5),
@@ -143,7 +150,7 @@ pub fn site_name(i: usize) -> String {
 
 /// The federation after its statistics: the pooled preprocessing and the
 /// initial model, so the run is the one private training round.
-fn resume() -> Resume {
+pub(super) fn resume() -> Resume {
     Resume {
         next_round: ROUND,
         model: Some(vec![0.0; 4]),

@@ -68,6 +68,7 @@ pub struct Federation {
     coordinator_status: Option<ExitStatus>,
     coordinator_starts: u32,
     participants: Processes,
+    participant_restarts: BTreeMap<String, u32>,
 }
 
 impl Federation {
@@ -121,6 +122,7 @@ impl Federation {
             coordinator_status: None,
             coordinator_starts: 0,
             participants: Processes::new(),
+            participant_restarts: BTreeMap::new(),
         }
     }
 
@@ -256,6 +258,18 @@ impl Federation {
             .expect("writing a participant configuration")
     }
 
+    /// Writes the configuration of a participant for `site` with `address`
+    /// (`host:port`) as the coordinator's: e.g. a proxy in front of it.
+    pub fn write_participant_config_at(&mut self, site: &SitePlan, address: &str) -> PathBuf {
+        launch::write_participant_config(&self.plan, &mut self.layout, site, address)
+            .expect("writing a participant configuration")
+    }
+
+    /// The coordinator's `host:port` (empty before it listens).
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
     /// Starts participant `name` from the configuration already written;
     /// its log is `logs/<name>.log`.
     pub fn launch_participant(&mut self, name: &str) {
@@ -328,6 +342,23 @@ impl Federation {
     /// Kills participant `name` (SIGKILL) and reaps it.
     pub fn kill_participant(&mut self, name: &str) -> ExitStatus {
         self.participants.kill(name)
+    }
+
+    /// Kills participant `name` (SIGKILL) and starts it again from the same
+    /// configuration (its own ledger and state kept, as after a crash and a
+    /// restart by its operator); the new process logs to
+    /// `logs/<name>-restart-N.log`.
+    pub fn restart_participant(&mut self, name: &str) {
+        self.participants.remove(name);
+        let restarts = self
+            .participant_restarts
+            .entry(name.to_owned())
+            .or_default();
+        *restarts += 1;
+        let log = format!("{name}-restart-{restarts}.log");
+        let child = launch::start_participant(&self.bins, &self.layout, name, &log)
+            .expect("restarting a participant");
+        self.participants.push(name, child);
     }
 
     /// Process id of participant `name`.
