@@ -417,11 +417,15 @@ fn csv_line_writer(out: &mut Vec<u8>) -> impl FnMut(&[String]) + '_ {
 /// One line of the coordinator's `rounds.csv`.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RoundLine {
+    /// The round's kind (`statistics`, `training`, `evaluation`, …).
     pub(crate) kind: String,
+    /// `released` or why not.
     pub(crate) status: String,
+    /// Seconds from the round's announcement until its sum was decoded.
     pub(crate) seconds: f64,
 }
 
+/// The lines of a coordinator's `rounds.csv`.
 pub(crate) fn read_rounds_csv(path: &Path) -> anyhow::Result<Vec<RoundLine>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -204,6 +204,12 @@ impl LearningArgs {
                 .initial_model
                 .as_ref()
                 .context("--model external needs --initial-model")?;
+            if self.evaluate_every == 0 {
+                bail!(
+                    "an external model is scored by federated evaluation (the simulation \
+                     cannot run it on the pooled test rows): add --evaluate-every K"
+                );
+            }
             task.tensors = tessera_model::tensors::read_layout(path)
                 .with_context(|| format!("--initial-model {}", path.display()))?
                 .0;
@@ -345,7 +351,7 @@ pub fn metrics_cells(h: &crate::experiment::RoundMetrics) -> String {
 
 /// Adds to each round of `history` the federated evaluation of its model, read
 /// from the coordinator's `rounds.csv` (its released evaluation rounds).
-pub fn attach_federated(history: &mut [crate::experiment::RoundMetrics], rounds_csv: &Path) {
+pub fn attach_federated(history: &mut Vec<crate::experiment::RoundMetrics>, rounds_csv: &Path) {
     let Ok(text) = std::fs::read_to_string(rounds_csv) else {
         return;
     };
@@ -384,8 +390,19 @@ pub fn attach_federated(history: &mut [crate::experiment::RoundMetrics], rounds_
             mae: get("eval_mae"),
             r2: get("eval_r2"),
         };
-        if let Some(h) = history.iter_mut().find(|h| h.round == t) {
-            h.federated = Some(metrics);
+        match history.iter_mut().find(|h| h.round == t) {
+            Some(h) => h.federated = Some(metrics),
+            // A model the simulation cannot score itself (an external one):
+            // the round is known by its federated evaluation alone.
+            None => history.push(crate::experiment::RoundMetrics {
+                round: t,
+                accuracy: metrics.accuracy.unwrap_or(f64::NAN),
+                loss: metrics.log_loss.or(metrics.mse).unwrap_or(f64::NAN),
+                epsilon: None,
+                seconds: 0.0,
+                regression: None,
+                federated: Some(metrics),
+            }),
         }
     }
 }

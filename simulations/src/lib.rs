@@ -17,12 +17,15 @@
 //!   optimizers or any option; [`sweep_report`] its table, plot series and
 //!   summary;
 //! - [`config_file`]: options from and back to TOML (`--config`);
-//! - [`bench_secagg`], [`bench_round`], [`bench_harness`], [`bench_scale`]:
-//!   benchmarks (secure aggregation alone, one round of a large model, the
-//!   in-memory harness, seconds per round and memory against the number of
-//!   sites on both engines).
+//! - [`bench_secagg`], [`bench_round`], [`bench_harness`], [`bench_scale`],
+//!   [`bench_learning`]: benchmarks (secure aggregation alone, one round of a
+//!   large model, the in-memory harness, seconds per round and memory against
+//!   the number of sites on both engines, a multi-class MLP federation and an
+//!   external trainer against the built-in one); [`bench_load`]: many
+//!   participants over mutual TLS to one coordinator process.
 
 pub mod bench_harness;
+pub mod bench_learning;
 pub mod bench_load;
 pub mod bench_round;
 pub mod bench_scale;

@@ -7,8 +7,8 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tessera_simulations::engine::Engine;
 use tessera_simulations::experiment::{self, LearningArgs, PrivacyArgs, RunArgs};
 use tessera_simulations::{
-    bench_harness, bench_load, bench_round, bench_scale, bench_secagg, bundled_data, config_file,
-    sweep, synthetic,
+    bench_harness, bench_learning, bench_load, bench_round, bench_scale, bench_secagg,
+    bundled_data, config_file, sweep, synthetic,
 };
 
 /// Local multi-process Tessera federations.
@@ -83,6 +83,10 @@ enum Bench {
     Load(bench_load::LoadBenchArgs),
     /// Seconds per round and peak memory against the number of sites, both engines.
     Scale(bench_scale::ScaleBenchArgs),
+    /// Seconds per round of a multi-class MLP federation (10 sites by default).
+    Mlp(bench_learning::MlpBenchArgs),
+    /// Seconds per round with the built-in trainer and with external trainer commands.
+    Trainer(bench_learning::TrainerBenchArgs),
 }
 
 /// Subcommands whose flags a `--config` TOML file may set.
@@ -164,6 +168,30 @@ fn main() -> ExitCode {
         } => match bench_round::run(&args) {
             Ok(report) => {
                 bench_round::print(&report, args.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench {
+            which: Bench::Mlp(args),
+        } => match bench_learning::run_mlp(&args) {
+            Ok(report) => {
+                bench_learning::print_mlp(&report, args.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench {
+            which: Bench::Trainer(args),
+        } => match bench_learning::run_trainer(&args) {
+            Ok(report) => {
+                bench_learning::print_trainer(&report, args.json);
                 ExitCode::SUCCESS
             }
             Err(e) => {

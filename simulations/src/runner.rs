@@ -23,6 +23,7 @@ use crate::run_files::{self, RoundRecordView};
 /// Runs a federation as specified, printing progress; returns the summary.
 pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
     let out = spec.out.clone();
+    refuse_previous_run(&out)?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let split = spec.data.write(&out.join("data"))?;
     let table = PartitionTable::of(&spec.data, &spec.task.label);
@@ -156,6 +157,20 @@ pub fn run(mut spec: RunSpec) -> anyhow::Result<Summary> {
     finish(spec, layout, test, history, plan, leavings, usage)
 }
 
+/// A directory that holds a previous run's coordinator store would resume
+/// that run, whatever the new options say: refused, naming the store.
+pub fn refuse_previous_run(out: &Path) -> anyhow::Result<()> {
+    let store = out.join("coordinator").join("coordinator.sqlite");
+    if store.exists() {
+        anyhow::bail!(
+            "{} holds a previous run (its coordinator store {}); choose another --out or remove it",
+            out.display(),
+            store.display()
+        );
+    }
+    Ok(())
+}
+
 /// What the federation used.
 struct Usage {
     wall: f64,
@@ -187,14 +202,34 @@ fn finish(
     } = usage;
     let out = &spec.out;
     let model_path = layout.coordinator_out.join("model.safetensors");
-    let (final_accuracy, final_loss, final_regression, model) = if model_path.exists() {
+    crate::learning::attach_federated(&mut history, &layout.coordinator_out.join("rounds.csv"));
+    history.sort_by_key(|h| h.round);
+    let external = spec.task.model == tessera_model::ModelKind::External;
+    let (final_accuracy, final_loss, final_regression, model) = if !model_path.exists() {
+        (f64::NAN, f64::NAN, None, None)
+    } else if external {
+        // The simulation cannot run an external model: the final figures are
+        // the last federated evaluation's (of the sites' held-out rows, which
+        // are the pooled test rows).
+        let last = history.iter().rev().find_map(|h| h.federated.as_ref());
+        let regression = last.and_then(|f| {
+            Some(tessera_model::RegressionScores {
+                rmse: f.rmse?,
+                mae: f.mae?,
+                r2: f.r2?,
+            })
+        });
+        (
+            last.and_then(|f| f.accuracy).unwrap_or(f64::NAN),
+            last.and_then(|f| f.log_loss.or(f.mse)).unwrap_or(f64::NAN),
+            regression,
+            Some(model_path),
+        )
+    } else {
         let m = tessera_model::read_model(&model_path)?;
         let e = tessera_model::evaluate(&m, &test)?;
         (e.accuracy, e.loss, e.regression, Some(model_path))
-    } else {
-        (f64::NAN, f64::NAN, None, None)
     };
-    crate::learning::attach_federated(&mut history, &layout.coordinator_out.join("rounds.csv"));
     let store = Store::open_read_only(&layout.store())?;
     let finish_reason = store
         .meta("finish_reason")?

@@ -278,6 +278,12 @@ pub fn run(
     delta: f64,
 ) -> anyhow::Result<PathBuf> {
     let all = jobs(o, seed, noise_seed)?;
+    if out.join("sweep.csv").exists() || out.join("runs").exists() {
+        anyhow::bail!(
+            "{} holds a previous sweep; choose another --out or remove it",
+            out.display()
+        );
+    }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let jobs = o
         .jobs

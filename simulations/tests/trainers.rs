@@ -92,36 +92,36 @@ fn numpy_python() -> Option<PathBuf> {
 /// every 2 rounds); returns the summary and the run's directory.
 fn run_with_trainer(name: &str, trainer: &str) -> (Value, PathBuf) {
     let out = work_dir(name);
+    run_in(&out, trainer, &["--model", "logistic"])
+}
+
+/// [`run_with_trainer`] in `out` with `model` (the model's flags).
+fn run_in(out: &Path, trainer: &str, model: &[&str]) -> (Value, PathBuf) {
     let data = breast_cancer_path();
-    let summary = sim_summary(
-        Path::new(SIM),
-        &[
-            "run",
-            "--data",
-            data.to_str().unwrap(),
-            "--label",
-            "diagnosis",
-            "--participants",
-            "3",
-            "--partition",
-            "iid",
-            "--rounds",
-            "6",
-            "--model",
-            "logistic",
-            "--seed",
-            "4",
-            "--evaluate-every",
-            "2",
-            "--trainer",
-            trainer,
-            "--trainer-timeout",
-            "120",
-        ],
-        &out,
-        COMMAND_PATIENCE,
-    );
-    (summary, out)
+    let mut args = vec![
+        "run",
+        "--data",
+        data.to_str().unwrap(),
+        "--label",
+        "diagnosis",
+        "--participants",
+        "3",
+        "--partition",
+        "iid",
+        "--rounds",
+        "6",
+        "--seed",
+        "4",
+        "--evaluate-every",
+        "2",
+        "--trainer",
+        trainer,
+        "--trainer-timeout",
+        "120",
+    ];
+    args.extend_from_slice(model);
+    let summary = sim_summary(Path::new(SIM), &args, out, COMMAND_PATIENCE);
+    (summary, out.to_path_buf())
 }
 
 /// The run's final accuracy, its federated evaluation of the last model
@@ -170,8 +170,34 @@ fn the_pytorch_trainer_trains_in_a_federation() {
         return;
     };
     let script = repo().join("examples/trainers/pytorch/train.py");
+    // The federation's model is the script's own module: its initial
+    // state_dict, made by the script, is the layout (30 inputs, 1 output).
+    let out = work_dir("pytorch");
+    let init = out.join("init.safetensors");
+    let made = Command::new(&python)
+        .arg(&script)
+        .args([
+            "--init",
+            init.to_str().unwrap(),
+            "--inputs",
+            "30",
+            "--classes",
+            "1",
+        ])
+        .output()
+        .expect("running the script");
+    assert!(made.status.success(), "{made:?}");
     let trainer = format!("{} {}", python.display(), script.display());
-    let (summary, out) = run_with_trainer("pytorch", &trainer);
+    let (summary, out) = run_in(
+        &out,
+        &trainer,
+        &[
+            "--model",
+            "external",
+            "--initial-model",
+            init.to_str().unwrap(),
+        ],
+    );
     check_trained_and_evaluated(&summary, &out);
 }
 
