@@ -20,9 +20,13 @@ proptest! {
         sigma in 0.6f64..8.0, q in 0.001f64..1.0, t in 1u32..2000, k in 1u32..500,
     ) {
         let base = eps(sigma, q, t, AccountantKind::Rdp);
-        prop_assert!(eps(sigma, q, t + k, AccountantKind::Rdp) >= base);
-        prop_assert!(eps(sigma, (q * 1.5).min(1.0), t, AccountantKind::Rdp) >= base);
-        prop_assert!(eps(sigma * 1.2, q, t, AccountantKind::Rdp) <= base);
+        // Where the full-participation cap binds, a sampled and an unsampled
+        // release reach the same ε by different floating-point paths: equal
+        // to the last bits (seen: σ = 0.67, q = 0.742 → 1, T = 798).
+        let tol = 1e-12 * base;
+        prop_assert!(eps(sigma, q, t + k, AccountantKind::Rdp) >= base - tol);
+        prop_assert!(eps(sigma, (q * 1.5).min(1.0), t, AccountantKind::Rdp) >= base - tol);
+        prop_assert!(eps(sigma * 1.2, q, t, AccountantKind::Rdp) <= base + tol);
     }
 
     #[test]
