@@ -16,7 +16,9 @@
 //! - `model`: [`data`] (the bundled data sets, their tasks and splits) and
 //!   [`fedavg`] (the in-process FedAvg reference);
 //! - `federation`: [`federation`] (a coordinator and participant processes
-//!   on loopback mutual TLS, on temporary CSV splits of the bundled data).
+//!   on loopback mutual TLS, on temporary CSV splits of the bundled data);
+//! - `power-loss`: [`power_loss`] (an in-memory SQLite disk that drops
+//!   unsynced writes when the power goes, fills up or turns read-only).
 
 pub mod bins;
 pub mod command;
@@ -34,3 +36,7 @@ pub mod fedavg;
 
 #[cfg(feature = "federation")]
 pub mod federation;
+
+#[cfg(feature = "power-loss")]
+#[allow(unsafe_code)] // a SQLite VFS: C callbacks, each with its SAFETY note
+pub mod power_loss;
