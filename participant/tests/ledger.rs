@@ -7,19 +7,8 @@ use tessera_participant::ledger::{
 };
 use tessera_privacy::{AccountantKind, PrivacyEvent};
 
-fn contribution(federation: &str, round: u64, sigma: f64) -> Contribution {
-    Contribution {
-        federation: federation.into(),
-        round,
-        training_round: Some(round as u32),
-        kind: "training".into(),
-        noise_multiplier: sigma,
-        clip_norm: 0.25,
-        tv_slack: 0.0,
-        not_private: false,
-        recorded_at_ms: 1_795_000_000_000 + round as i64,
-    }
-}
+mod common;
+use common::contribution;
 
 fn ledger_path(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("state").join("site-ledger.sqlite")

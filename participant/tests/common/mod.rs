@@ -10,7 +10,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tessera_participant::config::ParticipantConfig;
 use tessera_participant::data::LocalData;
-use tessera_participant::ledger::SiteLedger;
+use tessera_participant::ledger::{Contribution, SiteLedger};
 use tessera_participant::site::{Action, Site};
 use tessera_proto::convert;
 use tessera_proto::v1::{
@@ -461,5 +461,21 @@ impl Peers {
             site,
             message(In::RoutedShares(convert::routed_shares_to_wire(&routed))),
         );
+    }
+}
+
+/// A training contribution of `federation`'s round `round` at noise
+/// multiplier `sigma`, as the site's ledger records it.
+pub(crate) fn contribution(federation: &str, round: u64, sigma: f64) -> Contribution {
+    Contribution {
+        federation: federation.into(),
+        round,
+        training_round: Some(round as u32),
+        kind: "training".into(),
+        noise_multiplier: sigma,
+        clip_norm: 0.25,
+        tv_slack: 0.0,
+        not_private: false,
+        recorded_at_ms: 1_795_000_000_000 + round as i64,
     }
 }
