@@ -25,6 +25,7 @@ use clap::Parser;
 use crate::bench_round::{RunCommand, read_rounds_csv};
 use crate::bundled_data;
 use crate::launch::{self, SitePlan};
+use crate::procfs;
 
 /// Options of `tessera-sim bench load`.
 #[derive(clap::Args, Debug, Clone)]
@@ -44,20 +45,6 @@ pub struct LoadBenchArgs {
     /// Keep everything here (default: a temporary directory).
     #[arg(long)]
     pub out: Option<PathBuf>,
-}
-
-/// Reads `VmHWM` (KiB) and the number of open descriptors of `pid`.
-fn sample(pid: u32) -> Option<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64;
-    Some((hwm, fds))
 }
 
 /// Writes `n` site files of `rows` rows each, drawn in turn from `csv`.
@@ -151,8 +138,11 @@ pub fn run(args: &LoadBenchArgs) -> anyhow::Result<()> {
         let (done, hwm, fds) = (Arc::clone(&done), Arc::clone(&hwm), Arc::clone(&fds));
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
-                if let Some((h, f)) = sample(pid) {
-                    hwm.fetch_max(h, Ordering::Relaxed);
+                let pid_text = pid.to_string();
+                if let Some(h) = procfs::status_bytes(&pid_text, "VmHWM:") {
+                    hwm.fetch_max(h / 1024, Ordering::Relaxed);
+                }
+                if let Some(f) = procfs::open_fds(pid) {
                     fds.fetch_max(f, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(100));

@@ -39,13 +39,8 @@
 //!   whole run, a figure less sensitive than wall time to other load on the
 //!   machine.
 
-use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Parser;
@@ -58,6 +53,8 @@ use tessera_model::{
 
 use crate::bundled_data;
 use crate::experiment::{self, RunArgs};
+use crate::procfs::ChildMonitor;
+pub use crate::procfs::ProcessPeak;
 
 /// Element payload of one wire chunk as sent.
 const CHUNK_BYTES: u64 = tessera_proto::chunk::SEND_CHUNK_BYTES as u64;
@@ -67,9 +64,6 @@ const MODEL_BYTES_PER_PARAM: u64 = 4;
 
 /// Bytes of one element of a training update on the wire (32-bit fixed point).
 const UPDATE_BYTES_PER_PARAM: u64 = 4;
-
-/// How often the memory of the processes is read.
-const POLL: Duration = Duration::from_millis(50);
 
 /// Options of `tessera-sim bench round`.
 #[derive(clap::Args, Debug, Clone)]
@@ -99,19 +93,6 @@ pub struct RoundBenchArgs {
     /// Print the report as one JSON object (last line of the output).
     #[arg(long)]
     pub json: bool,
-}
-
-/// Peak resident memory of one process.
-#[derive(Serialize, Debug, Clone, PartialEq)]
-pub struct ProcessPeak {
-    /// `coordinator`, or the participant's site name.
-    pub name: String,
-    /// Process id.
-    pub pid: u32,
-    /// Highest `VmHWM` read, in bytes.
-    pub peak_rss_bytes: u64,
-    /// CPU seconds (user and system) it had used at the last reading.
-    pub cpu_seconds: f64,
 }
 
 /// What one benchmark run measured.
@@ -275,7 +256,7 @@ pub fn run(args: &RoundBenchArgs) -> anyhow::Result<RoundBenchReport> {
         .unwrap_or(0);
     let local_training_seconds = time_local_training(&spec, kind, input_dim, args.seed)?;
 
-    let monitor = RssMonitor::start();
+    let monitor = ChildMonitor::start();
     let federation_started = Instant::now();
     let result = experiment::run(spec);
     let federation_seconds = federation_started.elapsed().as_secs_f64();
@@ -463,154 +444,6 @@ pub(crate) fn read_rounds_csv(path: &Path) -> anyhow::Result<Vec<RoundLine>> {
         .collect()
 }
 
-/// Polls the peak resident memory of this process's children (see the
-/// [module docs](self)).
-struct RssMonitor {
-    stop: Arc<AtomicBool>,
-    handle: Option<JoinHandle<BTreeMap<u32, ProcessPeak>>>,
-}
-
-impl RssMonitor {
-    fn start() -> Self {
-        if !Path::new("/proc/self/status").exists() {
-            return RssMonitor {
-                stop: Arc::new(AtomicBool::new(true)),
-                handle: None,
-            };
-        }
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let me = std::process::id();
-        let handle = std::thread::spawn(move || {
-            let mut seen = BTreeMap::new();
-            loop {
-                // Read once more after the stop signal so the last values are in.
-                let stopping = flag.load(Ordering::Acquire);
-                scan_children(me, &mut seen);
-                if stopping {
-                    return seen;
-                }
-                std::thread::sleep(POLL);
-            }
-        });
-        RssMonitor {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Stops polling; returns the peaks, coordinator first.
-    fn finish(mut self) -> Vec<ProcessPeak> {
-        self.stop.store(true, Ordering::Release);
-        let seen = self
-            .handle
-            .take()
-            .and_then(|h| h.join().ok())
-            .unwrap_or_default();
-        let mut v: Vec<ProcessPeak> = seen.into_values().collect();
-        v.sort_by(|a, b| {
-            (a.name != "coordinator", &a.name).cmp(&(b.name != "coordinator", &b.name))
-        });
-        v
-    }
-}
-
-/// Updates `seen` with the `VmHWM` of every child of `parent` that runs a
-/// coordinator or a participant.
-fn scan_children(parent: u32, seen: &mut BTreeMap<u32, ProcessPeak>) {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in entries.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let entry = match seen.entry(pid) {
-            Entry::Occupied(e) => e.into_mut(),
-            Entry::Vacant(e) => {
-                if read_stat(pid).map(|s| s.parent) != Some(parent) {
-                    continue;
-                }
-                let Some(name) = role_of(pid) else {
-                    continue;
-                };
-                e.insert(ProcessPeak {
-                    name,
-                    pid,
-                    peak_rss_bytes: 0,
-                    cpu_seconds: 0.0,
-                })
-            }
-        };
-        if let Some(hwm) = vm_hwm_bytes(pid) {
-            entry.peak_rss_bytes = entry.peak_rss_bytes.max(hwm);
-        }
-        if let Some(stat) = read_stat(pid) {
-            entry.cpu_seconds = entry.cpu_seconds.max(stat.cpu_seconds);
-        }
-    }
-}
-
-/// What `/proc/<pid>/stat` tells about a process.
-struct Stat {
-    parent: u32,
-    cpu_seconds: f64,
-}
-
-/// Clock ticks per second of the times in `/proc/<pid>/stat` (Linux's `USER_HZ`,
-/// 100 on every architecture it supports).
-const TICKS_PER_SECOND: f64 = 100.0;
-
-/// Parent process id and CPU time (`utime + stime`) from `/proc/<pid>/stat`.
-/// Fields are counted after the parenthesised command name, which may itself
-/// contain spaces or parentheses.
-fn read_stat(pid: u32) -> Option<Stat> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    // fields[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
-    let parent = fields.get(1)?.parse().ok()?;
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(Stat {
-        parent,
-        cpu_seconds: (utime + stime) as f64 / TICKS_PER_SECOND,
-    })
-}
-
-/// `coordinator`, or the site name of a participant, from the configuration
-/// file on the process's command line.
-fn role_of(pid: u32) -> Option<String> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    let config = args
-        .iter()
-        .position(|a| a == "--config")
-        .and_then(|i| args.get(i + 1))?;
-    let config = Path::new(config);
-    match config.file_name()?.to_str()? {
-        "coordinator.toml" => Some("coordinator".into()),
-        "participant.toml" => Some(
-            config
-                .parent()
-                .and_then(|d| d.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "participant".into()),
-        ),
-        _ => None,
-    }
-}
-
-/// `VmHWM` of a process, in bytes.
-fn vm_hwm_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / f64::from(1u32 << 20)
 }
@@ -740,16 +573,5 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "a,\"b,c\",\"say \"\"x\"\"\"\n1,,2\n"
         );
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn this_process_has_a_high_water_mark_and_a_parent() {
-        let me = std::process::id();
-        assert!(vm_hwm_bytes(me).unwrap() > 0);
-        let stat = read_stat(me).unwrap();
-        assert_eq!(stat.parent, std::os::unix::process::parent_id());
-        assert!(stat.cpu_seconds >= 0.0);
-        assert_eq!(role_of(me), None);
     }
 }

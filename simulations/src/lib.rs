@@ -42,6 +42,7 @@ pub mod learning;
 pub mod partition;
 pub mod partition_skew;
 pub mod plots;
+pub mod procfs;
 pub mod progress;
 pub mod run_files;
 pub mod runner;

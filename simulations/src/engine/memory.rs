@@ -17,39 +17,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use crate::procfs::{cpu_seconds, own_peak, status_bytes};
+
 /// How often the processes are read.
 const POLL: Duration = Duration::from_millis(100);
-
-/// A field of `/proc/<pid>/status` in bytes (`VmHWM`, `VmRSS`).
-pub fn status_bytes(pid: &str, field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(field))?;
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())?;
-    Some(kib * 1024)
-}
-
-/// This process's peak resident memory so far.
-pub fn own_peak() -> Option<u64> {
-    status_bytes("self", "VmHWM:")
-}
-
-/// Clock ticks per second of `/proc/<pid>/stat` (`USER_HZ`, 100 on Linux).
-const TICKS: f64 = 100.0;
-
-/// CPU seconds (user + system) a process has used, from `/proc/<pid>/stat`.
-pub fn cpu_seconds(pid: &str) -> Option<f64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 here.
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / TICKS)
-}
 
 /// Follows the summed resident memory of a changing set of processes.
 pub struct ProcessSetWatch {
