@@ -47,6 +47,22 @@ pub trait SendHook: Send {
     }
 }
 
+/// Sites of this process that may compute at once: one per core.
+///
+/// A participant process runs one site, which never waits here. A
+/// simulation runs many sites as tasks of one runtime: without a bound,
+/// hundreds of them would each hold a thread busy with training or secure
+/// aggregation while the sessions' keep-alive pings and messages wait for a
+/// share of the same cores, and the coordinator would drop them as
+/// unresponsive. Waiting for a slot is asynchronous, so the runtime's
+/// workers stay free for I/O.
+fn compute_slots() -> &'static tokio::sync::Semaphore {
+    static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    SLOTS.get_or_init(|| {
+        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+    })
+}
+
 /// The gRPC endpoint of the coordinator at `url` (`https://host:port`).
 /// TLS is the connector's ([`crate::tls::Connector`]); tonic is handed the
 /// same address as `http://` so that it does not add TLS of its own.
@@ -300,8 +316,13 @@ async fn session(
                 };
             }
         };
-        // Local training can take a while: keep the runtime's other work going.
-        tokio::task::block_in_place(|| site.handle(message));
+        // Local training and the share stage can take a while: keep the
+        // runtime's other work going, with at most one site per core
+        // computing at once (see `compute_slots`).
+        {
+            let _slot = compute_slots().acquire().await;
+            tokio::task::block_in_place(|| site.handle(message));
+        }
         while let Some(action) = site.poll_action() {
             match action {
                 Action::Send(m) => {
