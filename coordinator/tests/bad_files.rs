@@ -3,21 +3,11 @@
 //! line; the binary exits non-zero without a panic.
 
 use std::path::Path;
-use std::process::Command;
+
+use tessera_testkit::command::{exit_and_text, expect_config_errors};
 
 fn coordinator(dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera-coordinator"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!text.contains("panicked"), "{text}");
-    (out.status.code().unwrap_or(-1), text)
+    exit_and_text(env!("CARGO_BIN_EXE_tessera-coordinator"), dir, args)
 }
 
 #[test]
@@ -48,12 +38,10 @@ fn unknown_and_mistyped_keys_name_file_key_and_line() {
             "line 3",
         ),
     ];
-    for (file, text, key, line) in cases {
-        std::fs::write(dir.path().join(file), text).unwrap();
-        let (code, said) = coordinator(dir.path(), &["serve", "--config", file]);
-        assert_ne!(code, 0, "{said}");
-        for wanted in [file, key, line] {
-            assert!(said.contains(wanted), "{file}: no {wanted:?} in {said}");
-        }
-    }
+    expect_config_errors(
+        env!("CARGO_BIN_EXE_tessera-coordinator"),
+        dir.path(),
+        &["serve"],
+        &cases,
+    );
 }

@@ -297,6 +297,35 @@ where
     }
 }
 
+/// A session of participant `name`: its Hello sent and the coordinator's
+/// welcome received. Returns the sending side and the inbound stream.
+async fn session(
+    c: &Coordinator,
+    name: &str,
+) -> (
+    tokio::sync::mpsc::Sender<ParticipantMessage>,
+    tonic::Streaming<tessera_proto::v1::CoordinatorMessage>,
+) {
+    let ch = channel(c, name).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(ParticipantMessage {
+        body: Some(Body::Hello(Hello {
+            protocol_version: tessera_proto::PROTOCOL_VERSION,
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let mut inbound = FederationClient::new(ch)
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let welcome = inbound.message().await.unwrap().unwrap();
+    assert!(welcome.body.is_some());
+    (tx, inbound)
+}
+
 /// A hospital leaving the federation: its certificate is revoked while it
 /// is connected. The coordinator sees the CRL change, closes the session
 /// with "revoked" (before any next round), and refuses new handshakes
@@ -305,31 +334,8 @@ where
 fn a_connected_participant_is_dropped_when_revoked() {
     runtime().block_on(async {
         let c = start(AcceptLimits::default()).await;
-        let open = |name: &'static str| {
-            let ch = channel(&c, name);
-            async move {
-                let ch = ch.await;
-                let (tx, rx) = tokio::sync::mpsc::channel(4);
-                tx.send(ParticipantMessage {
-                    body: Some(Body::Hello(Hello {
-                        protocol_version: tessera_proto::PROTOCOL_VERSION,
-                        ..Default::default()
-                    })),
-                })
-                .await
-                .unwrap();
-                let mut inbound = FederationClient::new(ch)
-                    .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-                    .await
-                    .unwrap()
-                    .into_inner();
-                let welcome = inbound.message().await.unwrap().unwrap();
-                assert!(welcome.body.is_some());
-                (tx, inbound)
-            }
-        };
-        let (_tx_a, mut a) = open("a").await;
-        let (_tx_b, mut b) = open("b").await;
+        let (_tx_a, mut a) = session(&c, "a").await;
+        let (_tx_b, mut b) = session(&c, "b").await;
 
         tessera_certs::revoke(&c.pki.dir, "a").unwrap();
         assert!(c.crl.exists());
@@ -366,30 +372,8 @@ fn a_stalled_upload_loses_its_session() {
     use tessera_proto::v1::{ChunkPurpose, VectorChunk};
     runtime().block_on(async {
         let c = start(AcceptLimits::default()).await;
-        let open = |name: &'static str| {
-            let ch = channel(&c, name);
-            async move {
-                let ch = ch.await;
-                let (tx, rx) = tokio::sync::mpsc::channel(4);
-                tx.send(ParticipantMessage {
-                    body: Some(Body::Hello(Hello {
-                        protocol_version: tessera_proto::PROTOCOL_VERSION,
-                        ..Default::default()
-                    })),
-                })
-                .await
-                .unwrap();
-                let mut inbound = FederationClient::new(ch)
-                    .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-                    .await
-                    .unwrap()
-                    .into_inner();
-                assert!(inbound.message().await.unwrap().is_some());
-                (tx, inbound)
-            }
-        };
-        let (tx_a, mut a) = open("a").await;
-        let (_tx_b, mut b) = open("b").await;
+        let (tx_a, mut a) = session(&c, "a").await;
+        let (_tx_b, mut b) = session(&c, "b").await;
         // The first quarter of a masked input, then nothing.
         tx_a.send(ParticipantMessage {
             body: Some(Body::Chunk(VectorChunk {

@@ -5,7 +5,8 @@
 //! column. The binary exits non-zero each time without a panic.
 
 use std::path::Path;
-use std::process::Command;
+
+use tessera_testkit::command::{exit_and_text, expect_config_errors};
 
 const BASE: &str =
     "[participant]\ncoordinator = \"https://localhost:1\"\ndata = \"d.csv\"\nstate_dir = \"s\"\n";
@@ -13,18 +14,7 @@ const TLS: &str = "[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
 
 /// Runs `tessera-participant ARGS` in `dir`; (exit code, stdout + stderr).
 fn participant(dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera-participant"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!text.contains("panicked"), "{text}");
-    (out.status.code().unwrap_or(-1), text)
+    exit_and_text(env!("CARGO_BIN_EXE_tessera-participant"), dir, args)
 }
 
 #[test]
@@ -50,14 +40,12 @@ fn configuration_errors_name_file_key_and_line() {
             "line 10",
         ),
     ];
-    for (file, text, key, line) in cases {
-        std::fs::write(dir.path().join(file), text).unwrap();
-        let (code, said) = participant(dir.path(), &["run", "--config", file]);
-        assert_ne!(code, 0, "{said}");
-        for wanted in [file, key, line] {
-            assert!(said.contains(wanted), "{file}: no {wanted:?} in {said}");
-        }
-    }
+    expect_config_errors(
+        env!("CARGO_BIN_EXE_tessera-participant"),
+        dir.path(),
+        &["run"],
+        &cases,
+    );
 }
 
 #[test]

@@ -160,3 +160,41 @@ impl Drop for Capture {
         }
     }
 }
+
+/// Runs `program ARGS` in `dir` for a bad-input test: its exit code and its
+/// stdout and stderr together, after checking it did not panic.
+pub fn exit_and_text(program: &str, dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Writes each case's `(file, text)` to `dir`, runs `program` with `args`
+/// followed by `--config FILE`, and checks it fails naming the file, the
+/// `key` and the `line` (e.g. `"line 5"`).
+pub fn expect_config_errors(
+    program: &str,
+    dir: &Path,
+    args: &[&str],
+    cases: &[(&str, String, &str, &str)],
+) {
+    for (file, text, key, line) in cases {
+        std::fs::write(dir.join(file), text).unwrap_or_else(|e| panic!("writing {file}: {e}"));
+        let mut all = args.to_vec();
+        all.extend(["--config", file]);
+        let (code, said) = exit_and_text(program, dir, &all);
+        assert_ne!(code, 0, "{said}");
+        for wanted in [*file, *key, *line] {
+            assert!(said.contains(wanted), "{file}: no {wanted:?} in {said}");
+        }
+    }
+}
