@@ -188,6 +188,24 @@ fn majority(rows: &[usize], label_of: &dyn Fn(usize) -> String) -> Option<String
         .map(|(l, _)| l)
 }
 
+/// The label of training row `r` (column `col`), trimmed.
+fn label_of(train: &[Row], col: usize, r: usize) -> String {
+    train[r]
+        .get(col)
+        .map(|c| c.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Deals `rows`, in order, to the sites in consecutive runs of
+/// [`apportion`]ed sizes (by `weights`, one per site).
+fn deal(rows: &[usize], weights: &[f64], sites: &mut [Vec<usize>]) {
+    let mut at = 0;
+    for (site, count) in sites.iter_mut().zip(apportion(rows.len(), weights)) {
+        site.extend_from_slice(&rows[at..at + count]);
+        at += count;
+    }
+}
+
 fn assemble(
     header: Vec<String>,
     train: &[Row],
@@ -234,12 +252,7 @@ pub fn dirichlet(
         sites: n,
         rows: train.len(),
     })?;
-    let key = |r: usize| {
-        train[r]
-            .get(col)
-            .map(|c| c.trim().to_owned())
-            .unwrap_or_default()
-    };
+    let key = |r: usize| label_of(&train, col, r);
     let mut by_label: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for r in 0..train.len() {
         by_label.entry(key(r)).or_default().push(r);
@@ -252,11 +265,7 @@ pub fn dirichlet(
         let weights: Vec<f64> = (0..n)
             .map(|_| gamma.sample(&mut rng).max(f64::MIN_POSITIVE))
             .collect();
-        let mut at = 0;
-        for (site, count) in apportion(rows.len(), &weights).into_iter().enumerate() {
-            sites[site].extend_from_slice(&rows[at..at + count]);
-            at += count;
-        }
+        deal(rows, &weights, &mut sites);
     }
     top_up(&mut sites, &key);
     Ok(assemble(header, &train, test, sites))
@@ -287,19 +296,9 @@ pub fn quantity(
         .collect();
     let mut order: Vec<usize> = (0..train.len()).collect();
     order.shuffle(&mut rng);
-    let mut sites = Vec::with_capacity(n);
-    let mut at = 0;
-    for count in apportion(train.len(), &weights) {
-        sites.push(order[at..at + count].to_vec());
-        at += count;
-    }
-    let key = |r: usize| {
-        train[r]
-            .get(col)
-            .map(|c| c.trim().to_owned())
-            .unwrap_or_default()
-    };
-    top_up(&mut sites, &key);
+    let mut sites = vec![Vec::new(); n];
+    deal(&order, &weights, &mut sites);
+    top_up(&mut sites, &|r| label_of(&train, col, r));
     Ok(assemble(header, &train, test, sites))
 }
 
