@@ -3,8 +3,8 @@
 //! figures, or fitted to the tightest site; the sites' ledgers stay within
 //! what they declared.
 
-use tessera_coordinator::config::CoordinatorConfig;
 use tessera_coordinator::round::Resume;
+use tessera_coordinator::round::budgets::SiteBudgetPolicy;
 use tessera_coordinator::settings::Settings;
 use tessera_participant::config::SitePrivacySection;
 use tessera_participant::site::SitePolicy;
@@ -14,47 +14,21 @@ use super::scenario::Scenario;
 
 const SITES: usize = 4;
 
-fn settings(rounds: u32, site_budgets: &str) -> Settings {
-    let names: Vec<String> = (0..SITES)
-        .map(|i| format!("\"{}\"", super::scenario::site_name(i)))
-        .collect();
-    let text = format!(
-        r#"
-[federation]
-name = "budgets"
-listen = "127.0.0.1:0"
-min_participants = 3
-rounds = {rounds}
-output_dir = "/nonexistent"
-allow = [{}]
-site_budgets = "{site_budgets}"
+/// The in-memory scenario over four sites, at σ = 2 with `rounds` planned
+/// rounds and the sites' budgets handled by `site_budgets`.
+fn settings(rounds: u32, site_budgets: SiteBudgetPolicy) -> Settings {
+    scenario().settings_with(rounds, |c| {
+        c.federation.min_participants = 3;
+        c.federation.site_budgets = site_budgets;
+        c.privacy.noise_multiplier = Some(2.0);
+    })
+}
 
-[tls]
-ca = "ca.crt"
-cert = "c.crt"
-key = "c.key"
-
-[task]
-features = ["a", "b", "c"]
-label = "y"
-positive = "> 0"
-
-[training]
-clip_norm = 0.5
-
-[privacy]
-enabled = true
-noise_multiplier = 2.0
-
-[statistics.ranges]
-a = [-4.0, 4.0]
-b = [-4.0, 4.0]
-c = [-4.0, 4.0]
-"#,
-        names.join(", ")
-    );
-    let config: CoordinatorConfig = toml::from_str(&text).unwrap();
-    Settings::plan(config).unwrap()
+fn scenario() -> Scenario {
+    Scenario {
+        sites: SITES,
+        drops: 0,
+    }
 }
 
 fn policy(max_epsilon: f64) -> SitePolicy {
@@ -68,17 +42,13 @@ fn policy(max_epsilon: f64) -> SitePolicy {
 }
 
 fn data() -> Vec<(String, tessera_participant::data::LocalData)> {
-    Scenario {
-        sites: SITES,
-        drops: 0,
-    }
-    .data(3)
+    scenario().data(3)
 }
 
 #[test]
 fn a_plan_past_the_sites_budgets_is_refused_before_the_first_round() {
     let fed = InMemoryFederation::new(
-        &settings(300, "refuse"),
+        &settings(300, SiteBudgetPolicy::Refuse),
         Resume::default(),
         data(),
         &policy(10.0),
@@ -103,7 +73,7 @@ fn a_plan_past_the_sites_budgets_is_refused_before_the_first_round() {
 #[test]
 fn a_plan_fitted_to_the_tightest_site_runs_to_its_end() {
     let fed = InMemoryFederation::new(
-        &settings(300, "fit"),
+        &settings(300, SiteBudgetPolicy::Fit),
         Resume::default(),
         data(),
         &policy(3.0),

@@ -54,6 +54,16 @@ impl Scenario {
 
     /// [`Scenario::settings`] with `rounds` training rounds.
     pub fn settings_with_rounds(&self, rounds: u32) -> Settings {
+        self.settings_with(rounds, |_| {})
+    }
+
+    /// The scenario's configuration with `rounds` training rounds, changed
+    /// by `change` before it is planned.
+    pub fn settings_with(
+        &self,
+        rounds: u32,
+        change: impl FnOnce(&mut CoordinatorConfig),
+    ) -> Settings {
         let names: Vec<String> = (0..self.sites)
             .map(|i| format!("\"{}\"", site_name(i)))
             .collect();
@@ -100,7 +110,8 @@ c = [-4.0, 4.0]
             tolerance = (4.0 * self.drops as f64 / self.sites as f64 + 0.03).min(0.5),
             allow = names.join(", ")
         );
-        let config: CoordinatorConfig = toml::from_str(&text).expect("valid scenario");
+        let mut config: CoordinatorConfig = toml::from_str(&text).expect("valid scenario");
+        change(&mut config);
         Settings::plan(config).expect("valid scenario")
     }
 
