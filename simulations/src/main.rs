@@ -41,6 +41,9 @@ enum Command {
     /// Runs over noise multipliers or target ε values and seeds, several at
     /// once: `sweep.csv` and the privacy–utility plot.
     Sweep(Box<SweepArgs>),
+    /// One federated-analytics query over local CSV files (one site per
+    /// file): count, sum, mean, histogram, most common / top k.
+    Query(Box<tessera_simulations::query::QueryArgs>),
     /// Writes synthetic classification data (for runs of many sites).
     Synthetic(synthetic::SyntheticArgs),
     /// Benchmarks.
@@ -130,6 +133,16 @@ fn main() -> ExitCode {
             std::iter::once("tessera-coordinator".to_string()).chain(args),
         ),
         Command::Participant { args } => tessera_simulations::faults::participant_main(args),
+        Command::Query(args) => match tessera_simulations::query::run(&args) {
+            Ok(outcome) => {
+                tessera_simulations::query::print(&outcome, args.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Bench {
             which: Bench::Secagg(args),
         } => match bench_secagg::run(&args) {
