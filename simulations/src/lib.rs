@@ -49,6 +49,7 @@ pub mod query;
 pub mod run_files;
 pub mod runner;
 pub mod secure_sum;
+pub mod select;
 pub mod sweep;
 pub mod sweep_report;
 pub mod synthetic;

@@ -288,7 +288,7 @@ fn main() -> ExitCode {
 }
 
 /// Keys of `tessera-sim sweep`'s own options, left out of its runs' options.
-const SWEEP_KEYS: [&str; 8] = [
+const SWEEP_KEYS: [&str; 10] = [
     "noise_multipliers",
     "target_epsilons",
     "seeds",
@@ -297,6 +297,8 @@ const SWEEP_KEYS: [&str; 8] = [
     "vary",
     "jobs",
     "no_baseline",
+    "select",
+    "select_epsilon",
 ];
 
 fn run_sweep(args: SweepArgs, options: String, engine_given: bool) -> anyhow::Result<()> {
