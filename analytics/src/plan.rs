@@ -216,6 +216,17 @@ impl QueryPlan {
                 }
             }
         }
+        // Every noise scale inside the exact samplers' range, so that a
+        // plan the sites accept can always be released.
+        for p in self.parts() {
+            if !(p.scale_units.is_finite() && p.scale_units <= tessera_privacy::noise::MAX_SIGMA) {
+                return Err(PlanError::Query(format!(
+                    "the {} noise ({:e} fixed-point units) is beyond the samplers' range: \
+                     lower the row cap or raise ε",
+                    p.name, p.scale_units
+                )));
+            }
+        }
         if let Some(f) = &self.query.filter {
             fn finite(f: &crate::query::Filter) -> bool {
                 use crate::query::Filter::*;
@@ -443,6 +454,18 @@ mod tests {
             value: f64::INFINITY,
         });
         assert!(p.validate().is_err());
+        // Noise beyond the samplers' range is refused up front.
+        let huge = plan(
+            "sum a in [0, 1e9]",
+            MAX_ROWS_LIMIT,
+            QueryNoise::Epsilon(MIN_EPSILON),
+        );
+        assert!(matches!(huge.validate(), Err(PlanError::Query(m)) if m.contains("range")));
+        assert!(
+            plan("sum a in [0, 1e9]", 1000, QueryNoise::Epsilon(1.0))
+                .validate()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -244,7 +244,7 @@ fn top_two_follows_peeling() {
     let sum = site_sum(&plan, &sites);
     let mut rng = ChaCha20Rng::seed_from_u64(15);
     let n = 6000;
-    let mut observed = vec![0u64; 16];
+    let mut observed = [0u64; 16];
     for _ in 0..n {
         let Answer::TopK { chosen } = open(&plan, &sum, 4, &mut rng).answer else {
             panic!()
