@@ -69,6 +69,33 @@ fn count_errors_follow_the_discrete_laplace() {
 }
 
 #[test]
+fn sum_errors_follow_the_discrete_laplace_in_fixed_point() {
+    let sites = hospitals();
+    let plan = plan(
+        "sum trestbps in [80, 200] where sex = 1",
+        QueryNoise::Epsilon(2.0),
+    );
+    let sum = site_sum(&plan, &sites);
+    let part = &plan.parts()[0];
+    let exact = sum[0] as i64;
+    // The exact clamped sum in fixed point equals the pooled one to the
+    // encoding's resolution (each value rounded to 1/units).
+    let pooled_truth = exact_answer(&plan, &pooled(&sites)).unwrap()[0];
+    let rows = pooled(&sites).rows.len() as f64;
+    assert!((exact as f64 / part.units - pooled_truth).abs() <= rows / part.units);
+    let mut rng = ChaCha20Rng::seed_from_u64(19);
+    let errors: Vec<i64> = (0..REPS)
+        .map(|_| match open(&plan, &sum, 4, &mut rng).answer {
+            Answer::Sum { value } => (value * part.units).round() as i64 - exact,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let (stat, critical) = chi_square_cdf(&errors, discrete_laplace_cdf(part.scale_units), 20);
+    assert!(stat < critical, "chi2 {stat} ≥ {critical}");
+    assert_eq!(part.scale_units, part.sensitivity_units / 2.0);
+}
+
+#[test]
 fn mean_errors_match_the_noise_and_its_error_bar() {
     let sites = hospitals();
     // ε large enough that the noised count stays far from 0 (scale 16 on

@@ -113,13 +113,7 @@ fn a_sweep_that_cannot_score_its_settings_is_refused_first() {
     assert!(!out.join("runs").exists());
     let r = sweep(
         &out,
-        &[
-            "--evaluate-every",
-            "3",
-            "--select",
-            "--select-epsilon",
-            "0",
-        ],
+        &["--evaluate-every", "3", "--select", "--select-epsilon", "0"],
     );
     assert!(!r.status.success());
     let err = String::from_utf8_lossy(&r.stderr);
