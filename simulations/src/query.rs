@@ -7,7 +7,7 @@
 //! then prints the answer with its noise scale and ε.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use rand::SeedableRng;
@@ -40,8 +40,18 @@ pub struct QueryArgs {
     pub delta: f64,
     /// Columns every site allows to be queried (comma-separated; default:
     /// every column of its file).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', conflicts_with = "policy")]
     pub allow: Option<Vec<String>>,
+    /// Every site's policy from a TOML file, as a site states it: `columns`,
+    /// `min_noise_multiplier` (a table by kind), `max_epsilon`, `delta`.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Keep the ledgers here across queries: `sites/<site>.json` (each
+    /// site's own, written before its vector is used) and `federation.json`
+    /// (written before the answer is shown). A site with `max_epsilon`
+    /// declines once its ledger would pass it.
+    #[arg(long)]
+    pub ledger_dir: Option<PathBuf>,
     /// Columns the site of the `--data` file at this 1-based position does
     /// not allow, e.g. `2:cp` (repeatable): to see a site decline.
     #[arg(long)]
@@ -77,10 +87,49 @@ pub struct QueryOutcome {
     pub release: Release,
     /// Each site's decision.
     pub sites: Vec<SiteOutcome>,
-    /// The federation's ledger after the query.
-    pub ledger: Vec<PrivacyEvent>,
+    /// The federation's ledger after the query (with `--ledger-dir`, every
+    /// query so far).
+    pub ledger: Vec<LedgerRecord>,
+    /// ε of the federation's ledger (the accountant's, at `ledger_delta`).
+    pub ledger_epsilon: f64,
+    /// δ of `ledger_epsilon` (`--delta`).
+    pub ledger_delta: f64,
     /// Whether the noise was seeded (not private).
     pub not_private: bool,
+}
+
+/// One release in the federation's ledger.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LedgerRecord {
+    /// The query's canonical text.
+    pub query: String,
+    /// Its privacy event.
+    pub event: PrivacyEvent,
+}
+
+/// Reads a JSON ledger, or an empty one if the file does not exist.
+fn read_ledger<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a ledger this tool wrote", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Writes a JSON ledger durably: a temporary file, synced, then renamed
+/// over the old one, so a crash leaves the old ledger or the new one.
+fn write_ledger<T: serde::Serialize>(path: &Path, ledger: &[T]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = path.with_extension("json.tmp");
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(serde_json::to_string_pretty(ledger)?.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
 }
 
 fn parse_kind(s: &str) -> anyhow::Result<KindName> {
@@ -140,20 +189,33 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<QueryOutcome> {
             .with_context(|| format!("--deny {d}: no --data file at position {i}"))?;
         denied[i - 1].extend(cols.split(',').map(|c| c.trim().to_string()));
     }
+    let base_policy: Option<SitePolicy> = match &args.policy {
+        Some(p) => Some(
+            tessera_common::config::read_toml(p).map_err(|e| anyhow::anyhow!("--policy: {e}"))?,
+        ),
+        None => None,
+    };
     let mut sites = Vec::new();
     let mut vectors = Vec::new();
     for (path, deny) in args.data.iter().zip(&denied) {
         let table = Table::read_csv(path).with_context(|| format!("reading {}", path.display()))?;
-        let columns = match &args.allow {
-            Some(a) => a.iter().cloned().collect(),
-            None => table.columns.iter().cloned().collect::<BTreeSet<_>>(),
-        };
-        let policy = SitePolicy {
-            columns: columns.difference(deny).cloned().collect(),
-            min_noise_multiplier: floors.clone(),
+        let mut policy = base_policy.clone().unwrap_or_else(|| SitePolicy {
+            columns: match &args.allow {
+                Some(a) => a.iter().cloned().collect(),
+                None => table.columns.iter().cloned().collect::<BTreeSet<_>>(),
+            },
             ..SitePolicy::default()
+        });
+        policy.columns = policy.columns.difference(deny).cloned().collect();
+        policy.min_noise_multiplier.extend(floors.clone());
+        let site_path = args
+            .ledger_dir
+            .as_ref()
+            .map(|d| d.join("sites").join(format!("{}.json", site_name(path))));
+        let mut site_ledger: Vec<PrivacyEvent> = match &site_path {
+            Some(p) => read_ledger(p)?,
+            None => Vec::new(),
         };
-        let mut site_ledger: Vec<PrivacyEvent> = Vec::new();
         let decided = policy
             .check(&plan, &site_ledger)
             .and_then(|event| Ok((event, contribution(&plan, &table)?)));
@@ -161,6 +223,9 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<QueryOutcome> {
             Ok((event, v)) => {
                 // The site records the query before its input leaves it.
                 site_ledger.push(event);
+                if let Some(p) = &site_path {
+                    write_ledger(p, &site_ledger)?;
+                }
                 vectors.push(v);
                 None
             }
@@ -222,15 +287,34 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<QueryOutcome> {
             .context("the secure-aggregation round")?;
     let sealed = release(&plan, &sum, contributors.len(), args.delta, &mut rng)
         .context("releasing the sum")?;
-    let mut ledger = Vec::new();
+    let fed_path = args.ledger_dir.as_ref().map(|d| d.join("federation.json"));
+    let mut ledger: Vec<LedgerRecord> = match &fed_path {
+        Some(p) => read_ledger(p)?,
+        None => Vec::new(),
+    };
+    let query_text = plan.query.to_string();
+    // The federation's ledger is written before the answer is opened.
     let release = sealed.open_after(|e| {
-        ledger.push(e.clone());
-        Ok::<_, anyhow::Error>(())
+        ledger.push(LedgerRecord {
+            query: query_text,
+            event: e.clone(),
+        });
+        match &fed_path {
+            Some(p) => write_ledger(p, &ledger),
+            None => Ok(()),
+        }
     })?;
+    let events: Vec<PrivacyEvent> = ledger.iter().map(|r| r.event.clone()).collect();
+    let ledger_epsilon =
+        tessera_privacy::epsilon(&events, args.delta, tessera_privacy::AccountantKind::Best)
+            .context("the federation's ledger")?
+            .epsilon;
     Ok(QueryOutcome {
         release,
         sites,
         ledger,
+        ledger_epsilon,
+        ledger_delta: args.delta,
         not_private: args.noise_seed.is_some(),
     })
 }
@@ -281,6 +365,14 @@ pub fn print(o: &QueryOutcome, json: bool) {
         println!("privacy   ε = {:.4} at δ = {:e}", r.epsilon, r.delta);
     } else {
         println!("privacy   ε = {:.4} (pure)", r.epsilon);
+    }
+    if o.ledger.len() > 1 {
+        println!(
+            "ledger    {} releases so far: ε = {:.4} at δ = {:e} (accountant)",
+            o.ledger.len(),
+            o.ledger_epsilon,
+            o.ledger_delta
+        );
     }
     if o.not_private {
         println!("WARNING   --noise-seed: the noise is predictable, this answer is NOT private");

@@ -49,8 +49,9 @@ fn a_count_goes_through_secure_aggregation_with_its_noise_and_epsilon() {
     assert_eq!(r["delta"], 0.0);
     // The ledger holds the release's event, and every site its own.
     assert_eq!(v["ledger"].as_array().unwrap().len(), 1);
-    assert_eq!(v["ledger"][0]["mechanism"], "discrete_laplace");
-    assert_eq!(v["ledger"][0]["epsilon"], 0.5);
+    assert_eq!(v["ledger"][0]["event"]["mechanism"], "discrete_laplace");
+    assert_eq!(v["ledger"][0]["query"], "count where (age > 65 and cp = 4)");
+    assert_eq!(v["ledger"][0]["event"]["epsilon"], 0.5);
     for s in v["sites"].as_array().unwrap() {
         assert!(s["declined"].is_null());
         // The accountant's ε at δ = 1e-5: at most the pure 0.5.
@@ -130,4 +131,70 @@ fn bad_queries_and_options_are_refused_clearly() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn ledgers_persist_across_queries_and_a_site_budget_declines() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("site.toml");
+    std::fs::write(
+        &policy,
+        "columns = [\"age\", \"cp\"]\nmax_epsilon = 1.2\n[min_noise_multiplier]\ncount = 1.0\n",
+    )
+    .unwrap();
+    let ledgers = dir.path().join("ledgers");
+    let args = |q: &'static str| {
+        vec![
+            "--policy".to_string(),
+            policy.display().to_string(),
+            "--ledger-dir".to_string(),
+            ledgers.display().to_string(),
+            "--epsilon".to_string(),
+            "0.5".to_string(),
+            q.to_string(),
+        ]
+    };
+    for (i, q) in ["count where age > 65", "count where cp = 4"]
+        .into_iter()
+        .enumerate()
+    {
+        let a = args(q);
+        let v = json(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_eq!(v["ledger"].as_array().unwrap().len(), i + 1);
+        let e = v["ledger_epsilon"].as_f64().unwrap();
+        assert!(
+            e <= 0.5 * (i + 1) as f64 + 1e-12 && e > 0.49 * (i + 1) as f64,
+            "{e}"
+        );
+    }
+    let site: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(ledgers.join("sites").join("hungary.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(site.len(), 2);
+    assert_eq!(site[1]["mechanism"], "discrete_laplace");
+    // A third query would take every site past ε = 1.2: all decline, nothing
+    // is released and no ledger grows.
+    let a = args("count");
+    let out = sim(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("[budget_exceeded]").count(), 4, "{err}");
+    let fed: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(ledgers.join("federation.json")).unwrap())
+            .unwrap();
+    assert_eq!(fed.len(), 2);
+    assert_eq!(fed[1]["query"], "count where cp = 4");
+    // A column outside the policy is declined; a policy with an unknown key
+    // is refused naming it.
+    let a = args("count where sex = 1");
+    let err =
+        String::from_utf8_lossy(&sim(&a.iter().map(String::as_str).collect::<Vec<_>>()).stderr)
+            .into_owned();
+    assert_eq!(err.matches("[column_not_allowed]").count(), 4, "{err}");
+    std::fs::write(&policy, "columns = [\"age\"]\nbogus = 1\n").unwrap();
+    let a = args("count");
+    let out = sim(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `bogus`"));
 }
