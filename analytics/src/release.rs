@@ -62,12 +62,13 @@ impl Answer {
             Answer::Mean { sum, count, .. } => {
                 format!("no mean: the noised count {count} is below 1 (noised sum {sum})")
             }
-            Answer::Histogram { edges, counts } => counts
-                .iter()
+            Answer::Histogram { edges, counts } => edges
+                .windows(2)
+                .zip(counts)
                 .enumerate()
-                .map(|(i, c)| {
+                .map(|(i, (w, c))| {
                     let close = if i + 2 == edges.len() { "]" } else { ")" };
-                    format!("[{}, {}{close}: {c:.1}", edges[i], edges[i + 1])
+                    format!("[{}, {}{close}: {c:.1}", w[0], w[1])
                 })
                 .collect::<Vec<_>>()
                 .join("; "),

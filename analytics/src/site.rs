@@ -466,6 +466,28 @@ mod tests {
     }
 
     #[test]
+    fn files_with_missing_markers_and_text_read_as_missing() {
+        let dir = std::env::temp_dir().join(format!("tessera-analytics-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("site.csv");
+        std::fs::write(
+            &path,
+            "age,cp,note\n70,4,x\n?,4,y\n66,NaN,z\n1e999,4,w\n67,4,\n",
+        )
+        .unwrap();
+        let t = Table::read_csv(&path).unwrap();
+        assert_eq!(t.rows.len(), 5);
+        // `?`, `NaN`, an overflowing number and text are all missing.
+        assert!(t.rows[1][0].is_nan() && t.rows[2][1].is_nan() && t.rows[3][0].is_nan());
+        assert!(t.rows[0][2].is_nan());
+        let c = signed(contribution(&plan("count where age > 65 and cp = 4", 100), &t).unwrap());
+        assert_eq!(c, [2]);
+        std::fs::write(&path, "age,cp\n70,4,9\n").unwrap();
+        assert!(Table::read_csv(&path).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
     fn bins_are_half_open_with_a_closed_last() {
         let e = [0.0, 1.0, 2.0];
         assert_eq!(bin_of(&e, 0.0), Some(0));
