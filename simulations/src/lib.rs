@@ -26,6 +26,7 @@
 //!   external trainer against the built-in one); [`bench_load`]: many
 //!   participants over mutual TLS to one coordinator process.
 
+pub mod bench_analytics;
 pub mod bench_harness;
 pub mod bench_learning;
 pub mod bench_load;

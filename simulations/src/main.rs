@@ -76,6 +76,8 @@ struct SweepArgs {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
+    /// Each step of an analytics query over local CSV files (site vectors, secure sum, release).
+    Analytics(tessera_simulations::bench_analytics::AnalyticsBenchArgs),
     /// One secure-aggregation round in process: time per stage, bytes, ratio to the PRG bound.
     Secagg(bench_secagg::SecAggBenchArgs),
     /// One training round of a large MLP through a real federation: time, bytes, peak memory.
@@ -148,6 +150,18 @@ fn main() -> ExitCode {
         } => match bench_secagg::run(&args) {
             Ok(report) => {
                 bench_secagg::print(&report, args.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench {
+            which: Bench::Analytics(args),
+        } => match tessera_simulations::bench_analytics::run(&args) {
+            Ok(timings) => {
+                tessera_simulations::bench_analytics::print(&timings, args.json);
                 ExitCode::SUCCESS
             }
             Err(e) => {
