@@ -198,11 +198,13 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<QueryOutcome> {
     let mut sites = Vec::new();
     let mut vectors = Vec::new();
     for (path, deny) in args.data.iter().zip(&denied) {
-        let table = Table::read_csv(path).with_context(|| format!("reading {}", path.display()))?;
+        // Only the header is read before the site has checked the plan.
+        let header = tessera_model::read_header(path)
+            .with_context(|| format!("reading {}", path.display()))?;
         let mut policy = base_policy.clone().unwrap_or_else(|| SitePolicy {
             columns: match &args.allow {
                 Some(a) => a.iter().cloned().collect(),
-                None => table.columns.iter().cloned().collect::<BTreeSet<_>>(),
+                None => header.iter().cloned().collect::<BTreeSet<_>>(),
             },
             ..SitePolicy::default()
         });
@@ -216,30 +218,36 @@ pub fn run(args: &QueryArgs) -> anyhow::Result<QueryOutcome> {
             Some(p) => read_ledger(p)?,
             None => Vec::new(),
         };
-        let decided = policy
-            .check(&plan, &site_ledger)
-            .and_then(|event| Ok((event, contribution(&plan, &table)?)));
-        let declined = match decided {
-            Ok((event, v)) => {
-                // The site records the query before its input leaves it.
-                site_ledger.push(event);
-                if let Some(p) = &site_path {
-                    write_ledger(p, &site_ledger)?;
+        let refused = match policy.check(&plan, &site_ledger) {
+            Err(r) => Some(r),
+            Ok(event) => {
+                // Only now is the file read.
+                let table =
+                    Table::read_csv(path).with_context(|| format!("reading {}", path.display()))?;
+                match contribution(&plan, &table) {
+                    Err(r) => Some(r),
+                    Ok(v) => {
+                        // The site records the query before its input leaves it.
+                        site_ledger.push(event);
+                        if let Some(p) = &site_path {
+                            write_ledger(p, &site_ledger)?;
+                        }
+                        vectors.push(v);
+                        None
+                    }
                 }
-                vectors.push(v);
-                None
-            }
-            Err(r) => {
-                eprintln!(
-                    "site {} declines: {} [{}] ({})",
-                    site_name(path),
-                    r.code.text(),
-                    r.code.as_str(),
-                    r.detail
-                );
-                Some(r.code)
             }
         };
+        let declined = refused.map(|r| {
+            eprintln!(
+                "site {} declines: {} [{}] ({})",
+                site_name(path),
+                r.code.text(),
+                r.code.as_str(),
+                r.detail
+            );
+            r.code
+        });
         let site_epsilon = if site_ledger.is_empty() {
             0.0
         } else {
