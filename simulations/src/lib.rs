@@ -17,6 +17,8 @@
 //!   optimizers or any option; [`sweep_report`] its table, plot series and
 //!   summary;
 //! - [`config_file`]: options from and back to TOML (`--config`);
+//! - [`query`]: `tessera-sim query`, one federated-analytics query over
+//!   local CSV files through an in-process secure-aggregation round;
 //! - [`bench_secagg`], [`bench_round`], [`bench_harness`], [`bench_scale`],
 //!   [`bench_learning`]: benchmarks (secure aggregation alone, one round of a
 //!   large model, the in-memory harness, seconds per round and memory against
@@ -24,6 +26,7 @@
 //!   external trainer against the built-in one); [`bench_load`]: many
 //!   participants over mutual TLS to one coordinator process.
 
+pub mod bench_analytics;
 pub mod bench_harness;
 pub mod bench_learning;
 pub mod bench_load;
@@ -44,8 +47,11 @@ pub mod partition_skew;
 pub mod plots;
 pub mod procfs;
 pub mod progress;
+pub mod query;
 pub mod run_files;
 pub mod runner;
+pub mod secure_sum;
+pub mod select;
 pub mod sweep;
 pub mod sweep_report;
 pub mod synthetic;

@@ -41,6 +41,9 @@ enum Command {
     /// Runs over noise multipliers or target ε values and seeds, several at
     /// once: `sweep.csv` and the privacy–utility plot.
     Sweep(Box<SweepArgs>),
+    /// One federated-analytics query over local CSV files (one site per
+    /// file): count, sum, mean, histogram, most common / top k.
+    Query(Box<tessera_simulations::query::QueryArgs>),
     /// Writes synthetic classification data (for runs of many sites).
     Synthetic(synthetic::SyntheticArgs),
     /// Benchmarks.
@@ -73,6 +76,8 @@ struct SweepArgs {
 
 #[derive(Debug, Subcommand)]
 enum Bench {
+    /// Each step of an analytics query over local CSV files (site vectors, secure sum, release).
+    Analytics(tessera_simulations::bench_analytics::AnalyticsBenchArgs),
     /// One secure-aggregation round in process: time per stage, bytes, ratio to the PRG bound.
     Secagg(bench_secagg::SecAggBenchArgs),
     /// One training round of a large MLP through a real federation: time, bytes, peak memory.
@@ -130,11 +135,33 @@ fn main() -> ExitCode {
             std::iter::once("tessera-coordinator".to_string()).chain(args),
         ),
         Command::Participant { args } => tessera_simulations::faults::participant_main(args),
+        Command::Query(args) => match tessera_simulations::query::run(&args) {
+            Ok(outcome) => {
+                tessera_simulations::query::print(&outcome, args.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Bench {
             which: Bench::Secagg(args),
         } => match bench_secagg::run(&args) {
             Ok(report) => {
                 bench_secagg::print(&report, args.json);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Bench {
+            which: Bench::Analytics(args),
+        } => match tessera_simulations::bench_analytics::run(&args) {
+            Ok(timings) => {
+                tessera_simulations::bench_analytics::print(&timings, args.json);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -275,7 +302,7 @@ fn main() -> ExitCode {
 }
 
 /// Keys of `tessera-sim sweep`'s own options, left out of its runs' options.
-const SWEEP_KEYS: [&str; 8] = [
+const SWEEP_KEYS: [&str; 10] = [
     "noise_multipliers",
     "target_epsilons",
     "seeds",
@@ -284,6 +311,8 @@ const SWEEP_KEYS: [&str; 8] = [
     "vary",
     "jobs",
     "no_baseline",
+    "select",
+    "select_epsilon",
 ];
 
 fn run_sweep(args: SweepArgs, options: String, engine_given: bool) -> anyhow::Result<()> {

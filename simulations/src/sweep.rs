@@ -55,6 +55,14 @@ pub struct SweepOptions {
     /// Skip the non-private runs (no non-private line in the plot).
     #[arg(long)]
     pub no_baseline: bool,
+    /// After the runs, choose the best private setting by the exponential
+    /// mechanism on the sites' secure-summed validation scores (needs
+    /// `--evaluate-every`); writes `selection.json` (see `select`).
+    #[arg(long)]
+    pub select: bool,
+    /// ε of the choice (`--select`).
+    #[arg(long, default_value_t = 1.0)]
+    pub select_epsilon: f64,
 }
 
 /// One run of the sweep.
@@ -278,6 +286,24 @@ pub fn run(
     delta: f64,
 ) -> anyhow::Result<PathBuf> {
     let all = jobs(o, seed, noise_seed)?;
+    if o.select
+        && base
+            .get("evaluate_every")
+            .and_then(toml::Value::as_integer)
+            .unwrap_or(0)
+            < 1
+    {
+        bail!(
+            "--select scores each setting on the sites' held-out rows: add --evaluate-every N \
+             (e.g. the number of rounds)"
+        );
+    }
+    if o.select && !(o.select_epsilon.is_finite() && o.select_epsilon > 0.0) {
+        bail!(
+            "--select-epsilon {} must be a finite number above 0",
+            o.select_epsilon
+        );
+    }
     if out.join("sweep.csv").exists() || out.join("runs").exists() {
         anyhow::bail!(
             "{} holds a previous sweep; choose another --out or remove it",
@@ -339,6 +365,33 @@ pub fn run(
         out.join("privacy_utility.png").display(),
         out.join("privacy_utility.svg").display()
     );
+    if o.select {
+        let s = crate::select::select(&done, &out.join("runs"), o.select_epsilon, noise_seed)?;
+        std::fs::write(
+            out.join("selection.json"),
+            serde_json::to_string_pretty(&s)?,
+        )?;
+        println!();
+        println!("Selected  {} (runs {})", s.chosen, s.runs.join(", "));
+        println!(
+            "          by the exponential mechanism over {} settings on {} sites' \
+             secure-summed validation scores (sensitivity {}): ε = {} (pure)",
+            s.candidates.len(),
+            s.sites,
+            s.sensitivity,
+            s.epsilon
+        );
+        println!(
+            "          the sweep in all (every private run and the choice, basic \
+             composition): ε ≤ {:.4} at δ = {:e}; wrote {}",
+            s.total_epsilon,
+            s.total_delta,
+            out.join("selection.json").display()
+        );
+        if s.not_private {
+            println!("WARNING   --noise-seed: the choice is predictable, NOT private");
+        }
+    }
     Ok(out.to_path_buf())
 }
 
@@ -356,6 +409,8 @@ mod tests {
             vary: vec!["model=logistic,mlp:8".into()],
             jobs: None,
             no_baseline: false,
+            select: false,
+            select_epsilon: 1.0,
         }
     }
 
