@@ -109,6 +109,8 @@ impl Settings {
                 max_epsilon: self.max_epsilon,
                 accountant: c.privacy.accountant,
                 not_private: self.not_private,
+                placement: c.privacy.placement,
+                colluding_sites: c.privacy.colluding_sites,
             }),
             statistics: StatisticsPolicy {
                 value_bound: c.statistics.value_bound,
