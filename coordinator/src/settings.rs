@@ -243,12 +243,7 @@ impl Settings {
                             fixed.clear();
                         }
                         budget::calibrate_training_noise_with(
-                            eps,
-                            p.delta,
-                            q,
-                            f.rounds,
-                            &fixed,
-                            accountant,
+                            eps, p.delta, q, f.rounds, &fixed, accountant,
                         )
                         .map_err(|e| invalid("privacy.target_epsilon", e.to_string()))?
                     }

@@ -156,7 +156,9 @@ impl std::str::FromStr for Placement {
         Self::ALL
             .into_iter()
             .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown noise placement {s:?}: expected central, distributed or local"))
+            .ok_or_else(|| {
+                format!("unknown noise placement {s:?}: expected central, distributed or local")
+            })
     }
 }
 

@@ -204,8 +204,9 @@ impl Contribution {
                 count: 1,
                 honest_summands: 0,
             },
-            None => PrivacyEvent::gaussian(self.noise_multiplier, 1.0, 1)
-                .with_tv_slack(self.tv_slack),
+            None => {
+                PrivacyEvent::gaussian(self.noise_multiplier, 1.0, 1).with_tv_slack(self.tv_slack)
+            }
         }
     }
 

@@ -173,9 +173,15 @@ mod tests {
         assert_eq!(dist.accountant, AccountantKind::Rdp);
         let gauss = vec![PrivacyEvent::gaussian(1.2, 1.0, 30)];
         let rdp = epsilon(&gauss, 1e-5, AccountantKind::Rdp).unwrap().epsilon;
-        let exact = epsilon(&gauss, 1e-5, AccountantKind::Exact).unwrap().epsilon;
+        let exact = epsilon(&gauss, 1e-5, AccountantKind::Exact)
+            .unwrap()
+            .epsilon;
         // τ vanishes: the very RDP curve of the Gaussian at the same noise.
-        assert!((dist.epsilon - rdp).abs() < 1e-9 * rdp, "{} {rdp}", dist.epsilon);
+        assert!(
+            (dist.epsilon - rdp).abs() < 1e-9 * rdp,
+            "{} {rdp}",
+            dist.epsilon
+        );
         // ... which is above the exact Gaussian ε central releases get.
         assert!(dist.epsilon > exact);
         for k in [AccountantKind::Exact, AccountantKind::Pld] {
@@ -202,7 +208,11 @@ mod tests {
         assert!((noise_multiplier - 7f64.sqrt() * 100.0 / 4096.0).abs() < 1e-12);
         let none = crate::PrivacyEvent::distributed(100.0, 10, 4096.0, 5, 1.0, 0);
         assert!(none.coordinator_view().is_none());
-        assert!(crate::PrivacyEvent::gaussian(1.0, 1.0, 1).coordinator_view().is_none());
+        assert!(
+            crate::PrivacyEvent::gaussian(1.0, 1.0, 1)
+                .coordinator_view()
+                .is_none()
+        );
         // Hostile figures are refused, not accounted.
         let bad = crate::PrivacyEvent::distributed(100.0, 3, 4096.0, 5, 1.0, 4);
         assert!(bad.validate().is_err());

@@ -62,7 +62,9 @@ pub enum Error {
     InvalidTvSlack(f64),
     /// A distributed-noise event with no summand, or more honest summands
     /// than summands.
-    #[error("distributed noise needs 1 <= summands and honest <= summands, got {summands} and {honest}")]
+    #[error(
+        "distributed noise needs 1 <= summands and honest <= summands, got {summands} and {honest}"
+    )]
     InvalidSummands {
         /// Summands of the release.
         summands: u32,

@@ -275,7 +275,7 @@ fn main() -> ExitCode {
 }
 
 /// Keys of `tessera-sim sweep`'s own options, left out of its runs' options.
-const SWEEP_KEYS: [&str; 8] = [
+const SWEEP_KEYS: [&str; 9] = [
     "noise_multipliers",
     "target_epsilons",
     "seeds",
@@ -284,6 +284,7 @@ const SWEEP_KEYS: [&str; 8] = [
     "vary",
     "jobs",
     "no_baseline",
+    "placements",
 ];
 
 fn run_sweep(args: SweepArgs, options: String, engine_given: bool) -> anyhow::Result<()> {

@@ -143,7 +143,11 @@ pub fn jobs(o: &SweepOptions, seed: u64, noise_seed: Option<u64>) -> anyhow::Res
         }
         combos = next;
     }
-    if o.placements.iter().enumerate().any(|(i, p)| o.placements[..i].contains(p)) {
+    if o.placements
+        .iter()
+        .enumerate()
+        .any(|(i, p)| o.placements[..i].contains(p))
+    {
         bail!("--placements names a placement twice");
     }
     // The non-private baseline has no placement: it runs once per combination.
@@ -408,7 +412,10 @@ mod tests {
         assert_eq!(all.len(), 5);
         let base = toml::Table::new();
         let dir = Path::new("/tmp/x");
-        let local = all.iter().find(|j| j.name == "sigma-2-dp-local-seed-1").unwrap();
+        let local = all
+            .iter()
+            .find(|j| j.name == "sigma-2-dp-local-seed-1")
+            .unwrap();
         assert_eq!(job_options(&base, local, dir)["dp"].as_str(), Some("local"));
         let baseline = all.iter().find(|j| j.setting.is_none()).unwrap();
         let mut with_dp = base.clone();

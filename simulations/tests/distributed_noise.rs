@@ -99,20 +99,16 @@ fn ledger(dir: &Path) -> Vec<tessera_coordinator::store::LedgerRow> {
 #[test]
 fn the_unmasked_sum_carries_the_planned_noise() {
     // An MLP: hundreds of coordinates to measure the noise's size on.
-    let one_round = [
-        "--rounds",
-        "1",
-        "--model",
-        "mlp:16",
-        "--noise-seed",
-        "7",
-    ];
+    let one_round = ["--rounds", "1", "--model", "mlp:16", "--noise-seed", "7"];
     let with = |p: &'static str| [one_round.as_slice(), &["--dp", p]].concat();
     let (central_dir, central) = sim_run("central", &with("central"));
     let (dist_dir, dist) = sim_run("distributed", &with("distributed"));
     let (control_dir, _) = sim_run("distributed_again", &with("distributed"));
     let (c, d, again) = (model(&central_dir), model(&dist_dir), model(&control_dir));
-    assert_eq!(c.preprocessor, d.preprocessor, "the same statistics release");
+    assert_eq!(
+        c.preprocessor, d.preprocessor,
+        "the same statistics release"
+    );
     assert_eq!(d.params, again.params, "the same seed, the same release");
     assert_eq!(c.params.len(), d.params.len());
     let n = SITES as f64;
@@ -148,7 +144,10 @@ fn the_unmasked_sum_carries_the_planned_noise() {
             honest_summands,
             ..
         } => {
-            assert!((noise_multiplier - SIGMA).abs() < 1e-9, "{noise_multiplier}");
+            assert!(
+                (noise_multiplier - SIGMA).abs() < 1e-9,
+                "{noise_multiplier}"
+            );
             assert_eq!((summands, honest_summands), (5, 5));
         }
         ref e => panic!("not a distributed event: {e:?}"),
@@ -237,7 +236,10 @@ fn a_dropout_below_plan_is_topped_up_and_accounted() {
         .unwrap()
         .epsilon;
     let eps = summary["epsilon"].as_f64().unwrap();
-    assert!((eps - eps_planned).abs() < 1e-9 * eps, "{eps} vs {eps_planned}");
+    assert!(
+        (eps - eps_planned).abs() < 1e-9 * eps,
+        "{eps} vs {eps_planned}"
+    );
     // Against the coordinator only the survivors' noise counts: more ε.
     let all_survive = tessera_coordinator::privacy_report::coordinator_epsilon(
         &rows

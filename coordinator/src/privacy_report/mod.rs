@@ -259,8 +259,10 @@ pub fn coordinator_epsilon(rows: &[LedgerRow], delta: f64) -> Option<f64> {
     if training.is_empty() {
         return None;
     }
-    let views: Option<Vec<PrivacyEvent>> =
-        training.iter().map(|r| r.event.coordinator_view()).collect();
+    let views: Option<Vec<PrivacyEvent>> = training
+        .iter()
+        .map(|r| r.event.coordinator_view())
+        .collect();
     tessera_privacy::epsilon(&views?, delta, AccountantKind::Best)
         .ok()
         .map(|r| r.epsilon)

@@ -140,7 +140,11 @@ mod tests {
         assert!(none.iter().all(|&v| v == 0));
         let mut three = vec![0u64; 20_000];
         n.noise_sum(&mut three, &[part(3)], 64).unwrap();
-        let var = three.iter().map(|&v| (v as i64 as f64).powi(2)).sum::<f64>() / 20_000.0;
+        let var = three
+            .iter()
+            .map(|&v| (v as i64 as f64).powi(2))
+            .sum::<f64>()
+            / 20_000.0;
         // Three independent draws of variance 10⁴ each.
         assert!((var / 3e4 - 1.0).abs() < 0.05, "{var}");
     }

@@ -158,9 +158,7 @@ impl FederationMachine {
             }
             (None, Some(r)) => PrivacyEvent::gaussian(sigma, r.inclusion_rate, 1)
                 .with_tv_slack(encoded.tv_slack + r.tv_slack),
-            (None, None) => {
-                PrivacyEvent::gaussian(sigma, 1.0, 1).with_tv_slack(encoded.tv_slack)
-            }
+            (None, None) => PrivacyEvent::gaussian(sigma, 1.0, 1).with_tv_slack(encoded.tv_slack),
         };
         if let Some(privacy) = &policy.privacy {
             // The slack must be negligible: the calibration leaves δ/1000 for it.
@@ -469,7 +467,8 @@ impl FederationMachine {
             // Every site the whole noise.
             _ => p.noise_multiplier * l2_units,
         };
-        if !(site_units.is_finite() && site_units >= tessera_privacy::distributed::MIN_SITE_NOISE_UNITS)
+        if !(site_units.is_finite()
+            && site_units >= tessera_privacy::distributed::MIN_SITE_NOISE_UNITS)
         {
             return Err(format!(
                 "each site's noise would be {site_units:.1} fixed-point units, below the {} the \

@@ -562,8 +562,7 @@ impl Site {
                     ),
                 };
                 let mut encoded = input::encode_or_zero(round, &r.plan, computed, &mut self.rng);
-                if let Err(e) = input::add_site_noise(&mut encoded.values, &r.plan, &mut self.rng)
-                {
+                if let Err(e) = input::add_site_noise(&mut encoded.values, &r.plan, &mut self.rng) {
                     warn!(round, error = %e, "leaving the round");
                     self.round = None;
                     return;

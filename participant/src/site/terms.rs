@@ -349,7 +349,11 @@ fn site_noise(
                 "{} noise announced for a {} round{}",
                 terms.placement,
                 kind.as_str(),
-                if adaptive { " with adaptive clipping" } else { "" }
+                if adaptive {
+                    " with adaptive clipping"
+                } else {
+                    ""
+                }
             ),
         );
     }
