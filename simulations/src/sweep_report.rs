@@ -190,7 +190,7 @@ pub fn table(done: &[Done]) -> String {
             .collect();
         let eps: Vec<f64> = runs
             .iter()
-            .filter_map(|d| d.summary["epsilon"].as_f64())
+            .filter_map(|d| plotted_epsilon(&d.summary))
             .collect();
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         let lo = values.iter().copied().fold(f64::INFINITY, f64::min);

@@ -409,7 +409,7 @@ fn site_noise(
     }
     let needed = f64::from(n) * (l2 + (dimension as f64).sqrt()) + 12.0 * sum_std;
     let limit = f64::from(encoding.modulus_bits - 1).exp2();
-    if !(needed < limit) {
+    if needed.is_nan() || needed >= limit {
         return decline(
             D::InvalidEncoding,
             format!(
