@@ -258,7 +258,13 @@ mod tests {
         done.push(mk("nonprivate-seed-1", None, 1, 0.95));
         let s = series(&done);
         let labels: Vec<&str> = s.iter().map(|x| x.label.as_str()).collect();
-        assert_eq!(labels, ["dp = central", "dp = local"]);
+        assert_eq!(
+            labels,
+            [
+                "dp = central, model = mlp:16,8",
+                "dp = local, model = mlp:16,8"
+            ]
+        );
         for x in &s {
             assert_eq!(x.non_private, [0.95]);
             // Each at its own promise: ε = 2.
