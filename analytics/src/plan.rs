@@ -384,7 +384,9 @@ impl QueryPlan {
     pub fn epsilon(&self, delta: f64) -> Result<(f64, f64), tessera_privacy::Error> {
         let event = self.event();
         match event {
-            PrivacyEvent::Gaussian { .. } => {
+            // A query's plan only makes the kinds above; a distributed
+            // event would be accounted like the Gaussian.
+            PrivacyEvent::Gaussian { .. } | PrivacyEvent::DistributedDiscreteGaussian { .. } => {
                 let r = tessera_privacy::epsilon(
                     &[event],
                     delta,

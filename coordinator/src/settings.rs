@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tessera_model::{EvalTerms, ModelKind, StatsBounds, TaskSpec};
+use tessera_model::{EvalTerms, ModelKind, Placement, StatsBounds, TaskSpec};
 
 use crate::budget;
 use crate::config::{ConfigError, CoordinatorConfig, invalid};
@@ -109,6 +109,8 @@ impl Settings {
                 max_epsilon: self.max_epsilon,
                 accountant: c.privacy.accountant,
                 not_private: self.not_private,
+                placement: c.privacy.placement,
+                colluding_sites: c.privacy.colluding_sites,
             }),
             statistics: StatisticsPolicy {
                 value_bound: c.statistics.value_bound,
@@ -224,13 +226,24 @@ impl Settings {
                                 evaluations,
                             ));
                         }
+                        // Noise added by the sites is a distributed discrete
+                        // Gaussian: RDP only, no amplification by sampling
+                        // (tessera_privacy::distributed), and its RDP is the
+                        // Gaussian's, so the Gaussian RDP calibration at q = 1
+                        // reaches the same ε. With local noise the target is
+                        // each site's own guarantee from its own noise alone
+                        // (the training rounds; statistics and evaluations are
+                        // noised by the coordinator); the released models, with
+                        // the cohort's noise together, get a smaller ε.
+                        let (q, accountant) = match p.placement {
+                            Placement::Central => (p.sampling_rate, p.accountant),
+                            _ => (1.0, tessera_privacy::AccountantKind::Rdp),
+                        };
+                        if p.placement == Placement::Local {
+                            fixed.clear();
+                        }
                         budget::calibrate_training_noise_with(
-                            eps,
-                            p.delta,
-                            p.sampling_rate,
-                            f.rounds,
-                            &fixed,
-                            p.accountant,
+                            eps, p.delta, q, f.rounds, &fixed, accountant,
                         )
                         .map_err(|e| invalid("privacy.target_epsilon", e.to_string()))?
                     }

@@ -103,6 +103,65 @@ pub struct AdaptiveTerms {
     pub clip_count_noise_multiplier: f64,
 }
 
+/// Where the privacy noise of a training round is added.
+///
+/// - `Central`: the coordinator adds it all to the unmasked sum (it sees the
+///   sum without noise);
+/// - `Distributed`: each site adds its share to its encoded update before
+///   masking, so the unmasked sum already carries the noise; the
+///   coordinator tops up the shares of sites that dropped;
+/// - `Local`: each site adds the whole noise to its own update, trusting
+///   nobody; the sum carries the cohort's noise together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Placement {
+    /// The coordinator adds the noise after unmasking.
+    #[default]
+    Central,
+    /// The sites add shares that sum to the noise.
+    Distributed,
+    /// Every site adds the whole noise to its own update.
+    Local,
+}
+
+impl Placement {
+    /// All placements, in order.
+    pub const ALL: [Placement; 3] = [Placement::Central, Placement::Distributed, Placement::Local];
+
+    /// The name used in configurations and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Central => "central",
+            Self::Distributed => "distributed",
+            Self::Local => "local",
+        }
+    }
+
+    /// Whether the sites add noise themselves.
+    pub fn by_sites(self) -> bool {
+        self != Self::Central
+    }
+}
+
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Placement {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown noise placement {s:?}: expected central, distributed or local")
+            })
+    }
+}
+
 /// The privacy terms a coordinator commits to for one aggregation.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct PrivacyTerms {
@@ -120,6 +179,16 @@ pub struct PrivacyTerms {
     pub adaptive: Option<AdaptiveTerms>,
     /// The noise is seeded: NOT private.
     pub not_private: bool,
+    /// Where the noise is added (training rounds; others are central).
+    pub placement: Placement,
+    /// With noise added by the sites: the standard deviation, in integer
+    /// units of the encoding, of the discrete Gaussian each site adds to
+    /// every coordinate of its encoded vector (0 for central noise).
+    pub site_noise_units: f64,
+    /// With noise added by the sites: how many sites' noise the released
+    /// sum carries (the cohort; the coordinator tops up the noise of sites
+    /// that dropped). 0 for central noise.
+    pub noise_summands: u32,
 }
 
 /// Fixed-point encoding: values × 2^scale_bits, summed modulo 2^modulus_bits.

@@ -38,7 +38,7 @@ use tessera_privacy::PrivacyEvent;
 pub use report::{NOT_PRIVATE, SiteLedgerReport, SiteLedgerRow, site_ledger_report};
 
 /// Schema version stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Schema version 1 (kept to create a fresh ledger by the same path as an
 /// old one takes: version 1, then every migration).
@@ -68,6 +68,12 @@ ALTER TABLE contributions
     ADD COLUMN tv_slack REAL NOT NULL DEFAULT 0.0 CHECK (tv_slack >= 0.0);
 ALTER TABLE contributions
     ADD COLUMN not_private INTEGER NOT NULL DEFAULT 0 CHECK (not_private IN (0, 1));
+"#;
+
+/// Version 2 → 3: the noise the sites add themselves (distributed or
+/// local placement), as JSON of [`SiteNoise`]; NULL for central noise.
+const MIGRATE_V3: &str = r#"
+ALTER TABLE contributions ADD COLUMN site_noise TEXT;
 "#;
 
 /// Errors of the site ledger. Each names the file it concerns.
@@ -162,14 +168,46 @@ pub struct Contribution {
     pub not_private: bool,
     /// When the row was written (ms since the Unix epoch).
     pub recorded_at_ms: i64,
+    /// Noise added by the sites (distributed or local placement): the
+    /// round is then a distributed discrete Gaussian release, not a
+    /// Gaussian one. None for central noise.
+    #[serde(default)]
+    pub site_noise: Option<SiteNoise>,
+}
+
+/// The noise of a round whose sites add it themselves, as announced and
+/// checked by the site.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SiteNoise {
+    /// Sites' discrete Gaussians in the release (the planned cohort).
+    pub summands: u32,
+    /// L2 sensitivity of one site's encoded vector (C·2^f integer units).
+    pub l2_units: f64,
+    /// Coordinates of the release.
+    pub dimension: u64,
 }
 
 impl Contribution {
     /// The privacy event the site counts for this contribution: Gaussian with
     /// the announced noise multiplier, sampling rate 1, and the round's
-    /// total-variation slack.
+    /// total-variation slack; with noise added by the sites, the distributed
+    /// discrete Gaussian of the announced plan (every summand counted, as
+    /// the release carries them all after the coordinator's top-up).
     pub fn event(&self) -> PrivacyEvent {
-        PrivacyEvent::gaussian(self.noise_multiplier, 1.0, 1).with_tv_slack(self.tv_slack)
+        match self.site_noise {
+            Some(n) => PrivacyEvent::DistributedDiscreteGaussian {
+                noise_multiplier: self.noise_multiplier,
+                summands: n.summands,
+                l2_units: n.l2_units,
+                dimension: n.dimension,
+                sampling_rate: 1.0,
+                count: 1,
+                honest_summands: 0,
+            },
+            None => {
+                PrivacyEvent::gaussian(self.noise_multiplier, 1.0, 1).with_tv_slack(self.tv_slack)
+            }
+        }
     }
 
     /// Whether the contribution can be recorded: accountable, with finite,
@@ -265,6 +303,11 @@ impl SiteLedger {
         let round = i64::try_from(c.round)
             .map_err(|_| self.invalid(format!("round {} is too large", c.round)))?;
         c.check().map_err(|reason| self.invalid(reason))?;
+        let site_noise = c
+            .site_noise
+            .map(|n| serde_json::to_string(&n))
+            .transpose()
+            .map_err(|e| self.invalid(format!("site noise of round {}: {e}", c.round)))?;
         let path = self.path.clone();
         let sql_err = |source| LedgerError::Sqlite {
             path: path.clone(),
@@ -293,8 +336,8 @@ impl SiteLedger {
         match tx.execute(
             "INSERT INTO contributions (federation, round, training_round, kind,
                                         noise_multiplier, clip_norm, recorded_at_ms,
-                                        tv_slack, not_private)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                        tv_slack, not_private, site_noise)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 c.federation,
                 round,
@@ -305,6 +348,7 @@ impl SiteLedger {
                 c.recorded_at_ms,
                 c.tv_slack,
                 c.not_private,
+                site_noise,
             ],
         ) {
             Ok(_) => {}
@@ -319,10 +363,10 @@ impl SiteLedger {
     fn read_contributions(&self) -> Result<Vec<Contribution>, LedgerError> {
         // A version-1 ledger (read-only open) has neither column: its rows
         // announced no slack and no seeded noise.
-        let extra = if self.version >= 2 {
-            "tv_slack, not_private"
-        } else {
-            "0.0, 0"
+        let extra = match self.version {
+            3.. => "tv_slack, not_private, site_noise",
+            2 => "tv_slack, not_private, NULL",
+            _ => "0.0, 0, NULL",
         };
         let mut stmt = self
             .conn
@@ -354,6 +398,18 @@ impl SiteLedger {
                     recorded_at_ms: r.get(6)?,
                     tv_slack: r.get(7)?,
                     not_private: r.get(8)?,
+                    site_noise: r
+                        .get::<_, Option<String>>(9)?
+                        .map(|json| {
+                            serde_json::from_str(&json).map_err(|e| {
+                                rusqlite::Error::FromSqlConversionFailure(
+                                    9,
+                                    rusqlite::types::Type::Text,
+                                    Box::new(e),
+                                )
+                            })
+                        })
+                        .transpose()?,
                 })
             })
             .map_err(|e| self.sql(e))?;
@@ -374,8 +430,9 @@ impl SiteLedger {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(sql_err)?;
         let steps = match found {
-            0 => [SCHEMA_V1, MIGRATE_V2].as_slice(),
-            1 => [MIGRATE_V2].as_slice(),
+            0 => [SCHEMA_V1, MIGRATE_V2, MIGRATE_V3].as_slice(),
+            1 => [MIGRATE_V2, MIGRATE_V3].as_slice(),
+            2 => [MIGRATE_V3].as_slice(),
             SCHEMA_VERSION => return Ok(()),
             found => {
                 return Err(LedgerError::SchemaVersion {
@@ -435,11 +492,17 @@ fn open_error(path: &Path, e: tessera_common::sqlite::OpenError) -> LedgerError 
     }
 }
 
-/// Gaussian events at sampling rate 1, merged by noise multiplier; the
-/// slacks of merged contributions add up.
+/// Gaussian events at sampling rate 1, merged by noise multiplier (the
+/// slacks of merged contributions add up), and the distributed-noise
+/// rounds each as its own event.
 pub(crate) fn site_events(contributions: &[Contribution]) -> Vec<PrivacyEvent> {
     let mut merged: Vec<(f64, u32, f64)> = Vec::new();
+    let mut distributed = Vec::new();
     for c in contributions {
+        if c.site_noise.is_some() {
+            distributed.push(c.event());
+            continue;
+        }
         match merged
             .iter_mut()
             .find(|(sigma, ..)| sigma.to_bits() == c.noise_multiplier.to_bits())
@@ -454,5 +517,6 @@ pub(crate) fn site_events(contributions: &[Contribution]) -> Vec<PrivacyEvent> {
     merged
         .into_iter()
         .map(|(sigma, count, slack)| PrivacyEvent::gaussian(sigma, 1.0, count).with_tv_slack(slack))
+        .chain(distributed)
         .collect()
 }

@@ -258,6 +258,7 @@ fn version_one_ledgers_are_read_and_migrated_keeping_their_rows() {
         tv_slack: 0.0,
         not_private: false,
         recorded_at_ms: 1_795_000_000_000 + round as i64,
+        site_noise: None,
     };
     // Read as it is (a report while no participant runs)...
     let reader = SiteLedger::open_read_only(&path).unwrap();
@@ -269,19 +270,31 @@ fn version_one_ledgers_are_read_and_migrated_keeping_their_rows() {
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, tessera_participant::ledger::SCHEMA_VERSION);
     let mut new = contribution("new", 1, 3.0);
     new.tv_slack = 2.5e-9;
     new.not_private = true;
     ledger.record(&new).unwrap();
+    // A round whose sites added the noise keeps its shares' figures.
+    let mut distributed = contribution("new", 2, 1.5);
+    distributed.site_noise = Some(tessera_participant::ledger::SiteNoise {
+        summands: 4,
+        l2_units: 65536.0,
+        dimension: 31,
+    });
+    ledger.record(&distributed).unwrap();
     assert_eq!(
         ledger.contributions().unwrap(),
-        [old(1, 6.0), old(2, 3.0), new.clone()]
+        [old(1, 6.0), old(2, 3.0), new.clone(), distributed.clone()]
     );
+    assert!(matches!(
+        distributed.event(),
+        PrivacyEvent::DistributedDiscreteGaussian { summands: 4, .. }
+    ));
     drop(ledger);
     // Reopening changes nothing; rows stay append-only.
     let ledger = SiteLedger::open(&path).unwrap();
-    assert_eq!(ledger.contributions().unwrap().len(), 3);
+    assert_eq!(ledger.contributions().unwrap().len(), 4);
     let raw = rusqlite::Connection::open(&path).unwrap();
     assert!(
         raw.execute("UPDATE contributions SET tv_slack = 0.0", [])
@@ -289,10 +302,10 @@ fn version_one_ledgers_are_read_and_migrated_keeping_their_rows() {
     );
     assert!(raw.execute("DELETE FROM contributions", []).is_err());
     // A ledger from a newer build is refused.
-    raw.pragma_update(None, "user_version", 3).unwrap();
+    raw.pragma_update(None, "user_version", 4).unwrap();
     assert!(matches!(
         SiteLedger::open(&path),
-        Err(LedgerError::SchemaVersion { found: 3, .. })
+        Err(LedgerError::SchemaVersion { found: 4, .. })
     ));
 }
 

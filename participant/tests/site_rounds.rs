@@ -168,6 +168,142 @@ fn a_global_model_that_does_not_load_is_answered_with_zeros() {
 
 // ---- 3. Announced terms checked before the data is touched ---------------
 
+#[test]
+fn noise_placed_at_the_sites_is_checked_added_and_recorded() {
+    use DeclineCode as D;
+    let d = distributed_training;
+    let local = |round| {
+        with(d(round), |a| {
+            let p = terms(a);
+            p.placement = v1::NoisePlacement::Local as i32;
+            // Every site the whole noise: the sum carries √3 σ.
+            p.site_noise_units *= 3f64.sqrt();
+            p.noise_multiplier = 3f64.sqrt();
+        })
+    };
+    let cases: Vec<(&str, v1::RoundAnnounce, D)> = vec![
+        (
+            "shares that do not make σ",
+            with(d(1), |a| terms(a).site_noise_units *= 0.99),
+            D::InvalidTerms,
+        ),
+        (
+            "NaN share",
+            with(d(1), |a| terms(a).site_noise_units = f64::NAN),
+            D::InvalidTerms,
+        ),
+        (
+            "negative share",
+            with(d(1), |a| terms(a).site_noise_units = -4096.0),
+            D::InvalidTerms,
+        ),
+        (
+            "a share of a few units",
+            with(d(1), |a| {
+                let p = terms(a);
+                p.site_noise_units = 2.0;
+                p.noise_multiplier = 2.0 * 3f64.sqrt() / 65536.0;
+            }),
+            D::InvalidTerms,
+        ),
+        (
+            "summands other than the cohort",
+            with(d(1), |a| {
+                let p = terms(a);
+                p.noise_summands = 4;
+                p.site_noise_units = 65536.0 / 2.0;
+            }),
+            D::InvalidTerms,
+        ),
+        (
+            "no summands",
+            with(d(1), |a| terms(a).noise_summands = 0),
+            D::InvalidTerms,
+        ),
+        (
+            "distributed noise without secure aggregation",
+            with(d(1), |a| a.secagg = None),
+            D::SecureAggregationRequired,
+        ),
+        (
+            "site noise with adaptive clipping",
+            with(private_training(1), |a| {
+                let p = terms(a);
+                p.placement = v1::NoisePlacement::Distributed as i32;
+                p.noise_summands = 3;
+                p.site_noise_units = 65536.0;
+            }),
+            D::InvalidTerms,
+        ),
+        (
+            "site noise on a statistics round",
+            with(private_statistics(1), |a| {
+                let p = terms(a);
+                p.placement = v1::NoisePlacement::Local as i32;
+                p.noise_summands = 3;
+                p.site_noise_units = 65536.0;
+            }),
+            D::InvalidTerms,
+        ),
+        (
+            "unknown placement",
+            with(d(1), |a| terms(a).placement = 9),
+            D::InvalidTerms,
+        ),
+        (
+            "no room for the noise in the modulus",
+            with(d(1), |a| {
+                // 2^16 units of C, 3 sites, and 12 σ of noise need 2^19.
+                a.encoding.as_mut().unwrap().modulus_bits = 19;
+            }),
+            D::InvalidEncoding,
+        ),
+    ];
+    let dir = SiteDir::new();
+    let mut site = dir.joined("", "");
+    for (what, a, code) in cases {
+        let mut out = Outbox::default();
+        let reply = announce(&mut site, &mut out, &a);
+        assert!(!reply.accept, "{what}: accepted");
+        assert_eq!(reply.code, code as i32, "{what}: {}", reply.reason);
+    }
+    assert!(dir.ledger().contributions().unwrap().is_empty());
+    // A sane distributed round is accepted.
+    assert!(announce(&mut site, &mut Outbox::default(), &d(2)).accept);
+
+    // Local noise without secure aggregation: the plain input carries the
+    // site's whole noise, even on the zero vector a failed update becomes.
+    let dir = SiteDir::new();
+    let mut site = dir.joined("", no_secagg_required());
+    let mut out = Outbox::default();
+    let a = with(local(3), |a| a.secagg = None);
+    assert!(announce(&mut site, &mut out, &a).accept);
+    for m in model(3, &[f32::NAN, 0.0, 0.0, 0.0]) {
+        out.handle(&mut site, m);
+    }
+    let v = plain_input(&out, 3, a.encoding.unwrap());
+    // σ·C = 1 per coordinate: four zeros would be a 1e-19 event.
+    assert!(v.iter().any(|x| x.abs() > 1e-3), "{v:?}");
+    assert!(v.iter().all(|x| x.abs() < 12.0), "{v:?}");
+    // The zero vector does not depend on the data: not counted (see input.rs).
+    assert!(dir.ledger().contributions().unwrap().is_empty());
+    let a = with(local(4), |a| a.secagg = None);
+    assert!(announce(&mut site, &mut out, &a).accept);
+    for m in model(4, &[0.0; 4]) {
+        out.handle(&mut site, m);
+    }
+    assert_eq!(plain_input(&out, 4, a.encoding.unwrap()).len(), 4);
+    let rows = dir.ledger().contributions().unwrap();
+    assert_eq!(rows.len(), 1);
+    let noise = rows[0].site_noise.expect("a distributed row");
+    assert_eq!(noise.summands, 3);
+    assert_eq!(noise.l2_units, 65536.0);
+    assert!(matches!(
+        rows[0].event(),
+        tessera_privacy::PrivacyEvent::DistributedDiscreteGaussian { summands: 3, .. }
+    ));
+}
+
 fn with(a: v1::RoundAnnounce, f: impl FnOnce(&mut v1::RoundAnnounce)) -> v1::RoundAnnounce {
     let mut a = a;
     f(&mut a);

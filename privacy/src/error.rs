@@ -60,6 +60,17 @@ pub enum Error {
     /// epsilon reaches the requested delta.
     #[error("total-variation slack must be in [0, 1) and below delta, got {0}")]
     InvalidTvSlack(f64),
+    /// A distributed-noise event with no summand, or more honest summands
+    /// than summands.
+    #[error(
+        "distributed noise needs 1 <= summands and honest <= summands, got {summands} and {honest}"
+    )]
+    InvalidSummands {
+        /// Summands of the release.
+        summands: u32,
+        /// Summands unknown to the coordinator.
+        honest: u32,
+    },
     /// A Poisson cohort question with invalid parameters (population 0,
     /// minimum 0, or a rate outside (0, 1]).
     #[error("invalid sampled-cohort parameters: {0}")]

@@ -39,6 +39,33 @@ pub enum PrivacyEvent {
         /// Number of releases.
         count: u32,
     },
+    /// The distributed discrete Gaussian (Kairouz, Liu & Steinke 2021):
+    /// `summands` independent `N_Z(0, s²)` per coordinate on an integer sum
+    /// of L2 sensitivity `l2_units`, `count` times. Accounted by RDP only,
+    /// through Theorem 2's zCDP bound (see [`crate::distributed`]), and
+    /// without amplification by sampling.
+    DistributedDiscreteGaussian {
+        /// Standard deviation of the summed noise (√summands · s) divided
+        /// by the L2 sensitivity.
+        noise_multiplier: f64,
+        /// Independent discrete Gaussians in the release (the planned
+        /// cohort: the coordinator tops up the ones of sites that dropped).
+        summands: u32,
+        /// L2 sensitivity Δ₂ of one site's integer vector (C·2^f units).
+        l2_units: f64,
+        /// Coordinates of the release.
+        dimension: u64,
+        /// Poisson sampling rate of the cohort, for the record only: the
+        /// accountants treat the release as if every site took part.
+        sampling_rate: f64,
+        /// Number of releases.
+        count: u32,
+        /// What the coordinator itself sees: how many of the summands it
+        /// does not know (the noise of sites outside the assumed colluding
+        /// ones, without its own top-up). 0: the coordinator sees the sum
+        /// with no noise it does not know.
+        honest_summands: u32,
+    },
     /// Exponential mechanism (report-noisy-max form) with pure `epsilon`,
     /// `count` times.
     Exponential {
@@ -57,6 +84,56 @@ impl PrivacyEvent {
             sampling_rate: q,
             count,
             tv_slack: 0.0,
+        }
+    }
+
+    /// `count` releases of the distributed discrete Gaussian: `summands`
+    /// sites' noise of `s_units` each, L2 sensitivity `l2_units`, `dimension`
+    /// coordinates, `honest_summands` of them unknown to the coordinator.
+    pub fn distributed(
+        s_units: f64,
+        summands: u32,
+        l2_units: f64,
+        dimension: u64,
+        sampling_rate: f64,
+        honest_summands: u32,
+    ) -> Self {
+        Self::DistributedDiscreteGaussian {
+            noise_multiplier: f64::from(summands).sqrt() * s_units / l2_units,
+            summands,
+            l2_units,
+            dimension,
+            sampling_rate,
+            count: 1,
+            honest_summands,
+        }
+    }
+
+    /// The event as the coordinator itself sees the release: for distributed
+    /// noise, the same mechanism with only the summands it does not know;
+    /// `None` when it sees the sum without noise it does not know (every
+    /// central release: it adds that noise itself).
+    pub fn coordinator_view(&self) -> Option<Self> {
+        match *self {
+            Self::DistributedDiscreteGaussian {
+                noise_multiplier,
+                summands,
+                l2_units,
+                dimension,
+                sampling_rate,
+                count,
+                honest_summands,
+            } if honest_summands > 0 => Some(Self::DistributedDiscreteGaussian {
+                noise_multiplier: noise_multiplier
+                    * (f64::from(honest_summands) / f64::from(summands)).sqrt(),
+                summands: honest_summands,
+                l2_units,
+                dimension,
+                sampling_rate,
+                count,
+                honest_summands,
+            }),
+            _ => None,
         }
     }
 
@@ -82,6 +159,7 @@ impl PrivacyEvent {
     pub fn count(&self) -> u32 {
         match self {
             Self::Gaussian { count, .. }
+            | Self::DistributedDiscreteGaussian { count, .. }
             | Self::DiscreteLaplace { count, .. }
             | Self::Exponential { count, .. } => *count,
         }
@@ -101,6 +179,29 @@ impl PrivacyEvent {
                 SamplingRate::new(sampling_rate)?;
                 if !(tv_slack.is_finite() && (0.0..1.0).contains(&tv_slack)) {
                     return Err(Error::InvalidTvSlack(tv_slack));
+                }
+            }
+            Self::DistributedDiscreteGaussian {
+                noise_multiplier,
+                summands,
+                l2_units,
+                sampling_rate,
+                honest_summands,
+                ..
+            } => {
+                NoiseMultiplier::new(noise_multiplier)?;
+                SamplingRate::new(sampling_rate)?;
+                if !(l2_units.is_finite() && l2_units > 0.0) {
+                    return Err(Error::InvalidScale {
+                        value: l2_units,
+                        max: crate::noise::MAX_SIGMA,
+                    });
+                }
+                if summands == 0 || honest_summands > summands {
+                    return Err(Error::InvalidSummands {
+                        summands,
+                        honest: honest_summands,
+                    });
                 }
             }
             Self::DiscreteLaplace { epsilon, .. } | Self::Exponential { epsilon, .. } => {
@@ -128,6 +229,11 @@ pub(crate) struct Grouped {
     pub(crate) laplace: Vec<(f64, u64)>,
     /// Distinct exponential-mechanism epsilons and counts.
     pub(crate) exponential: Vec<(f64, u64)>,
+    /// Total zCDP ρ of the distributed-discrete-Gaussian releases (their
+    /// RDP is α·ρ at every order; see [`crate::distributed`]).
+    pub(crate) distributed_rho: f64,
+    /// Whether any distributed-discrete-Gaussian release is present.
+    pub(crate) has_distributed: bool,
     /// Total-variation slack of the ledger's full-participation Gaussian
     /// events (added to δ as (1 + e^ε)·τ, except by RDP: see
     /// [`Grouped::tv_slack_for`]).
@@ -167,6 +273,18 @@ impl Grouped {
                         g.sampled.push((s, q, c));
                     }
                 }
+                PrivacyEvent::DistributedDiscreteGaussian {
+                    noise_multiplier,
+                    summands,
+                    l2_units,
+                    dimension,
+                    ..
+                } => {
+                    let s = noise_multiplier * l2_units / f64::from(summands).sqrt();
+                    let eps = crate::distributed::ddg_epsilon(s, summands, l2_units, dimension)?;
+                    g.distributed_rho += c as f64 * eps * eps / 2.0;
+                    g.has_distributed = true;
+                }
                 PrivacyEvent::DiscreteLaplace { epsilon, .. } => add(&mut g.laplace, epsilon, c),
                 PrivacyEvent::Exponential { epsilon, .. } => add(&mut g.exponential, epsilon, c),
             }
@@ -177,7 +295,7 @@ impl Grouped {
     /// For a ledger of pure-DP events only: the sum of their epsilons
     /// (basic composition gives (sum, 0)-DP). `None` if Gaussian rounds are present.
     pub(crate) fn pure_epsilon_sum(&self) -> Option<f64> {
-        if self.has_full || !self.sampled.is_empty() {
+        if self.has_full || !self.sampled.is_empty() || self.has_distributed {
             return None;
         }
         Some(
@@ -203,9 +321,9 @@ impl Grouped {
         }
     }
 
-    /// Whether the ledger holds only Gaussian rounds.
+    /// Whether the ledger holds only (central) Gaussian rounds.
     pub(crate) fn only_gaussian(&self) -> bool {
-        self.laplace.is_empty() && self.exponential.is_empty()
+        self.laplace.is_empty() && self.exponential.is_empty() && !self.has_distributed
     }
 }
 

@@ -36,6 +36,7 @@ pub mod accountant;
 pub mod calibrate;
 pub mod clip;
 pub mod discretisation;
+pub mod distributed;
 mod error;
 pub mod event;
 pub mod loss;

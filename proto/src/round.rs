@@ -6,8 +6,8 @@
 
 use tessera_model::round::{AdaptiveTerms, CohortMember, SecAggSetup, SiteBudget};
 use tessera_model::{
-    Announcement, Encoding, EvalTerms, Preprocessor, PrivacyTerms, RoundKind, StatsBounds,
-    TargetScale, TaskKind, TaskSpec, TensorSpec, TrainingSettings,
+    Announcement, Encoding, EvalTerms, Placement, Preprocessor, PrivacyTerms, RoundKind,
+    StatsBounds, TargetScale, TaskKind, TaskSpec, TensorSpec, TrainingSettings,
 };
 
 use crate::v1;
@@ -28,6 +28,9 @@ pub enum AnnouncementError {
     /// The task does not parse or is inconsistent.
     #[error("invalid task: {0}")]
     Task(String),
+    /// The noise placement is unknown.
+    #[error("unknown noise placement {0}")]
+    Placement(i32),
 }
 
 /// Domain kind → wire.
@@ -159,6 +162,23 @@ pub fn budget_from_wire(b: &v1::SiteBudget) -> Option<SiteBudget> {
     })
 }
 
+fn placement_to_wire(p: Placement) -> v1::NoisePlacement {
+    match p {
+        Placement::Central => v1::NoisePlacement::Central,
+        Placement::Distributed => v1::NoisePlacement::Distributed,
+        Placement::Local => v1::NoisePlacement::Local,
+    }
+}
+
+fn placement_from_wire(p: i32) -> Result<Placement, AnnouncementError> {
+    match v1::NoisePlacement::try_from(p) {
+        Ok(v1::NoisePlacement::Central) => Ok(Placement::Central),
+        Ok(v1::NoisePlacement::Distributed) => Ok(Placement::Distributed),
+        Ok(v1::NoisePlacement::Local) => Ok(Placement::Local),
+        Err(_) => Err(AnnouncementError::Placement(p)),
+    }
+}
+
 /// Domain announcement → wire.
 pub fn announcement_to_wire(a: &Announcement) -> v1::RoundAnnounce {
     let p = &a.privacy;
@@ -185,6 +205,9 @@ pub fn announcement_to_wire(a: &Announcement) -> v1::RoundAnnounce {
             update_noise_multiplier: p.adaptive.map_or(0.0, |x| x.update_noise_multiplier),
             clip_count_noise_multiplier: p.adaptive.map_or(0.0, |x| x.clip_count_noise_multiplier),
             not_private: p.not_private,
+            placement: placement_to_wire(p.placement) as i32,
+            site_noise_units: p.site_noise_units,
+            noise_summands: p.noise_summands,
         }),
         secagg: a.secagg.as_ref().map(|s| v1::SecAggSetup {
             my_index: s.my_index,
@@ -284,6 +307,9 @@ pub fn announcement_from_wire(a: &v1::RoundAnnounce) -> Result<Announcement, Ann
                 clip_count_noise_multiplier: terms.clip_count_noise_multiplier,
             }),
             not_private: terms.not_private,
+            placement: placement_from_wire(terms.placement)?,
+            site_noise_units: terms.site_noise_units,
+            noise_summands: terms.noise_summands,
         },
         secagg,
         encoding: Encoding {
@@ -342,6 +368,9 @@ mod tests {
                     clip_count_noise_multiplier: 2.0,
                 }),
                 not_private: false,
+                placement: Placement::Distributed,
+                site_noise_units: 12345.5,
+                noise_summands: 4,
             },
             secagg: Some(SecAggSetup {
                 my_index: 2,
@@ -383,6 +412,18 @@ mod tests {
         assert_eq!(
             announcement_from_wire(&announcement_to_wire(&a)).unwrap(),
             a
+        );
+    }
+
+    #[test]
+    fn an_unknown_noise_placement_is_refused() {
+        let mut w = announcement_to_wire(&sample());
+        if let Some(p) = w.privacy.as_mut() {
+            p.placement = 7;
+        }
+        assert_eq!(
+            announcement_from_wire(&w),
+            Err(AnnouncementError::Placement(7))
         );
     }
 

@@ -61,6 +61,8 @@ pub fn coordinator_config(
                 insecure_noise_seed: p.noise_seed,
                 acknowledge_not_private: p.noise_seed.is_some(),
                 clip_count_noise_multiplier: adaptive.and_then(|a| a.clip_count_noise_multiplier),
+                placement: p.placement,
+                colluding_sites: p.colluding_sites,
                 ..PrivacySection::default()
             },
             StatisticsSection {

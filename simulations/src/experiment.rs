@@ -12,6 +12,8 @@ use anyhow::bail;
 use serde::Serialize;
 use tessera_model::TaskSpec;
 
+use tessera_model::Placement;
+
 use crate::dropout::DropoutSpec;
 use crate::engine::Engine;
 use crate::launch::{AdaptiveClippingPlan, FederationPlan, PrivacyPlan, TrainingPlan};
@@ -77,6 +79,16 @@ pub struct PrivacyArgs {
     /// the bit release takes a tenth of each round's privacy).
     #[arg(long, requires = "adaptive_clipping")]
     pub clip_count_noise_multiplier: Option<f64>,
+    /// Where the noise of training rounds is added: `central` (the
+    /// coordinator, after unmasking), `distributed` (each site adds a share
+    /// before masking; needs secure aggregation) or `local` (each site adds
+    /// the whole noise; σ and the target ε are then each site's own).
+    #[arg(long = "dp", value_name = "PLACEMENT", default_value = "central")]
+    pub placement: Placement,
+    /// Sites assumed to collude with the coordinator in the guarantee
+    /// against it (reported; does not change the noise).
+    #[arg(long, default_value_t = 0)]
+    pub colluding_sites: u32,
 }
 
 /// Share of each round's privacy `tessera-sim` gives the clipping bits of
@@ -102,6 +114,8 @@ impl Default for PrivacyArgs {
             target_quantile: None,
             clip_learning_rate: None,
             clip_count_noise_multiplier: None,
+            placement: Placement::Central,
+            colluding_sites: 0,
         }
     }
 }
@@ -228,6 +242,12 @@ pub struct Summary {
     pub participants: usize,
     /// ε of the ledger after the last released round (null when not private).
     pub epsilon: Option<f64>,
+    /// ε of the model updates against the coordinator itself (the noise of
+    /// the sites it does not collude with; with local noise each site's own):
+    /// null when the coordinator adds the noise (central) or without DP.
+    pub epsilon_against_coordinator: Option<f64>,
+    /// Where the training rounds' noise was added (null without DP).
+    pub placement: Option<String>,
     /// δ (null when not private).
     pub delta: Option<f64>,
     /// Noise multiplier of training rounds (null when not private).
@@ -385,6 +405,13 @@ impl RunArgs {
         let learning = self.learning.plan()?;
         let dp = self.privacy.enabled();
         let n = data.sites.len();
+        if !dp && (self.privacy.placement.by_sites() || self.privacy.colluding_sites > 0) {
+            anyhow::bail!(
+                "--dp {} and --colluding-sites need differential privacy (--target-epsilon or \
+                 --noise-multiplier)",
+                self.privacy.placement
+            );
+        }
         let adaptive = if self.privacy.adaptive_clipping {
             if !dp {
                 anyhow::bail!(
@@ -436,6 +463,8 @@ impl RunArgs {
             max_rows: data.sites.iter().map(|s| s.rows.len()).max().unwrap_or(1) as f64,
             noise_seed: self.privacy.noise_seed,
             adaptive_clipping: adaptive,
+            placement: self.privacy.placement,
+            colluding_sites: self.privacy.colluding_sites,
         });
         let training = TrainingPlan {
             local_epochs: self.local_epochs.unwrap_or(if dp { 3 } else { 2 }),

@@ -73,6 +73,10 @@ pub struct PrivacyPlan {
     pub noise_seed: Option<u64>,
     /// Adaptive clipping (Andrew et al. 2021), if on.
     pub adaptive_clipping: Option<AdaptiveClippingPlan>,
+    /// Where the noise of training rounds is added.
+    pub placement: tessera_model::Placement,
+    /// Sites assumed to collude with the coordinator (reported).
+    pub colluding_sites: u32,
 }
 
 /// Adaptive clipping (Andrew, Chien, Thakkar, McMahan, "Differentially

@@ -302,7 +302,7 @@ fn main() -> ExitCode {
 }
 
 /// Keys of `tessera-sim sweep`'s own options, left out of its runs' options.
-const SWEEP_KEYS: [&str; 10] = [
+const SWEEP_KEYS: [&str; 11] = [
     "noise_multipliers",
     "target_epsilons",
     "seeds",
@@ -313,6 +313,7 @@ const SWEEP_KEYS: [&str; 10] = [
     "no_baseline",
     "select",
     "select_epsilon",
+    "placements",
 ];
 
 fn run_sweep(args: SweepArgs, options: String, engine_given: bool) -> anyhow::Result<()> {

@@ -243,6 +243,16 @@ fn finish(
         )?),
         None => None,
     };
+    let (epsilon_against_coordinator, placement) = match privacy {
+        Some(p) => {
+            let rows = store.ledger()?;
+            (
+                tessera_coordinator::privacy_report::coordinator_epsilon(&rows, p.delta),
+                Some(p.placement.as_str().to_owned()),
+            )
+        }
+        None => (None, None),
+    };
     let noise_multiplier = privacy.and_then(|_| {
         store
             .ledger()
@@ -282,6 +292,8 @@ fn finish(
         planned_rounds: spec.plan.rounds,
         participants: spec.plan.sites.len(),
         epsilon,
+        epsilon_against_coordinator,
+        placement,
         delta: privacy.map(|p| p.delta),
         noise_multiplier,
         private: privacy.is_some_and(|p| p.noise_seed.is_none()),

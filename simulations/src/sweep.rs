@@ -63,6 +63,13 @@ pub struct SweepOptions {
     /// ε of the choice (`--select`).
     #[arg(long, default_value_t = 1.0)]
     pub select_epsilon: f64,
+    /// Noise placements to sweep (comma-separated: `central,distributed,local`),
+    /// crossed with the privacy settings: one curve per placement. At a
+    /// target ε each placement reaches it for its own promise (see the
+    /// README): the released models for central and distributed noise, each
+    /// site's own update for local noise.
+    #[arg(long, value_delimiter = ',')]
+    pub placements: Vec<tessera_model::Placement>,
 }
 
 /// One run of the sweep.
@@ -79,6 +86,8 @@ pub struct Job {
     pub seed: u64,
     /// Noise seed, if the sweep seeds the noise.
     pub noise_seed: Option<u64>,
+    /// Noise placement of a private run, when the sweep varies it.
+    pub placement: Option<tessera_model::Placement>,
 }
 
 fn parse_vary(v: &str) -> anyhow::Result<(String, Vec<String>)> {
@@ -142,28 +151,52 @@ pub fn jobs(o: &SweepOptions, seed: u64, noise_seed: Option<u64>) -> anyhow::Res
         }
         combos = next;
     }
+    if o.placements
+        .iter()
+        .enumerate()
+        .any(|(i, p)| o.placements[..i].contains(p))
+    {
+        bail!("--placements names a placement twice");
+    }
+    // The non-private baseline has no placement: it runs once per combination.
+    let placements: Vec<Option<tessera_model::Placement>> = if o.placements.is_empty() {
+        vec![None]
+    } else {
+        o.placements.iter().copied().map(Some).collect()
+    };
     let all = settings.into_iter().chain((!o.no_baseline).then_some(None));
     let mut out = Vec::new();
     for setting in all {
-        for combo in &combos {
-            for i in 0..o.seeds {
-                let s = seed + i;
-                let mut name = match setting {
-                    Some(("noise_multiplier", v)) => format!("sigma-{v}"),
-                    Some((_, v)) => format!("eps-{v}"),
-                    None => "nonprivate".into(),
-                };
-                for (k, v) in combo {
-                    name.push_str(&format!("-{k}-{}", v.replace([':', '/', ' ', ','], "_")));
+        let placements = if setting.is_some() {
+            placements.as_slice()
+        } else {
+            &[None]
+        };
+        for &placement in placements {
+            for combo in &combos {
+                for i in 0..o.seeds {
+                    let s = seed + i;
+                    let mut name = match setting {
+                        Some(("noise_multiplier", v)) => format!("sigma-{v}"),
+                        Some((_, v)) => format!("eps-{v}"),
+                        None => "nonprivate".into(),
+                    };
+                    if let Some(p) = placement {
+                        name.push_str(&format!("-dp-{p}"));
+                    }
+                    for (k, v) in combo {
+                        name.push_str(&format!("-{k}-{}", v.replace([':', '/', ' ', ','], "_")));
+                    }
+                    name.push_str(&format!("-seed-{s}"));
+                    out.push(Job {
+                        name,
+                        varied: combo.clone(),
+                        setting,
+                        seed: s,
+                        noise_seed: noise_seed.map(|n| n + i),
+                        placement,
+                    });
                 }
-                name.push_str(&format!("-seed-{s}"));
-                out.push(Job {
-                    name,
-                    varied: combo.clone(),
-                    setting,
-                    seed: s,
-                    noise_seed: noise_seed.map(|n| n + i),
-                });
             }
         }
     }
@@ -189,6 +222,13 @@ pub fn job_options(base: &toml::Table, job: &Job, dir: &Path) -> toml::Table {
         if let Some(n) = job.noise_seed {
             t.insert("noise_seed".into(), (n as i64).into());
         }
+        if let Some(p) = job.placement {
+            t.insert("dp".into(), p.as_str().into());
+        }
+    } else {
+        // A non-private run has no placement (and a swept one is not its).
+        t.remove("dp");
+        t.remove("colluding_sites");
     }
     for (k, v) in &job.varied {
         t.insert(k.clone(), v.clone().into());
@@ -411,7 +451,33 @@ mod tests {
             no_baseline: false,
             select: false,
             select_epsilon: 1.0,
+            placements: vec![],
         }
+    }
+
+    #[test]
+    fn placements_cross_the_private_settings_only() {
+        use tessera_model::Placement;
+        let mut o = opts();
+        o.vary.clear();
+        o.seeds = 1;
+        o.placements = vec![Placement::Central, Placement::Local];
+        let all = jobs(&o, 1, None).unwrap();
+        // 2 σ × 2 placements, and one baseline without a placement.
+        assert_eq!(all.len(), 5);
+        let base = toml::Table::new();
+        let dir = Path::new("/tmp/x");
+        let local = all
+            .iter()
+            .find(|j| j.name == "sigma-2-dp-local-seed-1")
+            .unwrap();
+        assert_eq!(job_options(&base, local, dir)["dp"].as_str(), Some("local"));
+        let baseline = all.iter().find(|j| j.setting.is_none()).unwrap();
+        let mut with_dp = base.clone();
+        with_dp.insert("dp".into(), "distributed".into());
+        assert!(!job_options(&with_dp, baseline, dir).contains_key("dp"));
+        o.placements = vec![Placement::Local, Placement::Local];
+        assert!(jobs(&o, 1, None).is_err());
     }
 
     #[test]

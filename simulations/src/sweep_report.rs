@@ -45,7 +45,8 @@ pub fn sweep_csv(done: &[Done], varied: &[String]) -> String {
         csv.push_str(&format!(",{v}"));
     }
     csv.push_str(
-        ",seed,epsilon,delta,final_accuracy,final_loss,final_rmse,rounds,private,task,run\n",
+        ",seed,epsilon,delta,final_accuracy,final_loss,final_rmse,rounds,private,task,run,\
+         placement,epsilon_against_coordinator\n",
     );
     let num = |v: &serde_json::Value| v.as_f64().map(|x| format!("{x}")).unwrap_or_default();
     for d in done {
@@ -68,7 +69,7 @@ pub fn sweep_csv(done: &[Done], varied: &[String]) -> String {
             }
         }
         csv.push_str(&format!(
-            ",{},{},{},{},{},{},{},{},{},{}\n",
+            ",{},{},{},{},{},{},{},{},{},{},{},{}\n",
             d.job.seed,
             num(&s["epsilon"]),
             num(&s["delta"]),
@@ -78,7 +79,9 @@ pub fn sweep_csv(done: &[Done], varied: &[String]) -> String {
             s["rounds"],
             s["private"],
             s["task"].as_str().unwrap_or_default(),
-            d.job.name
+            d.job.name,
+            s["placement"].as_str().unwrap_or_default(),
+            num(&s["epsilon_against_coordinator"]),
         ));
     }
     csv
@@ -92,9 +95,23 @@ struct Gathered {
     non_private: Vec<f64>,
 }
 
-/// The plot's series: one per combination of varied values.
+/// The ε a run is plotted at: the guarantee of its placement — the
+/// released models' ε, except for local noise, whose promise is each site's
+/// own update protected by its own noise against everyone (the coordinator
+/// included; the run's `epsilon_against_coordinator`).
+pub fn plotted_epsilon(summary: &serde_json::Value) -> Option<f64> {
+    if summary["placement"] == "local" {
+        summary["epsilon_against_coordinator"].as_f64()
+    } else {
+        summary["epsilon"].as_f64()
+    }
+}
+
+/// The plot's series: one per combination of varied values and placement;
+/// a placement's series shares the non-private runs of its combination.
 pub fn series(done: &[Done]) -> Vec<SweepSeries> {
-    let mut by: BTreeMap<String, Gathered> = BTreeMap::new();
+    let mut by: BTreeMap<(String, String), Gathered> = BTreeMap::new();
+    let mut baseline: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for d in done {
         let label: Vec<String> = d
             .job
@@ -102,22 +119,38 @@ pub fn series(done: &[Done]) -> Vec<SweepSeries> {
             .iter()
             .map(|(k, v)| format!("{k} = {v}"))
             .collect();
-        let entry = by.entry(label.join(", ")).or_default();
+        let label = label.join(", ");
+        let placement = d
+            .job
+            .placement
+            .map(|p| format!("dp = {p}"))
+            .unwrap_or_default();
         let value = final_metric(&d.summary);
-        match (d.job.setting, d.summary["epsilon"].as_f64()) {
+        match (d.job.setting, plotted_epsilon(&d.summary)) {
             (Some((k, v)), Some(eps)) => {
+                let entry = by.entry((label, placement)).or_default();
                 let e = entry.settings.entry(format!("{k}={v}")).or_default();
                 e.0.push(eps);
                 e.1.push(value);
             }
-            (None, _) => entry.non_private.push(value),
+            (None, _) => baseline.entry(label).or_default().push(value),
             _ => {}
         }
     }
+    // Combinations with only non-private runs still get their series.
+    for label in baseline.keys() {
+        if !by.keys().any(|(l, _)| l == label) {
+            by.entry((label.clone(), String::new())).or_default();
+        }
+    }
     by.into_iter()
-        .map(|(label, g)| SweepSeries {
-            label,
-            non_private: g.non_private,
+        .map(|((label, placement), g)| SweepSeries {
+            non_private: baseline.get(&label).cloned().unwrap_or(g.non_private),
+            label: match (label.is_empty(), placement.is_empty()) {
+                (_, true) => label,
+                (true, false) => placement,
+                (false, false) => format!("{placement}, {label}"),
+            },
             points: g
                 .settings
                 .into_values()
@@ -157,7 +190,7 @@ pub fn table(done: &[Done]) -> String {
             .collect();
         let eps: Vec<f64> = runs
             .iter()
-            .filter_map(|d| d.summary["epsilon"].as_f64())
+            .filter_map(|d| plotted_epsilon(&d.summary))
             .collect();
         let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
         let lo = values.iter().copied().fold(f64::INFINITY, f64::min);
@@ -192,6 +225,7 @@ mod tests {
                 setting,
                 seed,
                 noise_seed: None,
+                placement: None,
             },
             summary: serde_json::json!({
                 "task": "binary",
@@ -199,6 +233,42 @@ mod tests {
                 "delta": 1e-5, "noise_multiplier": 1.0, "final_loss": 0.3, "rounds": 5,
                 "private": private,
             }),
+        }
+    }
+
+    #[test]
+    fn placements_make_one_series_each_and_share_the_baseline() {
+        use tessera_model::Placement;
+        let eps = Some(("target_epsilon", 2.0));
+        let mut done = Vec::new();
+        for p in [Placement::Central, Placement::Local] {
+            let mut d = mk(&format!("eps-2-dp-{p}-seed-1"), eps, 1, 0.9);
+            d.job.placement = Some(p);
+            d.summary["placement"] = p.as_str().into();
+            d.summary["epsilon_against_coordinator"] = match p {
+                Placement::Local => 2.0.into(),
+                _ => serde_json::Value::Null,
+            };
+            if p == Placement::Local {
+                // The released models' ε is smaller: the sum carries n sites' noise.
+                d.summary["epsilon"] = 0.4.into();
+            }
+            done.push(d);
+        }
+        done.push(mk("nonprivate-seed-1", None, 1, 0.95));
+        let s = series(&done);
+        let labels: Vec<&str> = s.iter().map(|x| x.label.as_str()).collect();
+        assert_eq!(
+            labels,
+            [
+                "dp = central, model = mlp:16,8",
+                "dp = local, model = mlp:16,8"
+            ]
+        );
+        for x in &s {
+            assert_eq!(x.non_private, [0.95]);
+            // Each at its own promise: ε = 2.
+            assert_eq!(x.points[0].epsilon, 2.0);
         }
     }
 

@@ -59,7 +59,7 @@ fn a_sweep_writes_the_table_and_the_plot() {
         .collect();
     assert_eq!(rows.len(), 6, "{csv}");
     assert!(csv.starts_with(
-        "setting,noise_multiplier,target_epsilon,seed,epsilon,delta,final_accuracy,final_loss,final_rmse,rounds,private,task,run\n"
+        "setting,noise_multiplier,target_epsilon,seed,epsilon,delta,final_accuracy,final_loss,final_rmse,rounds,private,task,run,placement,epsilon_against_coordinator\n"
     ));
     let eps_of = |sigma: &str| -> Vec<f64> {
         rows.iter()

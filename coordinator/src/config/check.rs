@@ -227,7 +227,29 @@ impl CoordinatorConfig {
                 }
                 _ => {}
             }
+            if p.placement.by_sites() {
+                if self.training.adaptive_clipping {
+                    return Err(invalid(
+                        "privacy.placement",
+                        "noise added by the sites does not support adaptive clipping yet; \
+                         use placement = \"central\" or turn adaptive clipping off",
+                    ));
+                }
+                if p.placement == tessera_model::Placement::Distributed && !self.secagg.enabled {
+                    return Err(invalid(
+                        "privacy.placement",
+                        "distributed noise needs secure aggregation (each update carries only \
+                         a share of the noise): set secagg.enabled = true",
+                    ));
+                }
+            }
         } else {
+            if p.placement.by_sites() || p.colluding_sites > 0 {
+                return Err(invalid(
+                    "privacy.placement",
+                    "a noise placement is given but privacy is not enabled; set enabled = true",
+                ));
+            }
             if p.noise_multiplier.is_some() || p.target_epsilon.is_some() {
                 return Err(invalid(
                     "privacy.enabled",

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use tessera_model::Placement;
 use tessera_privacy::AccountantKind;
 
 /// The whole coordinator configuration.
@@ -330,6 +331,16 @@ pub struct PrivacySection {
     /// without an allow-list). Must leave room for the update's noise:
     /// (2σ_b)^-2 < σ^-2, where σ is the (effective) noise multiplier.
     pub clip_count_noise_multiplier: Option<f64>,
+    /// Where the noise of training rounds is added: `central` (the
+    /// coordinator, after unmasking; the default), `distributed` (each site
+    /// adds a share before masking, the coordinator tops up for dropouts) or
+    /// `local` (each site adds the whole noise; σ and `target_epsilon` are
+    /// then each site's own). Statistics and evaluation rounds stay central.
+    pub placement: Placement,
+    /// How many sites may collude with the coordinator in the guarantee
+    /// against the coordinator (their noise is known to it). Default 0: the
+    /// coordinator alone. Reported, not used to size the noise.
+    pub colluding_sites: u32,
 }
 
 impl Default for PrivacySection {
@@ -346,6 +357,8 @@ impl Default for PrivacySection {
             insecure_noise_seed: None,
             acknowledge_not_private: false,
             clip_count_noise_multiplier: None,
+            placement: Placement::Central,
+            colluding_sites: 0,
         }
     }
 }

@@ -161,3 +161,49 @@ fn relative_paths_follow_the_file() {
     assert!(s.config.tls.ca.is_absolute());
     assert!(s.store.ends_with("coordinator.sqlite"));
 }
+
+#[test]
+fn noise_placements_are_planned_and_checked() {
+    let e = example();
+    let with = |placement: &str| {
+        e.replace(
+            "statistics_noise_multiplier = 20.0",
+            &format!("statistics_noise_multiplier = 20.0\nplacement = \"{placement}\""),
+        )
+    };
+    let central = load_str(&e).unwrap();
+    let distributed = load_str(&with("distributed")).unwrap();
+    let local = load_str(&with("local")).unwrap();
+    assert_eq!(
+        central.policy().privacy.unwrap().placement,
+        tessera_model::Placement::Central
+    );
+    assert_eq!(
+        distributed.policy().privacy.unwrap().placement,
+        tessera_model::Placement::Distributed
+    );
+    // Distributed noise is accounted by RDP without amplification: it needs a
+    // little more noise for the same target ε than central noise.
+    assert!(distributed.noise_multiplier >= central.noise_multiplier);
+    // Local noise reaches the target with each site's own noise alone (the
+    // training rounds only): it needs no less than distributed.
+    assert!(local.noise_multiplier > 0.0);
+    assert!(load_str(&with("everywhere")).is_err());
+    let no_secagg =
+        with("distributed").replace("[secagg]\nenabled = true", "[secagg]\nenabled = false");
+    assert_ne!(
+        no_secagg,
+        with("distributed"),
+        "the example enables secure aggregation"
+    );
+    assert_eq!(invalid_key(&no_secagg), "privacy.placement");
+    assert!(load_str(&no_secagg.replace("\"distributed\"", "\"local\"")).is_ok());
+    let adaptive =
+        with("distributed").replace("[training]", "[training]\nadaptive_clipping = true");
+    assert_eq!(invalid_key(&adaptive), "privacy.placement");
+    let off = with("local").replace(
+        "enabled = true\ntarget_epsilon = 8.0\n",
+        "enabled = false\n",
+    );
+    assert_eq!(invalid_key(&off), "privacy.placement");
+}

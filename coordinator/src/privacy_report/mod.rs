@@ -100,6 +100,15 @@ pub struct PrivacyReport {
     /// ε a site that contributed to every release counts in its own ledger,
     /// at sampling rate 1 (at the same δ).
     pub site_epsilon: Option<f64>,
+    /// The second guarantee: ε of the model updates against the coordinator
+    /// itself (what it sees: the unmasked sum with only the participants'
+    /// noise, less that of the sites assumed to collude with it). None when
+    /// some training round's noise was added by the coordinator (it saw that
+    /// sum without noise it does not know), or there is no training round.
+    pub coordinator_epsilon: Option<f64>,
+    /// Where the training rounds' noise was added: `central`,
+    /// `distributed`, `local`, or `mixed`/`none`.
+    pub placement: String,
     /// Prior → worst-case posterior at (ε, δ).
     pub posterior: Vec<Posterior>,
     /// The unit of privacy and the adjacency, as the ledger states them.
@@ -201,6 +210,7 @@ impl PrivacyReport {
                 .ok()
                 .map(|r| r.epsilon)
         };
+        let coordinator_epsilon = coordinator_epsilon(rows, delta);
         let posterior = PRIORS
             .iter()
             .map(|&prior| Posterior {
@@ -226,10 +236,64 @@ impl PrivacyReport {
             groups: groups(rows),
             tv_slack: events.iter().map(PrivacyEvent::tv_slack).sum(),
             site_epsilon,
+            coordinator_epsilon,
+            placement: placement_of(rows),
             posterior,
             guarantee: GUARANTEE,
             epsilon_by_release: ledger.rows.iter().map(|r| r.cumulative_epsilon).collect(),
         })
+    }
+}
+
+/// ε against the coordinator of a ledger's training rounds at `delta`: the
+/// accountant over each round's [`PrivacyEvent::coordinator_view`]. None if
+/// some training round gives the coordinator a sum without noise it does
+/// not know (central noise, or every contributor assumed colluding), or
+/// there is none. Statistics and evaluation releases are noised by the
+/// coordinator in every placement and are not part of this figure.
+pub fn coordinator_epsilon(rows: &[LedgerRow], delta: f64) -> Option<f64> {
+    let training: Vec<&LedgerRow> = rows
+        .iter()
+        .filter(|r| r.kind == tessera_model::RoundKind::Training)
+        .collect();
+    if training.is_empty() {
+        return None;
+    }
+    let views: Option<Vec<PrivacyEvent>> = training
+        .iter()
+        .map(|r| r.event.coordinator_view())
+        .collect();
+    tessera_privacy::epsilon(&views?, delta, AccountantKind::Best)
+        .ok()
+        .map(|r| r.epsilon)
+}
+
+/// The placement of a ledger's training rounds, from their events: `local`
+/// when each protects one site by its own noise alone (one honest summand),
+/// `distributed` for other site-added noise, `central` for the Gaussian.
+pub fn placement_of(rows: &[LedgerRow]) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for r in rows
+        .iter()
+        .filter(|r| r.kind == tessera_model::RoundKind::Training)
+    {
+        let p = match r.event {
+            PrivacyEvent::DistributedDiscreteGaussian {
+                honest_summands: 1,
+                summands,
+                ..
+            } if summands > 1 => "local",
+            PrivacyEvent::DistributedDiscreteGaussian { .. } => "distributed",
+            _ => "central",
+        };
+        if !seen.contains(&p) {
+            seen.push(p);
+        }
+    }
+    match seen.as_slice() {
+        [] => "none".into(),
+        [one] => (*one).into(),
+        _ => "mixed".into(),
     }
 }
 

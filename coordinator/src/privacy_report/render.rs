@@ -243,11 +243,32 @@ fn document(r: &PrivacyReport) -> Vec<Block> {
         "It sees each site's name (from its certificate), its public keys, encrypted key shares \
          it cannot open, and a masked update that looks like random numbers to it."
             .into(),
-        "It sees the sum of the round's updates before it adds the noise. The guarantee above is \
-         therefore against everyone who sees the released models, not against the coordinator \
-         itself; against the coordinator, secure aggregation hides each single update as long as \
-         it does not collude with enough sites."
-            .into(),
+        match (r.placement.as_str(), r.coordinator_epsilon) {
+            ("distributed" | "local", Some(e)) => format!(
+                "The sites add the noise of the model updates themselves ({} placement), before \
+                 masking, so the sum the coordinator unmasks already carries it. Against the \
+                 coordinator itself — counting only the noise of sites it does not collude with \
+                 (`privacy.colluding_sites`; with local noise, each site's own noise alone) and \
+                 not its own top-up for sites that dropped — the model updates are (ε = {}, δ = \
+                 {:e})-DP. The federated statistics and evaluation sums are noised by the \
+                 coordinator, so it sees those sums exactly.",
+                r.placement,
+                num(e),
+                r.delta
+            ),
+            ("distributed" | "local", None) => format!(
+                "The sites add the noise of the model updates themselves ({} placement), but in \
+                 some round every contributor was assumed to collude with the coordinator: \
+                 against the coordinator there is no guarantee.",
+                r.placement
+            ),
+            _ => "It sees the sum of the round's updates before it adds the noise. The guarantee \
+                  above is therefore against everyone who sees the released models, not against \
+                  the coordinator itself; against the coordinator, secure aggregation hides each \
+                  single update as long as it does not collude with enough sites (with \
+                  `privacy.placement = \"distributed\"` the sites add the noise themselves)."
+                .into(),
+        },
         "It never sees a hospital's data, nor any single hospital's update or figures.".into(),
     ]));
 

@@ -82,6 +82,7 @@ impl Layout {
                 out.push(NoisedPart {
                     range: start..start + p.len,
                     std_units: p.noise_std * scale,
+                    draws: 1,
                 });
             }
             start += p.len;
@@ -334,9 +335,18 @@ impl RoundSpec for Training {
         let model_len = s.model.map_or(0, <[f32]>::len);
         let c = s.clip_norm;
         let (update_std, bit_std) = match &policy.privacy {
+            // Local noise: every site adds σ·C, the sum carries √n·σ·C.
+            Some(p) if p.placement == tessera_model::Placement::Local => (
+                (n as f64).sqrt() * p.update_noise_multiplier * c,
+                p.clip_count_noise_multiplier,
+            ),
             Some(p) => (p.update_noise_multiplier * c, p.clip_count_noise_multiplier),
             None => (0.0, 0.0),
         };
+        // The headroom of 12 standard deviations covers the noise of every
+        // coordinate at once with probability ≥ 1 − 10⁻¹² for any model
+        // below 10¹⁸ coordinates (tessera_privacy::distributed::sum_tail_units:
+        // 12² / 2 = 72 ≥ ln(2d / 10⁻¹²)); a sum beyond it is treated as wrapped.
         let mut parts = vec![Part {
             name: "update",
             len: model_len,

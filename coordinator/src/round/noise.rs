@@ -1,6 +1,12 @@
-//! Where the privacy noise is added: the placement of a federation's noise
-//! behind one trait. Today the coordinator adds all of it to the unmasked
-//! sum ([`CentralNoise`]); placements where the sites add it come next.
+//! The coordinator's share of a release's privacy noise, behind one trait.
+//!
+//! Where the noise goes is decided per round (`[privacy] placement`): with
+//! central noise the coordinator adds all of it to the unmasked sum; with
+//! distributed or local noise the sites add theirs before masking and the
+//! coordinator adds only the top-up for sites that dropped (one
+//! independent discrete Gaussian of the site's size per missing site, so
+//! the release carries exactly the planned sum of discrete Gaussians).
+//! Both are [`NoisedPart`]s drawn by one [`NoisePlacement`].
 
 use std::ops::Range;
 
@@ -14,6 +20,10 @@ pub struct NoisedPart {
     pub range: Range<usize>,
     /// Standard deviation, in integer units of the encoding.
     pub std_units: f64,
+    /// Independent discrete Gaussians of `std_units` to add to each
+    /// coordinate (1 for central noise; the number of missing sites for a
+    /// top-up, possibly 0).
+    pub draws: u32,
 }
 
 /// A boxed cryptographically secure RNG.
@@ -72,11 +82,13 @@ impl NoisePlacement for CentralNoise {
                     max: 0.0,
                 });
             };
-            tessera_privacy::DiscreteGaussian::new(part.std_units)?.add_mod(
-                slice,
-                modulus_bits,
-                &mut self.rng,
-            )?;
+            if part.draws == 0 {
+                continue;
+            }
+            let gaussian = tessera_privacy::DiscreteGaussian::new(part.std_units)?;
+            for _ in 0..part.draws {
+                gaussian.add_mod(slice, modulus_bits, &mut self.rng)?;
+            }
         }
         Ok(())
     }
@@ -95,10 +107,12 @@ mod tests {
             NoisedPart {
                 range: 0..4,
                 std_units: 1e6,
+                draws: 1,
             },
             NoisedPart {
                 range: 9..10,
                 std_units: 1e6,
+                draws: 1,
             },
         ];
         n.noise_sum(&mut sum, &parts, 64).unwrap();
@@ -108,7 +122,30 @@ mod tests {
         let outside = [NoisedPart {
             range: 8..12,
             std_units: 1.0,
+            draws: 1,
         }];
         assert!(n.noise_sum(&mut sum, &outside, 64).is_err());
+    }
+
+    #[test]
+    fn a_top_up_adds_one_draw_per_missing_site() {
+        let mut n = CentralNoise::new(Box::new(rand_chacha::ChaCha20Rng::seed_from_u64(2)));
+        let part = |draws| NoisedPart {
+            range: 0..20_000,
+            std_units: 100.0,
+            draws,
+        };
+        let mut none = vec![0u64; 20_000];
+        n.noise_sum(&mut none, &[part(0)], 64).unwrap();
+        assert!(none.iter().all(|&v| v == 0));
+        let mut three = vec![0u64; 20_000];
+        n.noise_sum(&mut three, &[part(3)], 64).unwrap();
+        let var = three
+            .iter()
+            .map(|&v| (v as i64 as f64).powi(2))
+            .sum::<f64>()
+            / 20_000.0;
+        // Three independent draws of variance 10⁴ each.
+        assert!((var / 3e4 - 1.0).abs() < 0.05, "{var}");
     }
 }

@@ -172,6 +172,12 @@ pub struct PrivacyPolicy {
     pub accountant: AccountantKind,
     /// The noise is seeded: NOT private.
     pub not_private: bool,
+    /// Where training rounds' noise is added. With `Local`,
+    /// `noise_multiplier` is each site's own σ.
+    pub placement: tessera_model::Placement,
+    /// Sites assumed to collude with the coordinator in the guarantee
+    /// against it.
+    pub colluding_sites: u32,
 }
 
 /// Statistics settings that matter without DP too.

@@ -50,13 +50,43 @@ impl FederationMachine {
         // The event decided when the round started (with adaptive clipping
         // σ_eff: the ledger accounts the joint release of the update sum and
         // the clipping-bit sum).
-        let event = agg.event.clone();
-        let noise_multiplier = spec.noise_multiplier(&policy);
+        let mut event = agg.event.clone();
+        let mut noise_multiplier = spec.noise_multiplier(&policy);
         let sensitivity = spec.sensitivity(&self.round_state());
+        // With noise added by the sites: the top-up for those whose input
+        // is missing, and what the coordinator itself saw.
+        let mut site_noise = false;
+        let mut top_up = None;
+        if let PrivacyEvent::DistributedDiscreteGaussian {
+            noise_multiplier: sigma,
+            summands,
+            l2_units,
+            honest_summands,
+            ..
+        } = &mut event
+        {
+            site_noise = true;
+            noise_multiplier = *sigma;
+            let m = contributors.len() as u32;
+            let placement = policy
+                .privacy
+                .as_ref()
+                .map_or(tessera_model::Placement::Central, |p| p.placement);
+            *honest_summands = super::start::honest_summands(placement, m, &policy).min(*summands);
+            top_up = Some(super::noise::NoisedPart {
+                range: 0..agg.dim,
+                std_units: *sigma * *l2_units / f64::from(*summands).sqrt(),
+                draws: summands.saturating_sub(m),
+            });
+        }
         if policy.dp() {
             // Exact discrete Gaussian noise on the integer sum, part by part,
-            // in fixed-point units. Nothing is released without its noise.
-            let parts = agg.layout.noised_parts(agg.encoding.scale_bits);
+            // in fixed-point units (with noise by the sites: one more site's
+            // share per missing site). Nothing is released without its noise.
+            let parts = match top_up {
+                Some(part) => vec![part],
+                None => agg.layout.noised_parts(agg.encoding.scale_bits),
+            };
             if let Err(e) = self
                 .noise
                 .noise_sum(&mut sum, &parts, agg.encoding.modulus_bits)
@@ -72,7 +102,32 @@ impl FederationMachine {
                 return;
             }
         }
-        let decoded = agg.encoding.decode_sum(&sum);
+        let decoded = if site_noise {
+            // The sites' noise went through the modular sum: a coordinate
+            // beyond the planned bound (contributions and noise at its tail)
+            // means the sum may have wrapped. Refuse it rather than release a
+            // wrong model.
+            match agg.encoding.decode_sum_checked(
+                &sum,
+                agg.layout.max_abs_sum(),
+                contributors.len(),
+            ) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.round_failed(
+                        now,
+                        agg.round,
+                        agg.kind,
+                        agg.training_round,
+                        &cohort,
+                        format!("the noised sum is out of the encoding's range: {e}"),
+                    );
+                    return;
+                }
+            }
+        } else {
+            agg.encoding.decode_sum(&sum)
+        };
         drop(sum);
         let privacy = policy.privacy.as_ref();
         let epsilon_after = privacy
@@ -99,7 +154,8 @@ impl FederationMachine {
             clip_norm: sensitivity,
             noise_multiplier,
             sampling_rate: match &event {
-                PrivacyEvent::Gaussian { sampling_rate, .. } => *sampling_rate,
+                PrivacyEvent::Gaussian { sampling_rate, .. }
+                | PrivacyEvent::DistributedDiscreteGaussian { sampling_rate, .. } => *sampling_rate,
                 _ => 1.0,
             },
             not_private: p.not_private,

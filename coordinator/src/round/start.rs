@@ -36,6 +36,41 @@ struct Encoded {
     tv_slack: f64,
 }
 
+/// The noise the sites of a round add themselves.
+#[derive(Debug, Clone, Copy)]
+struct SiteNoise {
+    placement: tessera_model::Placement,
+    /// Standard deviation of each site's discrete Gaussian (integer units).
+    site_units: f64,
+    /// Sites' noises in the release (the cohort; dropouts are topped up).
+    summands: u32,
+    /// Δ₂ of one site's encoded vector (integer units).
+    l2_units: f64,
+}
+
+impl SiteNoise {
+    /// Summands the coordinator does not know when `contributors` sites'
+    /// inputs are in the sum (see [`honest_summands`]).
+    fn honest_summands(&self, contributors: u32, policy: &super::FederationPolicy) -> u32 {
+        honest_summands(self.placement, contributors, policy)
+    }
+}
+
+/// The summands of a release's noise that the coordinator does not know:
+/// the contributors' own noise less that of the sites assumed to collude
+/// with it (its own top-up it knows). With local noise every site's update
+/// is protected by its own noise alone, whoever colludes: 1.
+pub(super) fn honest_summands(
+    placement: tessera_model::Placement,
+    contributors: u32,
+    policy: &super::FederationPolicy,
+) -> u32 {
+    match placement {
+        tessera_model::Placement::Local => 1,
+        _ => contributors.saturating_sub(policy.privacy.as_ref().map_or(0, |p| p.colluding_sites)),
+    }
+}
+
 impl FederationMachine {
     pub(super) fn start_round(&mut self, now: Instant, eligible: Vec<String>) {
         let policy = std::sync::Arc::clone(&self.policy);
@@ -99,11 +134,31 @@ impl FederationMachine {
         let dim = encoded.layout.dim();
         // The round's ledger event: σ, the rate a released round includes a
         // site with (≥ q under sampling), and its total-variation slack.
-        let sigma = spec.noise_multiplier(&policy);
-        let next_event = match sampled {
-            Some(r) => PrivacyEvent::gaussian(sigma, r.inclusion_rate, 1)
+        let mut sigma = spec.noise_multiplier(&policy);
+        let site_noise = match self.site_noise(kind, n, &encoded) {
+            Ok(s) => s,
+            Err(reason) => {
+                self.finish(reason, false);
+                return;
+            }
+        };
+        let next_event = match (&site_noise, sampled) {
+            (Some(noise), _) => {
+                // The release's σ on the sum (for local noise √n times each
+                // site's own).
+                sigma = f64::from(noise.summands).sqrt() * noise.site_units / noise.l2_units;
+                PrivacyEvent::distributed(
+                    noise.site_units,
+                    noise.summands,
+                    noise.l2_units,
+                    dim as u64,
+                    q,
+                    noise.honest_summands(n as u32, &policy),
+                )
+            }
+            (None, Some(r)) => PrivacyEvent::gaussian(sigma, r.inclusion_rate, 1)
                 .with_tv_slack(encoded.tv_slack + r.tv_slack),
-            None => PrivacyEvent::gaussian(sigma, 1.0, 1).with_tv_slack(encoded.tv_slack),
+            (None, None) => PrivacyEvent::gaussian(sigma, 1.0, 1).with_tv_slack(encoded.tv_slack),
         };
         if let Some(privacy) = &policy.privacy {
             // The slack must be negligible: the calibration leaves δ/1000 for it.
@@ -246,6 +301,11 @@ impl FederationMachine {
             delta: policy.privacy.as_ref().map_or(1e-5, |p| p.delta),
             adaptive: spec.adaptive_terms(&policy),
             not_private: policy.privacy.as_ref().is_some_and(|p| p.not_private),
+            placement: site_noise
+                .as_ref()
+                .map_or(tessera_model::Placement::Central, |s| s.placement),
+            site_noise_units: site_noise.as_ref().map_or(0.0, |s| s.site_units),
+            noise_summands: site_noise.as_ref().map_or(0, |s| s.summands),
         };
         let signed = secure_params.as_ref().is_some_and(|p| p.signed_keys);
         let members: Vec<CohortMember> = cohort
@@ -379,6 +439,49 @@ impl FederationMachine {
             }
         }
         Err(last_error)
+    }
+
+    /// The noise the sites add to a round of `kind` with a cohort of `n`
+    /// (None: the coordinator adds it all). `Err` is why the federation
+    /// cannot go on: a per-site noise too small to be accounted.
+    fn site_noise(
+        &self,
+        kind: RoundKind,
+        n: usize,
+        encoded: &Encoded,
+    ) -> Result<Option<SiteNoise>, String> {
+        let Some(p) = self.policy.privacy.as_ref() else {
+            return Ok(None);
+        };
+        if kind != RoundKind::Training || !p.placement.by_sites() {
+            return Ok(None);
+        }
+        let scale = f64::from(encoded.encoding.scale_bits).exp2();
+        // Δ₂ of one site's encoded vector: C·2^f (see tessera_privacy::distributed).
+        let l2_units = self.clip_norm * scale;
+        let site_units = match p.placement {
+            // Shares of the whole noise: n sites' variances sum to (σ·Δ₂)².
+            tessera_model::Placement::Distributed => {
+                p.noise_multiplier * l2_units / (n as f64).sqrt()
+            }
+            // Every site the whole noise.
+            _ => p.noise_multiplier * l2_units,
+        };
+        if !(site_units.is_finite()
+            && site_units >= tessera_privacy::distributed::MIN_SITE_NOISE_UNITS)
+        {
+            return Err(format!(
+                "each site's noise would be {site_units:.1} fixed-point units, below the {} the \
+                 distributed discrete Gaussian is accounted for; use fewer sites or more noise",
+                tessera_privacy::distributed::MIN_SITE_NOISE_UNITS
+            ));
+        }
+        Ok(Some(SiteNoise {
+            placement: p.placement,
+            site_units,
+            summands: n as u32,
+            l2_units,
+        }))
     }
 
     /// How many releases the plan makes: the training rounds, the statistics

@@ -272,6 +272,11 @@ pub struct StatusReport {
     pub target_epsilon: Option<f64>,
     /// Budget left (never negative), if a target was given.
     pub epsilon_remaining: Option<f64>,
+    /// ε of the model updates against the coordinator itself, when the
+    /// sites add the noise (see
+    /// [`crate::privacy_report::coordinator_epsilon`]); None with central
+    /// noise.
+    pub epsilon_against_coordinator: Option<f64>,
     /// The latest checkpoint.
     pub last_checkpoint: Option<Checkpoint>,
     /// The latest federated evaluation's global metrics.
@@ -325,6 +330,7 @@ pub fn status_report(
         epsilon_spent,
         target_epsilon,
         epsilon_remaining: target_epsilon.map(|t| (t - epsilon_spent).max(0.0)),
+        epsilon_against_coordinator: crate::privacy_report::coordinator_epsilon(&ledger, delta),
         last_checkpoint: store.latest_checkpoint()?,
         last_evaluation: store
             .meta(META_EVALUATION)?
@@ -408,6 +414,12 @@ impl fmt::Display for StatusReport {
             "epsilon spent:       {:.6} at delta = {:e}",
             self.epsilon_spent, self.delta
         )?;
+        if let Some(e) = self.epsilon_against_coordinator {
+            writeln!(
+                f,
+                "against coordinator: {e:.6} (model updates; noise added by the sites)"
+            )?;
+        }
         if let (Some(target), Some(left)) = (self.target_epsilon, self.epsilon_remaining) {
             writeln!(f, "epsilon remaining:   {left:.6} of {target}")?;
         }

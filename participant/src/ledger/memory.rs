@@ -68,6 +68,7 @@ mod tests {
             tv_slack: 0.0,
             not_private: false,
             recorded_at_ms: 0,
+            site_noise: None,
         }
     }
 

@@ -225,6 +225,27 @@ pub(crate) fn encode_or_zero(
     }
 }
 
+/// Adds this site's share of the noise to its encoded vector, before it is
+/// masked (distributed or local placement; nothing for central noise): an
+/// exact discrete Gaussian of the announced size on every coordinate,
+/// drawn from the site's CSPRNG. The zero vector a site sends in place of
+/// one it could not compute gets its noise too, or the released sum would
+/// carry less than planned. `Err` only for terms the check should have
+/// refused (the noise cannot be drawn): the site then leaves the round,
+/// which depends on the terms only, never on its data.
+pub(crate) fn add_site_noise(
+    values: &mut [u64],
+    plan: &RoundPlan,
+    rng: &mut dyn CryptoRng,
+) -> Result<(), String> {
+    let Some(units) = plan.site_noise_units else {
+        return Ok(());
+    };
+    tessera_privacy::DiscreteGaussian::new(units)
+        .and_then(|g| g.add_mod(values, plan.encoding.modulus_bits, rng))
+        .map_err(|e| format!("cannot add this site's noise: {e}"))
+}
+
 /// Whether a round's vector is computed when it is accepted (statistics)
 /// rather than once the global model has arrived (training).
 pub(crate) fn computed_at_accept(plan: &RoundPlan) -> bool {

@@ -422,6 +422,11 @@ impl Site {
             tv_slack: plan.tv_slack,
             not_private: plan.not_private,
             recorded_at_ms: self.clock.now_ms(),
+            site_noise: plan.site_noise_units.map(|_| crate::ledger::SiteNoise {
+                summands: plan.noise_summands,
+                l2_units: plan.clip_norm * f64::from(plan.encoding.scale_bits).exp2(),
+                dimension: plan.dimension as u64,
+            }),
         }
     }
 
@@ -496,7 +501,12 @@ impl Site {
                 return;
             };
             let computed = input::statistics(task, data, &r.plan);
-            let encoded = input::encode_or_zero(round, &r.plan, computed, &mut self.rng);
+            let mut encoded = input::encode_or_zero(round, &r.plan, computed, &mut self.rng);
+            if let Err(e) = input::add_site_noise(&mut encoded.values, &r.plan, &mut self.rng) {
+                warn!(round, error = %e, "leaving the round");
+                self.round = None;
+                return;
+            }
             r.input = Some(encoded.values);
             r.fallback = encoded.fallback;
         }
@@ -551,7 +561,12 @@ impl Site {
                         r.announce.training_round,
                     ),
                 };
-                let encoded = input::encode_or_zero(round, &r.plan, computed, &mut self.rng);
+                let mut encoded = input::encode_or_zero(round, &r.plan, computed, &mut self.rng);
+                if let Err(e) = input::add_site_noise(&mut encoded.values, &r.plan, &mut self.rng) {
+                    warn!(round, error = %e, "leaving the round");
+                    self.round = None;
+                    return;
+                }
                 r.input = Some(encoded.values);
                 r.fallback = encoded.fallback;
                 self.maybe_send_input();

@@ -109,6 +109,12 @@ pub struct RoundPlan {
     pub tv_slack: f64,
     /// An evaluation round: the vector's layout and the row cap it weights to.
     pub evaluation: Option<(EvalLayout, f64)>,
+    /// Noise added by the sites (distributed or local placement): the
+    /// standard deviation, in integer units, of the discrete Gaussian this
+    /// site adds to its encoded vector before masking. None: central noise.
+    pub site_noise_units: Option<f64>,
+    /// With noise added by the sites: the sites' noises in the release.
+    pub noise_summands: u32,
 }
 
 impl RoundPlan {
@@ -274,10 +280,16 @@ pub fn check(policy: &SitePolicy, task: &TaskSpec, a: &Announcement) -> Result<R
         RoundKind::Statistics | RoundKind::Evaluation => None,
     };
     let clip_to = check_encoding(encoding, adaptive, clip_norm, largest, clipped_len)?;
-    let tv_slack = if private {
-        noise_slack(encoding, &terms, adaptive, clip_norm, dimension)?
+    let site_noise_units = if private {
+        site_noise(a, kind, adaptive, encoding, clip_norm, dimension)?
     } else {
-        0.0
+        None
+    };
+    let tv_slack = match (private, site_noise_units) {
+        // The distributed discrete Gaussian is accounted exactly (no slack).
+        (true, Some(_)) => 0.0,
+        (true, None) => noise_slack(encoding, &terms, adaptive, clip_norm, dimension)?,
+        (false, _) => 0.0,
     };
     Ok(RoundPlan {
         kind,
@@ -293,7 +305,124 @@ pub fn check(policy: &SitePolicy, task: &TaskSpec, a: &Announcement) -> Result<R
         model_len,
         tv_slack,
         evaluation,
+        site_noise_units,
+        noise_summands: if site_noise_units.is_some() {
+            terms.noise_summands
+        } else {
+            0
+        },
     })
+}
+
+/// The noise a private round asks this site to add itself, checked against
+/// everything else announced (None for central noise):
+/// - only training rounds without adaptive clipping have it;
+/// - distributed noise needs secure aggregation (the coordinator would
+///   otherwise see this update with only its share of the noise), and its
+///   summands are the cohort's size;
+/// - the shares add up to the announced σ on the sum: √n·s = σ·C·2^f
+///   (local noise: s = σ·C·2^f / √n with n the cohort, i.e. every site adds
+///   the whole noise of one release);
+/// - each share is at least `MIN_SITE_NOISE_UNITS`, where the distributed
+///   discrete Gaussian's bound is the Gaussian's;
+/// - the encoding leaves room for the cohort's clipped updates, their
+///   rounding and every site's noise at its tail (12 standard deviations of
+///   the summed noise, as the coordinator plans), so the sum cannot wrap.
+fn site_noise(
+    a: &Announcement,
+    kind: RoundKind,
+    adaptive: bool,
+    encoding: FixedPoint,
+    clip_norm: f64,
+    dimension: usize,
+) -> Result<Option<f64>, Decline> {
+    use DeclineCode as D;
+    use tessera_model::Placement;
+    let terms = &a.privacy;
+    if terms.placement == Placement::Central {
+        return Ok(None);
+    }
+    if kind != RoundKind::Training || adaptive {
+        return decline(
+            D::InvalidTerms,
+            format!(
+                "{} noise announced for a {} round{}",
+                terms.placement,
+                kind.as_str(),
+                if adaptive {
+                    " with adaptive clipping"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    let n = terms.noise_summands;
+    let s = terms.site_noise_units;
+    match (&a.secagg, terms.placement) {
+        (None, Placement::Distributed) => {
+            return decline(
+                D::SecureAggregationRequired,
+                "distributed noise without secure aggregation",
+            );
+        }
+        (Some(sa), _) if sa.cohort.len() as u64 != u64::from(n) => {
+            return decline(
+                D::InvalidTerms,
+                format!(
+                    "noise of {n} sites announced for a cohort of {}",
+                    sa.cohort.len()
+                ),
+            );
+        }
+        _ => {}
+    }
+    if n == 0 || !(s.is_finite() && s >= tessera_privacy::distributed::MIN_SITE_NOISE_UNITS) {
+        return decline(
+            D::InvalidTerms,
+            format!(
+                "site noise of {s} units over {n} sites (at least {} units each)",
+                tessera_privacy::distributed::MIN_SITE_NOISE_UNITS
+            ),
+        );
+    }
+    let scale = f64::from(encoding.scale_bits).exp2();
+    let l2 = clip_norm * scale;
+    let sum_std = f64::from(n).sqrt() * s;
+    let expected = match terms.placement {
+        Placement::Local => s,
+        _ => sum_std,
+    };
+    let announced = match terms.placement {
+        Placement::Local => terms.noise_multiplier * l2 / f64::from(n).sqrt(),
+        _ => terms.noise_multiplier * l2,
+    };
+    if !same(expected, announced) {
+        return decline(
+            D::InvalidTerms,
+            format!(
+                "site noise of {s} units over {n} sites does not make the announced σ = {} \
+                 on the sum",
+                terms.noise_multiplier
+            ),
+        );
+    }
+    let needed = f64::from(n) * (l2 + (dimension as f64).sqrt()) + 12.0 * sum_std;
+    let limit = f64::from(encoding.modulus_bits - 1).exp2();
+    if needed.is_nan() || needed >= limit {
+        return decline(
+            D::InvalidEncoding,
+            format!(
+                "the sum of {n} clipped updates and their noise needs {needed:.3e} units, \
+                 more than 2^{} − 1",
+                encoding.modulus_bits - 1
+            ),
+        );
+    }
+    if tessera_privacy::DiscreteGaussian::new(s).is_err() {
+        return decline(D::InvalidTerms, format!("site noise of {s} units"));
+    }
+    Ok(Some(s))
 }
 
 /// The weight decay of a training round: finite, non-negative, at most
@@ -601,6 +730,8 @@ mod tests {
             model_len: 4,
             tv_slack: 0.0,
             evaluation: None,
+            site_noise_units: None,
+            noise_summands: 0,
         };
         assert_eq!(plan.zero_vector(), [0.0, 0.0, 0.0, 0.0, -0.5]);
         plan.adaptive = false;

@@ -257,6 +257,7 @@ pub(crate) fn private_training(round: u64) -> v1::RoundAnnounce {
             update_noise_multiplier: SIGMA_UPDATE,
             clip_count_noise_multiplier: SIGMA_BIT,
             not_private: false,
+            ..Default::default()
         }),
         secagg: Some(secagg()),
         encoding: Some(v1::Encoding {
@@ -266,6 +267,24 @@ pub(crate) fn private_training(round: u64) -> v1::RoundAnnounce {
         preprocessing: Some(preprocessing()),
         ..Default::default()
     }
+}
+
+/// A sane private training round without adaptive clipping whose three
+/// sites add the noise themselves (distributed placement): σ = 1 on the
+/// sum, each site √3 times less.
+pub(crate) fn distributed_training(round: u64) -> v1::RoundAnnounce {
+    let mut a = private_training(round);
+    a.dimension = 4;
+    let scale = f64::from(a.encoding.unwrap().scale_bits).exp2();
+    let p = a.privacy.as_mut().unwrap();
+    p.adaptive_clipping = false;
+    p.update_noise_multiplier = 0.0;
+    p.clip_count_noise_multiplier = 0.0;
+    p.noise_multiplier = 1.0;
+    p.placement = v1::NoisePlacement::Distributed as i32;
+    p.noise_summands = 3;
+    p.site_noise_units = CLIP * scale / 3f64.sqrt();
+    a
 }
 
 /// The global model of a training round, as chunks.
@@ -477,5 +496,6 @@ pub(crate) fn contribution(federation: &str, round: u64, sigma: f64) -> Contribu
         tv_slack: 0.0,
         not_private: false,
         recorded_at_ms: 1_795_000_000_000 + round as i64,
+        site_noise: None,
     }
 }

@@ -330,6 +330,12 @@ impl ComposedPld {
         if !(h0.is_finite() && h0 > 0.0) || opts.max_fft_len < 16 {
             return Err(not_applicable("invalid PLD options"));
         }
+        if g.has_distributed {
+            // Its bound is a zCDP one: nothing to build a loss distribution from.
+            return Err(not_applicable(
+                "distributed discrete Gaussian releases are accounted by RDP only",
+            ));
+        }
         let mut comps: Vec<(Mech, Mech, u64)> = Vec::new();
         if g.has_full {
             let m = Mech::Gaussian {

@@ -11,6 +11,8 @@
 //!   dp_accounting, so `--accountant rdp` reproduces its figures. Each
 //!   order is also capped by the full-participation value `a / (2 sigma^2)`.
 //! * Full participation: alpha / (2 sigma^2) per round.
+//! * Distributed discrete Gaussian: alpha * rho per release, rho the zCDP
+//!   bound of Kairouz, Liu & Steinke 2021, Thm. 2 ([`crate::distributed`]).
 //! * Discrete Laplace with parameter epsilon: its exact RDP,
 //!   `ln((e^{(a-1)eps} + e^{-a eps}) / (1 + e^{-eps})) / (a-1)`, which is
 //!   also the largest RDP any pure eps-DP mechanism can have (Bun & Steinke
@@ -60,7 +62,8 @@ impl RdpCurve {
         let rdp = orders
             .iter()
             .map(|&a| {
-                let mut r = a / 2.0 * g.full_mu2;
+                // zCDP ρ is RDP α·ρ at every order (Bun & Steinke 2016).
+                let mut r = a / 2.0 * g.full_mu2 + a * g.distributed_rho;
                 for &(s, q, c) in &g.sampled {
                     r += c as f64 * sampled_gaussian_rdp(q, s, a);
                 }
