@@ -6,18 +6,27 @@
 //! Errors are terminal: a state consumed by a failing call is gone, and the
 //! participant simply stops taking part in the round — to the coordinator it
 //! looks like a dropout, which the protocol tolerates.
+//!
+//! Secrets (the X25519 secret keys, the self-mask seed, the pairwise seeds
+//! and share-encryption keys, and the Shamir shares held of the peers'
+//! secrets) are wiped from memory when the state holding them is dropped
+//! (`zeroize`); every state implements [`ZeroizeOnDrop`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use rand_core::CryptoRng;
 use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
+use crate::consistency::{
+    check_survivor_list, derive_graph_seed, signed_survivors_message, verify_survivor_signatures,
+};
 use crate::graph::Graph;
 use crate::kdf::{agree, pairwise_mask_seed, share_key};
 use crate::messages::{
     AdvertiseKeys, ClientMessage, EncryptedShare, MaskedInput, PeerKeys, RoutedShares,
-    ServerMessage, ShareKeys, UnmaskRequest, UnmaskResponse,
+    ServerMessage, ShareKeys, SurvivorList, SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 use crate::params::RoundParams;
 use crate::prg::{MaskJob, apply_masks, masked_copy, modulus_mask};
@@ -79,9 +88,59 @@ impl fmt::Debug for ClientConfig {
     }
 }
 
+/// A 32-byte secret, wiped when dropped.
+type Secret = Zeroizing<[u8; 32]>;
+
+/// The two shares this participant holds of one peer's secrets (its
+/// self-mask seed b and its mask key s^SK); wiped when dropped.
+pub struct HeldShares {
+    self_mask: Share,
+    key: Share,
+}
+
+impl Zeroize for HeldShares {
+    fn zeroize(&mut self) {
+        self.self_mask.0.zeroize();
+        self.key.0.zeroize();
+    }
+}
+
+impl Drop for HeldShares {
+    fn drop(&mut self) {
+        self.zeroize();
+    }
+}
+
+impl ZeroizeOnDrop for HeldShares {}
+
+#[cfg(test)]
+impl HeldShares {
+    pub(crate) fn new(self_mask: Share, key: Share) -> Self {
+        HeldShares { self_mask, key }
+    }
+
+    pub(crate) fn values(&self) -> (ShareWords, ShareWords) {
+        (self.self_mask.0, self.key.0)
+    }
+}
+
+#[cfg(test)]
+type ShareWords = [u64; crate::shamir::CHUNKS];
+
+/// Signer and verifier of a signed-key round.
+struct Auth {
+    signer: Box<dyn KeySigner>,
+    verifier: Box<dyn KeyVerifier>,
+}
+
 struct Common {
     params: RoundParams,
     me: u32,
+    /// Present exactly when `params.signed_keys`.
+    auth: Option<Auth>,
+    /// The graph seed in use: announced, or (signed keys) derived from U1
+    /// once the peers' keys arrived.
+    graph_seed: [u8; 32],
 }
 
 impl Common {
@@ -118,44 +177,69 @@ macro_rules! debug_state {
     };
 }
 
-/// Keys advertised; waiting for the neighbours' keys.
+/// Keys advertised; waiting for the neighbours' keys (with signed keys:
+/// every other participant's keys).
 pub struct AwaitingPeerKeys {
     common: Common,
+    /// The neighbours by the announced graph seed (unused with signed
+    /// keys: the graph is known once the keys are).
     neighbours: Vec<u32>,
-    verifier: Option<Box<dyn KeyVerifier>>,
+    /// This participant's own advertisement (part of U1 for the seed).
+    own: AdvertiseKeys,
     cipher_sk: StaticSecret,
     mask_sk: StaticSecret,
-    self_seed: [u8; 32],
+    self_seed: Secret,
 }
 
 /// Secret shares sent; waiting for the shares addressed to this participant.
 pub struct AwaitingShares {
     common: Common,
-    self_seed: [u8; 32],
+    self_seed: Secret,
     /// peer -> (key to open its share bundle, pairwise mask seed)
-    peers: BTreeMap<u32, ([u8; 32], [u8; 32])>,
+    peers: BTreeMap<u32, (Secret, Secret)>,
 }
 
 /// Shares received; waiting for the local input to mask.
 pub struct AwaitingInput {
     common: Common,
-    self_seed: [u8; 32],
+    self_seed: Secret,
     /// Mask partners: peers whose shares arrived, with the pairwise seed.
-    partners: Vec<(u32, [u8; 32])>,
-    /// owner -> (share of its self-mask seed, share of its mask key)
-    held: BTreeMap<u32, (Share, Share)>,
+    partners: Vec<(u32, Secret)>,
+    /// owner -> shares of its self-mask seed and of its mask key
+    held: BTreeMap<u32, HeldShares>,
 }
 
-/// Masked input sent; waiting for the unmasking request.
+/// Masked input sent; waiting for the unmasking request — or, with signed
+/// keys, first for the survivor list of the consistency check.
 pub struct AwaitingUnmask {
     common: Common,
-    held: BTreeMap<u32, (Share, Share)>,
+    held: BTreeMap<u32, HeldShares>,
+}
+
+/// Signed keys only: the survivor list U3 signed; waiting for the unmasking
+/// request carrying the survivors' signatures \[B17 Fig. 4 Round 4].
+pub struct AwaitingSignatures {
+    common: Common,
+    held: BTreeMap<u32, HeldShares>,
+    /// U3 as given to this participant.
+    survivors: BTreeSet<u32>,
+    /// The bytes this participant signed (every signature must be over them).
+    signed: Vec<u8>,
 }
 
 debug_state!(AwaitingPeerKeys);
 debug_state!(AwaitingShares);
 debug_state!(AwaitingInput);
 debug_state!(AwaitingUnmask);
+debug_state!(AwaitingSignatures);
+
+// Every field holding a secret zeroises itself when dropped (StaticSecret,
+// `Secret`, `HeldShares`), so the states do too.
+impl ZeroizeOnDrop for AwaitingPeerKeys {}
+impl ZeroizeOnDrop for AwaitingShares {}
+impl ZeroizeOnDrop for AwaitingInput {}
+impl ZeroizeOnDrop for AwaitingUnmask {}
+impl ZeroizeOnDrop for AwaitingSignatures {}
 
 impl AwaitingPeerKeys {
     /// Round 0 (AdvertiseKeys): draws the two X25519 key pairs (c, s) and the
@@ -179,8 +263,8 @@ impl AwaitingPeerKeys {
         }
         let cipher_sk = StaticSecret::random_from_rng(rng);
         let mask_sk = StaticSecret::random_from_rng(rng);
-        let mut self_seed = [0u8; 32];
-        rng.fill_bytes(&mut self_seed);
+        let mut self_seed = Secret::new([0u8; 32]);
+        rng.fill_bytes(self_seed.as_mut());
         let cipher_public_key = PublicKey::from(&cipher_sk).to_bytes();
         let mask_public_key = PublicKey::from(&mask_sk).to_bytes();
         let signature = match (&cfg.signer, cfg.params.signed_keys) {
@@ -199,14 +283,25 @@ impl AwaitingPeerKeys {
             mask_public_key,
             signature,
         };
-        let neighbours = Graph::new(&cfg.params).neighbours(cfg.me);
+        let neighbours = if cfg.params.signed_keys {
+            Vec::new()
+        } else {
+            Graph::new(&cfg.params).neighbours(cfg.me)
+        };
+        let auth = match (cfg.signer, cfg.verifier, cfg.params.signed_keys) {
+            (Some(signer), Some(verifier), true) => Some(Auth { signer, verifier }),
+            _ => None,
+        };
+        let graph_seed = cfg.params.graph_seed;
         let state = AwaitingPeerKeys {
             common: Common {
                 params: cfg.params,
                 me: cfg.me,
+                auth,
+                graph_seed,
             },
             neighbours,
-            verifier: cfg.verifier,
+            own: msg.clone(),
             cipher_sk,
             mask_sk,
             self_seed,
@@ -214,42 +309,96 @@ impl AwaitingPeerKeys {
         Ok((state, msg))
     }
 
+    /// Signed keys: checks that `msg` holds signed keys of distinct cohort
+    /// members other than this one (all of U1 but itself), derives the graph
+    /// seed from U1 and compares it with the coordinator's, and returns the
+    /// seed and this participant's neighbours among the members of U1 that
+    /// survive pruning (the same pruning the coordinator does).
+    fn signed_view(&self, msg: &PeerKeys) -> Result<([u8; 32], Vec<u32>), Error> {
+        let c = &self.common;
+        let Some(auth) = &c.auth else {
+            return Err(Error::ApiMisuse("signed keys need a verifier"));
+        };
+        let mut u1: BTreeMap<u32, &AdvertiseKeys> = BTreeMap::new();
+        for k in &msg.keys {
+            c.check_round(k.round)?;
+            if c.params.participants.binary_search(&k.from).is_err() {
+                return Err(Violation::UnknownParticipant(k.from).into());
+            }
+            if k.from == c.me || u1.insert(k.from, k).is_some() {
+                return Err(Violation::Duplicate(k.from).into());
+            }
+            let signed = signed_key_message(
+                c.params.round,
+                k.from,
+                &k.cipher_public_key,
+                &k.mask_public_key,
+            );
+            if !auth.verifier.verify(k.from, &signed, &k.signature) {
+                return Err(Violation::BadSignature { peer: k.from }.into());
+            }
+        }
+        u1.insert(c.me, &self.own);
+        let seed = derive_graph_seed(&c.params, u1.values().copied());
+        if msg.graph_seed != seed {
+            return Err(Violation::GraphSeedMismatch.into());
+        }
+        let graph = Graph::with_seed(&c.params, &seed);
+        let t = c.params.threshold;
+        let alive = graph.prune(u1.keys().copied().collect(), t);
+        let neighbours: Vec<u32> = graph
+            .neighbours(c.me)
+            .into_iter()
+            .filter(|v| alive.contains(v))
+            .collect();
+        if !alive.contains(&c.me) {
+            return Err(Error::BelowThreshold {
+                needed: t,
+                have: neighbours.len(),
+                stage: Stage::AwaitingKeys,
+            });
+        }
+        Ok((seed, neighbours))
+    }
+
     /// Round 1 (ShareKeys): checks the neighbours' keys (neighbours only, no
     /// duplicates, at least t of them, valid signatures, usable keys), splits b
     /// and s^SK t-of-|peers| with Shamir and encrypts each peer's pair of
-    /// shares to it.
+    /// shares to it. With signed keys the message holds every other
+    /// participant's keys, all of which must be validly signed, and the
+    /// coordinator's graph seed must be the one derived from them
+    /// ([`crate::consistency`]).
     pub fn handle_peer_keys<R: CryptoRng + ?Sized>(
-        self,
+        mut self,
         msg: PeerKeys,
         rng: &mut R,
     ) -> Result<(AwaitingShares, ShareKeys), Error> {
-        let c = &self.common;
-        c.check_round(msg.round)?;
+        self.common.check_round(msg.round)?;
         let mut keys: BTreeMap<u32, &AdvertiseKeys> = BTreeMap::new();
-        for k in &msg.keys {
-            c.check_round(k.round)?;
-            if self.neighbours.binary_search(&k.from).is_err() {
-                return Err(c.not_expected(k.from));
+        if self.common.params.signed_keys {
+            let (seed, neighbours) = self.signed_view(&msg)?;
+            self.common.graph_seed = seed;
+            for k in &msg.keys {
+                if neighbours.binary_search(&k.from).is_ok() {
+                    keys.insert(k.from, k);
+                }
             }
-            if keys.insert(k.from, k).is_some() {
-                return Err(Violation::Duplicate(k.from).into());
+        } else {
+            let c = &self.common;
+            if msg.graph_seed != c.params.graph_seed {
+                return Err(Violation::GraphSeedMismatch.into());
             }
-            if c.params.signed_keys {
-                let signed = signed_key_message(
-                    c.params.round,
-                    k.from,
-                    &k.cipher_public_key,
-                    &k.mask_public_key,
-                );
-                let ok = self
-                    .verifier
-                    .as_ref()
-                    .is_some_and(|v| v.verify(k.from, &signed, &k.signature));
-                if !ok {
-                    return Err(Violation::BadSignature { peer: k.from }.into());
+            for k in &msg.keys {
+                c.check_round(k.round)?;
+                if self.neighbours.binary_search(&k.from).is_err() {
+                    return Err(c.not_expected(k.from));
+                }
+                if keys.insert(k.from, k).is_some() {
+                    return Err(Violation::Duplicate(k.from).into());
                 }
             }
         }
+        let c = &self.common;
         let t = c.params.threshold;
         if keys.len() < t {
             return Err(Error::BelowThreshold {
@@ -270,15 +419,15 @@ impl AwaitingPeerKeys {
             peers.insert(
                 v,
                 (
-                    share_key(&cs, round, v, me),
-                    pairwise_mask_seed(&ms, round, me, v),
+                    Secret::new(share_key(&cs, round, v, me)),
+                    Secret::new(pairwise_mask_seed(&ms, round, me, v)),
                 ),
             );
-            send_keys.push(share_key(&cs, round, me, v));
+            send_keys.push(Secret::new(share_key(&cs, round, me, v)));
         }
         let xs: Vec<u32> = keys.keys().copied().collect();
         let b_shares = split(&self.self_seed, t, &xs, rng);
-        let s_shares = split(&self.mask_sk.to_bytes(), t, &xs, rng);
+        let s_shares = split(&Secret::new(self.mask_sk.to_bytes()), t, &xs, rng);
         let shares = xs
             .iter()
             .zip(send_keys.iter())
@@ -294,6 +443,7 @@ impl AwaitingPeerKeys {
             self_seed: self.self_seed,
             peers,
         };
+        drop(send_keys);
         Ok((next, ShareKeys { round, shares }))
     }
 }
@@ -318,10 +468,10 @@ impl AwaitingShares {
             if held.contains_key(&s.from) {
                 return Err(Violation::Duplicate(s.from).into());
             }
-            let pair = open(key, c.params.round, s.from, c.me, &s.ciphertext)
+            let (self_mask, key) = open(key, c.params.round, s.from, c.me, &s.ciphertext)
                 .ok_or(Violation::BadCiphertext { from: s.from })?;
-            held.insert(s.from, pair);
-            partners.push((s.from, *seed));
+            held.insert(s.from, HeldShares { self_mask, key });
+            partners.push((s.from, seed.clone()));
         }
         let t = c.params.threshold;
         if held.len() < t {
@@ -411,53 +561,132 @@ impl AwaitingInput {
 }
 
 impl AwaitingUnmask {
-    /// Round 4 (Unmasking): reveals the self-mask shares of the announced
-    /// survivors and the key shares of the announced dropouts. Refuses when
-    /// one participant is in both lists, when a listed participant never sent
-    /// shares here, on duplicates, and when fewer than t survivors (counting
-    /// this participant) are announced.
+    /// Round 4 (Unmasking) of a round *without* signed keys: reveals the
+    /// self-mask shares of the announced survivors and the key shares of the
+    /// announced dropouts (see [`reveal`]). In a signed-key round the
+    /// consistency check must come first: refused with
+    /// [`Violation::ConsistencyCheckSkipped`].
+    pub fn handle_unmask_request(self, msg: UnmaskRequest) -> Result<UnmaskResponse, Error> {
+        self.common.check_round(msg.round)?;
+        if self.common.params.signed_keys {
+            return Err(Violation::ConsistencyCheckSkipped.into());
+        }
+        reveal(&self.common, &self.held, &msg)
+    }
+
+    /// Round 3 (ConsistencyCheck), signed keys only \[B17 Fig. 4 Round 3]:
+    /// checks the survivor list U3 (strictly increasing, cohort members,
+    /// naming this participant, at least t long) and signs (round, graph
+    /// seed, U3) with the certificate key. In a round without signed keys
+    /// the message is out of place ([`Violation::WrongStage`]).
+    pub fn handle_survivor_list(
+        self,
+        msg: SurvivorList,
+    ) -> Result<(AwaitingSignatures, SurvivorSignature), Error> {
+        let c = &self.common;
+        c.check_round(msg.round)?;
+        let Some(auth) = &c.auth else {
+            return Err(Violation::WrongStage.into());
+        };
+        check_survivor_list(&c.params, c.me, &msg.survivors)?;
+        let signed = signed_survivors_message(c.params.round, &c.graph_seed, &msg.survivors);
+        let reply = SurvivorSignature {
+            round: c.params.round,
+            signature: auth.signer.sign(&signed),
+        };
+        let next = AwaitingSignatures {
+            common: self.common,
+            held: self.held,
+            survivors: msg.survivors.into_iter().collect(),
+            signed,
+        };
+        Ok((next, reply))
+    }
+}
+
+impl AwaitingSignatures {
+    /// Round 4 (Unmasking) of a signed-key round \[B17 Fig. 4 Round 4]:
+    /// reveals nothing unless every forwarded signature is by a distinct
+    /// member of U3 and verifies over the survivor list this participant
+    /// signed, at least t do, and the request asks for self-mask shares of
+    /// members of U3 only and key shares of non-members only; then as
+    /// [`reveal`]. A coordinator that told participants different survivor
+    /// sets is caught here ([`Violation::SurvivorSetMismatch`],
+    /// [`Violation::TooFewSurvivorSignatures`],
+    /// [`Violation::SurvivorsContradicted`]).
     pub fn handle_unmask_request(self, msg: UnmaskRequest) -> Result<UnmaskResponse, Error> {
         let c = &self.common;
         c.check_round(msg.round)?;
-        let mut survivors = BTreeSet::new();
-        for &u in &msg.survivors {
-            if !survivors.insert(u) {
-                return Err(Violation::Duplicate(u).into());
-            }
-        }
-        let mut dropped = BTreeSet::new();
-        for &u in &msg.dropped {
-            if survivors.contains(&u) {
-                return Err(Violation::BothSharesRequested { peer: u }.into());
-            }
-            if !dropped.insert(u) {
-                return Err(Violation::Duplicate(u).into());
-            }
-        }
-        for &u in survivors.iter().chain(dropped.iter()) {
-            if !self.held.contains_key(&u) {
-                return Err(Violation::NoSharesFrom { peer: u }.into());
-            }
-        }
-        let t = c.params.threshold;
-        if survivors.len() + 1 < t {
-            return Err(Violation::TooFewSurvivors {
-                needed: t,
-                have: survivors.len() + 1,
-            }
-            .into());
-        }
-        let reveal = |set: &[u32], pick: fn(&(Share, Share)) -> &Share| -> Vec<(u32, Vec<u8>)> {
-            set.iter()
-                .filter_map(|u| self.held.get(u).map(|p| (*u, pick(p).to_bytes().to_vec())))
-                .collect()
+        let Some(auth) = &c.auth else {
+            return Err(Error::ApiMisuse("a signed round needs a verifier"));
         };
-        Ok(UnmaskResponse {
-            round: c.params.round,
-            self_mask_shares: reveal(&msg.survivors, |p| &p.0),
-            key_shares: reveal(&msg.dropped, |p| &p.1),
-        })
+        verify_survivor_signatures(
+            auth.verifier.as_ref(),
+            c.params.threshold,
+            &self.survivors,
+            &self.signed,
+            &msg.signatures,
+        )?;
+        let contradicted = msg
+            .survivors
+            .iter()
+            .find(|u| !self.survivors.contains(u))
+            .or_else(|| msg.dropped.iter().find(|u| self.survivors.contains(u)));
+        if let Some(&peer) = contradicted {
+            return Err(Violation::SurvivorsContradicted { peer }.into());
+        }
+        reveal(c, &self.held, &msg)
     }
+}
+
+/// Reveals the self-mask shares of the announced survivors and the key
+/// shares of the announced dropouts \[B17 Fig. 4 Round 4]. Refuses when one
+/// participant is in both lists (never both shares of one peer), when a
+/// listed participant never sent shares here, on duplicates, and when fewer
+/// than t survivors (counting this participant) are announced.
+fn reveal(
+    c: &Common,
+    held: &BTreeMap<u32, HeldShares>,
+    msg: &UnmaskRequest,
+) -> Result<UnmaskResponse, Error> {
+    let mut survivors = BTreeSet::new();
+    for &u in &msg.survivors {
+        if !survivors.insert(u) {
+            return Err(Violation::Duplicate(u).into());
+        }
+    }
+    let mut dropped = BTreeSet::new();
+    for &u in &msg.dropped {
+        if survivors.contains(&u) {
+            return Err(Violation::BothSharesRequested { peer: u }.into());
+        }
+        if !dropped.insert(u) {
+            return Err(Violation::Duplicate(u).into());
+        }
+    }
+    for &u in survivors.iter().chain(dropped.iter()) {
+        if !held.contains_key(&u) {
+            return Err(Violation::NoSharesFrom { peer: u }.into());
+        }
+    }
+    let t = c.params.threshold;
+    if survivors.len() + 1 < t {
+        return Err(Violation::TooFewSurvivors {
+            needed: t,
+            have: survivors.len() + 1,
+        }
+        .into());
+    }
+    let reveal = |set: &[u32], pick: fn(&HeldShares) -> &Share| -> Vec<(u32, Vec<u8>)> {
+        set.iter()
+            .filter_map(|u| held.get(u).map(|p| (*u, pick(p).to_bytes().to_vec())))
+            .collect()
+    };
+    Ok(UnmaskResponse {
+        round: c.params.round,
+        self_mask_shares: reveal(&msg.survivors, |p| &p.self_mask),
+        key_shares: reveal(&msg.dropped, |p| &p.key),
+    })
 }
 
 /// A participant's whole round as one value, for drivers that prefer a
@@ -472,6 +701,8 @@ pub enum ClientSession {
     AwaitingInput(AwaitingInput),
     /// See [`AwaitingUnmask`].
     AwaitingUnmask(AwaitingUnmask),
+    /// See [`AwaitingSignatures`] (signed keys only).
+    AwaitingSignatures(AwaitingSignatures),
     /// The participant's part of the round is over.
     Done,
 }
@@ -509,7 +740,21 @@ impl ClientSession {
                 ClientSession::AwaitingInput(s.handle_routed_shares(m)?),
                 None,
             )),
+            (ClientSession::AwaitingUnmask(s), ServerMessage::SurvivorList(m)) => {
+                let (next, out) = s.handle_survivor_list(m)?;
+                Ok((
+                    ClientSession::AwaitingSignatures(next),
+                    Some(ClientMessage::SurvivorSignature(out)),
+                ))
+            }
             (ClientSession::AwaitingUnmask(s), ServerMessage::UnmaskRequest(m)) => {
+                let out = s.handle_unmask_request(m)?;
+                Ok((
+                    ClientSession::Done,
+                    Some(ClientMessage::UnmaskResponse(out)),
+                ))
+            }
+            (ClientSession::AwaitingSignatures(s), ServerMessage::UnmaskRequest(m)) => {
                 let out = s.handle_unmask_request(m)?;
                 Ok((
                     ClientSession::Done,

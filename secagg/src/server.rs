@@ -7,7 +7,9 @@
 //! Stages follow Bonawitz et al. 2017, Figure 4 (server side), with neighbour
 //! sets from Bell et al. 2020, §3:
 //! - keys: participants left with fewer than t neighbours that advertised keys
-//!   are removed (repeatedly), each remaining one gets its neighbours' keys;
+//!   are removed (repeatedly), each remaining one gets its neighbours' keys
+//!   (with signed keys: every other advertised key, and the graph is drawn
+//!   only now, from the seed derived from them);
 //! - shares: the same pruning over the participants that sent a complete set
 //!   of share bundles; bundles are routed among the remaining ones;
 //! - masked inputs: each is folded into one running sum as it arrives, whole
@@ -18,6 +20,10 @@
 //!   only, for self-mask shares of survivors and key shares of the dropped;
 //!   if some secret could not be recovered from the askable holders the round
 //!   aborts before anything is revealed;
+//! - consistency check (signed keys only, \[B17 Fig. 4 Round 3]): before
+//!   the unmasking requests, every survivor gets the same list U3 of
+//!   contributors and signs it; only those that signed are asked to unmask,
+//!   and each request carries all the signatures (see [`crate::consistency`]);
 //! - unmasking: b_u is reconstructed for every contributor and PRG(b_u)
 //!   subtracted; s_u^SK is reconstructed for every dropped u (checked against
 //!   its advertised public key) and the masks it shared with contributors are
@@ -27,11 +33,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::graph::Graph;
+use crate::client::KeyVerifier;
+use crate::consistency::derive_graph_seed;
+use crate::graph::{Graph, prune};
 use crate::kdf::{agree, pairwise_mask_seed};
 use crate::messages::{
     AdvertiseKeys, ClientMessage, EncryptedShare, PeerKeys, RoutedShares, ServerMessage,
-    UnmaskRequest,
+    SurvivorList, UnmaskRequest,
 };
 use crate::params::RoundParams;
 use crate::partial::{Partials, Progress};
@@ -52,6 +60,8 @@ pub enum Stage {
     AwaitingShares,
     /// Collecting masked inputs.
     AwaitingMaskedInputs,
+    /// Signed keys only: collecting the survivors' signatures over U3.
+    AwaitingSurvivorSignatures,
     /// Collecting revealed shares.
     AwaitingUnmasking,
     /// The sum was output.
@@ -84,6 +94,14 @@ pub enum StageOutcome {
 pub struct ServerRound {
     params: RoundParams,
     graph: Graph,
+    /// The graph's seed (announced, or derived from the keys when signed).
+    graph_seed: [u8; 32],
+    /// Checks survivor-list signatures on arrival, if set.
+    verifier: Option<SignatureCheck>,
+    /// U3 as sent in the consistency check (signed keys).
+    survivor_list: Vec<u32>,
+    /// signer -> signature over U3 (signed keys).
+    survivor_signatures: BTreeMap<u32, Vec<u8>>,
     stage: Stage,
     /// Who may send in the current stage.
     selected: BTreeSet<u32>,
@@ -110,20 +128,12 @@ pub struct ServerRound {
     misbehaving: BTreeSet<u32>,
 }
 
-/// Removes, until none is left, members with fewer than `t` neighbours in the set.
-fn prune(mut set: BTreeSet<u32>, t: usize, adj: impl Fn(u32) -> Vec<u32>) -> BTreeSet<u32> {
-    loop {
-        let weak: Vec<u32> = set
-            .iter()
-            .copied()
-            .filter(|&u| adj(u).iter().filter(|v| set.contains(v)).count() < t)
-            .collect();
-        if weak.is_empty() {
-            return set;
-        }
-        for u in weak {
-            set.remove(&u);
-        }
+/// A verifier of survivor-list signatures (kept out of `Debug`).
+struct SignatureCheck(Box<dyn KeyVerifier>);
+
+impl std::fmt::Debug for SignatureCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignatureCheck")
     }
 }
 
@@ -135,6 +145,10 @@ impl ServerRound {
         let partials = Partials::new(params.dim, modulus_mask(params.modulus_bits));
         Ok(ServerRound {
             graph: Graph::new(&params),
+            graph_seed: params.graph_seed,
+            verifier: None,
+            survivor_list: Vec::new(),
+            survivor_signatures: BTreeMap::new(),
             params,
             stage: Stage::AwaitingKeys,
             selected: all.clone(),
@@ -152,6 +166,21 @@ impl ServerRound {
             dropped: BTreeSet::new(),
             misbehaving: BTreeSet::new(),
         })
+    }
+
+    /// Signed keys: checks each survivor-list signature as it arrives and
+    /// refuses a bad one ([`Violation::BadSignature`]), so that one
+    /// participant's garbage cannot make the others refuse the forwarded
+    /// list. Without it signatures are forwarded as received.
+    pub fn set_verifier(&mut self, verifier: Box<dyn KeyVerifier>) {
+        self.verifier = Some(SignatureCheck(verifier));
+    }
+
+    /// The neighbour graph's seed: the announced one, or with signed keys
+    /// the one derived from the advertised keys (all zero until the keys
+    /// stage closed).
+    pub fn graph_seed(&self) -> [u8; 32] {
+        self.graph_seed
     }
 
     /// The round's parameters.
@@ -187,6 +216,7 @@ impl ServerRound {
             ClientMessage::AdvertiseKeys(_) => Stage::AwaitingKeys,
             ClientMessage::ShareKeys(_) => Stage::AwaitingShares,
             ClientMessage::MaskedInput(_) => Stage::AwaitingMaskedInputs,
+            ClientMessage::SurvivorSignature(_) => Stage::AwaitingSurvivorSignatures,
             ClientMessage::UnmaskResponse(_) => Stage::AwaitingUnmasking,
         };
         self.check_sender(from, stage, msg.round())?;
@@ -207,6 +237,26 @@ impl ServerRound {
                 // A whole input is its only part (refused after other parts).
                 self.partials.fold(&mut self.sum, from, 0, &m.values)?;
                 self.contributors.insert(from);
+            }
+            ClientMessage::SurvivorSignature(m) => {
+                if m.signature.is_empty() || m.signature.len() > MAX_SIGNATURE_LEN {
+                    return Err(Violation::WrongLength {
+                        expected: MAX_SIGNATURE_LEN,
+                        got: m.signature.len(),
+                    }
+                    .into());
+                }
+                if let Some(v) = &self.verifier {
+                    let signed = crate::signed_survivors_message(
+                        self.params.round,
+                        &self.graph_seed,
+                        &self.survivor_list,
+                    );
+                    if !v.0.verify(from, &signed, &m.signature) {
+                        return Err(Violation::BadSignature { peer: from }.into());
+                    }
+                }
+                self.survivor_signatures.insert(from, m.signature);
             }
             ClientMessage::UnmaskResponse(m) => {
                 let Some(req) = self.requests.get(&from) else {
@@ -373,6 +423,7 @@ impl ServerRound {
             Stage::AwaitingKeys => self.close_keys(),
             Stage::AwaitingShares => self.close_shares(),
             Stage::AwaitingMaskedInputs => self.close_masked(),
+            Stage::AwaitingSurvivorSignatures => self.close_signatures(),
             Stage::AwaitingUnmasking => self.close_unmask(),
         };
         if result.is_err() {
@@ -387,6 +438,7 @@ impl ServerRound {
         self.partials.clear();
         self.self_shares.clear();
         self.key_shares.clear();
+        self.survivor_signatures.clear();
         self.selected.clear();
         self.pending.clear();
     }
@@ -407,6 +459,12 @@ impl ServerRound {
 
     fn close_keys(&mut self) -> Result<StageOutcome, Error> {
         let t = self.params.threshold;
+        let signed = self.params.signed_keys;
+        if signed {
+            // The graph follows from every advertised key (U1): drawn now.
+            self.graph_seed = derive_graph_seed(&self.params, self.keys.values());
+            self.graph = Graph::with_seed(&self.params, &self.graph_seed);
+        }
         let advertised: BTreeSet<u32> = self.keys.keys().copied().collect();
         let graph = &self.graph;
         let alive = prune(advertised, t, |u| graph.neighbours(u));
@@ -421,16 +479,26 @@ impl ServerRound {
                 .into_iter()
                 .filter(|v| alive.contains(v))
                 .collect();
-            let keys = peers
-                .iter()
-                .filter_map(|v| self.keys.get(v).cloned())
-                .collect();
+            let keys = if signed {
+                // All of U1 but u, for u to derive the seed itself.
+                self.keys
+                    .values()
+                    .filter(|k| k.from != u)
+                    .cloned()
+                    .collect()
+            } else {
+                peers
+                    .iter()
+                    .filter_map(|v| self.keys.get(v).cloned())
+                    .collect()
+            };
             self.peer_lists.insert(u, peers);
             out.push((
                 u,
                 ServerMessage::PeerKeys(PeerKeys {
                     round: self.params.round,
                     keys,
+                    graph_seed: self.graph_seed,
                 }),
             ));
         }
@@ -481,8 +549,45 @@ impl ServerRound {
             return Err(self.below(contributors.len()));
         }
         self.dropped = self.selected.difference(&contributors).copied().collect();
+        if self.params.signed_keys {
+            // [B17 Fig. 4 Round 3]: the same U3 to every member of U3.
+            self.survivor_list = contributors.iter().copied().collect();
+            let list = SurvivorList {
+                round: self.params.round,
+                survivors: self.survivor_list.clone(),
+            };
+            let out = contributors
+                .iter()
+                .map(|&v| (v, ServerMessage::SurvivorList(list.clone())))
+                .collect();
+            self.enter(Stage::AwaitingSurvivorSignatures, contributors);
+            return Ok(StageOutcome::Send(out));
+        }
+        self.request_unmasking(&contributors, Vec::new())
+    }
+
+    fn close_signatures(&mut self) -> Result<StageOutcome, Error> {
+        let signers: BTreeSet<u32> = self.survivor_signatures.keys().copied().collect();
+        if signers.len() < self.params.threshold {
+            return Err(self.below(signers.len()));
+        }
+        let signatures = std::mem::take(&mut self.survivor_signatures)
+            .into_iter()
+            .collect();
+        self.request_unmasking(&signers, signatures)
+    }
+
+    /// Asks each of `askable` (contributors; with signed keys, those that
+    /// signed U3) for the shares of its neighbours, forwarding `signatures`.
+    fn request_unmasking(
+        &mut self,
+        askable: &BTreeSet<u32>,
+        signatures: Vec<(u32, Vec<u8>)>,
+    ) -> Result<StageOutcome, Error> {
+        let t = self.params.threshold;
+        let contributors = self.contributors.clone();
         let mut requests = BTreeMap::new();
-        for &v in &contributors {
+        for &v in askable {
             let from = self.routed_from.get(&v).map(Vec::as_slice).unwrap_or(&[]);
             let survivors: Vec<u32> = from
                 .iter()
@@ -503,6 +608,7 @@ impl ServerRound {
                         round: self.params.round,
                         survivors,
                         dropped,
+                        signatures: signatures.clone(),
                     },
                 );
             }
