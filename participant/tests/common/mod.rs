@@ -366,6 +366,7 @@ pub(crate) fn plain_input(out: &Outbox, round: u64, encoding: v1::Encoding) -> V
 /// input.
 pub(crate) struct Peers {
     round: u64,
+    graph_seed: [u8; 32],
     waiting: Vec<sa::AwaitingPeerKeys>,
     keys: Vec<sa::AdvertiseKeys>,
     rng: StdRng,
@@ -400,6 +401,7 @@ impl Peers {
             .unzip();
         Self {
             round: announce.round,
+            graph_seed: params.graph_seed,
             waiting,
             keys,
             rng,
@@ -421,6 +423,7 @@ impl Peers {
         let to_site = sa::PeerKeys {
             round: self.round,
             keys: self.keys.clone(),
+            graph_seed: self.graph_seed,
         };
         let now = out.handle(
             site,
@@ -447,6 +450,7 @@ impl Peers {
                     sa::PeerKeys {
                         round: self.round,
                         keys: others,
+                        graph_seed: self.graph_seed,
                     },
                     &mut self.rng,
                 )
