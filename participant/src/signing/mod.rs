@@ -27,8 +27,8 @@
 //! decline the round ([`SigningError`], logged and sent back as the
 //! decline reason). Then, when the other members' keys arrive (all of
 //! them in a signed-key round: the graph seed is derived from them), each
-//! signature is verified with the public key of that neighbour's checked certificate
-//! ([`CertificateKeyVerifier`]); one bad or missing signature and the
+//! signature is verified with the public key of that member's checked
+//! certificate ([`CertificateKeyVerifier`]); one bad or missing signature and the
 //! participant leaves the round before sending anything derived from those
 //! keys (no shares, no masked input).
 //!
