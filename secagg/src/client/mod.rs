@@ -1,6 +1,7 @@
 //! The participant side: one consuming state per stage, named for what it
-//! awaits (rustls' `Expect…` states), plus [`ClientSession`], an enum wrapper
-//! for drivers. Every step cites Bonawitz et al. 2017, Figure 4 ("Round 0"
+//! awaits (rustls' `Expect…` states) — here the stages up to masking, in
+//! `unmask` the consistency check and unmasking — plus [`ClientSession`]
+//! (`session`), an enum wrapper for drivers. Every step cites Bonawitz et al. 2017, Figure 4 ("Round 0"
 //! to "Round 4") and, for neighbour sets, Bell et al. 2020, §3.
 //!
 //! Errors are terminal: a state consumed by a failing call is gone, and the
@@ -12,26 +13,23 @@
 //! secrets) are wiped from memory when the state holding them is dropped
 //! (`zeroize`); every state implements [`ZeroizeOnDrop`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use rand_core::CryptoRng;
 use x25519_dalek::{PublicKey, StaticSecret};
-use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
-use crate::consistency::{
-    check_survivor_list, derive_graph_seed, signed_survivors_message, verify_survivor_signatures,
-};
+use crate::consistency::derive_graph_seed;
 use crate::graph::Graph;
 use crate::kdf::{agree, pairwise_mask_seed, share_key};
 use crate::messages::{
-    AdvertiseKeys, ClientMessage, EncryptedShare, MaskedInput, PeerKeys, RoutedShares,
-    ServerMessage, ShareKeys, SurvivorList, SurvivorSignature, UnmaskRequest, UnmaskResponse,
+    AdvertiseKeys, EncryptedShare, MaskedInput, PeerKeys, RoutedShares, ShareKeys,
 };
 use crate::params::RoundParams;
 use crate::prg::{MaskJob, apply_masks, masked_copy, modulus_mask};
 use crate::seal::{open, seal};
-use crate::shamir::{Share, split};
+use crate::shamir::split;
 use crate::{Error, Stage, Violation};
 
 /// Signs a participant's advertised keys, typically with the private key of
@@ -91,42 +89,6 @@ impl fmt::Debug for ClientConfig {
 /// A 32-byte secret, wiped when dropped.
 type Secret = Zeroizing<[u8; 32]>;
 
-/// The two shares this participant holds of one peer's secrets (its
-/// self-mask seed b and its mask key s^SK); wiped when dropped.
-pub struct HeldShares {
-    self_mask: Share,
-    key: Share,
-}
-
-impl Zeroize for HeldShares {
-    fn zeroize(&mut self) {
-        self.self_mask.0.zeroize();
-        self.key.0.zeroize();
-    }
-}
-
-impl Drop for HeldShares {
-    fn drop(&mut self) {
-        self.zeroize();
-    }
-}
-
-impl ZeroizeOnDrop for HeldShares {}
-
-#[cfg(test)]
-impl HeldShares {
-    pub(crate) fn new(self_mask: Share, key: Share) -> Self {
-        HeldShares { self_mask, key }
-    }
-
-    pub(crate) fn values(&self) -> (ShareWords, ShareWords) {
-        (self.self_mask.0, self.key.0)
-    }
-}
-
-#[cfg(test)]
-type ShareWords = [u64; crate::shamir::CHUNKS];
-
 /// Signer and verifier of a signed-key round.
 struct Auth {
     signer: Box<dyn KeySigner>,
@@ -177,6 +139,12 @@ macro_rules! debug_state {
     };
 }
 
+mod session;
+mod unmask;
+
+pub use session::ClientSession;
+pub use unmask::{AwaitingSignatures, AwaitingUnmask, HeldShares};
+
 /// Keys advertised; waiting for the neighbours' keys (with signed keys:
 /// every other participant's keys).
 pub struct AwaitingPeerKeys {
@@ -209,37 +177,15 @@ pub struct AwaitingInput {
     held: BTreeMap<u32, HeldShares>,
 }
 
-/// Masked input sent; waiting for the unmasking request — or, with signed
-/// keys, first for the survivor list of the consistency check.
-pub struct AwaitingUnmask {
-    common: Common,
-    held: BTreeMap<u32, HeldShares>,
-}
-
-/// Signed keys only: the survivor list U3 signed; waiting for the unmasking
-/// request carrying the survivors' signatures \[B17 Fig. 4 Round 4].
-pub struct AwaitingSignatures {
-    common: Common,
-    held: BTreeMap<u32, HeldShares>,
-    /// U3 as given to this participant.
-    survivors: BTreeSet<u32>,
-    /// The bytes this participant signed (every signature must be over them).
-    signed: Vec<u8>,
-}
-
 debug_state!(AwaitingPeerKeys);
 debug_state!(AwaitingShares);
 debug_state!(AwaitingInput);
-debug_state!(AwaitingUnmask);
-debug_state!(AwaitingSignatures);
 
 // Every field holding a secret zeroises itself when dropped (StaticSecret,
 // `Secret`, `HeldShares`), so the states do too.
 impl ZeroizeOnDrop for AwaitingPeerKeys {}
 impl ZeroizeOnDrop for AwaitingShares {}
 impl ZeroizeOnDrop for AwaitingInput {}
-impl ZeroizeOnDrop for AwaitingUnmask {}
-impl ZeroizeOnDrop for AwaitingSignatures {}
 
 impl AwaitingPeerKeys {
     /// Round 0 (AdvertiseKeys): draws the two X25519 key pairs (c, s) and the
@@ -557,248 +503,5 @@ impl AwaitingInput {
     /// The participants this one masks with (whose shares it received).
     pub fn mask_partners(&self) -> Vec<u32> {
         self.partners.iter().map(|(v, _)| *v).collect()
-    }
-}
-
-impl AwaitingUnmask {
-    /// Round 4 (Unmasking) of a round *without* signed keys: reveals the
-    /// self-mask shares of the announced survivors and the key shares of the
-    /// announced dropouts (see [`reveal`]). In a signed-key round the
-    /// consistency check must come first: refused with
-    /// [`Violation::ConsistencyCheckSkipped`].
-    pub fn handle_unmask_request(self, msg: UnmaskRequest) -> Result<UnmaskResponse, Error> {
-        self.common.check_round(msg.round)?;
-        if self.common.params.signed_keys {
-            return Err(Violation::ConsistencyCheckSkipped.into());
-        }
-        reveal(&self.common, &self.held, &msg)
-    }
-
-    /// Round 3 (ConsistencyCheck), signed keys only \[B17 Fig. 4 Round 3]:
-    /// checks the survivor list U3 (strictly increasing, cohort members,
-    /// naming this participant, at least t long) and signs (round, graph
-    /// seed, U3) with the certificate key. In a round without signed keys
-    /// the message is out of place ([`Violation::WrongStage`]).
-    pub fn handle_survivor_list(
-        self,
-        msg: SurvivorList,
-    ) -> Result<(AwaitingSignatures, SurvivorSignature), Error> {
-        let c = &self.common;
-        c.check_round(msg.round)?;
-        let Some(auth) = &c.auth else {
-            return Err(Violation::WrongStage.into());
-        };
-        check_survivor_list(&c.params, c.me, &msg.survivors)?;
-        let signed = signed_survivors_message(c.params.round, &c.graph_seed, &msg.survivors);
-        let reply = SurvivorSignature {
-            round: c.params.round,
-            signature: auth.signer.sign(&signed),
-        };
-        let next = AwaitingSignatures {
-            common: self.common,
-            held: self.held,
-            survivors: msg.survivors.into_iter().collect(),
-            signed,
-        };
-        Ok((next, reply))
-    }
-}
-
-impl AwaitingSignatures {
-    /// Round 4 (Unmasking) of a signed-key round \[B17 Fig. 4 Round 4]:
-    /// reveals nothing unless every forwarded signature is by a distinct
-    /// member of U3 and verifies over the survivor list this participant
-    /// signed, at least t do, and the request asks for self-mask shares of
-    /// members of U3 only and key shares of non-members only; then as
-    /// [`reveal`]. A coordinator that told participants different survivor
-    /// sets is caught here ([`Violation::SurvivorSetMismatch`],
-    /// [`Violation::TooFewSurvivorSignatures`],
-    /// [`Violation::SurvivorsContradicted`]).
-    pub fn handle_unmask_request(self, msg: UnmaskRequest) -> Result<UnmaskResponse, Error> {
-        let c = &self.common;
-        c.check_round(msg.round)?;
-        let Some(auth) = &c.auth else {
-            return Err(Error::ApiMisuse("a signed round needs a verifier"));
-        };
-        verify_survivor_signatures(
-            auth.verifier.as_ref(),
-            c.params.threshold,
-            &self.survivors,
-            &self.signed,
-            &msg.signatures,
-        )?;
-        let contradicted = msg
-            .survivors
-            .iter()
-            .find(|u| !self.survivors.contains(u))
-            .or_else(|| msg.dropped.iter().find(|u| self.survivors.contains(u)));
-        if let Some(&peer) = contradicted {
-            return Err(Violation::SurvivorsContradicted { peer }.into());
-        }
-        reveal(c, &self.held, &msg)
-    }
-}
-
-/// Reveals the self-mask shares of the announced survivors and the key
-/// shares of the announced dropouts \[B17 Fig. 4 Round 4]. Refuses when one
-/// participant is in both lists (never both shares of one peer), when a
-/// listed participant never sent shares here, on duplicates, and when fewer
-/// than t survivors (counting this participant) are announced.
-fn reveal(
-    c: &Common,
-    held: &BTreeMap<u32, HeldShares>,
-    msg: &UnmaskRequest,
-) -> Result<UnmaskResponse, Error> {
-    let mut survivors = BTreeSet::new();
-    for &u in &msg.survivors {
-        if !survivors.insert(u) {
-            return Err(Violation::Duplicate(u).into());
-        }
-    }
-    let mut dropped = BTreeSet::new();
-    for &u in &msg.dropped {
-        if survivors.contains(&u) {
-            return Err(Violation::BothSharesRequested { peer: u }.into());
-        }
-        if !dropped.insert(u) {
-            return Err(Violation::Duplicate(u).into());
-        }
-    }
-    for &u in survivors.iter().chain(dropped.iter()) {
-        if !held.contains_key(&u) {
-            return Err(Violation::NoSharesFrom { peer: u }.into());
-        }
-    }
-    let t = c.params.threshold;
-    if survivors.len() + 1 < t {
-        return Err(Violation::TooFewSurvivors {
-            needed: t,
-            have: survivors.len() + 1,
-        }
-        .into());
-    }
-    let reveal = |set: &[u32], pick: fn(&HeldShares) -> &Share| -> Vec<(u32, Vec<u8>)> {
-        set.iter()
-            .filter_map(|u| held.get(u).map(|p| (*u, pick(p).to_bytes().to_vec())))
-            .collect()
-    };
-    Ok(UnmaskResponse {
-        round: c.params.round,
-        self_mask_shares: reveal(&msg.survivors, |p| &p.self_mask),
-        key_shares: reveal(&msg.dropped, |p| &p.key),
-    })
-}
-
-/// A participant's whole round as one value, for drivers that prefer a
-/// single type. Errors are terminal (the session is consumed).
-#[derive(Debug)]
-pub enum ClientSession {
-    /// See [`AwaitingPeerKeys`].
-    AwaitingPeerKeys(AwaitingPeerKeys),
-    /// See [`AwaitingShares`].
-    AwaitingShares(AwaitingShares),
-    /// See [`AwaitingInput`]: call [`ClientSession::mask_input`].
-    AwaitingInput(AwaitingInput),
-    /// See [`AwaitingUnmask`].
-    AwaitingUnmask(AwaitingUnmask),
-    /// See [`AwaitingSignatures`] (signed keys only).
-    AwaitingSignatures(AwaitingSignatures),
-    /// The participant's part of the round is over.
-    Done,
-}
-
-impl ClientSession {
-    /// Starts a session; returns it and the key advertisement to send.
-    pub fn start<R: CryptoRng + ?Sized>(
-        cfg: ClientConfig,
-        rng: &mut R,
-    ) -> Result<(Self, ClientMessage), Error> {
-        let (s, m) = AwaitingPeerKeys::start(cfg, rng)?;
-        Ok((
-            ClientSession::AwaitingPeerKeys(s),
-            ClientMessage::AdvertiseKeys(m),
-        ))
-    }
-
-    /// Handles a coordinator message; returns the next session and the reply
-    /// to send, if any. A message the current state does not expect is a
-    /// [`Violation::WrongStage`].
-    pub fn handle<R: CryptoRng + ?Sized>(
-        self,
-        msg: ServerMessage,
-        rng: &mut R,
-    ) -> Result<(Self, Option<ClientMessage>), Error> {
-        match (self, msg) {
-            (ClientSession::AwaitingPeerKeys(s), ServerMessage::PeerKeys(m)) => {
-                let (next, out) = s.handle_peer_keys(m, rng)?;
-                Ok((
-                    ClientSession::AwaitingShares(next),
-                    Some(ClientMessage::ShareKeys(out)),
-                ))
-            }
-            (ClientSession::AwaitingShares(s), ServerMessage::RoutedShares(m)) => Ok((
-                ClientSession::AwaitingInput(s.handle_routed_shares(m)?),
-                None,
-            )),
-            (ClientSession::AwaitingUnmask(s), ServerMessage::SurvivorList(m)) => {
-                let (next, out) = s.handle_survivor_list(m)?;
-                Ok((
-                    ClientSession::AwaitingSignatures(next),
-                    Some(ClientMessage::SurvivorSignature(out)),
-                ))
-            }
-            (ClientSession::AwaitingUnmask(s), ServerMessage::UnmaskRequest(m)) => {
-                let out = s.handle_unmask_request(m)?;
-                Ok((
-                    ClientSession::Done,
-                    Some(ClientMessage::UnmaskResponse(out)),
-                ))
-            }
-            (ClientSession::AwaitingSignatures(s), ServerMessage::UnmaskRequest(m)) => {
-                let out = s.handle_unmask_request(m)?;
-                Ok((
-                    ClientSession::Done,
-                    Some(ClientMessage::UnmaskResponse(out)),
-                ))
-            }
-            _ => Err(Violation::WrongStage.into()),
-        }
-    }
-
-    /// Masks the local input (only in [`ClientSession::AwaitingInput`]).
-    pub fn mask_input(self, input: &[u64]) -> Result<(Self, ClientMessage), Error> {
-        match self {
-            ClientSession::AwaitingInput(s) => {
-                let (next, out) = s.mask_input(input)?;
-                Ok((
-                    ClientSession::AwaitingUnmask(next),
-                    ClientMessage::MaskedInput(out),
-                ))
-            }
-            _ => Err(Error::ApiMisuse(
-                "mask_input called before the shares arrived or twice",
-            )),
-        }
-    }
-
-    /// [`ClientSession::mask_input`] on an owned vector, masked in place.
-    pub fn mask_input_owned(self, input: Vec<u64>) -> Result<(Self, ClientMessage), Error> {
-        match self {
-            ClientSession::AwaitingInput(s) => {
-                let (next, out) = s.mask_input_owned(input)?;
-                Ok((
-                    ClientSession::AwaitingUnmask(next),
-                    ClientMessage::MaskedInput(out),
-                ))
-            }
-            _ => Err(Error::ApiMisuse(
-                "mask_input called before the shares arrived or twice",
-            )),
-        }
-    }
-
-    /// Whether the session waits for the local input.
-    pub fn wants_input(&self) -> bool {
-        matches!(self, ClientSession::AwaitingInput(_))
     }
 }
