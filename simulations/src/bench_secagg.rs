@@ -529,7 +529,7 @@ pub fn print(report: &SecAggBenchReport, json: bool) {
         report.contributors
     );
     println!(
-        "{:<16} {:>14} {:>14}",
+        "{:<18} {:>14} {:>14}",
         "stage", "participant s", "coordinator s"
     );
     for (name, a, b) in [
@@ -543,7 +543,7 @@ pub fn print(report: &SecAggBenchReport, json: bool) {
         ),
         ("unmask", p.unmask, c.unmask),
     ] {
-        println!("{name:<16} {a:>14.6} {b:>14.6}");
+        println!("{name:<18} {a:>14.6} {b:>14.6}");
     }
     println!("total (all parties)       {:.3} s", report.total_seconds);
     println!(
