@@ -172,7 +172,10 @@ pub async fn run_with_options(
         rng: rng.unwrap_or_else(|| Box::new(rand::rngs::StdRng::from_rng(&mut rand::rng()))),
         clock: Box::new(SystemClock),
         key_signing,
-    });
+    })
+    .with_round_memory(Box::new(crate::rounds::RoundLog::open(
+        &config.rounds_path(),
+    )?));
 
     let mut backoff = reconnect.initial();
     let mut unreachable_since = Instant::now();

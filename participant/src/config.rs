@@ -362,6 +362,12 @@ impl ParticipantConfig {
         self.participant.state_dir.join("site-ledger.sqlite")
     }
 
+    /// The record of the signed-key rounds this site took part in
+    /// ([`crate::rounds::RoundLog`]).
+    pub fn rounds_path(&self) -> PathBuf {
+        self.participant.state_dir.join("rounds.sqlite")
+    }
+
     /// The trainer this site trains with: the external command of `[trainer]`
     /// (its files under `state_dir/trainer`), else the built-in models.
     pub fn trainer(&self) -> Box<dyn crate::trainer::Trainer> {

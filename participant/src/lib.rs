@@ -15,6 +15,8 @@
 //! - [`config`]: the configuration file;
 //! - [`signing`]: signed advertised keys (opt-in defence against a
 //!   coordinator substituting secure-aggregation keys);
+//! - [`rounds`]: the signed-key rounds the site took part in (a coordinator
+//!   reusing a round is caught);
 //! - [`cli`]: the command line.
 
 // No panic on what peers or files supply: unwrap, expect and unchecked
@@ -30,6 +32,7 @@ pub mod config;
 pub mod data;
 pub mod external;
 pub mod ledger;
+pub mod rounds;
 pub mod signing;
 pub mod site;
 pub mod tls;

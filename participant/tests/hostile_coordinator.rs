@@ -64,7 +64,11 @@ fn strings(m: &ParticipantMessage) -> Vec<&str> {
         Out::Hello(h) => vec![&h.software],
         Out::RoundReply(r) => vec![&r.reason],
         Out::TaskRejected(r) => vec![&r.reason],
-        Out::Keys(_) | Out::ShareKeys(_) | Out::Chunk(_) | Out::Unmask(_) => vec![],
+        Out::Keys(_)
+        | Out::ShareKeys(_)
+        | Out::Chunk(_)
+        | Out::Unmask(_)
+        | Out::SurvivorSignature(_) => vec![],
     }
 }
 

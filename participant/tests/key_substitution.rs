@@ -211,16 +211,20 @@ fn peers(f: &Federation) -> Vec<sa::AdvertiseKeys> {
         .collect()
 }
 
-fn peer_keys(keys: Vec<sa::AdvertiseKeys>) -> CoordinatorMessage {
+/// The peers' keys as an honest coordinator forwards them in a signed-key
+/// round, with the graph seed derived from them and Alice's own keys.
+fn peer_keys(keys: Vec<sa::AdvertiseKeys>, alice: &sa::AdvertiseKeys) -> CoordinatorMessage {
+    let graph_seed = sa::derive_graph_seed(&params(true), keys.iter().chain([alice]));
     message(In::PeerKeys(convert::peer_keys_to_wire(&sa::PeerKeys {
         round: ROUND,
         keys,
+        graph_seed,
     })))
 }
 
 /// Alice's site in a signed-key round, after accepting and advertising her
-/// signed keys.
-fn alice_in_round(f: &Federation) -> Site {
+/// signed keys; and those keys.
+fn alice_in_round(f: &Federation) -> (Site, sa::AdvertiseKeys) {
     let mut alice = f.site("alice", true);
     let (accepted, keys) = reply(&alice.step(announce(1, f.cohort(), true)));
     accepted.unwrap();
@@ -238,14 +242,14 @@ fn alice_in_round(f: &Federation) -> Site {
         &signed,
         &adv.signature
     ));
-    alice
+    (alice, adv)
 }
 
 #[test]
 fn honest_signed_round_goes_on() {
     let f = Federation::new();
-    let mut alice = alice_in_round(&f);
-    let actions = alice.step(peer_keys(peers(&f)));
+    let (mut alice, own) = alice_in_round(&f);
+    let actions = alice.step(peer_keys(peers(&f), &own));
     assert!(sent_share_keys(&actions), "{actions:?}");
 }
 
@@ -265,7 +269,7 @@ fn substituted_keys_are_refused() {
         Some(f.signing("bob").signer()),
     ];
     for signer in signers {
-        let mut alice = alice_in_round(&f);
+        let (mut alice, own) = alice_in_round(&f);
         let mut keys = peers(&f);
         let carol = &mut keys[1];
         assert_eq!(carol.from, 3);
@@ -280,10 +284,10 @@ fn substituted_keys_are_refused() {
                 &carol.mask_public_key,
             )),
         };
-        let actions = alice.step(peer_keys(keys));
+        let actions = alice.step(peer_keys(keys, &own));
         assert!(actions.is_empty(), "{actions:?}");
         // Alice left the round: the genuine keys arriving afterwards change nothing.
-        assert!(alice.step(peer_keys(peers(&f))).is_empty());
+        assert!(alice.step(peer_keys(peers(&f), &own)).is_empty());
     }
 }
 
@@ -291,15 +295,15 @@ fn substituted_keys_are_refused() {
 fn replayed_and_moved_signatures_are_refused() {
     let f = Federation::new();
     // Carol's genuine keys and signature, presented as Bob's.
-    let mut alice = alice_in_round(&f);
+    let (mut alice, own) = alice_in_round(&f);
     let keys = peers(&f);
     let mut moved = keys.clone();
     moved[0].cipher_public_key = keys[1].cipher_public_key;
     moved[0].mask_public_key = keys[1].mask_public_key;
     moved[0].signature = keys[1].signature.clone();
-    assert!(alice.step(peer_keys(moved)).is_empty());
+    assert!(alice.step(peer_keys(moved, &own)).is_empty());
     // Bob's keys signed for an earlier round.
-    let mut alice = alice_in_round(&f);
+    let (mut alice, own) = alice_in_round(&f);
     let mut old = peers(&f);
     let bob = f.signing("bob").signer();
     old[0].signature = bob.sign(&sa::signed_key_message(
@@ -308,7 +312,7 @@ fn replayed_and_moved_signatures_are_refused() {
         &old[0].cipher_public_key,
         &old[0].mask_public_key,
     ));
-    assert!(alice.step(peer_keys(old)).is_empty());
+    assert!(alice.step(peer_keys(old, &own)).is_empty());
 }
 
 #[test]

@@ -12,7 +12,7 @@ use crate::v1;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConvertError {
-    /// A public key is not 32 bytes.
+    /// A public key or seed is not 32 bytes.
     #[error("{field} must be 32 bytes, got {len}")]
     KeyLength {
         /// Which key.
@@ -54,6 +54,7 @@ pub fn keys_to_wire(m: &sa::AdvertiseKeys) -> v1::SecAggKeys {
 pub fn peer_keys_to_wire(m: &sa::PeerKeys) -> v1::PeerKeys {
     v1::PeerKeys {
         round: m.round,
+        graph_seed: m.graph_seed.to_vec(),
         keys: m
             .keys
             .iter()
@@ -71,6 +72,7 @@ pub fn peer_keys_to_wire(m: &sa::PeerKeys) -> v1::PeerKeys {
 pub fn peer_keys_from_wire(m: &v1::PeerKeys) -> Result<sa::PeerKeys, ConvertError> {
     Ok(sa::PeerKeys {
         round: m.round,
+        graph_seed: key("graph_seed", &m.graph_seed)?,
         keys: m
             .keys
             .iter()
@@ -147,6 +149,14 @@ pub fn unmask_request_to_wire(m: &sa::UnmaskRequest) -> v1::UnmaskRequest {
         round: m.round,
         survivors: m.survivors.clone(),
         dropped: m.dropped.clone(),
+        signatures: m
+            .signatures
+            .iter()
+            .map(|(signer, signature)| v1::SignedSurvivors {
+                signer: *signer,
+                signature: signature.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -156,6 +166,43 @@ pub fn unmask_request_from_wire(m: &v1::UnmaskRequest) -> sa::UnmaskRequest {
         round: m.round,
         survivors: m.survivors.clone(),
         dropped: m.dropped.clone(),
+        signatures: m
+            .signatures
+            .iter()
+            .map(|s| (s.signer, s.signature.clone()))
+            .collect(),
+    }
+}
+
+/// Secagg survivor list → wire.
+pub fn survivor_list_to_wire(m: &sa::SurvivorList) -> v1::SurvivorList {
+    v1::SurvivorList {
+        round: m.round,
+        survivors: m.survivors.clone(),
+    }
+}
+
+/// Wire survivor list → secagg.
+pub fn survivor_list_from_wire(m: &v1::SurvivorList) -> sa::SurvivorList {
+    sa::SurvivorList {
+        round: m.round,
+        survivors: m.survivors.clone(),
+    }
+}
+
+/// Secagg survivor-list signature → wire.
+pub fn survivor_signature_to_wire(m: &sa::SurvivorSignature) -> v1::SurvivorSignature {
+    v1::SurvivorSignature {
+        round: m.round,
+        signature: m.signature.clone(),
+    }
+}
+
+/// Wire survivor-list signature → secagg.
+pub fn survivor_signature_from_wire(m: &v1::SurvivorSignature) -> sa::SurvivorSignature {
+    sa::SurvivorSignature {
+        round: m.round,
+        signature: m.signature.clone(),
     }
 }
 
@@ -196,6 +243,7 @@ pub fn server_message_to_wire(m: &sa::ServerMessage) -> v1::CoordinatorMessage {
     let body = match m {
         sa::ServerMessage::PeerKeys(k) => Body::PeerKeys(peer_keys_to_wire(k)),
         sa::ServerMessage::RoutedShares(s) => Body::RoutedShares(routed_shares_to_wire(s)),
+        sa::ServerMessage::SurvivorList(l) => Body::SurvivorList(survivor_list_to_wire(l)),
         sa::ServerMessage::UnmaskRequest(r) => Body::UnmaskRequest(unmask_request_to_wire(r)),
     };
     v1::CoordinatorMessage { body: Some(body) }
@@ -228,10 +276,20 @@ mod tests {
         let peers = sa::PeerKeys {
             round: 4,
             keys: vec![k.clone()],
+            graph_seed: [5; 32],
         };
         assert_eq!(
             peer_keys_from_wire(&peer_keys_to_wire(&peers)).unwrap(),
             peers
+        );
+        let mut no_seed = peer_keys_to_wire(&peers);
+        no_seed.graph_seed.truncate(31);
+        assert_eq!(
+            peer_keys_from_wire(&no_seed),
+            Err(ConvertError::KeyLength {
+                field: "graph_seed",
+                len: 31
+            })
         );
     }
 
@@ -247,7 +305,21 @@ mod tests {
             round: 1,
             survivors: vec![1, 2],
             dropped: vec![3],
+            signatures: vec![(1, vec![7; 64]), (2, vec![8; 70])],
         };
         assert_eq!(unmask_request_from_wire(&unmask_request_to_wire(&q)), q);
+        let l = sa::SurvivorList {
+            round: 1,
+            survivors: vec![1, 2, 4],
+        };
+        assert_eq!(survivor_list_from_wire(&survivor_list_to_wire(&l)), l);
+        let sig = sa::SurvivorSignature {
+            round: 1,
+            signature: vec![9; 71],
+        };
+        assert_eq!(
+            survivor_signature_from_wire(&survivor_signature_to_wire(&sig)),
+            sig
+        );
     }
 }

@@ -154,4 +154,50 @@ pub enum Violation {
         /// Survivors announced (including the recipient).
         have: usize,
     },
+    /// The coordinator's neighbour-graph seed differs from the one derived
+    /// from the advertised keys (signed keys: it tried to choose the graph).
+    #[error("the coordinator's graph seed is not the one derived from the advertised keys")]
+    GraphSeedMismatch,
+    /// A list that must be strictly increasing (it is signed in that
+    /// canonical form) is not.
+    #[error("list not strictly increasing at participant {0}")]
+    NotCanonical(u32),
+    /// The coordinator's survivor list leaves out this participant although
+    /// it sent its masked input, or the recipient is asked to sign a list
+    /// that does not name it.
+    #[error("the survivor list leaves out participant {0}")]
+    LeftOutOfSurvivors(u32),
+    /// The coordinator asked for shares without the consistency check that
+    /// a signed-key round requires (Bonawitz et al. 2017, Round 3).
+    #[error("unmasking requested without the consistency check of a signed round")]
+    ConsistencyCheckSkipped,
+    /// A forwarded survivor-list signature does not verify over the list
+    /// this participant was given: the coordinator told participants
+    /// different survivor sets, or forwarded a forged signature.
+    #[error(
+        "the signature of participant {signer} is not over the survivor set this participant was given"
+    )]
+    SurvivorSetMismatch {
+        /// Whose signature.
+        signer: u32,
+    },
+    /// A forwarded survivor-list signature comes from a participant that is
+    /// not in the survivor set.
+    #[error("survivor-list signature from participant {0}, who is not a survivor")]
+    SignerNotSurvivor(u32),
+    /// Fewer valid survivor-list signatures than the threshold.
+    #[error("only {have} valid survivor-list signatures, threshold is {needed}")]
+    TooFewSurvivorSignatures {
+        /// Threshold.
+        needed: usize,
+        /// Valid signatures from distinct survivors.
+        have: usize,
+    },
+    /// The unmasking request treats a participant differently from the
+    /// signed survivor set (a survivor as dropped, or the reverse).
+    #[error("the unmask request contradicts the signed survivor set about participant {peer}")]
+    SurvivorsContradicted {
+        /// The participant concerned.
+        peer: u32,
+    },
 }

@@ -7,7 +7,7 @@
 //! property the parameter bounds in [`crate::params`] rely on. With
 //! k = n − 1 the graph is complete (plain Bonawitz et al. 2017).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aes::Aes128;
 use ctr::Ctr32BE;
@@ -48,12 +48,18 @@ impl Stream {
 }
 
 impl Graph {
-    /// Builds the graph of validated `params`.
+    /// Builds the graph of validated `params` from their `graph_seed`.
     pub(crate) fn new(params: &RoundParams) -> Self {
+        Self::with_seed(params, &params.graph_seed)
+    }
+
+    /// Builds the graph of validated `params` from `graph_seed` (the seed
+    /// derived from the advertised keys in a signed-key round).
+    pub(crate) fn with_seed(params: &RoundParams, graph_seed: &[u8; 32]) -> Self {
         let mut ring = params.participants.clone();
         let n = ring.len();
         if params.neighbours < n.saturating_sub(1) {
-            let seed = graph_stream_seed(&params.graph_seed, params.round);
+            let seed = graph_stream_seed(graph_seed, params.round);
             let mut key = [0u8; 16];
             key.copy_from_slice(&seed[..16]);
             let mut iv = [0u8; 16];
@@ -93,6 +99,12 @@ impl Graph {
         out
     }
 
+    /// Removes from `set`, until none is left, members with fewer than `t`
+    /// neighbours in the set (they could not receive t shares).
+    pub(crate) fn prune(&self, set: BTreeSet<u32>, t: usize) -> BTreeSet<u32> {
+        prune(set, t, |u| self.neighbours(u))
+    }
+
     /// Whether `u` and `v` are neighbours.
     #[cfg(test)]
     pub(crate) fn are_neighbours(&self, u: u32, v: u32) -> bool {
@@ -108,6 +120,27 @@ impl Graph {
         }
         let d = a.abs_diff(b);
         d.min(n - d) <= self.degree / 2
+    }
+}
+
+/// Removes, until none is left, members with fewer than `t` neighbours in the set.
+pub(crate) fn prune(
+    mut set: BTreeSet<u32>,
+    t: usize,
+    adj: impl Fn(u32) -> Vec<u32>,
+) -> BTreeSet<u32> {
+    loop {
+        let weak: Vec<u32> = set
+            .iter()
+            .copied()
+            .filter(|&u| adj(u).iter().filter(|v| set.contains(v)).count() < t)
+            .collect();
+        if weak.is_empty() {
+            return set;
+        }
+        for u in weak {
+            set.remove(&u);
+        }
     }
 }
 

@@ -13,7 +13,8 @@
 //!
 //! It is a **sans-IO** library. [`ServerRound`] (coordinator) and the client
 //! states [`AwaitingPeerKeys`] → [`AwaitingShares`] → [`AwaitingInput`] →
-//! [`AwaitingUnmask`] (participant; or the [`ClientSession`] enum) take
+//! [`AwaitingUnmask`] (→ [`AwaitingSignatures`] with signed keys)
+//! (participant; or the [`ClientSession`] enum) take
 //! messages in and give messages out. The crate owns no sockets, reads no
 //! clock, starts no threads and draws randomness only from the RNG passed in.
 //! Deciding *when* a stage ends (deadlines), transporting messages,
@@ -35,7 +36,12 @@
 //!  mask_input(x_u)
 //!   ─────── MaskedInput y_u = x_u + PRG(b_u) ± Σ PRG(s_uv) ──────▶ receive: sum += y_u
 //!                                                                  close_stage: survivors/dropped
-//!  handle_unmask_request ◀─────── UnmaskRequest (survivors, dropped among u's neighbours)
+//!  (signed keys only: consistency check, [B17 Round 3])
+//!  handle_survivor_list ◀──────── SurvivorList (U3: whose masked input arrived, same for all)
+//!   ─────── SurvivorSignature (sig over round, graph seed, U3) ───▶ receive
+//!                                                                  close_stage: signers U4
+//!  handle_unmask_request ◀─────── UnmaskRequest (survivors, dropped among u's neighbours;
+//!   (signed: check the signatures)                signed: + every signature over U3)
 //!   ─────── UnmaskResponse (b-shares of survivors, s-shares of dropped) ─▶ receive
 //!                                                                  close_stage: reconstruct,
 //!                                                                  remove masks → Σ x_u
@@ -46,9 +52,9 @@
 //! Shamir sharing of b_u and s_u^SK to the neighbours and encryption of the
 //! share bundles with a key agreed from c \[B17 Fig. 4 Round 1, §6]; masking
 //! with the self mask and the pairwise masks, + for u < v and − for u > v
-//! \[B17 §4, Fig. 4 Round 2; B20 §3]; consistency check \[B17 Round 3] is *not*
-//! implemented (see threat model); unmasking, never both shares of one
-//! participant \[B17 Fig. 4 Round 4]. Parameters k and t: \[B20 §3, §5] as
+//! \[B17 §4, Fig. 4 Round 2; B20 §3]; consistency check \[B17 §4.4, Fig. 4
+//! Round 3] with signed keys only ([`consistency`]); unmasking, never both
+//! shares of one participant \[B17 Fig. 4 Round 4]. Parameters k and t: \[B20 §3, §5] as
 //! adapted in [`params`].
 //!
 //! # Cryptography
@@ -79,10 +85,19 @@
 //!   (`RoundParams::signed_keys`): participants sign their advertised keys
 //!   ([`KeySigner`], [`signed_key_message`]) and verify their neighbours'
 //!   signatures ([`KeyVerifier`]), so a coordinator cannot slip in keys of its
-//!   own. The threshold always satisfies 2t > k + (corrupt neighbours), so
-//!   even a coordinator that lies about who dropped cannot gather t shares of
-//!   both secrets of one participant; the full consistency round of \[B17\] is
-//!   not implemented, and the graph seed is chosen by the coordinator.
+//!   own. The same setting turns on the defences of [`consistency`]: the
+//!   graph seed is derived from the advertised keys, not chosen by the
+//!   coordinator, and the consistency check of \[B17\] makes every survivor
+//!   verify t signatures over the survivor set it was told before revealing
+//!   a share, so a coordinator that tells different participants different
+//!   stories about who dropped is caught. Independently, the threshold
+//!   satisfies 2t > k + (corrupt neighbours), so even then it could not
+//!   gather t shares of both secrets of one participant. Rounds must not be
+//!   reused: signatures bind the round number (and, for the survivor set,
+//!   the round's fresh keys), and participants remember the rounds they
+//!   took part in (outside this crate).
+//! - **Secrets in memory**: the client's secret keys, seeds and held shares
+//!   are wiped when dropped ([`zeroize::ZeroizeOnDrop`]).
 //! - **Participants** may crash, send malformed, replayed or misaddressed
 //!   messages: each is a typed [`Error`] ([`Violation`]), never a panic; the
 //!   rejected message changes nothing and the round goes on with the others.
@@ -123,6 +138,7 @@
 )]
 
 pub mod client;
+pub mod consistency;
 pub mod encoding;
 mod error;
 mod graph;
@@ -140,17 +156,20 @@ pub mod testing;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_cheating;
+#[cfg(test)]
 mod tests_liar;
 
 pub use client::{
-    AwaitingInput, AwaitingPeerKeys, AwaitingShares, AwaitingUnmask, ClientConfig, ClientSession,
-    KeySigner, KeyVerifier, signed_key_message,
+    AwaitingInput, AwaitingPeerKeys, AwaitingShares, AwaitingSignatures, AwaitingUnmask,
+    ClientConfig, ClientSession, HeldShares, KeySigner, KeyVerifier, signed_key_message,
 };
+pub use consistency::{derive_graph_seed, signed_survivors_message};
 pub use encoding::FixedPoint;
 pub use error::{Error, Violation};
 pub use messages::{
     AdvertiseKeys, ClientMessage, EncryptedShare, MaskedInput, PeerKeys, RoutedShares,
-    ServerMessage, ShareKeys, UnmaskRequest, UnmaskResponse,
+    ServerMessage, ShareKeys, SurvivorList, SurvivorSignature, UnmaskRequest, UnmaskResponse,
 };
 pub use params::{ParticipantIndex, RoundParams, SecurityTargets};
 pub use server::{ServerRound, Stage, StageOutcome};

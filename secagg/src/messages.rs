@@ -24,8 +24,16 @@ pub struct AdvertiseKeys {
 pub struct PeerKeys {
     /// Round number.
     pub round: u64,
-    /// Keys of the recipient's neighbours that advertised keys.
+    /// Without signed keys: the keys of the recipient's neighbours that
+    /// advertised keys. With signed keys: the keys of *every other*
+    /// participant that advertised keys (the set U1 of \[B17\] without the
+    /// recipient), from which the recipient derives the graph seed itself
+    /// ([`crate::derive_graph_seed`]).
     pub keys: Vec<AdvertiseKeys>,
+    /// The neighbour-graph seed the coordinator uses: the announced
+    /// `graph_seed`, or with signed keys the seed derived from U1. The
+    /// participant refuses a seed that differs from its own.
+    pub graph_seed: [u8; 32],
 }
 
 /// One encrypted share bundle (wire: `EncryptedShare`).
@@ -68,6 +76,29 @@ pub struct MaskedInput {
     pub values: Vec<u64>,
 }
 
+/// Consistency check (signed keys only), coordinator → every participant
+/// whose masked input arrived: the set U3 of those participants \[B17
+/// Fig. 4 Round 3] (wire: `SurvivorList`). Every recipient must get the
+/// same list.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SurvivorList {
+    /// Round number.
+    pub round: u64,
+    /// U3, strictly increasing.
+    pub survivors: Vec<u32>,
+}
+
+/// Consistency check reply, participant → coordinator: its signature over
+/// [`crate::signed_survivors_message`] of the list it was given (wire:
+/// `SurvivorSignature`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SurvivorSignature {
+    /// Round number.
+    pub round: u64,
+    /// Signature with the participant's certificate key.
+    pub signature: Vec<u8>,
+}
+
 /// Stage 4, coordinator → one participant: whose shares to reveal
 /// (wire: `UnmaskRequest`). Lists only the recipient's neighbours.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +109,10 @@ pub struct UnmaskRequest {
     pub survivors: Vec<u32>,
     /// Neighbours that sent shares but no masked input: reveal their key shares.
     pub dropped: Vec<u32>,
+    /// With signed keys: the survivor-list signatures the coordinator
+    /// collected, (signer, signature) \[B17 Fig. 4 Round 4, the list of
+    /// σ'_v]; empty otherwise.
+    pub signatures: Vec<(u32, Vec<u8>)>,
 }
 
 /// Stage 4 reply, participant → coordinator (wire: `UnmaskResponse` of
@@ -101,6 +136,8 @@ pub enum ClientMessage {
     ShareKeys(ShareKeys),
     /// Stage 3.
     MaskedInput(MaskedInput),
+    /// Consistency check (signed keys only).
+    SurvivorSignature(SurvivorSignature),
     /// Stage 4.
     UnmaskResponse(UnmaskResponse),
 }
@@ -112,6 +149,8 @@ pub enum ServerMessage {
     PeerKeys(PeerKeys),
     /// Reply to stage 2.
     RoutedShares(RoutedShares),
+    /// Consistency check request (signed keys only).
+    SurvivorList(SurvivorList),
     /// Stage 4 request.
     UnmaskRequest(UnmaskRequest),
 }
@@ -123,6 +162,7 @@ impl ClientMessage {
             ClientMessage::AdvertiseKeys(m) => m.round,
             ClientMessage::ShareKeys(m) => m.round,
             ClientMessage::MaskedInput(m) => m.round,
+            ClientMessage::SurvivorSignature(m) => m.round,
             ClientMessage::UnmaskResponse(m) => m.round,
         }
     }
@@ -140,6 +180,7 @@ impl ClientMessage {
             ClientMessage::MaskedInput(m) => {
                 m.values.len() as u64 * crate::prg::word_bytes(modulus_bits) as u64
             }
+            ClientMessage::SurvivorSignature(m) => m.signature.len() as u64,
             ClientMessage::UnmaskResponse(m) => shares(&m.self_mask_shares) + shares(&m.key_shares),
         }
     }
@@ -151,6 +192,7 @@ impl ServerMessage {
         match self {
             ServerMessage::PeerKeys(m) => m.round,
             ServerMessage::RoutedShares(m) => m.round,
+            ServerMessage::SurvivorList(m) => m.round,
             ServerMessage::UnmaskRequest(m) => m.round,
         }
     }
@@ -159,12 +201,23 @@ impl ServerMessage {
     pub fn payload_len(&self) -> u64 {
         8 + match self {
             ServerMessage::PeerKeys(m) => {
-                m.keys.iter().map(|k| 68 + k.signature.len() as u64).sum()
+                32 + m
+                    .keys
+                    .iter()
+                    .map(|k| 68 + k.signature.len() as u64)
+                    .sum::<u64>()
             }
             ServerMessage::RoutedShares(m) => {
                 m.shares.iter().map(|s| 8 + s.ciphertext.len() as u64).sum()
             }
-            ServerMessage::UnmaskRequest(m) => 4 * (m.survivors.len() + m.dropped.len()) as u64,
+            ServerMessage::SurvivorList(m) => 4 * m.survivors.len() as u64,
+            ServerMessage::UnmaskRequest(m) => {
+                4 * (m.survivors.len() + m.dropped.len()) as u64
+                    + m.signatures
+                        .iter()
+                        .map(|(_, s)| 4 + s.len() as u64)
+                        .sum::<u64>()
+            }
         }
     }
 }

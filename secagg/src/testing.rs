@@ -83,6 +83,7 @@ fn absorb_client(h: &mut Sha256, from: u32, m: &ClientMessage) {
                 h.update(x.to_le_bytes());
             }
         }
+        ClientMessage::SurvivorSignature(m) => h.update(&m.signature),
         ClientMessage::UnmaskResponse(r) => {
             for (o, s) in r.self_mask_shares.iter().chain(r.key_shares.iter()) {
                 h.update(o.to_be_bytes());
@@ -108,6 +109,11 @@ fn absorb_server(h: &mut Sha256, to: u32, m: &ServerMessage) {
                 h.update(&e.ciphertext);
             }
         }
+        ServerMessage::SurvivorList(l) => {
+            for u in &l.survivors {
+                h.update(u.to_be_bytes());
+            }
+        }
         ServerMessage::UnmaskRequest(r) => {
             for u in &r.survivors {
                 h.update(u.to_be_bytes());
@@ -115,6 +121,10 @@ fn absorb_server(h: &mut Sha256, to: u32, m: &ServerMessage) {
             h.update(b"|");
             for u in &r.dropped {
                 h.update(u.to_be_bytes());
+            }
+            for (u, s) in &r.signatures {
+                h.update(u.to_be_bytes());
+                h.update(s);
             }
         }
     }

@@ -264,7 +264,7 @@ fn hundred_participants_with_dropouts_at_two_stages() {
 pub(crate) struct Net {
     p: RoundParams,
     pub(crate) server: ServerRound,
-    clients: BTreeMap<u32, (ClientSession, ChaCha20Rng)>,
+    pub(crate) clients: BTreeMap<u32, (ClientSession, ChaCha20Rng)>,
     inputs: BTreeMap<u32, Vec<u64>>,
     /// Last message each participant sent (for replays).
     pub(crate) sent: BTreeMap<u32, ClientMessage>,
@@ -274,13 +274,18 @@ pub(crate) struct Net {
 
 impl Net {
     pub(crate) fn new(p: RoundParams, signed: Option<&TestPki>) -> Self {
+        Self::seeded(p, signed, 1000)
+    }
+
+    /// As [`Net::new`], the participants' RNGs seeded from `seed` on.
+    pub(crate) fn seeded(p: RoundParams, signed: Option<&TestPki>, seed: u64) -> Self {
         let server = ServerRound::new(p.clone()).unwrap();
         let mut clients = BTreeMap::new();
         let mut sent = BTreeMap::new();
         let mut inputs = BTreeMap::new();
         let all = inputs_for(&p, 77);
         for (i, &u) in p.participants.iter().enumerate() {
-            let mut rng = ChaCha20Rng::seed_from_u64(1000 + u as u64);
+            let mut rng = ChaCha20Rng::seed_from_u64(seed + u as u64);
             let (signer, verifier) = match signed {
                 Some(pki) => (
                     Some(Box::new(pki.signer(u)) as Box<dyn KeySigner>),
@@ -370,7 +375,7 @@ impl Net {
 #[derive(Clone)]
 pub(crate) struct TestPki(BTreeMap<u32, [u8; 32]>);
 
-struct TestSigner([u8; 32]);
+pub(crate) struct TestSigner([u8; 32]);
 
 fn mac(key: &[u8; 32], m: &[u8]) -> Vec<u8> {
     Sha256::new()
@@ -381,10 +386,10 @@ fn mac(key: &[u8; 32], m: &[u8]) -> Vec<u8> {
 }
 
 impl TestPki {
-    fn new(p: &RoundParams) -> Self {
+    pub(crate) fn new(p: &RoundParams) -> Self {
         TestPki(p.participants.iter().map(|&u| (u, [u as u8; 32])).collect())
     }
-    fn signer(&self, u: u32) -> TestSigner {
+    pub(crate) fn signer(&self, u: u32) -> TestSigner {
         TestSigner(self.0[&u])
     }
 }
@@ -653,6 +658,7 @@ fn client_refuses_bad_requests() {
         round: 11,
         survivors: req.survivors.clone(),
         dropped: vec![nb[0]],
+        signatures: vec![],
     };
     assert_eq!(
         state.handle_unmask_request(both).unwrap_err(),
@@ -676,6 +682,7 @@ fn client_refuses_bad_requests() {
         round: 11,
         survivors: vec![stranger.unwrap_or(999)],
         dropped: vec![],
+        signatures: vec![],
     };
     assert!(matches!(
         s.handle_unmask_request(bad),
@@ -687,6 +694,7 @@ fn client_refuses_bad_requests() {
         round: 11,
         survivors: vec![one],
         dropped: vec![],
+        signatures: vec![],
     };
     assert_eq!(
         s.handle_unmask_request(few).unwrap_err(),
@@ -698,6 +706,7 @@ fn client_refuses_bad_requests() {
         round: 11,
         survivors: vec![nbv[0], nbv[0], nbv[1]],
         dropped: vec![],
+        signatures: vec![],
     };
     assert_eq!(
         s.handle_unmask_request(dup).unwrap_err(),
@@ -708,6 +717,7 @@ fn client_refuses_bad_requests() {
         round: 10,
         survivors: vec![],
         dropped: vec![],
+        signatures: vec![],
     };
     assert!(matches!(
         s.handle_unmask_request(wrong_round),
@@ -744,7 +754,14 @@ fn client_rejects_bad_peer_keys_and_shares() {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let run = |keys: Vec<AdvertiseKeys>, round: u64, rng: &mut ChaCha20Rng| {
         start(3)
-            .handle_peer_keys(PeerKeys { round, keys }, rng)
+            .handle_peer_keys(
+                PeerKeys {
+                    round,
+                    keys,
+                    graph_seed: p.graph_seed,
+                },
+                rng,
+            )
             .map(|_| ())
     };
     run(good.clone(), 11, &mut rng).unwrap();
@@ -795,6 +812,7 @@ fn client_rejects_bad_peer_keys_and_shares() {
             PeerKeys {
                 round: 11,
                 keys: good.clone(),
+                graph_seed: p.graph_seed,
             },
             &mut rng,
         )
@@ -818,6 +836,7 @@ fn client_rejects_bad_peer_keys_and_shares() {
             PeerKeys {
                 round: 11,
                 keys: good.clone(),
+                graph_seed: p.graph_seed,
             },
             &mut rng,
         )
@@ -835,6 +854,7 @@ fn client_rejects_bad_peer_keys_and_shares() {
             PeerKeys {
                 round: 11,
                 keys: good.clone(),
+                graph_seed: p.graph_seed,
             },
             &mut rng,
         )
@@ -858,9 +878,9 @@ fn signed_keys_round_and_substitution() {
     let mut p = params(6, 4, 3, 12, 32);
     p.signed_keys = true;
     let pki = TestPki::new(&p);
-    // Honest round with signatures.
+    // Honest round with signatures (and the consistency check).
     let mut net = Net::new(p.clone(), Some(&pki));
-    for _ in 0..3 {
+    for _ in 0..4 {
         net.deliver_all();
         assert!(net.step().is_empty());
     }
@@ -878,11 +898,17 @@ fn signed_keys_round_and_substitution() {
     }
     net.deliver_all();
     let errs = net.step();
-    assert!(!errs.is_empty());
-    assert!(
-        errs.iter()
-            .all(|(_, e)| *e == Error::ProtocolViolation(Violation::BadSignature { peer: victim }))
-    );
+    assert_eq!(errs.len(), p.participants.len());
+    // The others see the bad signature; the victim, whose own keys differ
+    // from those the seed was derived from, sees a graph seed not its own.
+    for (u, e) in &errs {
+        let expected = if *u == victim {
+            Violation::GraphSeedMismatch
+        } else {
+            Violation::BadSignature { peer: victim }
+        };
+        assert_eq!(*e, Error::ProtocolViolation(expected));
+    }
 
     // Unsigned keys are refused by the coordinator when signing is on.
     let mut net = Net::new(p.clone(), Some(&pki));
@@ -974,7 +1000,8 @@ fn api_misuse_and_abort_are_sticky() {
             ServerMessage::UnmaskRequest(UnmaskRequest {
                 round: 11,
                 survivors: vec![],
-                dropped: vec![]
+                dropped: vec![],
+                signatures: vec![],
             }),
             &mut rng
         ),
@@ -1160,12 +1187,13 @@ proptest! {
                 round, from: i,
                 cipher_public_key: core::array::from_fn(|j| bytes.get(j).copied().unwrap_or(9)),
                 mask_public_key: core::array::from_fn(|j| bytes.get(j + 32).copied().unwrap_or(9)),
-                signature: bytes.clone() }).collect() }),
+                signature: bytes.clone() }).collect(), graph_seed: p.graph_seed }),
             1 => ServerMessage::RoutedShares(RoutedShares { round, shares: ids.iter().map(|&i| EncryptedShare {
                 from: i, to: p.participants[0], ciphertext: bytes.clone() }).collect() }),
             _ => ServerMessage::UnmaskRequest(UnmaskRequest { round,
                 survivors: ids.iter().copied().filter(|i| i % 2 == 0).collect(),
-                dropped: ids.iter().copied().filter(|i| i % 2 == 1).collect() }),
+                dropped: ids.iter().copied().filter(|i| i % 2 == 1).collect(),
+                signatures: ids.iter().map(|&i| (i, bytes.clone())).collect() }),
         };
         for (_, (s, mut rng)) in std::mem::take(&mut net.clients) {
             let _ = s.handle(msg.clone(), &mut rng);

@@ -26,6 +26,13 @@
 //! says what such a choice gives under the same bounds (the log2 of the
 //! probabilities of leaking a secret, of disconnecting the survivors and of
 //! failing within the dropout rate).
+//!
+//! `--signed-keys` runs the round as `[secagg] signed_keys = true` does:
+//! every participant signs its keys (Ed25519, a key pair per participant
+//! made before the clock starts, standing in for its certificate key),
+//! verifies every other participant's signature, derives the graph seed
+//! from all keys, and the consistency check (survivor list, signatures,
+//! their verification before unmasking) is an extra stage.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
@@ -34,9 +41,13 @@ use anyhow::{Context, bail, ensure};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
+use std::sync::Arc;
 use tessera_secagg::prg::{expand_discard, modulus_mask};
+
+use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 use tessera_secagg::{
-    ClientConfig, ClientSession, RoundParams, ServerMessage, ServerRound, StageOutcome,
+    ClientConfig, ClientSession, KeySigner, KeyVerifier, RoundParams, ServerMessage, ServerRound,
+    StageOutcome,
 };
 
 /// Options of `tessera-sim bench secagg`.
@@ -68,6 +79,50 @@ pub struct SecAggBenchArgs {
     /// ⌊k/2⌋ + 1, else the secure choice.
     #[arg(long)]
     pub threshold: Option<usize>,
+    /// Signed keys, derived graph seed and the consistency check, as with
+    /// `[secagg] signed_keys = true` (Ed25519 signatures).
+    #[arg(long)]
+    pub signed_keys: bool,
+}
+
+/// A participant's signing key in the benchmark (stands in for its
+/// certificate key).
+struct BenchSigner(Ed25519KeyPair);
+
+impl KeySigner for BenchSigner {
+    fn sign(&self, message: &[u8]) -> Vec<u8> {
+        self.0.sign(message).as_ref().to_vec()
+    }
+}
+
+/// Every participant's public key.
+#[derive(Clone)]
+struct BenchVerifier(Arc<BTreeMap<u32, Vec<u8>>>);
+
+impl KeyVerifier for BenchVerifier {
+    fn verify(&self, peer: u32, message: &[u8], signature: &[u8]) -> bool {
+        self.0.get(&peer).is_some_and(|pk| {
+            UnparsedPublicKey::new(&ED25519, pk)
+                .verify(message, signature)
+                .is_ok()
+        })
+    }
+}
+
+/// Ed25519 key pairs of participants 1..=n, from the benchmark seed.
+fn signing_keys(seed: u64, n: u32) -> anyhow::Result<(Vec<Ed25519KeyPair>, BenchVerifier)> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x5157_4e45_445f_4b45);
+    let mut pairs = Vec::new();
+    let mut public = BTreeMap::new();
+    for u in 1..=n {
+        let mut s = [0u8; 32];
+        rng.fill_bytes(&mut s);
+        let pair = Ed25519KeyPair::from_seed_unchecked(&s)
+            .map_err(|_| anyhow::anyhow!("cannot make an Ed25519 key"))?;
+        public.insert(u, pair.public_key().as_ref().to_vec());
+        pairs.push(pair);
+    }
+    Ok((pairs, BenchVerifier(Arc::new(public))))
 }
 
 /// Seconds spent in each protocol stage.
@@ -82,6 +137,9 @@ pub struct StageSeconds {
     /// Stage 3: masked input (participant: decrypting shares and masking;
     /// coordinator: adding masked vectors to the running sum).
     pub masked_input: f64,
+    /// Signed keys only: the consistency check (participant: checking and
+    /// signing the survivor list; coordinator: collecting signatures).
+    pub consistency_check: f64,
     /// Stage 4: unmasking (participant: revealing shares; coordinator:
     /// reconstruction and mask removal).
     pub unmask: f64,
@@ -89,7 +147,11 @@ pub struct StageSeconds {
 
 impl StageSeconds {
     fn total(&self) -> f64 {
-        self.advertise_keys + self.share_keys + self.masked_input + self.unmask
+        self.advertise_keys
+            + self.share_keys
+            + self.masked_input
+            + self.consistency_check
+            + self.unmask
     }
 
     fn add(&mut self, stage: usize, seconds: f64) {
@@ -97,17 +159,19 @@ impl StageSeconds {
             0 => self.advertise_keys += seconds,
             1 => self.share_keys += seconds,
             2 => self.masked_input += seconds,
+            3 => self.consistency_check += seconds,
             _ => self.unmask += seconds,
         }
     }
 
-    fn divided(&self, by: [usize; 4]) -> StageSeconds {
+    fn divided(&self, by: [usize; 5]) -> StageSeconds {
         let d = |s: f64, n: usize| if n == 0 { 0.0 } else { s / n as f64 };
         StageSeconds {
             advertise_keys: d(self.advertise_keys, by[0]),
             share_keys: d(self.share_keys, by[1]),
             masked_input: d(self.masked_input, by[2]),
-            unmask: d(self.unmask, by[3]),
+            consistency_check: d(self.consistency_check, by[3]),
+            unmask: d(self.unmask, by[4]),
         }
     }
 }
@@ -171,7 +235,7 @@ pub fn choose_params(args: &SecAggBenchArgs, graph_seed: [u8; 32]) -> anyhow::Re
             graph_seed,
             dim: args.dim,
             modulus_bits: args.modulus_bits,
-            signed_keys: false,
+            signed_keys: args.signed_keys,
         },
         None => RoundParams::recommended(
             1,
@@ -186,6 +250,7 @@ pub fn choose_params(args: &SecAggBenchArgs, graph_seed: [u8; 32]) -> anyhow::Re
     if let Some(t) = args.threshold {
         params.threshold = t;
     }
+    params.signed_keys = args.signed_keys;
     params.validate().context("--neighbours/--threshold")?;
     Ok(params)
 }
@@ -262,9 +327,24 @@ pub fn run(args: &SecAggBenchArgs) -> anyhow::Result<SecAggBenchReport> {
     let dropped: BTreeSet<u32> = order[..n_drop].iter().copied().collect();
 
     let mut server = ServerRound::new(params.clone())?;
+    let (mut signing, verifier) = if args.signed_keys {
+        let (pairs, v) = signing_keys(args.seed, n)?;
+        (pairs.into_iter().map(Some).collect(), Some(v))
+    } else {
+        (Vec::new(), None)
+    };
     let mut client_time = StageSeconds::default();
-    let mut client_count = [0usize; 4];
-    let mut server_time = [0f64; 4];
+    let mut client_count = [0usize; 5];
+    let mut server_time = [0f64; 5];
+    // Stage slots: keys, shares, masked input, consistency check, unmask
+    // (the fourth close is the unmasking one without signed keys).
+    let slot = |stage: usize| {
+        if !args.signed_keys && stage == 3 {
+            4
+        } else {
+            stage
+        }
+    };
     let mut sent: BTreeMap<u32, u64> = BTreeMap::new();
     let mut received: BTreeMap<u32, u64> = BTreeMap::new();
     let mut sessions: BTreeMap<u32, (ClientSession, ChaCha20Rng)> = BTreeMap::new();
@@ -274,11 +354,17 @@ pub fn run(args: &SecAggBenchArgs) -> anyhow::Result<SecAggBenchReport> {
         let mut crng = ChaCha20Rng::seed_from_u64(
             args.seed.wrapping_mul(1_000_003).wrapping_add(u64::from(u)),
         );
+        let signer = signing
+            .get_mut(u as usize - 1)
+            .and_then(Option::take)
+            .map(|k| Box::new(BenchSigner(k)) as Box<dyn KeySigner>);
         let cfg = ClientConfig {
             params: params.clone(),
             me: u,
-            signer: None,
-            verifier: None,
+            signer,
+            verifier: verifier
+                .clone()
+                .map(|v| Box::new(v) as Box<dyn KeyVerifier>),
         };
         let mut t = 0.0;
         let (s, m) = timed(&mut t, || ClientSession::start(cfg, &mut crng))?;
@@ -297,7 +383,7 @@ pub fn run(args: &SecAggBenchArgs) -> anyhow::Result<SecAggBenchReport> {
     let contributors;
     let mut stage = 0usize;
     loop {
-        let outcome = timed(&mut server_time[stage], || server.close_stage())?;
+        let outcome = timed(&mut server_time[slot(stage)], || server.close_stage())?;
         let msgs = match outcome {
             StageOutcome::Send(msgs) => msgs,
             StageOutcome::Finished {
@@ -310,7 +396,7 @@ pub fn run(args: &SecAggBenchArgs) -> anyhow::Result<SecAggBenchReport> {
             }
         };
         stage += 1;
-        ensure!(stage < 4, "round did not finish in four stages");
+        ensure!(stage < 5, "round did not finish in five stages");
         for (to, msg) in msgs {
             *received.entry(to).or_default() += msg.payload_len();
             if let ServerMessage::RoutedShares(r) = &msg {
@@ -339,11 +425,11 @@ pub fn run(args: &SecAggBenchArgs) -> anyhow::Result<SecAggBenchReport> {
             } else {
                 (session, reply)
             };
-            client_time.add(stage, t);
-            client_count[stage] += 1;
+            client_time.add(slot(stage), t);
+            client_count[slot(stage)] += 1;
             if let Some(m) = reply {
                 *sent.entry(to).or_default() += m.payload_len(bits);
-                timed(&mut server_time[stage], || server.receive(to, m))?;
+                timed(&mut server_time[slot(stage)], || server.receive(to, m))?;
             }
             sessions.insert(to, (session, crng));
         }
@@ -382,7 +468,8 @@ pub fn run(args: &SecAggBenchArgs) -> anyhow::Result<SecAggBenchReport> {
         advertise_keys: server_time[0],
         share_keys: server_time[1],
         masked_input: server_time[2],
-        unmask: server_time[3],
+        consistency_check: server_time[3],
+        unmask: server_time[4],
     };
     let total_seconds = client_time.total() + coordinator.total();
     let completed: Vec<u32> = contributors.clone();
@@ -442,16 +529,21 @@ pub fn print(report: &SecAggBenchReport, json: bool) {
         report.contributors
     );
     println!(
-        "{:<16} {:>14} {:>14}",
+        "{:<18} {:>14} {:>14}",
         "stage", "participant s", "coordinator s"
     );
     for (name, a, b) in [
         ("advertise keys", p.advertise_keys, c.advertise_keys),
         ("share keys", p.share_keys, c.share_keys),
         ("masked input", p.masked_input, c.masked_input),
+        (
+            "consistency check",
+            p.consistency_check,
+            c.consistency_check,
+        ),
         ("unmask", p.unmask, c.unmask),
     ] {
-        println!("{name:<16} {a:>14.6} {b:>14.6}");
+        println!("{name:<18} {a:>14.6} {b:>14.6}");
     }
     println!("total (all parties)       {:.3} s", report.total_seconds);
     println!(
@@ -488,6 +580,7 @@ mod tests {
                 modulus_bits: 32,
                 neighbours: None,
                 threshold: None,
+                signed_keys: false,
             };
             let r = run(&args).unwrap();
             assert!(r.correct, "{r:?}");
@@ -495,6 +588,19 @@ mod tests {
             assert_eq!(r.contributors, 12 - r.dropped);
             assert!(r.masks_expanded >= r.contributors as u64 * 2);
             assert!(r.total_seconds > 0.0 && r.prg_lower_bound_seconds > 0.0);
+            assert_eq!(r.participant_stage_seconds.consistency_check, 0.0);
+            // With signed keys, the consistency check is a stage of its own
+            // and the round still sums correctly.
+            let signed = run(&SecAggBenchArgs {
+                signed_keys: true,
+                ..args.clone()
+            })
+            .unwrap();
+            assert!(signed.correct, "{signed:?}");
+            assert_eq!(signed.contributors, r.contributors);
+            assert!(signed.participant_stage_seconds.consistency_check > 0.0);
+            assert!(signed.coordinator_stage_seconds.consistency_check > 0.0);
+            assert!(signed.bytes_per_participant > r.bytes_per_participant);
         }
         let bad = SecAggBenchArgs {
             participants: 2,
@@ -505,6 +611,7 @@ mod tests {
             modulus_bits: 32,
             neighbours: None,
             threshold: None,
+            signed_keys: false,
         };
         assert!(run(&bad).is_err());
     }
@@ -522,6 +629,7 @@ mod tests {
             modulus_bits: 32,
             neighbours: Some(4),
             threshold: None,
+            signed_keys: false,
         };
         let r = run(&args).unwrap();
         assert!(r.correct, "{r:?}");

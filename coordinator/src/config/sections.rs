@@ -267,13 +267,25 @@ impl Default for TrainingSection {
 /// do not carry that neighbour's signature (see `tessera_participant::signing`).
 ///
 /// This stops a coordinator from slipping in keys of its own to open the
-/// shares sent to a participant or derive its masks. It does not stop a
-/// coordinator from telling different participants different stories about
-/// who dropped out: the consistency check of Bonawitz et al. 2017 (survivors
-/// sign the set of participants still alive before unmasking) is not
-/// implemented. Nor does it help against whoever holds the CA key (which can
-/// issue a certificate for any name) or against colluding participants with
-/// genuine certificates; no revocation list is consulted.
+/// shares sent to a participant or derive its masks. Signed keys also turn
+/// on the defences against a coordinator that lies (they need the
+/// signatures, so they are off without them; see
+/// `tessera_secagg::consistency`):
+/// - the neighbour graph's seed is derived from every advertised key and
+///   checked by each participant, so the coordinator cannot choose the graph
+///   (the announced `graph_seed` is unused and zero);
+/// - the consistency check of Bonawitz et al. 2017 (Round 3): after the
+///   masked inputs, every survivor signs the survivor list it was given, and
+///   reveals no share unless t signatures over the same list come back, so
+///   the coordinator cannot tell some that a site dropped and others that it
+///   survived (one more message exchange per round);
+/// - participants remember the signed-key rounds they took part in and
+///   decline a round number announced again.
+///
+/// It does not help against whoever holds the CA key (which can issue a
+/// certificate for any name) or against colluding participants with
+/// genuine certificates beyond the Shamir threshold; no revocation list is
+/// consulted.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecAggSection {

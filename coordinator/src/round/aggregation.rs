@@ -26,6 +26,9 @@ pub enum Stage {
     AwaitingShares,
     /// Collecting (masked or plain) inputs.
     AwaitingInputs,
+    /// Secure with signed keys: collecting the survivors' signatures over
+    /// the survivor list (the consistency check; timed as part of unmasking).
+    AwaitingSurvivorSignatures,
     /// Secure: collecting revealed shares.
     AwaitingUnmasking,
 }
@@ -42,7 +45,7 @@ impl Stage {
             Stage::AwaitingKeys => Phase::Keys,
             Stage::AwaitingShares => Phase::Shares,
             Stage::AwaitingInputs => Phase::MaskedInput,
-            Stage::AwaitingUnmasking => Phase::Unmask,
+            Stage::AwaitingSurvivorSignatures | Stage::AwaitingUnmasking => Phase::Unmask,
         }
     }
 }
@@ -397,6 +400,12 @@ impl Aggregation {
                     sa::ClientMessage::ShareKeys(convert::share_keys_from_wire(s)),
                 )
                 .map_err(Refusal::Protocol),
+            (Summation::Secure(server), Body::SurvivorSignature(s)) => server
+                .receive(
+                    index,
+                    sa::ClientMessage::SurvivorSignature(convert::survivor_signature_from_wire(s)),
+                )
+                .map_err(Refusal::Protocol),
             (Summation::Secure(server), Body::Unmask(u)) => server
                 .receive(
                     index,
@@ -501,12 +510,11 @@ impl Aggregation {
             },
             Summation::Secure(server) => match server.close_stage() {
                 Ok(StageOutcome::Send(messages)) => {
-                    self.stage = match self.stage {
-                        Stage::AwaitingKeys => Stage::AwaitingShares,
-                        Stage::AwaitingShares => Stage::AwaitingInputs,
-                        Stage::AwaitingInputs | Stage::AwaitingUnmasking => {
-                            Stage::AwaitingUnmasking
-                        }
+                    self.stage = match server.stage() {
+                        sa::Stage::AwaitingShares => Stage::AwaitingShares,
+                        sa::Stage::AwaitingMaskedInputs => Stage::AwaitingInputs,
+                        sa::Stage::AwaitingSurvivorSignatures => Stage::AwaitingSurvivorSignatures,
+                        _ => Stage::AwaitingUnmasking,
                     };
                     self.deadline = next_deadline(self.stage);
                     Step::Send(
@@ -534,6 +542,7 @@ pub fn body_name(body: &Body) -> &'static str {
         Body::ShareKeys(_) => "share keys",
         Body::Chunk(_) => "vector chunk",
         Body::Unmask(_) => "unmask response",
+        Body::SurvivorSignature(_) => "survivor signature",
         Body::TaskRejected(_) => "task rejection",
     }
 }

@@ -219,8 +219,13 @@ impl FederationMachine {
         }
         let secure_params = match &policy.secagg {
             Some(secagg) => {
+                // With signed keys the graph seed is derived from the
+                // advertised keys by every party (tessera_secagg::consistency),
+                // so the announced one is unused and left zero.
                 let mut graph_seed = [0u8; 32];
-                self.rng.fill_bytes(&mut graph_seed);
+                if !secagg.signed_keys {
+                    self.rng.fill_bytes(&mut graph_seed);
+                }
                 match secagg_params(
                     round,
                     (1..=n as u32).collect(),

@@ -25,9 +25,10 @@
 //!
 //! A member whose certificate fails these checks makes the participant
 //! decline the round ([`SigningError`], logged and sent back as the
-//! decline reason). Then, when the neighbours' keys arrive, each signature
-//! is verified with the public key of that neighbour's checked certificate
-//! ([`CertificateKeyVerifier`]); one bad or missing signature and the
+//! decline reason). Then, when the other members' keys arrive (all of
+//! them in a signed-key round: the graph seed is derived from them), each
+//! signature is verified with the public key of that member's checked
+//! certificate ([`CertificateKeyVerifier`]); one bad or missing signature and the
 //! participant leaves the round before sending anything derived from those
 //! keys (no shares, no masked input).
 //!
@@ -50,17 +51,14 @@
 //!   and the round is refused.
 //! - Replaying or moving genuine signed keys: the signed bytes bind the
 //!   round number and the signer's cohort index.
+//! - Choosing the neighbour graph: with signed keys every participant gets
+//!   every advertised key and derives the graph seed from them itself.
 //!
 //! # What it does not protect against
 //!
-//! - **Inconsistent dropout claims.** The consistency check of Bonawitz et
-//!   al. 2017 (their Round 3, in which survivors sign the set of
-//!   participants that are still alive before any share is revealed) is not
-//!   implemented. An actively malicious coordinator can therefore still tell
-//!   different participants different stories about who dropped out, and ask
-//!   some of them for a participant's self-mask shares and others for its
-//!   mask-key shares. Each participant refuses to reveal both kinds of share
-//!   for one peer, but it cannot see what the others were asked.
+//! - **Inconsistent dropout claims** are not this module's to stop: the
+//!   same signing keys sign the survivor list of the consistency check
+//!   (`tessera_secagg::consistency`), which catches them.
 //! - **The CA holder.** Whoever holds the federation CA key can issue a
 //!   valid certificate for any name. In a development PKI made by the
 //!   coordinator's operator this defence is only as strong as that operator's

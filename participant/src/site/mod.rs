@@ -46,6 +46,7 @@ use tracing::{debug, info, warn};
 use crate::config::{EvaluationSection, LimitsSection, SitePrivacySection};
 use crate::data::LocalData;
 use crate::ledger::{Contribution, LedgerStore};
+use crate::rounds::{MemoryRounds, RoundMemory};
 use crate::signing::KeySigning;
 use crate::trainer::Trainer;
 use secure::SecureState;
@@ -145,6 +146,8 @@ pub struct Site {
     rng: SecureRng,
     clock: Box<dyn Clock>,
     key_signing: Option<KeySigning>,
+    /// Signed-key rounds taken part in (a reused round is declined).
+    rounds: Box<dyn RoundMemory>,
     federation: String,
     name: String,
     task: Option<TaskSpec>,
@@ -175,6 +178,7 @@ impl Site {
             rng: parts.rng,
             clock: parts.clock,
             key_signing: parts.key_signing,
+            rounds: Box::new(MemoryRounds::default()),
             federation: String::new(),
             name: String::new(),
             task: None,
@@ -183,6 +187,13 @@ impl Site {
             round: None,
             actions: VecDeque::new(),
         }
+    }
+
+    /// The site with `rounds` as its record of the signed-key rounds it took
+    /// part in (by default a record in memory, for the life of the process).
+    pub fn with_round_memory(mut self, rounds: Box<dyn RoundMemory>) -> Self {
+        self.rounds = rounds;
+        self
     }
 
     /// The first message of every session, without terms of the site's
@@ -278,6 +289,7 @@ impl Site {
             In::Chunk(c) => self.model_chunk(c),
             In::PeerKeys(k) => self.peer_keys(k),
             In::RoutedShares(s) => self.routed_shares(s),
+            In::SurvivorList(l) => self.survivor_list(l),
             In::UnmaskRequest(r) => self.unmask(r),
             In::Result(r) => self.result(r),
             In::Done(d) => {

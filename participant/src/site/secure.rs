@@ -1,6 +1,7 @@
 //! The site's secure-aggregation stages of an accepted round: advertising
 //! keys, exchanging shares, sending the masked input (after its ledger row
-//! is durable) and answering the unmasking request.
+//! is durable), signing the survivor list of the consistency check (signed
+//! keys only) and answering the unmasking request.
 
 use tessera_model::Announcement;
 use tessera_model::round::SecAggSetup;
@@ -21,6 +22,7 @@ pub(super) enum SecureState {
     AwaitingShares(sa::AwaitingShares),
     AwaitingInput(sa::AwaitingInput),
     AwaitingUnmask(sa::AwaitingUnmask),
+    AwaitingSignatures(sa::AwaitingSignatures),
     Done,
 }
 
@@ -72,13 +74,21 @@ impl Site {
         } else {
             (None, None)
         };
+        let signed = params.signed_keys;
         let cfg = sa::ClientConfig {
             params,
             me: setup.my_index,
             signer,
             verifier,
         };
-        sa::AwaitingPeerKeys::start(cfg, &mut self.rng).map_err(|e| e.to_string())
+        let started = sa::AwaitingPeerKeys::start(cfg, &mut self.rng).map_err(|e| e.to_string())?;
+        // Write-ahead: the round is remembered before the keys leave, so a
+        // coordinator announcing it again is caught (see `crate::rounds`).
+        if signed && let Err(e) = self.rounds.remember(&self.federation, a.round) {
+            warn!(round = a.round, error = %e, "refusing the round");
+            return Err(e.to_string());
+        }
+        Ok(started)
     }
 
     pub(super) fn peer_keys(&mut self, k: v1::PeerKeys) {
@@ -124,17 +134,43 @@ impl Site {
         }
     }
 
-    pub(super) fn unmask(&mut self, req: v1::UnmaskRequest) {
+    /// The consistency check of a signed-key round: signs the survivor list
+    /// (Bonawitz et al. 2017, Round 3).
+    pub(super) fn survivor_list(&mut self, l: v1::SurvivorList) {
         let Some(r) = self.round.as_mut() else {
             return;
         };
         let SecureState::AwaitingUnmask(state) =
             std::mem::replace(&mut r.secure, SecureState::Done)
         else {
-            warn!(round = req.round, "unmask request out of order ignored");
+            warn!(round = l.round, "survivor list out of order ignored");
             return;
         };
-        match state.handle_unmask_request(convert::unmask_request_from_wire(&req)) {
+        match state.handle_survivor_list(convert::survivor_list_from_wire(&l)) {
+            Ok((next, signature)) => {
+                r.secure = SecureState::AwaitingSignatures(next);
+                self.actions.push_back(send(Out::SurvivorSignature(
+                    convert::survivor_signature_to_wire(&signature),
+                )));
+            }
+            Err(e) => self.abandon(format!("survivor list refused: {e}")),
+        }
+    }
+
+    pub(super) fn unmask(&mut self, req: v1::UnmaskRequest) {
+        let Some(r) = self.round.as_mut() else {
+            return;
+        };
+        let request = convert::unmask_request_from_wire(&req);
+        let answer = match std::mem::replace(&mut r.secure, SecureState::Done) {
+            SecureState::AwaitingUnmask(state) => state.handle_unmask_request(request),
+            SecureState::AwaitingSignatures(state) => state.handle_unmask_request(request),
+            _ => {
+                warn!(round = req.round, "unmask request out of order ignored");
+                return;
+            }
+        };
+        match answer {
             Ok(resp) => self
                 .actions
                 .push_back(send(Out::Unmask(convert::unmask_response_to_wire(&resp)))),

@@ -385,6 +385,7 @@ pub(crate) fn plain_input(out: &Outbox, round: u64, encoding: v1::Encoding) -> V
 /// input.
 pub(crate) struct Peers {
     round: u64,
+    graph_seed: [u8; 32],
     waiting: Vec<sa::AwaitingPeerKeys>,
     keys: Vec<sa::AdvertiseKeys>,
     rng: StdRng,
@@ -419,6 +420,7 @@ impl Peers {
             .unzip();
         Self {
             round: announce.round,
+            graph_seed: params.graph_seed,
             waiting,
             keys,
             rng,
@@ -440,6 +442,7 @@ impl Peers {
         let to_site = sa::PeerKeys {
             round: self.round,
             keys: self.keys.clone(),
+            graph_seed: self.graph_seed,
         };
         let now = out.handle(
             site,
@@ -466,6 +469,7 @@ impl Peers {
                     sa::PeerKeys {
                         round: self.round,
                         keys: others,
+                        graph_seed: self.graph_seed,
                     },
                     &mut self.rng,
                 )

@@ -7,7 +7,9 @@
 //! Stages follow Bonawitz et al. 2017, Figure 4 (server side), with neighbour
 //! sets from Bell et al. 2020, §3:
 //! - keys: participants left with fewer than t neighbours that advertised keys
-//!   are removed (repeatedly), each remaining one gets its neighbours' keys;
+//!   are removed (repeatedly), each remaining one gets its neighbours' keys
+//!   (with signed keys: every other advertised key, and the graph is drawn
+//!   only now, from the seed derived from them);
 //! - shares: the same pruning over the participants that sent a complete set
 //!   of share bundles; bundles are routed among the remaining ones;
 //! - masked inputs: each is folded into one running sum as it arrives, whole
@@ -18,27 +20,34 @@
 //!   only, for self-mask shares of survivors and key shares of the dropped;
 //!   if some secret could not be recovered from the askable holders the round
 //!   aborts before anything is revealed;
+//! - consistency check (signed keys only, \[B17 Fig. 4 Round 3]): before
+//!   the unmasking requests, every survivor gets the same list U3 of
+//!   contributors and signs it; only those that signed are asked to unmask,
+//!   and each request carries all the signatures (see [`crate::consistency`]);
 //! - unmasking: b_u is reconstructed for every contributor and PRG(b_u)
 //!   subtracted; s_u^SK is reconstructed for every dropped u (checked against
 //!   its advertised public key) and the masks it shared with contributors are
-//!   removed — all in one fused pass over the sum.
+//!   removed — all in one fused pass over the sum (in `unmask`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use x25519_dalek::{PublicKey, StaticSecret};
-
-use crate::graph::Graph;
-use crate::kdf::{agree, pairwise_mask_seed};
+use crate::client::KeyVerifier;
+use crate::consistency::derive_graph_seed;
+use crate::graph::{Graph, prune};
 use crate::messages::{
     AdvertiseKeys, ClientMessage, EncryptedShare, PeerKeys, RoutedShares, ServerMessage,
-    UnmaskRequest,
+    SurvivorList, UnmaskRequest,
 };
 use crate::params::RoundParams;
 use crate::partial::{Partials, Progress};
-use crate::prg::{MaskJob, apply_masks, modulus_mask};
+use crate::prg::modulus_mask;
 use crate::seal::CIPHERTEXT_LEN;
-use crate::shamir::{Share, reconstruct_excluding_liar};
+use crate::shamir::Share;
 use crate::{Error, Violation};
+
+mod unmask;
+
+use unmask::parse_revealed;
 
 /// Largest accepted key signature, in bytes.
 pub const MAX_SIGNATURE_LEN: usize = 1024;
@@ -52,6 +61,8 @@ pub enum Stage {
     AwaitingShares,
     /// Collecting masked inputs.
     AwaitingMaskedInputs,
+    /// Signed keys only: collecting the survivors' signatures over U3.
+    AwaitingSurvivorSignatures,
     /// Collecting revealed shares.
     AwaitingUnmasking,
     /// The sum was output.
@@ -84,6 +95,14 @@ pub enum StageOutcome {
 pub struct ServerRound {
     params: RoundParams,
     graph: Graph,
+    /// The graph's seed (announced, or derived from the keys when signed).
+    graph_seed: [u8; 32],
+    /// Checks survivor-list signatures on arrival, if set.
+    verifier: Option<SignatureCheck>,
+    /// U3 as sent in the consistency check (signed keys).
+    survivor_list: Vec<u32>,
+    /// signer -> signature over U3 (signed keys).
+    survivor_signatures: BTreeMap<u32, Vec<u8>>,
     stage: Stage,
     /// Who may send in the current stage.
     selected: BTreeSet<u32>,
@@ -110,20 +129,12 @@ pub struct ServerRound {
     misbehaving: BTreeSet<u32>,
 }
 
-/// Removes, until none is left, members with fewer than `t` neighbours in the set.
-fn prune(mut set: BTreeSet<u32>, t: usize, adj: impl Fn(u32) -> Vec<u32>) -> BTreeSet<u32> {
-    loop {
-        let weak: Vec<u32> = set
-            .iter()
-            .copied()
-            .filter(|&u| adj(u).iter().filter(|v| set.contains(v)).count() < t)
-            .collect();
-        if weak.is_empty() {
-            return set;
-        }
-        for u in weak {
-            set.remove(&u);
-        }
+/// A verifier of survivor-list signatures (kept out of `Debug`).
+struct SignatureCheck(Box<dyn KeyVerifier>);
+
+impl std::fmt::Debug for SignatureCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignatureCheck")
     }
 }
 
@@ -135,6 +146,10 @@ impl ServerRound {
         let partials = Partials::new(params.dim, modulus_mask(params.modulus_bits));
         Ok(ServerRound {
             graph: Graph::new(&params),
+            graph_seed: params.graph_seed,
+            verifier: None,
+            survivor_list: Vec::new(),
+            survivor_signatures: BTreeMap::new(),
             params,
             stage: Stage::AwaitingKeys,
             selected: all.clone(),
@@ -152,6 +167,21 @@ impl ServerRound {
             dropped: BTreeSet::new(),
             misbehaving: BTreeSet::new(),
         })
+    }
+
+    /// Signed keys: checks each survivor-list signature as it arrives and
+    /// refuses a bad one ([`Violation::BadSignature`]), so that one
+    /// participant's garbage cannot make the others refuse the forwarded
+    /// list. Without it signatures are forwarded as received.
+    pub fn set_verifier(&mut self, verifier: Box<dyn KeyVerifier>) {
+        self.verifier = Some(SignatureCheck(verifier));
+    }
+
+    /// The neighbour graph's seed: the announced one, or with signed keys
+    /// the one derived from the advertised keys (all zero until the keys
+    /// stage closed).
+    pub fn graph_seed(&self) -> [u8; 32] {
+        self.graph_seed
     }
 
     /// The round's parameters.
@@ -187,6 +217,7 @@ impl ServerRound {
             ClientMessage::AdvertiseKeys(_) => Stage::AwaitingKeys,
             ClientMessage::ShareKeys(_) => Stage::AwaitingShares,
             ClientMessage::MaskedInput(_) => Stage::AwaitingMaskedInputs,
+            ClientMessage::SurvivorSignature(_) => Stage::AwaitingSurvivorSignatures,
             ClientMessage::UnmaskResponse(_) => Stage::AwaitingUnmasking,
         };
         self.check_sender(from, stage, msg.round())?;
@@ -207,6 +238,26 @@ impl ServerRound {
                 // A whole input is its only part (refused after other parts).
                 self.partials.fold(&mut self.sum, from, 0, &m.values)?;
                 self.contributors.insert(from);
+            }
+            ClientMessage::SurvivorSignature(m) => {
+                if m.signature.is_empty() || m.signature.len() > MAX_SIGNATURE_LEN {
+                    return Err(Violation::WrongLength {
+                        expected: MAX_SIGNATURE_LEN,
+                        got: m.signature.len(),
+                    }
+                    .into());
+                }
+                if let Some(v) = &self.verifier {
+                    let signed = crate::signed_survivors_message(
+                        self.params.round,
+                        &self.graph_seed,
+                        &self.survivor_list,
+                    );
+                    if !v.0.verify(from, &signed, &m.signature) {
+                        return Err(Violation::BadSignature { peer: from }.into());
+                    }
+                }
+                self.survivor_signatures.insert(from, m.signature);
             }
             ClientMessage::UnmaskResponse(m) => {
                 let Some(req) = self.requests.get(&from) else {
@@ -373,6 +424,7 @@ impl ServerRound {
             Stage::AwaitingKeys => self.close_keys(),
             Stage::AwaitingShares => self.close_shares(),
             Stage::AwaitingMaskedInputs => self.close_masked(),
+            Stage::AwaitingSurvivorSignatures => self.close_signatures(),
             Stage::AwaitingUnmasking => self.close_unmask(),
         };
         if result.is_err() {
@@ -387,6 +439,7 @@ impl ServerRound {
         self.partials.clear();
         self.self_shares.clear();
         self.key_shares.clear();
+        self.survivor_signatures.clear();
         self.selected.clear();
         self.pending.clear();
     }
@@ -407,6 +460,12 @@ impl ServerRound {
 
     fn close_keys(&mut self) -> Result<StageOutcome, Error> {
         let t = self.params.threshold;
+        let signed = self.params.signed_keys;
+        if signed {
+            // The graph follows from every advertised key (U1): drawn now.
+            self.graph_seed = derive_graph_seed(&self.params, self.keys.values());
+            self.graph = Graph::with_seed(&self.params, &self.graph_seed);
+        }
         let advertised: BTreeSet<u32> = self.keys.keys().copied().collect();
         let graph = &self.graph;
         let alive = prune(advertised, t, |u| graph.neighbours(u));
@@ -421,16 +480,26 @@ impl ServerRound {
                 .into_iter()
                 .filter(|v| alive.contains(v))
                 .collect();
-            let keys = peers
-                .iter()
-                .filter_map(|v| self.keys.get(v).cloned())
-                .collect();
+            let keys = if signed {
+                // All of U1 but u, for u to derive the seed itself.
+                self.keys
+                    .values()
+                    .filter(|k| k.from != u)
+                    .cloned()
+                    .collect()
+            } else {
+                peers
+                    .iter()
+                    .filter_map(|v| self.keys.get(v).cloned())
+                    .collect()
+            };
             self.peer_lists.insert(u, peers);
             out.push((
                 u,
                 ServerMessage::PeerKeys(PeerKeys {
                     round: self.params.round,
                     keys,
+                    graph_seed: self.graph_seed,
                 }),
             ));
         }
@@ -481,155 +550,31 @@ impl ServerRound {
             return Err(self.below(contributors.len()));
         }
         self.dropped = self.selected.difference(&contributors).copied().collect();
-        let mut requests = BTreeMap::new();
-        for &v in &contributors {
-            let from = self.routed_from.get(&v).map(Vec::as_slice).unwrap_or(&[]);
-            let survivors: Vec<u32> = from
+        if self.params.signed_keys {
+            // [B17 Fig. 4 Round 3]: the same U3 to every member of U3.
+            self.survivor_list = contributors.iter().copied().collect();
+            let list = SurvivorList {
+                round: self.params.round,
+                survivors: self.survivor_list.clone(),
+            };
+            let out = contributors
                 .iter()
-                .copied()
-                .filter(|u| contributors.contains(u))
+                .map(|&v| (v, ServerMessage::SurvivorList(list.clone())))
                 .collect();
-            let dropped: Vec<u32> = from
-                .iter()
-                .copied()
-                .filter(|u| self.dropped.contains(u))
-                .collect();
-            // A participant refuses when fewer than t survivors are announced
-            // to it; do not ask it.
-            if survivors.len() + 1 >= t {
-                requests.insert(
-                    v,
-                    UnmaskRequest {
-                        round: self.params.round,
-                        survivors,
-                        dropped,
-                    },
-                );
-            }
+            self.enter(Stage::AwaitingSurvivorSignatures, contributors);
+            return Ok(StageOutcome::Send(out));
         }
-        // Every secret that must be recovered needs t askable holders;
-        // otherwise abort now, before anyone reveals anything.
-        let mut holders: BTreeMap<u32, usize> = BTreeMap::new();
-        for r in requests.values() {
-            for &u in r.survivors.iter().chain(r.dropped.iter()) {
-                *holders.entry(u).or_default() += 1;
-            }
+        self.request_unmasking(&contributors, Vec::new())
+    }
+
+    fn close_signatures(&mut self) -> Result<StageOutcome, Error> {
+        let signers: BTreeSet<u32> = self.survivor_signatures.keys().copied().collect();
+        if signers.len() < self.params.threshold {
+            return Err(self.below(signers.len()));
         }
-        let needed = contributors
-            .iter()
-            .chain(self.dropped.iter().filter(|u| holders.contains_key(u)));
-        if let Some(have) = needed
-            .map(|u| holders.get(u).copied().unwrap_or(0))
-            .find(|&h| h < t)
-        {
-            return Err(self.below(have));
-        }
-        let out = requests
-            .iter()
-            .map(|(&v, r)| (v, ServerMessage::UnmaskRequest(r.clone())))
+        let signatures = std::mem::take(&mut self.survivor_signatures)
+            .into_iter()
             .collect();
-        let asked = requests.keys().copied().collect();
-        self.requests = requests;
-        self.enter(Stage::AwaitingUnmasking, asked);
-        Ok(StageOutcome::Send(out))
+        self.request_unmasking(&signers, signatures)
     }
-
-    fn close_unmask(&mut self) -> Result<StageOutcome, Error> {
-        let t = self.params.threshold;
-        let round = self.params.round;
-        let mut jobs = Vec::new();
-        for &u in &self.contributors {
-            let shares = self.self_shares.get(&u).map(Vec::as_slice).unwrap_or(&[]);
-            if shares.len() < t {
-                return Err(self.below(shares.len()));
-            }
-            let seed = recover(&mut self.misbehaving, shares, t, u)?;
-            jobs.push(MaskJob::new(&seed, true));
-        }
-        for &u in &self.dropped {
-            // Contributors that masked with u.
-            let partners: Vec<u32> = self
-                .contributors
-                .iter()
-                .copied()
-                .filter(|v| self.routed_from.get(v).is_some_and(|f| f.contains(&u)))
-                .collect();
-            if partners.is_empty() {
-                continue;
-            }
-            let shares = self.key_shares.get(&u).map(Vec::as_slice).unwrap_or(&[]);
-            if shares.len() < t {
-                return Err(self.below(shares.len()));
-            }
-            let bytes = recover(&mut self.misbehaving, shares, t, u)?;
-            let sk = StaticSecret::from(bytes);
-            let advertised = self.keys.get(&u).map(|k| k.mask_public_key);
-            if advertised != Some(PublicKey::from(&sk).to_bytes()) {
-                return Err(Violation::BadShare { owner: u }.into());
-            }
-            for v in partners {
-                let pk = self
-                    .keys
-                    .get(&v)
-                    .map(|k| k.mask_public_key)
-                    .unwrap_or([0u8; 32]);
-                let shared = agree(&sk, &pk).ok_or(Violation::BadPublicKey { peer: v })?;
-                // v added +PRG(s_uv) if v < u, −PRG(s_uv) if v > u: undo it.
-                jobs.push(MaskJob::new(
-                    &pairwise_mask_seed(&shared, round, u, v),
-                    v < u,
-                ));
-            }
-        }
-        let mut sum = std::mem::take(&mut self.sum);
-        apply_masks(&mut sum, &mut jobs, self.params.modulus_bits);
-        self.stage = Stage::Finished;
-        self.pending.clear();
-        self.selected.clear();
-        self.self_shares.clear();
-        self.key_shares.clear();
-        Ok(StageOutcome::Finished {
-            sum,
-            contributors: self.contributors.iter().copied().collect(),
-        })
-    }
-}
-
-/// Reconstructs `owner`'s secret, leaving out (and adding to `misbehaving`)
-/// a single holder whose share disagrees with all the others.
-fn recover(
-    misbehaving: &mut BTreeSet<u32>,
-    shares: &[(u32, Share)],
-    t: usize,
-    owner: u32,
-) -> Result<[u8; 32], Error> {
-    let r = reconstruct_excluding_liar(shares, t).map_err(|_| Violation::BadShare { owner })?;
-    if let Some(liar) = r.liar {
-        misbehaving.insert(liar);
-    }
-    Ok(r.secret)
-}
-
-/// Parses revealed shares; the owners must be exactly `asked`, once each.
-fn parse_revealed(got: &[(u32, Vec<u8>)], asked: &[u32]) -> Result<Vec<(u32, Share)>, Error> {
-    if got.len() != asked.len() {
-        return Err(Violation::WrongLength {
-            expected: asked.len(),
-            got: got.len(),
-        }
-        .into());
-    }
-    let mut seen = BTreeSet::new();
-    let mut out = Vec::with_capacity(got.len());
-    for (owner, bytes) in got {
-        if !asked.contains(owner) {
-            return Err(Violation::NotSelected(*owner).into());
-        }
-        if !seen.insert(*owner) {
-            return Err(Violation::Duplicate(*owner).into());
-        }
-        let share = Share::from_bytes(bytes).map_err(|_| Violation::BadShare { owner: *owner })?;
-        out.push((*owner, share));
-    }
-    Ok(out)
 }

@@ -1,28 +1,35 @@
 //! The participant side: one consuming state per stage, named for what it
-//! awaits (rustls' `Expect…` states), plus [`ClientSession`], an enum wrapper
-//! for drivers. Every step cites Bonawitz et al. 2017, Figure 4 ("Round 0"
+//! awaits (rustls' `Expect…` states) — here the stages up to masking, in
+//! `unmask` the consistency check and unmasking — plus [`ClientSession`]
+//! (`session`), an enum wrapper for drivers. Every step cites Bonawitz et al. 2017, Figure 4 ("Round 0"
 //! to "Round 4") and, for neighbour sets, Bell et al. 2020, §3.
 //!
 //! Errors are terminal: a state consumed by a failing call is gone, and the
 //! participant simply stops taking part in the round — to the coordinator it
 //! looks like a dropout, which the protocol tolerates.
+//!
+//! Secrets (the X25519 secret keys, the self-mask seed, the pairwise seeds
+//! and share-encryption keys, and the Shamir shares held of the peers'
+//! secrets) are wiped from memory when the state holding them is dropped
+//! (`zeroize`); every state implements [`ZeroizeOnDrop`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use rand_core::CryptoRng;
 use x25519_dalek::{PublicKey, StaticSecret};
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
+use crate::consistency::derive_graph_seed;
 use crate::graph::Graph;
 use crate::kdf::{agree, pairwise_mask_seed, share_key};
 use crate::messages::{
-    AdvertiseKeys, ClientMessage, EncryptedShare, MaskedInput, PeerKeys, RoutedShares,
-    ServerMessage, ShareKeys, UnmaskRequest, UnmaskResponse,
+    AdvertiseKeys, EncryptedShare, MaskedInput, PeerKeys, RoutedShares, ShareKeys,
 };
 use crate::params::RoundParams;
 use crate::prg::{MaskJob, apply_masks, masked_copy, modulus_mask};
 use crate::seal::{open, seal};
-use crate::shamir::{Share, split};
+use crate::shamir::split;
 use crate::{Error, Stage, Violation};
 
 /// Signs a participant's advertised keys, typically with the private key of
@@ -79,9 +86,23 @@ impl fmt::Debug for ClientConfig {
     }
 }
 
+/// A 32-byte secret, wiped when dropped.
+type Secret = Zeroizing<[u8; 32]>;
+
+/// Signer and verifier of a signed-key round.
+struct Auth {
+    signer: Box<dyn KeySigner>,
+    verifier: Box<dyn KeyVerifier>,
+}
+
 struct Common {
     params: RoundParams,
     me: u32,
+    /// Present exactly when `params.signed_keys`.
+    auth: Option<Auth>,
+    /// The graph seed in use: announced, or (signed keys) derived from U1
+    /// once the peers' keys arrived.
+    graph_seed: [u8; 32],
 }
 
 impl Common {
@@ -118,44 +139,53 @@ macro_rules! debug_state {
     };
 }
 
-/// Keys advertised; waiting for the neighbours' keys.
+mod session;
+mod unmask;
+
+pub use session::ClientSession;
+pub use unmask::{AwaitingSignatures, AwaitingUnmask, HeldShares};
+
+/// Keys advertised; waiting for the neighbours' keys (with signed keys:
+/// every other participant's keys).
 pub struct AwaitingPeerKeys {
     common: Common,
+    /// The neighbours by the announced graph seed (unused with signed
+    /// keys: the graph is known once the keys are).
     neighbours: Vec<u32>,
-    verifier: Option<Box<dyn KeyVerifier>>,
+    /// This participant's own advertisement (part of U1 for the seed).
+    own: AdvertiseKeys,
     cipher_sk: StaticSecret,
     mask_sk: StaticSecret,
-    self_seed: [u8; 32],
+    self_seed: Secret,
 }
 
 /// Secret shares sent; waiting for the shares addressed to this participant.
 pub struct AwaitingShares {
     common: Common,
-    self_seed: [u8; 32],
+    self_seed: Secret,
     /// peer -> (key to open its share bundle, pairwise mask seed)
-    peers: BTreeMap<u32, ([u8; 32], [u8; 32])>,
+    peers: BTreeMap<u32, (Secret, Secret)>,
 }
 
 /// Shares received; waiting for the local input to mask.
 pub struct AwaitingInput {
     common: Common,
-    self_seed: [u8; 32],
+    self_seed: Secret,
     /// Mask partners: peers whose shares arrived, with the pairwise seed.
-    partners: Vec<(u32, [u8; 32])>,
-    /// owner -> (share of its self-mask seed, share of its mask key)
-    held: BTreeMap<u32, (Share, Share)>,
-}
-
-/// Masked input sent; waiting for the unmasking request.
-pub struct AwaitingUnmask {
-    common: Common,
-    held: BTreeMap<u32, (Share, Share)>,
+    partners: Vec<(u32, Secret)>,
+    /// owner -> shares of its self-mask seed and of its mask key
+    held: BTreeMap<u32, HeldShares>,
 }
 
 debug_state!(AwaitingPeerKeys);
 debug_state!(AwaitingShares);
 debug_state!(AwaitingInput);
-debug_state!(AwaitingUnmask);
+
+// Every field holding a secret zeroises itself when dropped (StaticSecret,
+// `Secret`, `HeldShares`), so the states do too.
+impl ZeroizeOnDrop for AwaitingPeerKeys {}
+impl ZeroizeOnDrop for AwaitingShares {}
+impl ZeroizeOnDrop for AwaitingInput {}
 
 impl AwaitingPeerKeys {
     /// Round 0 (AdvertiseKeys): draws the two X25519 key pairs (c, s) and the
@@ -179,8 +209,8 @@ impl AwaitingPeerKeys {
         }
         let cipher_sk = StaticSecret::random_from_rng(rng);
         let mask_sk = StaticSecret::random_from_rng(rng);
-        let mut self_seed = [0u8; 32];
-        rng.fill_bytes(&mut self_seed);
+        let mut self_seed = Secret::new([0u8; 32]);
+        rng.fill_bytes(self_seed.as_mut());
         let cipher_public_key = PublicKey::from(&cipher_sk).to_bytes();
         let mask_public_key = PublicKey::from(&mask_sk).to_bytes();
         let signature = match (&cfg.signer, cfg.params.signed_keys) {
@@ -199,14 +229,25 @@ impl AwaitingPeerKeys {
             mask_public_key,
             signature,
         };
-        let neighbours = Graph::new(&cfg.params).neighbours(cfg.me);
+        let neighbours = if cfg.params.signed_keys {
+            Vec::new()
+        } else {
+            Graph::new(&cfg.params).neighbours(cfg.me)
+        };
+        let auth = match (cfg.signer, cfg.verifier, cfg.params.signed_keys) {
+            (Some(signer), Some(verifier), true) => Some(Auth { signer, verifier }),
+            _ => None,
+        };
+        let graph_seed = cfg.params.graph_seed;
         let state = AwaitingPeerKeys {
             common: Common {
                 params: cfg.params,
                 me: cfg.me,
+                auth,
+                graph_seed,
             },
             neighbours,
-            verifier: cfg.verifier,
+            own: msg.clone(),
             cipher_sk,
             mask_sk,
             self_seed,
@@ -214,42 +255,96 @@ impl AwaitingPeerKeys {
         Ok((state, msg))
     }
 
+    /// Signed keys: checks that `msg` holds signed keys of distinct cohort
+    /// members other than this one (all of U1 but itself), derives the graph
+    /// seed from U1 and compares it with the coordinator's, and returns the
+    /// seed and this participant's neighbours among the members of U1 that
+    /// survive pruning (the same pruning the coordinator does).
+    fn signed_view(&self, msg: &PeerKeys) -> Result<([u8; 32], Vec<u32>), Error> {
+        let c = &self.common;
+        let Some(auth) = &c.auth else {
+            return Err(Error::ApiMisuse("signed keys need a verifier"));
+        };
+        let mut u1: BTreeMap<u32, &AdvertiseKeys> = BTreeMap::new();
+        for k in &msg.keys {
+            c.check_round(k.round)?;
+            if c.params.participants.binary_search(&k.from).is_err() {
+                return Err(Violation::UnknownParticipant(k.from).into());
+            }
+            if k.from == c.me || u1.insert(k.from, k).is_some() {
+                return Err(Violation::Duplicate(k.from).into());
+            }
+            let signed = signed_key_message(
+                c.params.round,
+                k.from,
+                &k.cipher_public_key,
+                &k.mask_public_key,
+            );
+            if !auth.verifier.verify(k.from, &signed, &k.signature) {
+                return Err(Violation::BadSignature { peer: k.from }.into());
+            }
+        }
+        u1.insert(c.me, &self.own);
+        let seed = derive_graph_seed(&c.params, u1.values().copied());
+        if msg.graph_seed != seed {
+            return Err(Violation::GraphSeedMismatch.into());
+        }
+        let graph = Graph::with_seed(&c.params, &seed);
+        let t = c.params.threshold;
+        let alive = graph.prune(u1.keys().copied().collect(), t);
+        let neighbours: Vec<u32> = graph
+            .neighbours(c.me)
+            .into_iter()
+            .filter(|v| alive.contains(v))
+            .collect();
+        if !alive.contains(&c.me) {
+            return Err(Error::BelowThreshold {
+                needed: t,
+                have: neighbours.len(),
+                stage: Stage::AwaitingKeys,
+            });
+        }
+        Ok((seed, neighbours))
+    }
+
     /// Round 1 (ShareKeys): checks the neighbours' keys (neighbours only, no
     /// duplicates, at least t of them, valid signatures, usable keys), splits b
     /// and s^SK t-of-|peers| with Shamir and encrypts each peer's pair of
-    /// shares to it.
+    /// shares to it. With signed keys the message holds every other
+    /// participant's keys, all of which must be validly signed, and the
+    /// coordinator's graph seed must be the one derived from them
+    /// ([`crate::consistency`]).
     pub fn handle_peer_keys<R: CryptoRng + ?Sized>(
-        self,
+        mut self,
         msg: PeerKeys,
         rng: &mut R,
     ) -> Result<(AwaitingShares, ShareKeys), Error> {
-        let c = &self.common;
-        c.check_round(msg.round)?;
+        self.common.check_round(msg.round)?;
         let mut keys: BTreeMap<u32, &AdvertiseKeys> = BTreeMap::new();
-        for k in &msg.keys {
-            c.check_round(k.round)?;
-            if self.neighbours.binary_search(&k.from).is_err() {
-                return Err(c.not_expected(k.from));
+        if self.common.params.signed_keys {
+            let (seed, neighbours) = self.signed_view(&msg)?;
+            self.common.graph_seed = seed;
+            for k in &msg.keys {
+                if neighbours.binary_search(&k.from).is_ok() {
+                    keys.insert(k.from, k);
+                }
             }
-            if keys.insert(k.from, k).is_some() {
-                return Err(Violation::Duplicate(k.from).into());
+        } else {
+            let c = &self.common;
+            if msg.graph_seed != c.params.graph_seed {
+                return Err(Violation::GraphSeedMismatch.into());
             }
-            if c.params.signed_keys {
-                let signed = signed_key_message(
-                    c.params.round,
-                    k.from,
-                    &k.cipher_public_key,
-                    &k.mask_public_key,
-                );
-                let ok = self
-                    .verifier
-                    .as_ref()
-                    .is_some_and(|v| v.verify(k.from, &signed, &k.signature));
-                if !ok {
-                    return Err(Violation::BadSignature { peer: k.from }.into());
+            for k in &msg.keys {
+                c.check_round(k.round)?;
+                if self.neighbours.binary_search(&k.from).is_err() {
+                    return Err(c.not_expected(k.from));
+                }
+                if keys.insert(k.from, k).is_some() {
+                    return Err(Violation::Duplicate(k.from).into());
                 }
             }
         }
+        let c = &self.common;
         let t = c.params.threshold;
         if keys.len() < t {
             return Err(Error::BelowThreshold {
@@ -270,15 +365,15 @@ impl AwaitingPeerKeys {
             peers.insert(
                 v,
                 (
-                    share_key(&cs, round, v, me),
-                    pairwise_mask_seed(&ms, round, me, v),
+                    Secret::new(share_key(&cs, round, v, me)),
+                    Secret::new(pairwise_mask_seed(&ms, round, me, v)),
                 ),
             );
-            send_keys.push(share_key(&cs, round, me, v));
+            send_keys.push(Secret::new(share_key(&cs, round, me, v)));
         }
         let xs: Vec<u32> = keys.keys().copied().collect();
         let b_shares = split(&self.self_seed, t, &xs, rng);
-        let s_shares = split(&self.mask_sk.to_bytes(), t, &xs, rng);
+        let s_shares = split(&Secret::new(self.mask_sk.to_bytes()), t, &xs, rng);
         let shares = xs
             .iter()
             .zip(send_keys.iter())
@@ -294,6 +389,7 @@ impl AwaitingPeerKeys {
             self_seed: self.self_seed,
             peers,
         };
+        drop(send_keys);
         Ok((next, ShareKeys { round, shares }))
     }
 }
@@ -318,10 +414,10 @@ impl AwaitingShares {
             if held.contains_key(&s.from) {
                 return Err(Violation::Duplicate(s.from).into());
             }
-            let pair = open(key, c.params.round, s.from, c.me, &s.ciphertext)
+            let (self_mask, key) = open(key, c.params.round, s.from, c.me, &s.ciphertext)
                 .ok_or(Violation::BadCiphertext { from: s.from })?;
-            held.insert(s.from, pair);
-            partners.push((s.from, *seed));
+            held.insert(s.from, HeldShares { self_mask, key });
+            partners.push((s.from, seed.clone()));
         }
         let t = c.params.threshold;
         if held.len() < t {
@@ -407,153 +503,5 @@ impl AwaitingInput {
     /// The participants this one masks with (whose shares it received).
     pub fn mask_partners(&self) -> Vec<u32> {
         self.partners.iter().map(|(v, _)| *v).collect()
-    }
-}
-
-impl AwaitingUnmask {
-    /// Round 4 (Unmasking): reveals the self-mask shares of the announced
-    /// survivors and the key shares of the announced dropouts. Refuses when
-    /// one participant is in both lists, when a listed participant never sent
-    /// shares here, on duplicates, and when fewer than t survivors (counting
-    /// this participant) are announced.
-    pub fn handle_unmask_request(self, msg: UnmaskRequest) -> Result<UnmaskResponse, Error> {
-        let c = &self.common;
-        c.check_round(msg.round)?;
-        let mut survivors = BTreeSet::new();
-        for &u in &msg.survivors {
-            if !survivors.insert(u) {
-                return Err(Violation::Duplicate(u).into());
-            }
-        }
-        let mut dropped = BTreeSet::new();
-        for &u in &msg.dropped {
-            if survivors.contains(&u) {
-                return Err(Violation::BothSharesRequested { peer: u }.into());
-            }
-            if !dropped.insert(u) {
-                return Err(Violation::Duplicate(u).into());
-            }
-        }
-        for &u in survivors.iter().chain(dropped.iter()) {
-            if !self.held.contains_key(&u) {
-                return Err(Violation::NoSharesFrom { peer: u }.into());
-            }
-        }
-        let t = c.params.threshold;
-        if survivors.len() + 1 < t {
-            return Err(Violation::TooFewSurvivors {
-                needed: t,
-                have: survivors.len() + 1,
-            }
-            .into());
-        }
-        let reveal = |set: &[u32], pick: fn(&(Share, Share)) -> &Share| -> Vec<(u32, Vec<u8>)> {
-            set.iter()
-                .filter_map(|u| self.held.get(u).map(|p| (*u, pick(p).to_bytes().to_vec())))
-                .collect()
-        };
-        Ok(UnmaskResponse {
-            round: c.params.round,
-            self_mask_shares: reveal(&msg.survivors, |p| &p.0),
-            key_shares: reveal(&msg.dropped, |p| &p.1),
-        })
-    }
-}
-
-/// A participant's whole round as one value, for drivers that prefer a
-/// single type. Errors are terminal (the session is consumed).
-#[derive(Debug)]
-pub enum ClientSession {
-    /// See [`AwaitingPeerKeys`].
-    AwaitingPeerKeys(AwaitingPeerKeys),
-    /// See [`AwaitingShares`].
-    AwaitingShares(AwaitingShares),
-    /// See [`AwaitingInput`]: call [`ClientSession::mask_input`].
-    AwaitingInput(AwaitingInput),
-    /// See [`AwaitingUnmask`].
-    AwaitingUnmask(AwaitingUnmask),
-    /// The participant's part of the round is over.
-    Done,
-}
-
-impl ClientSession {
-    /// Starts a session; returns it and the key advertisement to send.
-    pub fn start<R: CryptoRng + ?Sized>(
-        cfg: ClientConfig,
-        rng: &mut R,
-    ) -> Result<(Self, ClientMessage), Error> {
-        let (s, m) = AwaitingPeerKeys::start(cfg, rng)?;
-        Ok((
-            ClientSession::AwaitingPeerKeys(s),
-            ClientMessage::AdvertiseKeys(m),
-        ))
-    }
-
-    /// Handles a coordinator message; returns the next session and the reply
-    /// to send, if any. A message the current state does not expect is a
-    /// [`Violation::WrongStage`].
-    pub fn handle<R: CryptoRng + ?Sized>(
-        self,
-        msg: ServerMessage,
-        rng: &mut R,
-    ) -> Result<(Self, Option<ClientMessage>), Error> {
-        match (self, msg) {
-            (ClientSession::AwaitingPeerKeys(s), ServerMessage::PeerKeys(m)) => {
-                let (next, out) = s.handle_peer_keys(m, rng)?;
-                Ok((
-                    ClientSession::AwaitingShares(next),
-                    Some(ClientMessage::ShareKeys(out)),
-                ))
-            }
-            (ClientSession::AwaitingShares(s), ServerMessage::RoutedShares(m)) => Ok((
-                ClientSession::AwaitingInput(s.handle_routed_shares(m)?),
-                None,
-            )),
-            (ClientSession::AwaitingUnmask(s), ServerMessage::UnmaskRequest(m)) => {
-                let out = s.handle_unmask_request(m)?;
-                Ok((
-                    ClientSession::Done,
-                    Some(ClientMessage::UnmaskResponse(out)),
-                ))
-            }
-            _ => Err(Violation::WrongStage.into()),
-        }
-    }
-
-    /// Masks the local input (only in [`ClientSession::AwaitingInput`]).
-    pub fn mask_input(self, input: &[u64]) -> Result<(Self, ClientMessage), Error> {
-        match self {
-            ClientSession::AwaitingInput(s) => {
-                let (next, out) = s.mask_input(input)?;
-                Ok((
-                    ClientSession::AwaitingUnmask(next),
-                    ClientMessage::MaskedInput(out),
-                ))
-            }
-            _ => Err(Error::ApiMisuse(
-                "mask_input called before the shares arrived or twice",
-            )),
-        }
-    }
-
-    /// [`ClientSession::mask_input`] on an owned vector, masked in place.
-    pub fn mask_input_owned(self, input: Vec<u64>) -> Result<(Self, ClientMessage), Error> {
-        match self {
-            ClientSession::AwaitingInput(s) => {
-                let (next, out) = s.mask_input_owned(input)?;
-                Ok((
-                    ClientSession::AwaitingUnmask(next),
-                    ClientMessage::MaskedInput(out),
-                ))
-            }
-            _ => Err(Error::ApiMisuse(
-                "mask_input called before the shares arrived or twice",
-            )),
-        }
-    }
-
-    /// Whether the session waits for the local input.
-    pub fn wants_input(&self) -> bool {
-        matches!(self, ClientSession::AwaitingInput(_))
     }
 }
