@@ -53,6 +53,9 @@ fuzz_target!(|data: &[u8]| {
             Some(Body::UnmaskRequest(u)) => {
                 ServerMessage::UnmaskRequest(convert::unmask_request_from_wire(&u))
             }
+            Some(Body::SurvivorList(l)) => {
+                ServerMessage::SurvivorList(convert::survivor_list_from_wire(&l))
+            }
             _ => continue,
         };
         session = match session.handle(msg, &mut rng) {

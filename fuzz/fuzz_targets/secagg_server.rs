@@ -74,6 +74,10 @@ fn tamper(m: &ClientMessage, how: u8, x: u8) -> ClientMessage {
                 r.self_mask_shares.clear();
             }
         },
+        ClientMessage::SurvivorSignature(g) => match how % 2 {
+            0 => g.round ^= u64::from(x) + 1,
+            _ => g.signature = vec![x; usize::from(x)],
+        },
     }
     m
 }
