@@ -162,6 +162,24 @@ fn authenticate<T>(request: &Request<T>) -> Result<(String, Vec<u8>), Status> {
     Ok((name, leaf.as_ref().to_vec()))
 }
 
+/// The refusal of a Hello that speaks another protocol version: the
+/// participant and this coordinator would misread each other's messages
+/// (for example a signed-key round's graph seed), so the session ends at
+/// once with both versions named, instead of failing later mid-round.
+fn version_refusal(name: &str, message: &ParticipantMessage) -> Option<Status> {
+    let Some(tessera_proto::v1::participant_message::Body::Hello(h)) = &message.body else {
+        return None;
+    };
+    (h.protocol_version != tessera_proto::PROTOCOL_VERSION).then(|| {
+        Status::failed_precondition(format!(
+            "participant `{name}` speaks protocol version {}, this coordinator version {}: \
+             run the same Tessera release on both sides",
+            h.protocol_version,
+            tessera_proto::PROTOCOL_VERSION
+        ))
+    })
+}
+
 #[tonic::async_trait]
 impl Federation for FederationService {
     type SessionStream =
@@ -192,6 +210,8 @@ impl Federation for FederationService {
         }
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
+        // The session's own way to refuse it (another protocol version).
+        let refuse = outbox.clone();
         self.events
             .send(SessionEvent::Connected {
                 name: name.clone(),
@@ -223,6 +243,11 @@ impl Federation for FederationService {
                 match next {
                     Ok(Some(message)) => {
                         metrics.add_bytes_received(prost::Message::encoded_len(&message) as u64);
+                        if let Some(status) = version_refusal(&name, &message) {
+                            warn!(participant = %name, session, reason = status.message(), "session refused");
+                            let _ = refuse.send(Err(status)).await;
+                            break Some("another protocol version".to_owned());
+                        }
                         let upload = match upload_step(&message) {
                             Some(last) => {
                                 if place.is_none() {

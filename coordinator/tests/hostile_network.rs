@@ -326,6 +326,51 @@ async fn session(
     (tx, inbound)
 }
 
+/// A participant that speaks another protocol version is refused at its
+/// Hello with both versions named (it cannot heal by reconnecting), and
+/// the coordinator goes on serving the others.
+#[test]
+fn another_protocol_version_is_refused_at_hello() {
+    runtime().block_on(async {
+        let c = start(AcceptLimits::default()).await;
+        let ch = channel(&c, "a").await;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(ParticipantMessage {
+            body: Some(Body::Hello(Hello {
+                protocol_version: tessera_proto::PROTOCOL_VERSION + 7,
+                ..Default::default()
+            })),
+        })
+        .await
+        .unwrap();
+        let mut inbound = FederationClient::new(ch)
+            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+            .await
+            .unwrap()
+            .into_inner();
+        let end = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match inbound.message().await {
+                    Ok(Some(_)) => continue,
+                    other => return other,
+                }
+            }
+        })
+        .await
+        .expect("the session ends within seconds");
+        let status = end.expect_err("refused with an error");
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+        let wanted = format!(
+            "protocol version {}, this coordinator version {}",
+            tessera_proto::PROTOCOL_VERSION + 7,
+            tessera_proto::PROTOCOL_VERSION
+        );
+        assert!(status.message().contains(&wanted), "{status:?}");
+        // Another participant speaking this version is welcome.
+        let (_tx, _b) = session(&c, "b").await;
+    });
+}
+
 /// A hospital leaving the federation: its certificate is revoked while it
 /// is connected. The coordinator sees the CRL change, closes the session
 /// with "revoked" (before any next round), and refuses new handshakes

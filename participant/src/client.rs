@@ -262,7 +262,10 @@ fn dropped_without_reason(e: &(dyn std::error::Error + 'static)) -> bool {
 /// Whether an RPC failure means the coordinator refused us for good.
 fn refusal(status: &tonic::Status) -> Option<String> {
     match status.code() {
-        Code::PermissionDenied | Code::Unauthenticated => Some(status.message().to_owned()),
+        // Not allowed, or another protocol version: reconnecting cannot help.
+        Code::PermissionDenied | Code::Unauthenticated | Code::FailedPrecondition => {
+            Some(status.message().to_owned())
+        }
         _ => {
             let described = tessera_certs::describe_tls_error(status);
             let lower = described.to_lowercase();

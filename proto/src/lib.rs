@@ -23,5 +23,8 @@ pub mod v1 {
     tonic::include_proto!("tessera.v1");
 }
 
-/// The wire protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The wire protocol version this build speaks. Version 2 added the
+/// signed-key round's survivor list and signatures and its derived graph
+/// seed, and the site noise of distributed and local placements; a
+/// coordinator refuses a participant that speaks another version.
+pub const PROTOCOL_VERSION: u32 = 2;

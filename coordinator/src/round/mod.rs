@@ -395,9 +395,8 @@ impl FederationMachine {
     fn handle_message(&mut self, now: Instant, name: &str, body: In) {
         match &body {
             In::Hello(h) => {
-                if h.protocol_version != tessera_proto::PROTOCOL_VERSION {
-                    warn!(participant = %name, version = h.protocol_version, "participant speaks another protocol version");
-                }
+                // Another protocol version never gets here: the service
+                // refuses that session (see `service::version_refusal`).
                 let budget = h
                     .budget
                     .as_ref()
