@@ -297,6 +297,34 @@ where
     }
 }
 
+/// A session of participant `name` opened with a Hello of protocol
+/// `version`. Returns the sending side and the inbound stream.
+async fn open_session(
+    c: &Coordinator,
+    name: &str,
+    version: u32,
+) -> (
+    tokio::sync::mpsc::Sender<ParticipantMessage>,
+    tonic::Streaming<tessera_proto::v1::CoordinatorMessage>,
+) {
+    let ch = channel(c, name).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(ParticipantMessage {
+        body: Some(Body::Hello(Hello {
+            protocol_version: version,
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let inbound = FederationClient::new(ch)
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, inbound)
+}
+
 /// A session of participant `name`: its Hello sent and the coordinator's
 /// welcome received. Returns the sending side and the inbound stream.
 async fn session(
@@ -306,21 +334,7 @@ async fn session(
     tokio::sync::mpsc::Sender<ParticipantMessage>,
     tonic::Streaming<tessera_proto::v1::CoordinatorMessage>,
 ) {
-    let ch = channel(c, name).await;
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(ParticipantMessage {
-        body: Some(Body::Hello(Hello {
-            protocol_version: tessera_proto::PROTOCOL_VERSION,
-            ..Default::default()
-        })),
-    })
-    .await
-    .unwrap();
-    let mut inbound = FederationClient::new(ch)
-        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, mut inbound) = open_session(c, name, tessera_proto::PROTOCOL_VERSION).await;
     let welcome = inbound.message().await.unwrap().unwrap();
     assert!(welcome.body.is_some());
     (tx, inbound)
@@ -333,21 +347,7 @@ async fn session(
 fn another_protocol_version_is_refused_at_hello() {
     runtime().block_on(async {
         let c = start(AcceptLimits::default()).await;
-        let ch = channel(&c, "a").await;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tx.send(ParticipantMessage {
-            body: Some(Body::Hello(Hello {
-                protocol_version: tessera_proto::PROTOCOL_VERSION + 7,
-                ..Default::default()
-            })),
-        })
-        .await
-        .unwrap();
-        let mut inbound = FederationClient::new(ch)
-            .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await
-            .unwrap()
-            .into_inner();
+        let (_tx, mut inbound) = open_session(&c, "a", tessera_proto::PROTOCOL_VERSION + 7).await;
         let end = tokio::time::timeout(Duration::from_secs(5), async {
             loop {
                 match inbound.message().await {
