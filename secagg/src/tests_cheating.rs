@@ -76,11 +76,10 @@ fn request(
     }
 }
 
-#[test]
-fn an_honest_signed_round_passes_the_consistency_check() {
-    let p = signed_params();
-    let pki = TestPki::new(&p);
-    let mut net = Net::new(p.clone(), Some(&pki));
+/// Runs a whole signed round with everyone honest and checks that every
+/// participant contributed and the sum is theirs.
+fn assert_honest_round_completes(p: &RoundParams, pki: &TestPki) {
+    let mut net = Net::new(p.clone(), Some(pki));
     for _ in 0..4 {
         net.deliver_all();
         assert!(net.step().is_empty());
@@ -89,6 +88,13 @@ fn an_honest_signed_round_passes_the_consistency_check() {
     let (sum, contributors) = net.finish();
     assert_eq!(contributors, p.participants);
     assert_eq!(sum, net.expected(&contributors));
+}
+
+#[test]
+fn an_honest_signed_round_passes_the_consistency_check() {
+    let p = signed_params();
+    let pki = TestPki::new(&p);
+    assert_honest_round_completes(&p, &pki);
 }
 
 /// The attack the consistency check exists for [B17 §4.4]: the coordinator
@@ -473,15 +479,7 @@ fn a_coordinator_that_picks_its_own_graph_seed_is_caught() {
     }
 
     // The whole sparse signed round completes with the derived graph.
-    let mut net = Net::new(p.clone(), Some(&pki));
-    for _ in 0..4 {
-        net.deliver_all();
-        assert!(net.step().is_empty());
-    }
-    net.deliver_all();
-    let (sum, contributors) = net.finish();
-    assert_eq!(contributors, p.participants);
-    assert_eq!(sum, net.expected(&contributors));
+    assert_honest_round_completes(&p, &pki);
 }
 
 /// A coordinator that runs the same round id twice cannot reuse the first

@@ -90,6 +90,31 @@ impl Session {
     }
 }
 
+/// Hands the server's messages on: alice's (index 1) over the wire, the
+/// in-process peers' to them, their replies back to the server. With
+/// `reply_expected`, every peer must answer.
+async fn deliver(
+    alice: &Session,
+    server: &mut sa::ServerRound,
+    peers: &mut [Peer],
+    msgs: Vec<(u32, sa::ServerMessage)>,
+    reply_expected: bool,
+) {
+    for (to, m) in msgs {
+        if to == 1 {
+            alice
+                .send(convert::server_message_to_wire(&m).body.unwrap())
+                .await;
+        } else {
+            let peer = peers.iter_mut().find(|p| p.index == to).unwrap();
+            match peer.handle(m) {
+                Some(reply) => server.receive(to, reply).unwrap(),
+                None => assert!(!reply_expected, "peer {to} did not answer"),
+            }
+        }
+    }
+}
+
 /// A cohort member run in this process: its secure-aggregation session,
 /// signing with its real certificate key.
 struct Peer {
@@ -238,18 +263,7 @@ async fn up_to_survivor_lists(
         let sa::StageOutcome::Send(msgs) = server.close_stage().unwrap() else {
             panic!()
         };
-        for (to, m) in msgs {
-            if to == 1 {
-                alice
-                    .send(convert::server_message_to_wire(&m).body.unwrap())
-                    .await;
-            } else {
-                let peer = peers.iter_mut().find(|p| p.index == to).unwrap();
-                if let Some(reply) = peer.handle(m) {
-                    server.receive(to, reply).unwrap();
-                }
-            }
-        }
+        deliver(alice, &mut server, &mut peers, msgs, false).await;
         match alice.next().await {
             Some(Out::ShareKeys(s)) => server
                 .receive(
@@ -375,17 +389,7 @@ async fn a_cheating_coordinator_is_caught_by_a_participant_process() {
     // 1. Honest: the same list to everyone, every signature forwarded;
     //    alice signs, checks, and reveals her shares; the sum comes out.
     let (mut server, mut peers, lists) = up_to_survivor_lists(&mut alice, 1, &pki).await;
-    for (to, m) in lists {
-        if to == 1 {
-            alice
-                .send(convert::server_message_to_wire(&m).body.unwrap())
-                .await;
-        } else {
-            let peer = peers.iter_mut().find(|p| p.index == to).unwrap();
-            let reply = peer.handle(m).unwrap();
-            server.receive(to, reply).unwrap();
-        }
-    }
+    deliver(&alice, &mut server, &mut peers, lists, true).await;
     let Some(Out::SurvivorSignature(s)) = alice.next().await else {
         panic!("alice did not sign the survivor list")
     };
@@ -398,16 +402,7 @@ async fn a_cheating_coordinator_is_caught_by_a_participant_process() {
     let sa::StageOutcome::Send(reqs) = server.close_stage().unwrap() else {
         panic!()
     };
-    for (to, m) in reqs {
-        if to == 1 {
-            alice
-                .send(convert::server_message_to_wire(&m).body.unwrap())
-                .await;
-        } else {
-            let peer = peers.iter_mut().find(|p| p.index == to).unwrap();
-            server.receive(to, peer.handle(m).unwrap()).unwrap();
-        }
-    }
+    deliver(&alice, &mut server, &mut peers, reqs, true).await;
     let Some(Out::Unmask(u)) = alice.next().await else {
         panic!("alice did not answer the honest unmask request:\n{}", log())
     };
