@@ -1,54 +1,23 @@
 //! What the driver makes durable: the ledger row, checkpoint and round
 //! record of a released round (each durable before the next), the records
-//! of started and aborted rounds, `rounds.csv`, the final model, and the
-//! live status the `status` command and the web page read.
+//! of started and aborted rounds, `rounds.csv` and the final model (the
+//! live status is `live.rs`).
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use tracing::{error, info};
+use tracing::info;
 
 use super::Driver;
 use super::resume::{META_CLIP_NORM, META_OPTIMIZER_STATE};
 use crate::round::{Commit, RoundSummary};
 use crate::store::{
-    Checkpoint, EvaluationRecord, LiveStatus, META_EVALUATION, NewLedgerRow, RoundRecord,
-    RoundStatus, write_checkpoint,
+    Checkpoint, EvaluationRecord, META_EVALUATION, NewLedgerRow, RoundRecord, RoundStatus,
+    write_checkpoint,
 };
 use tessera_common::time::now_ms;
-
-/// Writes the live status only when what it shows changes (round, stage,
-/// connected participants, anything but its time stamp): inbound messages
-/// do not each cost a durable write, so a participant sending a flood of
-/// messages cannot make the driver fsync once per message.
-#[derive(Debug, Default)]
-pub struct LiveStatusWriter {
-    last: Option<String>,
-    writes: u64,
-}
-
-impl LiveStatusWriter {
-    /// Whether `status` differs from the last one written (the time stamp
-    /// aside); records it as written when it does.
-    pub fn should_write(&mut self, status: &LiveStatus) -> bool {
-        let mut shown = status.clone();
-        shown.updated_at_ms = 0;
-        let key = serde_json::to_string(&shown).unwrap_or_default();
-        if self.last.as_ref() == Some(&key) {
-            return false;
-        }
-        self.last = Some(key);
-        self.writes += 1;
-        true
-    }
-
-    /// Writes so far.
-    pub fn writes(&self) -> u64 {
-        self.writes
-    }
-}
 
 /// The global metrics columns of `rounds.csv` (filled by evaluation rounds).
 pub const EVALUATION_COLUMNS: [&str; 8] = [
@@ -175,6 +144,7 @@ impl Driver {
             contributors = s.contributors.len(),
             dropped = s.dropped.len(),
             seconds = format!("{:.2}", s.seconds),
+            stages = %stage_times(&s.stage_seconds),
             epsilon = ?c.epsilon_after,
             "round released"
         );
@@ -290,69 +260,14 @@ impl Driver {
         info!(path = %dest.display(), training_round = cp.training_round, "final model written");
         Ok(Some(dest))
     }
-
-    /// Writes the live status if what it shows changed since the last write.
-    pub(super) fn write_live_status(&mut self) {
-        let current = self.machine.current_round();
-        let status = LiveStatus {
-            current_round: current.map(|c| c.0),
-            training_round: current.and_then(|c| c.1),
-            stage: match current {
-                Some((_, _, stage)) => stage.to_owned(),
-                None => self.machine.describe(),
-            },
-            connected: self.outboxes.len() as u32,
-            pid: std::process::id(),
-            updated_at_ms: now_ms(),
-            site_budgets: self
-                .machine
-                .site_budgets()
-                .into_iter()
-                .map(|(name, b, exhausted)| crate::store::SiteBudgetStatus {
-                    name,
-                    max_epsilon: b.max_epsilon,
-                    delta: b.delta,
-                    min_noise_multiplier: b.min_noise_multiplier,
-                    epsilon_spent: b.epsilon_spent,
-                    exhausted,
-                })
-                .collect(),
-        };
-        if !self.live.should_write(&status) {
-            return;
-        }
-        if let Err(e) = self.store.set_live_status(&status) {
-            error!(error = %e, "cannot write live status");
-        }
-    }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn status(stage: &str, connected: u32, at: i64) -> LiveStatus {
-        LiveStatus {
-            current_round: Some(3),
-            training_round: Some(2),
-            stage: stage.to_owned(),
-            connected,
-            pid: 1,
-            updated_at_ms: at,
-            site_budgets: Vec::new(),
-        }
-    }
-
-    /// A flood of messages that change nothing costs no store write.
-    #[test]
-    fn unchanged_status_is_not_rewritten() {
-        let mut w = LiveStatusWriter::default();
-        assert!(w.should_write(&status("keys", 5, 0)));
-        for at in 1..10_000 {
-            assert!(!w.should_write(&status("keys", 5, at)));
-        }
-        assert!(w.should_write(&status("shares", 5, 10_001)));
-        assert!(w.should_write(&status("shares", 4, 10_002)));
-        assert_eq!(w.writes(), 3);
-    }
+/// The seconds each stage of a round took, e.g. `keys 0.12 s, shares 1.30 s`
+/// (for the log: where a slow round spends its time).
+fn stage_times(stages: &[(crate::round::phase::Phase, f64)]) -> String {
+    stages
+        .iter()
+        .map(|(phase, secs)| format!("{} {secs:.2} s", phase.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

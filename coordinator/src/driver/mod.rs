@@ -14,6 +14,7 @@
 
 pub mod admission;
 pub mod durable;
+mod live;
 pub mod resume;
 
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ use crate::service::{Outbox, SessionEvent};
 use crate::settings::Settings;
 use crate::store::{LiveStatus, RoundStatus, Store};
 use admission::{Admission, Admit};
-use durable::LiveStatusWriter;
+use live::LiveStatusWriter;
 pub use resume::{
     META_CLIP_NORM, META_OPTIMIZER_STATE, refuse_non_private_history, resume_from,
     settle_interrupted_rounds,
@@ -202,13 +203,21 @@ impl Driver {
             }
             self.write_live_status();
             let deadline = self.machine.poll_timeout();
+            // A deferred live-status refresh wakes the loop too (see `live`).
+            let wake = match (deadline, self.live.refresh_at()) {
+                (Some(d), Some(r)) => Some(d.min(r)),
+                (d, r) => d.or(r),
+            };
             tokio::select! {
                 ev = events.recv() => {
                     let Some(ev) = ev else { return Ok(Outcome::Interrupted) };
                     self.on_event(ev);
                 }
-                _ = sleep_until(deadline) => {
-                    self.machine.handle_timeout(Instant::now());
+                _ = sleep_until(wake) => {
+                    let now = Instant::now();
+                    if deadline.is_some_and(|d| now >= d) {
+                        self.machine.handle_timeout(now);
+                    }
                 }
                 () = &mut shutdown => {
                     self.stop()?;
