@@ -47,7 +47,7 @@ pub trait SendHook: Send {
     }
 }
 
-/// Sites of this process that may compute at once: one per core.
+/// Sites of this process that may handle a message at once: four per core.
 ///
 /// A participant process runs one site, which never waits here. A
 /// simulation runs many sites as tasks of one runtime: without a bound,
@@ -56,10 +56,22 @@ pub trait SendHook: Send {
 /// share of the same cores, and the coordinator would drop them as
 /// unresponsive. Waiting for a slot is asynchronous, so the runtime's
 /// workers stay free for I/O.
+///
+/// Why more than one per core: handling a message is not all computing. A
+/// site writes its ledger (a synchronous SQLite commit, one `fsync`) before
+/// its masked input leaves, and a slot held across that wait leaves its core
+/// idle. With one slot per core a thousand sites' commits ran two at a time
+/// (about 4 ms each here); with more slots they overlap, and the file
+/// system groups concurrent commits. Four per core keeps the cores busy
+/// through those waits while the threads competing with the runtime's
+/// workers stay few.
+const SLOTS_PER_CORE: usize = 4;
+
 fn compute_slots() -> &'static tokio::sync::Semaphore {
     static SLOTS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
     SLOTS.get_or_init(|| {
-        tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::sync::Semaphore::new(cores * SLOTS_PER_CORE)
     })
 }
 
@@ -323,8 +335,8 @@ async fn session(
             }
         };
         // Local training and the share stage can take a while: keep the
-        // runtime's other work going, with at most one site per core
-        // computing at once (see `compute_slots`).
+        // runtime's other work going, with a few sites per core at most
+        // handling a message at once (see `compute_slots`).
         {
             let _slot = compute_slots().acquire().await;
             tokio::task::block_in_place(|| site.handle(message));
