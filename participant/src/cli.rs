@@ -94,6 +94,8 @@ where
             tracing_subscriber::fmt()
                 .with_env_filter(filter)
                 .with_writer(std::io::stderr)
+                // Colours only on a terminal: a log file or journal gets plain text.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             match run(config, options) {
                 Ok(code) => ExitCode::from(code),
