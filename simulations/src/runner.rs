@@ -178,10 +178,13 @@ struct Usage {
     cpu_per_round: Option<f64>,
 }
 
-/// CPU seconds per round between the first and the last round seen.
+/// CPU seconds per round between the first and the last round seen;
+/// `None` when every round was seen at one reading (a run too short to
+/// tell, not a free one).
 fn cpu_per_round(seen: &[(u32, f64)]) -> Option<f64> {
     let (first, last) = (seen.first()?, seen.last()?);
-    (last.0 > first.0).then(|| (last.1 - first.1) / f64::from(last.0 - first.0))
+    (last.0 > first.0 && last.1 > first.1)
+        .then(|| (last.1 - first.1) / f64::from(last.0 - first.0))
 }
 
 /// Everything after the federation: evaluation of the final model, the
@@ -476,5 +479,18 @@ fn follow_rounds(
         };
         progress.set(u64::from(round), &detail);
         history.push(m);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_per_round;
+
+    #[test]
+    fn cpu_per_round_needs_two_readings() {
+        assert_eq!(cpu_per_round(&[]), None);
+        // Rounds 1-3 all seen at one reading: no interval to divide.
+        assert_eq!(cpu_per_round(&[(1, 2.0), (2, 2.0), (3, 2.0)]), None);
+        assert_eq!(cpu_per_round(&[(1, 2.0), (3, 3.0)]), Some(0.5));
     }
 }
