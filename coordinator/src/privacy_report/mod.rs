@@ -245,24 +245,20 @@ impl PrivacyReport {
     }
 }
 
-/// ε against the coordinator of a ledger's training rounds at `delta`: the
-/// accountant over each round's [`PrivacyEvent::coordinator_view`]. None if
-/// some training round gives the coordinator a sum without noise it does
-/// not know (central noise, or every contributor assumed colluding), or
-/// there is none. Statistics and evaluation releases are noised by the
-/// coordinator in every placement and are not part of this figure.
+/// ε against the coordinator of a ledger at `delta`: the accountant over
+/// every release's [`PrivacyEvent::coordinator_view`] — the training
+/// rounds, the statistics and the evaluations alike, since all of them are
+/// computed from the sites' data. None if some release gave the
+/// coordinator a sum without noise it does not know (noised centrally, as
+/// every release of a central federation and the statistics and
+/// evaluations of ledgers written before the sites noised those too, or
+/// with every contributor assumed colluding), or if there is no release.
 pub fn coordinator_epsilon(rows: &[LedgerRow], delta: f64) -> Option<f64> {
-    let training: Vec<&LedgerRow> = rows
-        .iter()
-        .filter(|r| r.kind == tessera_model::RoundKind::Training)
-        .collect();
-    if training.is_empty() {
+    if rows.is_empty() {
         return None;
     }
-    let views: Option<Vec<PrivacyEvent>> = training
-        .iter()
-        .map(|r| r.event.coordinator_view())
-        .collect();
+    let views: Option<Vec<PrivacyEvent>> =
+        rows.iter().map(|r| r.event.coordinator_view()).collect();
     tessera_privacy::epsilon(&views?, delta, AccountantKind::Best)
         .ok()
         .map(|r| r.epsilon)
