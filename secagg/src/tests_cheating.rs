@@ -591,7 +591,7 @@ fn round_with_a_bad_survivor_signature(
 /// forwarded and every honest participant refuses to reveal anything.
 #[test]
 fn a_bad_survivor_signature_drops_its_sender_not_the_round() {
-    let hostile = 3;
+    let hostile = signed_params().participants[2];
     let (sum, contributors, net) =
         round_with_a_bad_survivor_signature(true, hostile).expect("the round completes");
     let p = signed_params();
