@@ -537,14 +537,15 @@ fn client_secrets_are_zeroised_on_drop() {
     assert_eq!(held.values(), ([0; shamir::CHUNKS], [0; shamir::CHUNKS]));
 }
 
+/// A finished round (its sum, its contributors and the network), or the
+/// participants' refusals.
+type Outcome = Result<(Vec<u64>, Vec<u32>, Net), Vec<(u32, Error)>>;
+
 /// Runs a signed round in which `hostile` sends a survivor signature with
 /// one bit flipped; the server verifies signatures on arrival when
 /// `verify`. Returns the sum and contributors, or the honest
 /// participants' refusals of the unmasking request.
-fn round_with_a_bad_survivor_signature(
-    verify: bool,
-    hostile: u32,
-) -> Result<(Vec<u64>, Vec<u32>, Net), Vec<(u32, Error)>> {
+fn round_with_a_bad_survivor_signature(verify: bool, hostile: u32) -> Outcome {
     let p = signed_params();
     let pki = TestPki::new(&p);
     let mut net = Net::new(p.clone(), Some(&pki));
