@@ -231,6 +231,7 @@ fn a_dropout_below_plan_is_topped_up_and_accounted() {
     assert_eq!(survivors, [4, 4, 4]);
     // The ledger's ε is that of the planned noise in every round, dropouts
     // or not: the statistics release and `rounds` full releases at σ.
+    // (The statistics release carries the sites' noise too, at its own σ.)
     let planned: Vec<PrivacyEvent> = rows
         .iter()
         .map(|r| match &r.event {
@@ -240,7 +241,11 @@ fn a_dropout_below_plan_is_topped_up_and_accounted() {
                 dimension,
                 ..
             } => PrivacyEvent::distributed(
-                SIGMA * l2_units / f64::from(*summands).sqrt(),
+                match r.kind {
+                    RoundKind::Training => SIGMA,
+                    _ => r.noise_multiplier,
+                } * l2_units
+                    / f64::from(*summands).sqrt(),
                 *summands,
                 *l2_units,
                 *dimension,
