@@ -369,20 +369,49 @@ fn statistics_and_evaluation_sums_carry_the_sites_noise() {
     );
 
     // σ_e·Δ = 0.001 × 1000·B (B the bound of one row's sums): a few rows
-    // of noise per count.
+    // of noise per count. Local noise: each site adds the whole σ_e·Δ, so
+    // the sum carries √5 times as much; half the σ keeps the count clear of
+    // zero.
+    let summary = check_site_noise_on_sums(&eval, "distributed", "0.001", count, evaluations, 5);
+    let eps = summary["epsilon"].as_f64().unwrap();
+    let against = summary["epsilon_against_coordinator"].as_f64().unwrap();
+    assert!((against - eps).abs() < 1e-9 * eps, "{against} vs {eps}");
+    // Local: each release protects a site by its own noise alone, so
+    // against the coordinator the guarantee is weaker than the released
+    // sums'.
+    let summary = check_site_noise_on_sums(&eval, "local", "0.0005", count, evaluations, 1);
+    let eps = summary["epsilon"].as_f64().unwrap();
+    let against = summary["epsilon_against_coordinator"].as_f64().unwrap();
+    assert!(against > eps, "{against} vs {eps}");
+}
+
+/// One seeded run of `placement` with evaluations at noise multiplier
+/// `sigma_e` after every training round; checks that each evaluated row
+/// count differs from the exact `count` by noise of the planned size, that
+/// the statistics and evaluations are distributed releases with `honest`
+/// summands unknown to the coordinator on the coordinator's ledger and
+/// with the sites' noise on every site's ledger. Returns the run's summary.
+fn check_site_noise_on_sums(
+    eval: &[&str],
+    placement: &str,
+    sigma_e: &str,
+    count: f64,
+    evaluations: u32,
+    honest: u32,
+) -> Value {
     let noisy = [
-        eval.as_slice(),
+        eval,
         &[
             "--dp",
-            "distributed",
+            placement,
             "--noise-seed",
             "11",
             "--evaluation-noise-multiplier",
-            "0.001",
+            sigma_e,
         ],
     ]
     .concat();
-    let (dir, summary) = sim_run("evaluation_distributed", &noisy);
+    let (dir, summary) = sim_run(&format!("evaluation_{placement}"), &noisy);
     let rows = ledger(&dir);
     let evaluation_rows: Vec<_> = rows
         .iter()
@@ -395,7 +424,7 @@ fn statistics_and_evaluation_sums_carry_the_sites_noise() {
                 summands,
                 honest_summands,
                 ..
-            } => assert_eq!((summands, honest_summands), (5, 5), "{r:?}"),
+            } => assert_eq!((summands, honest_summands), (5, honest), "{r:?}"),
             ref e => panic!("a {:?} release noised centrally: {e:?}", r.kind),
         }
     }
@@ -436,7 +465,5 @@ fn statistics_and_evaluation_sums_carry_the_sites_noise() {
             );
         }
     }
-    let eps = summary["epsilon"].as_f64().unwrap();
-    let against = summary["epsilon_against_coordinator"].as_f64().unwrap();
-    assert!((against - eps).abs() < 1e-9 * eps, "{against} vs {eps}");
+    summary
 }
