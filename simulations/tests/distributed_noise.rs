@@ -19,7 +19,9 @@
 //!   colludes, and the statistics carry the sites' noise too).
 //! - `statistics_and_evaluation_sums_carry_the_sites_noise`: the statistics
 //!   and evaluation sums the coordinator unmasks carry the sites' noise of
-//!   the planned size, and both sides' ledgers count it.
+//!   the planned size (the evaluated row count against a run without DP),
+//!   with distributed and with local noise, and both sides' ledgers count
+//!   it.
 //! - `a_dropout_below_plan_is_topped_up_and_accounted`: sites leave before
 //!   their masked input in every training round; the rounds are still
 //!   released (one site of five missing from each sum), each ledger row records the noise of the whole planned
