@@ -343,7 +343,7 @@ fn site_ledgers(dir: &Path) -> Vec<(String, Vec<tessera_participant::ledger::Con
 /// evaluation's row count is a coordinate of the evaluation sums that does
 /// not depend on the model, so a run without DP (the same seed, split and
 /// held-out rows) gives its exact value; the distributed run's counts, over
-/// eight evaluations, differ from it by noise of the planned standard
+/// sixteen evaluations, differ from it by noise of the planned standard
 /// deviation σ_e·Δ (σ_e the evaluation's noise multiplier, Δ its
 /// sensitivity, both from the ledger). The coordinator adds nothing here
 /// (every site survives), so that noise is the sites'. Both ledgers record
@@ -351,7 +351,7 @@ fn site_ledgers(dir: &Path) -> Vec<(String, Vec<tessera_participant::ledger::Con
 /// every evaluation, and the ε against the coordinator is the ledger's.
 #[test]
 fn statistics_and_evaluation_sums_carry_the_sites_noise() {
-    let evaluations: u32 = 8;
+    let evaluations: u32 = 16;
     let rounds = evaluations.to_string();
     let eval = [
         "--rounds",
@@ -438,9 +438,9 @@ fn check_site_noise_on_sums(
     assert_eq!(noise.len(), evaluations as usize);
     let k = noise.len() as f64;
     let rms = (noise.iter().map(|x| x * x).sum::<f64>() / k).sqrt();
-    // k·(rms/σ)² is χ² with k degrees of freedom: below 2 or above 20.5
-    // with probability under 2% each for k = 8 (the seed is fixed, so the
-    // outcome is too). No noise at all, or noise of another size, fails.
+    // k·(rms/σ)² is χ² with k degrees of freedom: below 4 or above 41
+    // with probability under 0.1% each for k = 16 (the seed is fixed, so
+    // the outcome is too). No noise at all, or noise of another size, fails.
     assert!(
         rms > 0.5 * planned && rms < 1.6 * planned,
         "noise of rms {rms} on the row count, planned {planned}: {noise:?}"
