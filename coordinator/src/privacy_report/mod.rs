@@ -376,4 +376,47 @@ mod tests {
         );
         assert_eq!(site[1], events[1]);
     }
+
+    fn row(kind: tessera_model::RoundKind, event: PrivacyEvent) -> LedgerRow {
+        LedgerRow {
+            id: 0,
+            round: 1,
+            training_round: None,
+            kind,
+            event,
+            cohort_size: 5,
+            clip_norm: 1.0,
+            noise_multiplier: 1.0,
+            sampling_rate: 1.0,
+            recorded_at_ms: 0,
+            not_private: false,
+        }
+    }
+
+    /// Every release counts against the coordinator, whatever its kind; one
+    /// it noised itself (central) leaves no guarantee against it.
+    #[test]
+    fn the_coordinator_epsilon_covers_every_release() {
+        use tessera_model::RoundKind as K;
+        let l2 = 2f64.powi(20);
+        let share = |sigma: f64, honest| {
+            PrivacyEvent::distributed(sigma * l2 / 5f64.sqrt(), 5, l2, 10, 1.0, honest)
+        };
+        let training = row(K::Training, share(1.0, 5));
+        let alone = coordinator_epsilon(std::slice::from_ref(&training), 1e-5).unwrap();
+        let with_statistics =
+            coordinator_epsilon(&[row(K::Statistics, share(5.0, 5)), training.clone()], 1e-5)
+                .unwrap();
+        assert!(with_statistics > alone, "{with_statistics} vs {alone}");
+        let fewer_honest =
+            coordinator_epsilon(&[row(K::Statistics, share(5.0, 3)), training.clone()], 1e-5)
+                .unwrap();
+        assert!(fewer_honest > with_statistics);
+        let central_statistics = row(K::Statistics, PrivacyEvent::gaussian(5.0, 1.0, 1));
+        assert_eq!(
+            coordinator_epsilon(&[central_statistics, training], 1e-5),
+            None
+        );
+        assert_eq!(coordinator_epsilon(&[], 1e-5), None);
+    }
 }
