@@ -11,6 +11,9 @@
 //!   refused handshake in one sentence ([`describe_tls_error`]).
 //! - [`check`]: check a node's TLS files before it runs (dates, chain,
 //!   names).
+//! - [`signature`]: verify a signature with a certificate's public key
+//!   ([`CertificateKey`]), as participants and the coordinator do for the
+//!   signed secure-aggregation messages.
 //!
 //! A participant's identity is the name in its certificate (the subject
 //! common name), never a name it claims in a message.
@@ -19,6 +22,7 @@ pub mod check;
 pub mod crl;
 mod error;
 pub mod pki;
+pub mod signature;
 pub mod tls;
 
 pub use crl::{CRL_FILE, revoke, revoked_serials, serial_of};
@@ -27,6 +31,7 @@ pub use pki::{
     CertificateAuthority, DEFAULT_COORDINATOR_NAMES, IssuedCert, Overwrite, init, init_with, issue,
     issue_with, validate_participant_name,
 };
+pub use signature::{CertificateKey, KeyScheme};
 pub use tls::{
     TlsFiles, TlsMaterial, client_config, describe_tls_error, install_crypto_provider, peer_name,
     peer_name_of_chain, server_config,

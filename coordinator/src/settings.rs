@@ -227,21 +227,20 @@ impl Settings {
                             ));
                         }
                         // Noise added by the sites is a distributed discrete
-                        // Gaussian: RDP only, no amplification by sampling
-                        // (tessera_privacy::distributed), and its RDP is the
-                        // Gaussian's, so the Gaussian RDP calibration at q = 1
-                        // reaches the same ε. With local noise the target is
+                        // Gaussian: no amplification by sampling, and
+                        // accounted as the Gaussian at the same σ within a
+                        // slack (tessera_privacy::distributed, "Accounting"),
+                        // so the Gaussian calibration at q = 1 reaches the
+                        // same ε. With local noise the target is
                         // each site's own guarantee from its own noise alone
-                        // (the training rounds; statistics and evaluations are
-                        // noised by the coordinator); the released models, with
-                        // the cohort's noise together, get a smaller ε.
+                        // (every release: the statistics and evaluations carry
+                        // each site's own noise too, at their σ); the released
+                        // models, with the cohort's noise together, get a
+                        // smaller ε.
                         let (q, accountant) = match p.placement {
                             Placement::Central => (p.sampling_rate, p.accountant),
-                            _ => (1.0, tessera_privacy::AccountantKind::Rdp),
+                            _ => (1.0, p.accountant),
                         };
-                        if p.placement == Placement::Local {
-                            fixed.clear();
-                        }
                         budget::calibrate_training_noise_with(
                             eps, p.delta, q, f.rounds, &fixed, accountant,
                         )

@@ -45,6 +45,12 @@ pub trait SendHook: Send {
     fn leave_before(&mut self, _message: &ParticipantMessage) -> bool {
         false
     }
+
+    /// Called first, before `message` is queued: a simulation's hostile
+    /// site may alter what it sends here (a site is free to send anything;
+    /// the coordinator and the other sites must cope). Leaves it unchanged
+    /// by default.
+    fn rewrite(&mut self, _message: &mut ParticipantMessage) {}
 }
 
 /// Sites of this process that may handle a message at once: four per core.
@@ -343,7 +349,10 @@ async fn session(
         }
         while let Some(action) = site.poll_action() {
             match action {
-                Action::Send(m) => {
+                Action::Send(mut m) => {
+                    if let Some(h) = hook.as_mut() {
+                        h.rewrite(&mut m);
+                    }
                     if hook.as_mut().is_some_and(|h| h.leave_before(&m)) {
                         while site.poll_action().is_some() {}
                         return SessionEnd::LeftRound(Box::new((tx, inbound, client)));

@@ -236,13 +236,8 @@ fn noise_placed_at_the_sites_is_checked_added_and_recorded() {
             D::InvalidTerms,
         ),
         (
-            "site noise on a statistics round",
-            with(private_statistics(1), |a| {
-                let p = terms(a);
-                p.placement = v1::NoisePlacement::Local as i32;
-                p.noise_summands = 3;
-                p.site_noise_units = 65536.0;
-            }),
+            "statistics shares that do not make the statistics σ",
+            with(local_statistics(1), |a| terms(a).site_noise_units *= 0.99),
             D::InvalidTerms,
         ),
         (
@@ -270,6 +265,17 @@ fn noise_placed_at_the_sites_is_checked_added_and_recorded() {
     assert!(dir.ledger().contributions().unwrap().is_empty());
     // A sane distributed round is accepted.
     assert!(announce(&mut site, &mut Outbox::default(), &d(2)).accept);
+
+    // Statistics get the sites' noise too: accepted with shares of the
+    // statistics' own σ and sensitivity, and recorded as site noise.
+    let dir = SiteDir::new();
+    let mut site = dir.joined("", no_secagg_required());
+    let a = with(local_statistics(5), |a| a.secagg = None);
+    assert!(announce(&mut site, &mut Outbox::default(), &a).accept);
+    let rows = dir.ledger().contributions().unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].kind, "statistics");
+    assert_eq!(rows[0].site_noise.expect("site noise").summands, 3);
 
     // Local noise without secure aggregation: the plain input carries the
     // site's whole noise, even on the zero vector a failed update becomes.
@@ -308,6 +314,20 @@ fn with(a: v1::RoundAnnounce, f: impl FnOnce(&mut v1::RoundAnnounce)) -> v1::Rou
     let mut a = a;
     f(&mut a);
     a
+}
+
+/// A private statistics round with local noise for a cohort of three:
+/// each site's share is the statistics' whole σ·Δ·2^f.
+fn local_statistics(round: u64) -> v1::RoundAnnounce {
+    with(private_statistics(round), |a| {
+        let scale = f64::from(a.encoding.unwrap().scale_bits).exp2();
+        let p = terms(a);
+        p.placement = v1::NoisePlacement::Local as i32;
+        p.noise_summands = 3;
+        p.site_noise_units = p.noise_multiplier * p.clip_norm * scale;
+        // The release carries √3 shares: the announced σ on the sum.
+        p.noise_multiplier *= 3f64.sqrt();
+    })
 }
 
 fn terms(a: &mut v1::RoundAnnounce) -> &mut v1::PrivacyTerms {

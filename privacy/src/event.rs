@@ -41,9 +41,10 @@ pub enum PrivacyEvent {
     },
     /// The distributed discrete Gaussian (Kairouz, Liu & Steinke 2021):
     /// `summands` independent `N_Z(0, s²)` per coordinate on an integer sum
-    /// of L2 sensitivity `l2_units`, `count` times. Accounted by RDP only,
-    /// through Theorem 2's zCDP bound (see [`crate::distributed`]), and
-    /// without amplification by sampling.
+    /// of L2 sensitivity `l2_units`, `count` times. Accounted by RDP
+    /// through Theorem 2's zCDP bound, and by the exact and PLD accountants
+    /// as the Gaussian at `noise_multiplier` within a total-variation slack
+    /// (see [`crate::distributed`]), without amplification by sampling.
     DistributedDiscreteGaussian {
         /// Standard deviation of the summed noise (√summands · s) divided
         /// by the L2 sensitivity.
@@ -234,6 +235,16 @@ pub(crate) struct Grouped {
     pub(crate) distributed_rho: f64,
     /// Whether any distributed-discrete-Gaussian release is present.
     pub(crate) has_distributed: bool,
+    /// Sum over distributed-discrete-Gaussian releases of count / σ², σ
+    /// their noise multiplier on the sum: for the accountants of the exact
+    /// Gaussian profile (exact, PLD), which count them as the Gaussian
+    /// mechanism at σ within [`Grouped::tv_slack_distributed`] (see
+    /// [`crate::distributed`], "Accounting").
+    pub(crate) distributed_mu2: f64,
+    /// Total-variation slack of the distributed-discrete-Gaussian releases
+    /// against the Gaussian mechanism at their σ (RDP needs none: it uses
+    /// their zCDP bound).
+    pub(crate) tv_slack_distributed: f64,
     /// Total-variation slack of the ledger's full-participation Gaussian
     /// events (added to δ as (1 + e^ε)·τ, except by RDP: see
     /// [`Grouped::tv_slack_for`]).
@@ -284,6 +295,14 @@ impl Grouped {
                     let eps = crate::distributed::ddg_epsilon(s, summands, l2_units, dimension)?;
                     g.distributed_rho += c as f64 * eps * eps / 2.0;
                     g.has_distributed = true;
+                    g.distributed_mu2 += c as f64 / (noise_multiplier * noise_multiplier);
+                    g.tv_slack_distributed += c as f64
+                        * crate::distributed::gaussian_tv(
+                            s,
+                            summands,
+                            noise_multiplier * l2_units,
+                            dimension,
+                        )?;
                 }
                 PrivacyEvent::DiscreteLaplace { epsilon, .. } => add(&mut g.laplace, epsilon, c),
                 PrivacyEvent::Exponential { epsilon, .. } => add(&mut g.exponential, epsilon, c),
@@ -317,13 +336,27 @@ impl Grouped {
     pub(crate) fn tv_slack_for(&self, kind: crate::AccountantKind) -> f64 {
         match kind {
             crate::AccountantKind::Rdp => self.tv_slack_sampled,
-            _ => self.tv_slack_full + self.tv_slack_sampled,
+            _ => self.tv_slack_full + self.tv_slack_sampled + self.tv_slack_distributed,
         }
     }
 
-    /// Whether the ledger holds only (central) Gaussian rounds.
+    /// Whether some accountant adds a total-variation slack to δ.
+    pub(crate) fn has_slack(&self) -> bool {
+        self.tv_slack_full > 0.0 || self.tv_slack_sampled > 0.0 || self.tv_slack_distributed > 0.0
+    }
+
+    /// Whether the ledger holds only Gaussian rounds (central, or the
+    /// distributed discrete Gaussian counted as one).
     pub(crate) fn only_gaussian(&self) -> bool {
-        self.laplace.is_empty() && self.exponential.is_empty() && !self.has_distributed
+        self.laplace.is_empty() && self.exponential.is_empty()
+    }
+
+    /// Sum of count / σ² over the full-participation Gaussian rounds and
+    /// the distributed-discrete-Gaussian releases: they compose to one
+    /// Gaussian mechanism with μ = sqrt(this) (Dong, Roth & Su 2022, Cor. 3.3),
+    /// within the ledger's slack.
+    pub(crate) fn gaussian_mu2(&self) -> f64 {
+        self.full_mu2 + self.distributed_mu2
     }
 }
 

@@ -242,6 +242,30 @@ mod tests {
         assert!(fp.decode_sum_checked(&[1 << 16], 10.0, 1).is_err());
     }
 
+    /// The 64-bit sums of statistics and evaluation rounds: a sum past the
+    /// planned bound (contributions and noise at its tail), which modulo
+    /// 2^64 reads as a large value of the other sign, is refused; one within
+    /// is decoded, negative values included.
+    #[test]
+    fn checked_decode_detects_wrap_of_64_bit_sums() {
+        let fp = FixedPoint::for_sum(1000.0, 64).unwrap();
+        let mut rng = ChaCha20Rng::from_seed([6; 32]);
+        let bound = 1000.0;
+        let within = fp.encode(&[-999.0, 999.0], &mut rng).unwrap();
+        let dec = fp.decode_sum_checked(&within, bound, 1).unwrap();
+        assert!((dec[0] + 999.0).abs() < 0.01 && (dec[1] - 999.0).abs() < 0.01);
+        // Ten sites at 999 each: the true sum is far beyond the bound.
+        let mut sum = vec![0u64; 1];
+        for _ in 0..10 {
+            let v = fp.encode(&[999.0], &mut rng).unwrap();
+            sum[0] = sum[0].wrapping_add(v[0]);
+        }
+        assert!(fp.decode_sum_checked(&sum, bound, 10).is_err());
+        // A value half the modulus away (what a wrap produces) is refused.
+        assert!(fp.decode_sum_checked(&[1u64 << 63], bound, 1).is_err());
+        assert!(fp.decode_sum_checked(&[u64::MAX / 3], bound, 1).is_err());
+    }
+
     proptest! {
         #[test]
         fn sums_decode_within_rounding(

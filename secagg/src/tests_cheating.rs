@@ -536,3 +536,78 @@ fn client_secrets_are_zeroised_on_drop() {
     held.zeroize();
     assert_eq!(held.values(), ([0; shamir::CHUNKS], [0; shamir::CHUNKS]));
 }
+
+/// A finished round (its sum, its contributors and the network), or the
+/// participants' refusals.
+type Outcome = Result<(Vec<u64>, Vec<u32>, Net), Vec<(u32, Error)>>;
+
+/// Runs a signed round in which `hostile` sends a survivor signature with
+/// one bit flipped; the server verifies signatures on arrival when
+/// `verify`. Returns the sum and contributors, or the honest
+/// participants' refusals of the unmasking request.
+fn round_with_a_bad_survivor_signature(verify: bool, hostile: u32) -> Outcome {
+    let p = signed_params();
+    let pki = TestPki::new(&p);
+    let mut net = Net::new(p.clone(), Some(&pki));
+    if verify {
+        net.server.set_verifier(Box::new(pki.clone()));
+    }
+    for _ in 0..3 {
+        net.deliver_all();
+        assert!(net.step().is_empty());
+    }
+    // The survivor signatures: the hostile one tampered with.
+    let Some(ClientMessage::SurvivorSignature(bad)) = net.sent.get_mut(&hostile) else {
+        panic!("{hostile} signs the survivor list")
+    };
+    *bad.signature.last_mut().unwrap() ^= 1;
+    for (&u, m) in &net.sent {
+        let r = net.server.receive(u, m.clone());
+        if verify && u == hostile {
+            assert_eq!(
+                r,
+                Err(Error::ProtocolViolation(Violation::BadSignature {
+                    peer: u
+                }))
+            );
+        } else {
+            r.unwrap();
+        }
+    }
+    net.sent.clear();
+    let refusals = net.step();
+    if !refusals.is_empty() {
+        return Err(refusals);
+    }
+    net.deliver_all();
+    let (sum, contributors) = net.finish();
+    Ok((sum, contributors, net))
+}
+
+/// One participant's bad survivor signature does not abort the round when
+/// the server checks signatures as they arrive: it is refused, the
+/// participant gets no unmasking request, and the honest ones reveal the
+/// self-mask shares of its input (which is in the sum: it sent it before
+/// the check) as of any survivor's. Without the check the bad signature is
+/// forwarded and every honest participant refuses to reveal anything.
+#[test]
+fn a_bad_survivor_signature_drops_its_sender_not_the_round() {
+    let hostile = signed_params().participants[2];
+    let (sum, contributors, net) =
+        round_with_a_bad_survivor_signature(true, hostile).expect("the round completes");
+    let p = signed_params();
+    assert_eq!(contributors, p.participants);
+    assert_eq!(sum, net.expected(&contributors));
+    assert!(net.server.misbehaving().is_empty());
+
+    let refusals = round_with_a_bad_survivor_signature(false, hostile)
+        .err()
+        .expect("forwarded, the bad signature makes the honest participants refuse");
+    assert_eq!(refusals.len(), p.participants.len());
+    for (_, e) in refusals {
+        assert_eq!(
+            e,
+            Error::ProtocolViolation(Violation::SurvivorSetMismatch { signer: hostile })
+        );
+    }
+}

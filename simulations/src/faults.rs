@@ -95,11 +95,40 @@ impl SendHook for StopAfter {
     }
 }
 
+/// The command-line flag of [`BadSurvivorSignature`] for `tessera-sim participant`.
+pub const BAD_SURVIVOR_SIGNATURE_FLAG: &str = "--bad-survivor-signature";
+
+/// A hostile site: in a signed-key aggregation it sends a survivor-list
+/// signature that does not verify (its genuine one with one bit flipped),
+/// and otherwise follows the protocol. The coordinator must drop it from the
+/// rest of that aggregation rather than forward the signature, which would
+/// make every honest site refuse to reveal its shares.
+#[derive(Debug, Clone, Copy)]
+pub struct BadSurvivorSignature {
+    /// The aggregation.
+    pub round: u64,
+}
+
+impl SendHook for BadSurvivorSignature {
+    fn sent(&mut self, _message: &ParticipantMessage) {}
+
+    fn rewrite(&mut self, message: &mut ParticipantMessage) {
+        if let Some(Body::SurvivorSignature(s)) = &mut message.body
+            && s.round == self.round
+            && let Some(last) = s.signature.last_mut()
+        {
+            *last ^= 1;
+            tracing::warn!(round = self.round, "simulated bad survivor signature");
+        }
+    }
+}
+
 /// The command-line flag that seeds a simulated site's randomness (NOT
 /// secure: its masks become predictable; for reproducing runs only).
 pub const INSECURE_SEED_FLAG: &str = "--insecure-seed";
 
-/// `tessera-sim participant [--crash-after-shares ROUND | --stop-after STAGE:ROUND]
+/// `tessera-sim participant [--crash-after-shares ROUND | --stop-after STAGE:ROUND |
+/// --bad-survivor-signature ROUND]
 /// [--leave-round AGGREGATION:STAGE]… [--insecure-seed SEED] <participant
 /// args>`: the participant's own command line, with the simulation's faults
 /// (see [`crate::dropout`] for leaving rounds).
@@ -141,6 +170,14 @@ pub fn participant_main(args: Vec<String>) -> ExitCode {
                 Some(round) => hook = Some(Box::new(CrashAfterShares { round })),
                 None => {
                     eprintln!("error: {CRASH_AFTER_SHARES_FLAG} needs an aggregation number");
+                    return ExitCode::from(2);
+                }
+            }
+        } else if a == BAD_SURVIVOR_SIGNATURE_FLAG {
+            match it.next().and_then(|r| r.parse::<u64>().ok()) {
+                Some(round) => hook = Some(Box::new(BadSurvivorSignature { round })),
+                None => {
+                    eprintln!("error: {BAD_SURVIVOR_SIGNATURE_FLAG} needs an aggregation number");
                     return ExitCode::from(2);
                 }
             }

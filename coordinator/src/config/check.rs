@@ -228,11 +228,25 @@ impl CoordinatorConfig {
                 _ => {}
             }
             if p.placement.by_sites() {
+                // Adaptive clipping stays central. Its clipping bit (sensitivity
+                // 1/2, encoded exactly) is released jointly with the update at
+                // another noise scale, σ_b against σ_Δ·C (Andrew et al. 2021,
+                // §3). The distributed discrete Gaussian the sites add is one
+                // scale `s` over the whole vector with one L2 sensitivity
+                // (Kairouz, Liu & Steinke 2021, Thm. 2), and so is the ledger
+                // event, the announcement (`site_noise_units`) and each site's
+                // check. Scaling the bit up to the update's scale would need it
+                // encoded inexactly (its sensitivity would then exceed 1/2).
+                // Sites' noise for it needs a second share per site, announced,
+                // checked and accounted as a second event: refused until then,
+                // rather than accounted with a bound that does not hold.
                 if self.training.adaptive_clipping {
                     return Err(invalid(
                         "privacy.placement",
-                        "noise added by the sites does not support adaptive clipping yet; \
-                         use placement = \"central\" or turn adaptive clipping off",
+                        "noise added by the sites does not support adaptive clipping: its \
+                         clipping bit needs a noise scale of its own, which the sites' shares \
+                         (one scale for the whole vector) do not have; use placement = \
+                         \"central\" or turn adaptive clipping off",
                     ));
                 }
                 if p.placement == tessera_model::Placement::Distributed && !self.secagg.enabled {

@@ -343,11 +343,12 @@ pub struct PrivacySection {
     /// without an allow-list). Must leave room for the update's noise:
     /// (2σ_b)^-2 < σ^-2, where σ is the (effective) noise multiplier.
     pub clip_count_noise_multiplier: Option<f64>,
-    /// Where the noise of training rounds is added: `central` (the
-    /// coordinator, after unmasking; the default), `distributed` (each site
-    /// adds a share before masking, the coordinator tops up for dropouts) or
-    /// `local` (each site adds the whole noise; σ and `target_epsilon` are
-    /// then each site's own). Statistics and evaluation rounds stay central.
+    /// Where the noise of every release (training updates, statistics,
+    /// evaluation sums) is added: `central` (the coordinator, after
+    /// unmasking; the default), `distributed` (each site adds a share before
+    /// masking, the coordinator tops up for dropouts) or `local` (each site
+    /// adds the whole noise; σ and `target_epsilon` are then each site's
+    /// own).
     pub placement: Placement,
     /// How many sites may collude with the coordinator in the guarantee
     /// against the coordinator (their noise is known to it). Default 0: the

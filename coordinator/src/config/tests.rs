@@ -182,8 +182,8 @@ fn noise_placements_are_planned_and_checked() {
         distributed.policy().privacy.unwrap().placement,
         tessera_model::Placement::Distributed
     );
-    // Distributed noise is accounted by RDP without amplification: it needs a
-    // little more noise for the same target ε than central noise.
+    // Distributed noise is accounted without amplification by sampling: at
+    // least the noise of central noise for the same target ε.
     assert!(distributed.noise_multiplier >= central.noise_multiplier);
     // Local noise reaches the target with each site's own noise alone (the
     // training rounds only): it needs no less than distributed.

@@ -245,24 +245,20 @@ impl PrivacyReport {
     }
 }
 
-/// ε against the coordinator of a ledger's training rounds at `delta`: the
-/// accountant over each round's [`PrivacyEvent::coordinator_view`]. None if
-/// some training round gives the coordinator a sum without noise it does
-/// not know (central noise, or every contributor assumed colluding), or
-/// there is none. Statistics and evaluation releases are noised by the
-/// coordinator in every placement and are not part of this figure.
+/// ε against the coordinator of a ledger at `delta`: the accountant over
+/// every release's [`PrivacyEvent::coordinator_view`] — the training
+/// rounds, the statistics and the evaluations alike, since all of them are
+/// computed from the sites' data. None if some release gave the
+/// coordinator a sum without noise it does not know (noised centrally, as
+/// every release of a central federation and the statistics and
+/// evaluations of ledgers written before the sites noised those too, or
+/// with every contributor assumed colluding), or if there is no release.
 pub fn coordinator_epsilon(rows: &[LedgerRow], delta: f64) -> Option<f64> {
-    let training: Vec<&LedgerRow> = rows
-        .iter()
-        .filter(|r| r.kind == tessera_model::RoundKind::Training)
-        .collect();
-    if training.is_empty() {
+    if rows.is_empty() {
         return None;
     }
-    let views: Option<Vec<PrivacyEvent>> = training
-        .iter()
-        .map(|r| r.event.coordinator_view())
-        .collect();
+    let views: Option<Vec<PrivacyEvent>> =
+        rows.iter().map(|r| r.event.coordinator_view()).collect();
     tessera_privacy::epsilon(&views?, delta, AccountantKind::Best)
         .ok()
         .map(|r| r.epsilon)
@@ -379,5 +375,48 @@ mod tests {
             PrivacyEvent::gaussian(1.0, 1.0, 5).with_tv_slack(1e-9)
         );
         assert_eq!(site[1], events[1]);
+    }
+
+    fn row(kind: tessera_model::RoundKind, event: PrivacyEvent) -> LedgerRow {
+        LedgerRow {
+            id: 0,
+            round: 1,
+            training_round: None,
+            kind,
+            event,
+            cohort_size: 5,
+            clip_norm: 1.0,
+            noise_multiplier: 1.0,
+            sampling_rate: 1.0,
+            recorded_at_ms: 0,
+            not_private: false,
+        }
+    }
+
+    /// Every release counts against the coordinator, whatever its kind; one
+    /// it noised itself (central) leaves no guarantee against it.
+    #[test]
+    fn the_coordinator_epsilon_covers_every_release() {
+        use tessera_model::RoundKind as K;
+        let l2 = 2f64.powi(20);
+        let share = |sigma: f64, honest| {
+            PrivacyEvent::distributed(sigma * l2 / 5f64.sqrt(), 5, l2, 10, 1.0, honest)
+        };
+        let training = row(K::Training, share(1.0, 5));
+        let alone = coordinator_epsilon(std::slice::from_ref(&training), 1e-5).unwrap();
+        let with_statistics =
+            coordinator_epsilon(&[row(K::Statistics, share(5.0, 5)), training.clone()], 1e-5)
+                .unwrap();
+        assert!(with_statistics > alone, "{with_statistics} vs {alone}");
+        let fewer_honest =
+            coordinator_epsilon(&[row(K::Statistics, share(5.0, 3)), training.clone()], 1e-5)
+                .unwrap();
+        assert!(fewer_honest > with_statistics);
+        let central_statistics = row(K::Statistics, PrivacyEvent::gaussian(5.0, 1.0, 1));
+        assert_eq!(
+            coordinator_epsilon(&[central_statistics, training], 1e-5),
+            None
+        );
+        assert_eq!(coordinator_epsilon(&[], 1e-5), None);
     }
 }

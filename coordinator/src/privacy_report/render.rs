@@ -245,20 +245,21 @@ fn document(r: &PrivacyReport) -> Vec<Block> {
             .into(),
         match (r.placement.as_str(), r.coordinator_epsilon) {
             ("distributed" | "local", Some(e)) => format!(
-                "The sites add the noise of the model updates themselves ({} placement), before \
-                 masking, so the sum the coordinator unmasks already carries it. Against the \
+                "The sites add the noise themselves ({} placement) to every sum they send — the \
+                 model updates, the federated statistics and the evaluation sums — before \
+                 masking, so every sum the coordinator unmasks already carries it. Against the \
                  coordinator itself — counting only the noise of sites it does not collude with \
                  (`privacy.colluding_sites`; with local noise, each site's own noise alone) and \
-                 not its own top-up for sites that dropped — the model updates are (ε = {}, δ = \
-                 {:e})-DP. The federated statistics and evaluation sums are noised by the \
-                 coordinator, so it sees those sums exactly.",
+                 not its own top-up for sites that dropped — the whole ledger is (ε = {}, δ = \
+                 {:e})-DP.",
                 r.placement,
                 num(e),
                 r.delta
             ),
             ("distributed" | "local", None) => format!(
-                "The sites add the noise of the model updates themselves ({} placement), but in \
-                 some round every contributor was assumed to collude with the coordinator: \
+                "The sites add the noise of the model updates themselves ({} placement), but some \
+                 release gave the coordinator a sum without noise it does not know (noised by \
+                 the coordinator, or with every contributor assumed to collude with it): \
                  against the coordinator there is no guarantee.",
                 r.placement
             ),

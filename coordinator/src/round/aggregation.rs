@@ -172,7 +172,10 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// Whether the participant is out of the round.
+    /// Whether the participant is out of the round. A signature that does
+    /// not verify (on its keys, or on the survivor list) puts it out: it
+    /// cannot sign the round's messages, and waiting for another would only
+    /// hold the stage until its deadline (see [`super::signatures`]).
     pub fn is_fatal(&self) -> bool {
         matches!(
             self,
@@ -180,6 +183,9 @@ impl Refusal {
                 | Refusal::BadInput(_)
                 | Refusal::InputRefused(_)
                 | Refusal::OutsideModulus
+                | Refusal::Protocol(tessera_secagg::Error::ProtocolViolation(
+                    tessera_secagg::Violation::BadSignature { .. }
+                ))
         )
     }
 }
@@ -358,6 +364,14 @@ impl Aggregation {
             Summation::Plain { .. } => 0,
         };
         secure + self.uploads.len() * self.dim
+    }
+
+    /// Signed keys: verify each survivor-list signature on arrival with
+    /// `keys` and refuse a bad one (see [`super::signatures`]).
+    pub fn verify_survivor_signatures(&mut self, keys: super::signatures::CohortKeys) {
+        if let Summation::Secure(server) = &mut self.summation {
+            server.set_verifier(Box::new(keys));
+        }
     }
 
     /// Records that a participant accepted.

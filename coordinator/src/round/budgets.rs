@@ -41,12 +41,6 @@ pub struct PlannedNoise {
     pub statistics_pending: bool,
     /// The noise is seeded: the rounds are not private.
     pub not_private: bool,
-    /// The sites add the training noise (distributed or local placement):
-    /// a site accounts those rounds as distributed discrete Gaussian
-    /// releases, by RDP only, so the forecast does too (with τ = 0 their
-    /// RDP is the Gaussian's at the same σ). With local noise `training` is
-    /// each site's own σ, below the σ a site records: an overestimate.
-    pub rdp_only: bool,
 }
 
 /// Why a site's terms cannot be met by any number of rounds.
@@ -75,12 +69,10 @@ pub fn forecast_epsilon(budget: &SiteBudget, noise: &PlannedNoise, rounds: u32) 
     let new = if events.is_empty() {
         0.0
     } else {
-        let kind = if noise.rdp_only {
-            AccountantKind::Rdp
-        } else {
-            AccountantKind::Best
-        };
-        tessera_privacy::epsilon(&events, budget.delta, kind).map_or(f64::INFINITY, |r| r.epsilon)
+        // Noise added by the sites is accounted as the Gaussian at the same
+        // σ too (within a slack, see `tessera_privacy::distributed`).
+        tessera_privacy::epsilon(&events, budget.delta, AccountantKind::Best)
+            .map_or(f64::INFINITY, |r| r.epsilon)
     };
     budget.epsilon_spent + new
 }
@@ -145,7 +137,6 @@ mod tests {
             statistics: 20.0,
             statistics_pending: true,
             not_private: false,
-            rdp_only: false,
         }
     }
 
@@ -195,7 +186,6 @@ mod tests {
         );
         let seeded = PlannedNoise {
             not_private: true,
-            rdp_only: false,
             ..noise(2.0)
         };
         assert_eq!(

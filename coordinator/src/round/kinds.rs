@@ -205,6 +205,17 @@ impl RoundState<'_> {
     }
 }
 
+/// The standard deviation of the noise a release of `n` sites carries when
+/// one release's noise is `std` (real units): `std` itself, except with
+/// local placement, where every site adds the whole of it and the sum
+/// carries √n times as much.
+pub fn released_noise_std(policy: &FederationPolicy, n: usize, std: f64) -> f64 {
+    match &policy.privacy {
+        Some(p) if p.placement == tessera_model::Placement::Local => (n as f64).sqrt() * std,
+        _ => std,
+    }
+}
+
 /// Pooled feature statistics (see `tessera_model::stats`).
 #[derive(Debug)]
 pub struct Statistics;
@@ -234,7 +245,11 @@ impl RoundSpec for Statistics {
             // Bounded contributions: rows ≤ max_rows, moments in [-1, 1] per row.
             Some(p) => (
                 st.max_rows,
-                p.statistics_noise_multiplier * Self::sensitivity_of(policy),
+                released_noise_std(
+                    policy,
+                    n,
+                    p.statistics_noise_multiplier * Self::sensitivity_of(policy),
+                ),
             ),
             None => (st.max_rows * st.value_bound.max(1.0).powi(2), 0.0),
         };
@@ -269,17 +284,23 @@ impl RoundSpec for Statistics {
         &self,
         s: &RoundState<'_>,
         _: &mut dyn ServerOptimizer,
-        _: &Aggregated,
+        agg: &Aggregated,
         decoded: Vec<f64>,
     ) -> Result<Released, String> {
         let policy = s.policy;
         let task = &policy.task;
         let pre = LocalStats::from_vector(&decoded, task.statistics_columns().len())
             .and_then(|stats| match &policy.privacy {
+                // The noise the sum carries (the cohort's, topped up for
+                // dropouts), which the shrinkage of noisy moments weighs.
                 Some(p) => Preprocessor::from_pooled_bounded(
                     &stats,
                     &p.statistics_bounds,
-                    p.statistics_noise_multiplier * Self::sensitivity_of(policy),
+                    released_noise_std(
+                        policy,
+                        agg.cohort,
+                        p.statistics_noise_multiplier * Self::sensitivity_of(policy),
+                    ),
                 ),
                 None => Preprocessor::from_pooled(&stats),
             })

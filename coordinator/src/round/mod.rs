@@ -33,6 +33,7 @@ pub mod optimizer;
 pub mod phase;
 pub mod policy;
 mod release;
+pub mod signatures;
 mod start;
 
 #[cfg(test)]
@@ -564,7 +565,6 @@ impl FederationMachine {
             statistics: p.statistics_noise_multiplier,
             statistics_pending: self.preprocessor.is_none(),
             not_private: p.not_private,
-            rdp_only: p.placement.by_sites(),
         });
         // Under sampling a site takes part in about q of the rounds.
         let participations = (q * f64::from(remaining)).ceil() as u32;

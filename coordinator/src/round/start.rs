@@ -135,7 +135,7 @@ impl FederationMachine {
         // The round's ledger event: σ, the rate a released round includes a
         // site with (≥ q under sampling), and its total-variation slack.
         let mut sigma = spec.noise_multiplier(&policy);
-        let site_noise = match self.site_noise(kind, n, &encoded) {
+        let site_noise = match self.site_noise(spec, n, &encoded) {
             Ok(s) => s,
             Err(reason) => {
                 self.finish(reason, false);
@@ -270,7 +270,7 @@ impl FederationMachine {
             event: next_event,
             layout: encoded.layout.clone(),
         };
-        let agg = match Aggregation::new(agg_spec, now) {
+        let mut agg = match Aggregation::new(agg_spec, now) {
             Ok(a) => a,
             Err(e) => {
                 self.round_failed(now, round, kind, training_round, &cohort, e.to_string());
@@ -379,6 +379,11 @@ impl FederationMachine {
                 self.send(name, Out::Chunk(c.clone()));
             }
         }
+        if signed {
+            agg.verify_survivor_signatures(super::signatures::CohortKeys::new(
+                members.iter().map(|m| (m.index, m.certificate.as_slice())),
+            ));
+        }
         self.state = State::Running(Box::new(agg));
     }
 
@@ -446,38 +451,47 @@ impl FederationMachine {
         Err(last_error)
     }
 
-    /// The noise the sites add to a round of `kind` with a cohort of `n`
-    /// (None: the coordinator adds it all). `Err` is why the federation
-    /// cannot go on: a per-site noise too small to be accounted.
+    /// The noise the sites add to a round of `spec` with a cohort of `n`
+    /// (None: the coordinator adds it all). Every kind of round gets it
+    /// under distributed or local placement — training updates, the
+    /// statistics and the evaluation sums alike — each with the σ and L2
+    /// sensitivity its central release is announced and accounted with, so
+    /// the coordinator never unmasks a sum without noise it does not know.
+    /// `Err` is why the federation cannot go on: a per-site noise too small
+    /// to be accounted.
     fn site_noise(
         &self,
-        kind: RoundKind,
+        spec: &dyn RoundSpec,
         n: usize,
         encoded: &Encoded,
     ) -> Result<Option<SiteNoise>, String> {
         let Some(p) = self.policy.privacy.as_ref() else {
             return Ok(None);
         };
-        if kind != RoundKind::Training || !p.placement.by_sites() {
+        if !p.placement.by_sites() {
             return Ok(None);
         }
+        let sigma = spec.noise_multiplier(&self.policy);
         let scale = f64::from(encoded.encoding.scale_bits).exp2();
-        // Δ₂ of one site's encoded vector: C·2^f (see tessera_privacy::distributed).
-        let l2_units = self.clip_norm * scale;
+        // Δ₂ of one site's encoded vector: the kind's sensitivity (C for
+        // training) times 2^f. The site clips to it less the rounding slack
+        // √d·2^−f, so stochastic rounding keeps it within (see
+        // tessera_privacy::distributed).
+        let l2_units = spec.sensitivity(&self.round_state()) * scale;
         let site_units = match p.placement {
             // Shares of the whole noise: n sites' variances sum to (σ·Δ₂)².
-            tessera_model::Placement::Distributed => {
-                p.noise_multiplier * l2_units / (n as f64).sqrt()
-            }
+            tessera_model::Placement::Distributed => sigma * l2_units / (n as f64).sqrt(),
             // Every site the whole noise.
-            _ => p.noise_multiplier * l2_units,
+            _ => sigma * l2_units,
         };
         if !(site_units.is_finite()
             && site_units >= tessera_privacy::distributed::MIN_SITE_NOISE_UNITS)
         {
             return Err(format!(
-                "each site's noise would be {site_units:.1} fixed-point units, below the {} the \
-                 distributed discrete Gaussian is accounted for; use fewer sites or more noise",
+                "each site's noise in a {} round would be {site_units:.1} fixed-point units, below \
+                 the {} the distributed discrete Gaussian is accounted for; use fewer sites or \
+                 more noise",
+                spec.kind().as_str(),
                 tessera_privacy::distributed::MIN_SITE_NOISE_UNITS
             ));
         }

@@ -272,7 +272,7 @@ pub struct StatusReport {
     pub target_epsilon: Option<f64>,
     /// Budget left (never negative), if a target was given.
     pub epsilon_remaining: Option<f64>,
-    /// ε of the model updates against the coordinator itself, when the
+    /// ε of every release against the coordinator itself, when the
     /// sites add the noise (see
     /// [`crate::privacy_report::coordinator_epsilon`]); None with central
     /// noise.

@@ -33,7 +33,9 @@
 //! keys (no shares, no masked input).
 //!
 //! Supported certificate keys: ECDSA P-256 (the development PKI's keys;
-//! ASN.1 DER signatures with SHA-256), ECDSA P-384 (SHA-384) and Ed25519.
+//! ASN.1 DER signatures with SHA-256), ECDSA P-384 (SHA-384) and Ed25519
+//! (verified by [`tessera_certs::CertificateKey`], which the coordinator
+//! uses too).
 //! The private key must be PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), as
 //! `tessera-certs` writes it. A participant whose key cannot sign still
 //! takes part in rounds without signed keys and declines signed ones.
@@ -77,22 +79,15 @@ use std::fmt;
 use std::sync::Arc;
 
 use ring::rand::SystemRandom;
-use ring::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
+use ring::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _};
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::ClientCertVerifier;
+use tessera_certs::CertificateKey as PublicKey;
+pub use tessera_certs::KeyScheme;
 use tessera_secagg::{KeySigner, KeyVerifier};
-
-/// OID of an elliptic-curve public key (id-ecPublicKey).
-const OID_EC_PUBLIC_KEY: &str = "1.2.840.10045.2.1";
-/// OID of the P-256 curve (prime256v1).
-const OID_P256: &str = "1.2.840.10045.3.1.7";
-/// OID of the P-384 curve (secp384r1).
-const OID_P384: &str = "1.3.132.0.34";
-/// OID of an Ed25519 public key.
-const OID_ED25519: &str = "1.3.101.112";
 
 /// Why keys cannot be signed, or why a round's forwarded certificates are
 /// refused.
@@ -165,87 +160,6 @@ pub enum SigningError {
         /// Why.
         reason: String,
     },
-}
-
-/// The signature scheme a certificate key signs advertised keys with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyScheme {
-    /// ECDSA on P-256 with SHA-256, ASN.1 DER signature.
-    EcdsaP256Sha256,
-    /// ECDSA on P-384 with SHA-384, ASN.1 DER signature.
-    EcdsaP384Sha384,
-    /// Ed25519.
-    Ed25519,
-}
-
-impl KeyScheme {
-    fn verification(self) -> &'static dyn sig::VerificationAlgorithm {
-        match self {
-            KeyScheme::EcdsaP256Sha256 => &sig::ECDSA_P256_SHA256_ASN1,
-            KeyScheme::EcdsaP384Sha384 => &sig::ECDSA_P384_SHA384_ASN1,
-            KeyScheme::Ed25519 => &sig::ED25519,
-        }
-    }
-}
-
-/// A certificate's public key as used to verify signatures: its scheme and
-/// the raw key bytes of its SubjectPublicKeyInfo (an uncompressed point for
-/// ECDSA, 32 bytes for Ed25519).
-#[derive(Clone, PartialEq, Eq)]
-struct PublicKey {
-    scheme: KeyScheme,
-    bytes: Vec<u8>,
-}
-
-impl fmt::Debug for PublicKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PublicKey")
-            .field("scheme", &self.scheme)
-            .field("len", &self.bytes.len())
-            .finish()
-    }
-}
-
-impl PublicKey {
-    fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
-        UnparsedPublicKey::new(self.scheme.verification(), &self.bytes)
-            .verify(message, signature)
-            .is_ok()
-    }
-}
-
-/// The public key of a DER certificate, if its algorithm is supported.
-fn certificate_key(der: &[u8]) -> Result<PublicKey, String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der)
-        .map_err(|e| format!("cannot parse the certificate ({e})"))?;
-    let spki = cert.public_key();
-    let algorithm = spki.algorithm.algorithm.to_id_string();
-    let scheme = match algorithm.as_str() {
-        OID_EC_PUBLIC_KEY => {
-            let curve = spki
-                .algorithm
-                .parameters
-                .as_ref()
-                .and_then(|p| p.as_oid().ok())
-                .map(|oid| oid.to_id_string())
-                .ok_or("an elliptic-curve key without a named curve")?;
-            match curve.as_str() {
-                OID_P256 => KeyScheme::EcdsaP256Sha256,
-                OID_P384 => KeyScheme::EcdsaP384Sha384,
-                other => return Err(format!("elliptic curve {other} (P-256 or P-384 supported)")),
-            }
-        }
-        OID_ED25519 => KeyScheme::Ed25519,
-        other => {
-            return Err(format!(
-                "key algorithm {other} (ECDSA P-256, P-384 or Ed25519 supported)"
-            ));
-        }
-    };
-    Ok(PublicKey {
-        scheme,
-        bytes: spki.subject_public_key.data.to_vec(),
-    })
 }
 
 enum SigningKey {
@@ -337,10 +251,7 @@ impl CertificateKeySigner {
     }
 
     fn public(&self) -> PublicKey {
-        PublicKey {
-            scheme: self.scheme(),
-            bytes: self.public_key().to_vec(),
-        }
+        PublicKey::new(self.scheme(), self.public_key().to_vec())
     }
 }
 
@@ -425,7 +336,7 @@ impl FederationTrust {
                 found,
             });
         }
-        certificate_key(der).map_err(|reason| SigningError::UnsupportedPeerKey {
+        PublicKey::from_certificate(der).map_err(|reason| SigningError::UnsupportedPeerKey {
             index,
             name: name.to_string(),
             reason,
@@ -549,7 +460,8 @@ impl KeySigning {
             .map_err(|e| SigningError::BadOwnCertificate(format!("malformed PEM ({e})")))?
             .as_ref()
             .to_vec();
-        let own_key = certificate_key(&own_certificate).map_err(SigningError::BadOwnCertificate)?;
+        let own_key = PublicKey::from_certificate(&own_certificate)
+            .map_err(SigningError::BadOwnCertificate)?;
         if own_key != signer.public() {
             return Err(SigningError::KeyMismatch);
         }

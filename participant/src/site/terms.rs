@@ -316,11 +316,15 @@ pub fn check(policy: &SitePolicy, task: &TaskSpec, a: &Announcement) -> Result<R
 
 /// The noise a private round asks this site to add itself, checked against
 /// everything else announced (None for central noise):
-/// - only training rounds without adaptive clipping have it;
+/// - every kind of round may have it (training updates, statistics,
+///   evaluation sums), with the kind's own sensitivity as `clip_norm` (C,
+///   or the bounds' or evaluation terms' sensitivity, checked above), but
+///   not adaptive clipping (see the configuration check: its clipping bit
+///   needs a noise scale of its own);
 /// - distributed noise needs secure aggregation (the coordinator would
 ///   otherwise see this update with only its share of the noise), and its
 ///   summands are the cohort's size;
-/// - the shares add up to the announced σ on the sum: √n·s = σ·C·2^f
+/// - the shares add up to the announced σ on the sum: √n·s = σ·Δ₂·2^f
 ///   (local noise: s = σ·C·2^f / √n with n the cohort, i.e. every site adds
 ///   the whole noise of one release);
 /// - each share is at least `MIN_SITE_NOISE_UNITS`, where the distributed
@@ -342,18 +346,13 @@ fn site_noise(
     if terms.placement == Placement::Central {
         return Ok(None);
     }
-    if kind != RoundKind::Training || adaptive {
+    if adaptive {
         return decline(
             D::InvalidTerms,
             format!(
-                "{} noise announced for a {} round{}",
+                "{} noise announced for a {} round with adaptive clipping",
                 terms.placement,
-                kind.as_str(),
-                if adaptive {
-                    " with adaptive clipping"
-                } else {
-                    ""
-                }
+                kind.as_str()
             ),
         );
     }

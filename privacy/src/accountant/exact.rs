@@ -29,13 +29,10 @@ pub(crate) fn ledger_mu(g: &Grouped) -> Result<f64, Error> {
     if !g.only_gaussian() {
         return Err(Error::NotApplicable {
             accountant: AccountantKind::Exact,
-            reason:
-                "the ledger holds discrete-Laplace, exponential-mechanism or distributed-noise \
-                     events"
-                    .into(),
+            reason: "the ledger holds discrete-Laplace or exponential-mechanism events".into(),
         });
     }
-    Ok(g.full_mu2.sqrt())
+    Ok(g.gaussian_mu2().sqrt())
 }
 
 /// Delta at `eps` of the Gaussian mechanism with parameter `mu`

@@ -147,7 +147,7 @@ fn epsilon_with_slack(
     delta: f64,
     kind: AccountantKind,
 ) -> Result<EpsilonReport, Error> {
-    if kind == AccountantKind::Best && (g.tv_slack_full > 0.0 || g.tv_slack_sampled > 0.0) {
+    if kind == AccountantKind::Best && g.has_slack() {
         return best_with_slack(g, delta);
     }
     let tau = g.tv_slack_for(kind);
@@ -314,7 +314,7 @@ pub fn delta(events: &[PrivacyEvent], epsilon: f64, kind: AccountantKind) -> Res
         let d = delta_exact_mechanisms(&g, e, k)?;
         Ok((d + (1.0 + e.exp()) * g.tv_slack_for(k)).min(1.0))
     };
-    if kind != AccountantKind::Best || (g.tv_slack_full == 0.0 && g.tv_slack_sampled == 0.0) {
+    if kind != AccountantKind::Best || !g.has_slack() {
         return with_slack(kind);
     }
     let mut best: Option<f64> = None;

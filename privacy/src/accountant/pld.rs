@@ -330,16 +330,13 @@ impl ComposedPld {
         if !(h0.is_finite() && h0 > 0.0) || opts.max_fft_len < 16 {
             return Err(not_applicable("invalid PLD options"));
         }
-        if g.has_distributed {
-            // Its bound is a zCDP one: nothing to build a loss distribution from.
-            return Err(not_applicable(
-                "distributed discrete Gaussian releases are accounted by RDP only",
-            ));
-        }
         let mut comps: Vec<(Mech, Mech, u64)> = Vec::new();
-        if g.has_full {
+        // Full-participation Gaussian rounds and distributed discrete
+        // Gaussian releases (the Gaussian within their slack, see
+        // `crate::distributed`) compose to one Gaussian.
+        if g.has_full || g.has_distributed {
             let m = Mech::Gaussian {
-                sigma: 1.0 / g.full_mu2.sqrt(),
+                sigma: 1.0 / g.gaussian_mu2().sqrt(),
             };
             comps.push((m, m, 1));
         }

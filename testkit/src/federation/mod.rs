@@ -279,6 +279,23 @@ impl Federation {
         self.participants.push(name, child);
     }
 
+    /// Starts participant `name` from the configuration already written,
+    /// with `faults` (flags of `tessera-sim participant`, see
+    /// `tessera_simulations::faults`) before its own command line; its log
+    /// is `logs/<name>.log`.
+    pub fn launch_participant_with(&mut self, name: &str, faults: &[&str]) {
+        let config = self.participant_config(name).to_string_lossy().into_owned();
+        let mut args = faults.to_vec();
+        args.extend(["run", "--config", &config]);
+        let child = launch::spawn(
+            &self.bins.participant,
+            &args,
+            &self.layout.logs.join(format!("{name}.log")),
+        )
+        .expect("starting a participant");
+        self.participants.push(name, child);
+    }
+
     /// Writes the configuration of a participant process for `site` and
     /// starts it.
     pub fn start_participant(&mut self, site: &SitePlan) {

@@ -40,7 +40,11 @@ impl RoundSpec for Evaluation {
         let policy = s.policy;
         let len = Self::eval_layout(policy).map_or(0, |l| l.len());
         let max_rows = policy.evaluation.as_ref().map_or(0.0, |e| e.terms.max_rows);
-        let noise_std = self.noise_multiplier(policy) * Self::sensitivity_of(policy);
+        let noise_std = super::released_noise_std(
+            policy,
+            n,
+            self.noise_multiplier(policy) * Self::sensitivity_of(policy),
+        );
         Layout {
             parts: vec![Part {
                 name: "evaluation",
