@@ -183,7 +183,19 @@ impl Table {
     /// Reads a CSV file (header row; missing markers and text cells become
     /// `NaN`).
     pub fn read_csv(path: &Path) -> Result<Table, tessera_model::data::DataError> {
-        let raw = tessera_model::data::read_raw_csv(path)?;
+        Self::from_raw(tessera_model::data::read_raw_csv(path)?)
+    }
+
+    /// Reads CSV text already in memory (`source` names it in errors), as
+    /// [`Table::read_csv`] reads a file.
+    pub fn from_csv_bytes(
+        bytes: &[u8],
+        source: &Path,
+    ) -> Result<Table, tessera_model::data::DataError> {
+        Self::from_raw(tessera_model::data::read_raw_csv_from_reader(bytes, source)?)
+    }
+
+    fn from_raw(raw: tessera_model::data::RawTable) -> Result<Table, tessera_model::data::DataError> {
         let rows = raw
             .rows
             .iter()

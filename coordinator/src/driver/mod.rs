@@ -14,6 +14,7 @@
 
 pub mod admission;
 pub mod durable;
+pub mod queries;
 pub mod resume;
 
 use std::collections::HashMap;
@@ -74,6 +75,8 @@ pub struct Driver {
     sessions_certificates: HashMap<String, Vec<u8>>,
     /// Second sessions waiting for the round in progress to end.
     parked: HashMap<String, Parked>,
+    /// Analytics queries: operator requests and who waits for answers.
+    queries: queries::QueryDesk,
 }
 
 /// A second session under a name whose first session is in the round in
@@ -174,6 +177,7 @@ impl Driver {
             live: LiveStatusWriter::default(),
             sessions_certificates: HashMap::new(),
             parked: HashMap::new(),
+            queries: queries::QueryDesk::default(),
         })
     }
 
@@ -189,6 +193,7 @@ impl Driver {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<Outcome> {
         let mut shutdown = std::pin::pin!(shutdown);
+        self.queue_configured_queries()?;
         self.machine.start(Instant::now());
         loop {
             if let Some(outcome) = self.drain_outputs()? {
@@ -209,6 +214,9 @@ impl Driver {
                 }
                 _ = sleep_until(deadline) => {
                     self.machine.handle_timeout(Instant::now());
+                }
+                Some(request) = queries::next_request(&mut self.queries) => {
+                    self.operator_query(request);
                 }
                 () = &mut shutdown => {
                     self.stop()?;
@@ -519,6 +527,8 @@ impl Driver {
                     self.machine
                         .handle(Instant::now(), Input::Committed { round });
                 }
+                Output::QueryReleased(r) => self.query_released(*r)?,
+                Output::QueryFailed(f) => self.query_failed(*f)?,
                 Output::Finished { reason, success } => {
                     let model = self.write_final_model()?;
                     self.store.set_meta("finish_reason", &reason)?;

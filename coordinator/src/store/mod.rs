@@ -25,6 +25,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
+mod analytics;
 mod checkpoints;
 mod ledger;
 mod report;
@@ -34,6 +35,7 @@ pub use checkpoints::{
     Checkpoint, checkpoint_file_name, sha256_file, verify_checkpoint, write_checkpoint,
     write_checkpoint_bytes,
 };
+pub use analytics::AnalyticsRow;
 pub use ledger::{LedgerRow, NewLedgerRow};
 pub use report::{
     EvaluationRecord, GUARANTEE, LedgerReport, LedgerReportRow, META_EVALUATION, StatusReport,
@@ -328,6 +330,7 @@ impl Store {
             _lock: Some(lock),
         };
         store.migrate()?;
+        store.ensure_analytics_table()?;
         Ok(store)
     }
 
