@@ -66,7 +66,7 @@ pub struct ParticipantConfig {
     #[serde(default)]
     pub evaluation: EvaluationSection,
     /// Which analytics queries the site answers.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "AnalyticsSection::is_default")]
     pub analytics: AnalyticsSection,
     /// An external trainer (absent: the built-in models).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +143,15 @@ pub struct AnalyticsSection {
     /// The largest per-site row cap a query may announce (absent: any the
     /// query language allows).
     pub max_rows: Option<u64>,
+}
+
+impl AnalyticsSection {
+    /// Whether nothing is set (every query declined).
+    pub fn is_default(&self) -> bool {
+        self.allowed_columns.is_empty()
+            && self.min_noise_multiplier.is_empty()
+            && self.max_rows.is_none()
+    }
 }
 
 /// `[privacy]`: the site's own limits, checked before any data is touched.
