@@ -119,6 +119,14 @@ impl SitePolicy {
         if let Err(e) = plan.validate() {
             return refuse(RefusalCode::InvalidPlan, e.to_string());
         }
+        if self.columns.is_empty() {
+            // No column allowed: the site answers no query at all, also
+            // none that reads no column (a plain `count`).
+            return refuse(
+                RefusalCode::ColumnNotAllowed,
+                "this site allows no column to be queried",
+            );
+        }
         let columns = plan.query.columns();
         let disallowed: Vec<&str> = columns
             .iter()
