@@ -14,6 +14,12 @@
 //!   with its ε and the count of sites that answered and declined, and in
 //!   the ledger of every site that answered it (and of no other); the
 //!   training round then runs and the federation finishes as planned.
+//! - `the_query_command_asks_a_running_coordinator`: an analytics-only
+//!   federation (`rounds = 0`) whose status page is off loopback:
+//!   `tessera-coordinator query` without a certificate is told to give an
+//!   operator's, with a site's certificate (not an operator) is refused by
+//!   the page, and with the operator's gets the release — printed with its
+//!   noise scale and ε, and appended to the store.
 
 #![cfg(unix)]
 
@@ -57,6 +63,20 @@ fn table(hospitals: &[&str]) -> Table {
     Table::concat(&tables).expect("same columns")
 }
 
+fn hospitals() -> Vec<SitePlan> {
+    HOSPITALS
+        .iter()
+        .map(|h| SitePlan {
+            name: h.to_string(),
+            data: hospital_path(h),
+            max_epsilon: None,
+            min_noise_multiplier: None,
+            crash_after_shares: None,
+            trainer: None,
+        })
+        .collect()
+}
+
 fn plan_of(text: &str, noise: tessera_analytics::QueryNoise) -> QueryPlan {
     QueryPlan {
         query: tessera_analytics::parse_query(text).unwrap(),
@@ -71,18 +91,7 @@ fn configured_queries_are_released_then_training_runs() {
         .prefix("tessera-analytics-")
         .tempdir()
         .unwrap();
-    let sites: Vec<SitePlan> = HOSPITALS
-        .iter()
-        .map(|h| SitePlan {
-            name: h.to_string(),
-            data: hospital_path(h),
-            max_epsilon: None,
-            min_noise_multiplier: None,
-            crash_after_shares: None,
-            trainer: None,
-        })
-        .collect();
-    let mut plan = plain_plan(dir.path(), &sites);
+    let mut plan = plain_plan(dir.path(), &hospitals());
     plan.task = heart_task();
     plan.rounds = 1;
     let mut fed = Federation::from_plan(plan, federation::standalone(&BinDir::containing(SIM)));
@@ -231,4 +240,97 @@ fn find_ledger(root: &Path, site: &str) -> std::path::PathBuf {
         }
     }
     panic!("no site ledger of {site} under {}", root.display())
+}
+
+#[test]
+fn the_query_command_asks_a_running_coordinator() {
+    let dir = tempfile::Builder::new()
+        .prefix("tessera-analytics-query-")
+        .tempdir()
+        .unwrap();
+    let mut plan = plain_plan(dir.path(), &hospitals());
+    plan.task = heart_task();
+    plan.rounds = 0;
+    let bins = BinDir::containing(SIM);
+    let mut fed = Federation::from_plan(plan, federation::standalone(&bins));
+    let coordinator = bins.exe("tessera-coordinator");
+    tessera_certs::issue(&fed.layout.pki, "operator").unwrap();
+    append(
+        &fed.layout.coordinator_config,
+        "\n[web]\nlisten = \"0.0.0.0:0\"\noperators = [\"operator\"]\n",
+    );
+    fed.start_coordinator();
+    fed.wait_for("the page's address", |f| {
+        std::fs::read_to_string(f.layout.coordinator_out.join("web_address"))
+            .ok()
+            .filter(|a| a.ends_with('\n'))
+    });
+    for site in fed.plan.sites.clone() {
+        let config = fed.write_participant_config(&site);
+        append(
+            &config,
+            "\n[analytics]\nallowed_columns = [\"age\", \"cp\"]\n",
+        );
+        fed.launch_participant(&site.name);
+    }
+    fed.wait_joined(&HOSPITALS);
+    let config = fed.layout.coordinator_config.to_string_lossy().into_owned();
+    let pki = fed.layout.pki.clone();
+    let ask = |extra: &[String]| {
+        let mut cmd = std::process::Command::new(&coordinator);
+        cmd.args([
+            "query",
+            "--config",
+            &config,
+            "--epsilon",
+            "2",
+            "--max-rows",
+            "400",
+            "count where age > 65 and cp = 4",
+        ]);
+        cmd.args(extra);
+        let out = cmd.output().expect("running tessera-coordinator query");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let cert_of = |name: &str| {
+        vec![
+            "--cert".to_owned(),
+            pki.join(format!("{name}.crt")).to_string_lossy().into_owned(),
+            "--key".to_owned(),
+            pki.join(format!("{name}.key")).to_string_lossy().into_owned(),
+        ]
+    };
+    let (ok, _, err) = ask(&[]);
+    assert!(!ok && err.contains("--cert") && err.contains("operator"), "{err}");
+    let (ok, _, err) = ask(&cert_of("cleveland"));
+    assert!(!ok && err.contains("operator list"), "{err}");
+    assert!(fed.store().analytics().unwrap().is_empty());
+    let (ok, out, err) = ask(&cert_of("operator"));
+    assert!(ok, "{err}\n{}", fed.coordinator_log());
+    assert!(out.contains("answer:"), "{out}");
+    assert!(out.contains("scale 200.0000"), "Laplace scale 400 / 2: {out}");
+    assert!(out.contains("ε = 2 (δ = 0)"), "{out}");
+    assert!(out.contains("4 answered, 0 declined"), "{out}");
+    let rows = fed.store().analytics().unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].origin, "operator");
+    let release = rows[0].release.as_ref().expect("released");
+    let Answer::Count { value } = release.answer else {
+        panic!("{:?}", release.answer)
+    };
+    assert!(out.contains(&format!("answer:  {value}")), "{out}");
+    assert_eq!(fed.store().ledger().unwrap().len(), 1);
+    // A query that does not parse is refused with its position, before
+    // anything reaches the coordinator.
+    let mut cmd = std::process::Command::new(&coordinator);
+    let out = cmd
+        .args(["query", "--config", &config, "--epsilon", "1", "count wher age > 1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("position 7"));
 }
