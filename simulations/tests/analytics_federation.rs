@@ -117,8 +117,8 @@ fn configured_queries_are_released_then_training_runs() {
         );
         fed.launch_participant(&site.name);
     }
-    let status = fed.wait_coordinator();
-    assert!(status.success(), "{}", fed.coordinator_log());
+    let exit = fed.wait_coordinator();
+    assert!(exit.success(), "{}", fed.coordinator_log());
     for (name, status) in fed.wait_participants(tessera_testkit::process::PATIENCE) {
         assert!(status.success(), "{name}: {status:?}");
     }
@@ -201,6 +201,26 @@ fn configured_queries_are_released_then_training_runs() {
         "{rounds:?}"
     );
 
+    // `status` and the plain-language report list the releases with their ε.
+    let coordinator = BinDir::containing(SIM).exe("tessera-coordinator");
+    let config = fed.layout.coordinator_config.to_string_lossy().into_owned();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&coordinator)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status = run(&["status", "--config", &config]);
+    assert!(
+        status.contains("analytics:           count where (age > 65 and cp = 4) = ")
+            && status.contains("ε = 4, δ = 0; 3 sites answered, 1 declined"),
+        "{status}"
+    );
+    let report = run(&["report", "--config", &config]);
+    assert!(report.contains("Analytics releases"), "{report}");
+    assert!(report.contains("mean chol in [100, 600]"), "{report}");
     // Every site's own ledger holds the queries it answered, and only those.
     for h in HOSPITALS {
         let path = find_ledger(dir.path(), h);
