@@ -200,10 +200,14 @@ impl Table {
         bytes: &[u8],
         source: &Path,
     ) -> Result<Table, tessera_model::data::DataError> {
-        Self::from_raw(tessera_model::data::read_raw_csv_from_reader(bytes, source)?)
+        Self::from_raw(tessera_model::data::read_raw_csv_from_reader(
+            bytes, source,
+        )?)
     }
 
-    fn from_raw(raw: tessera_model::data::RawTable) -> Result<Table, tessera_model::data::DataError> {
+    fn from_raw(
+        raw: tessera_model::data::RawTable,
+    ) -> Result<Table, tessera_model::data::DataError> {
         let rows = raw
             .rows
             .iter()

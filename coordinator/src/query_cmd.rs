@@ -59,7 +59,10 @@ pub struct QueryArgs {
 /// How to reach the endpoint.
 struct Endpoint {
     address: SocketAddr,
-    tls: Option<(tokio_rustls::TlsConnector, rustls::pki_types::ServerName<'static>)>,
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 /// An HTTP answer: status code and body.
@@ -113,9 +116,8 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
                 println!("ε = {} (δ = {})", release.epsilon, release.delta);
                 println!(
                     "sites:   {answered} answered, {declined} declined (round {round}){}",
-                    epsilon_after.map_or(String::new(), |e| format!(
-                        "; the ledger's ε is now {e:.4}"
-                    ))
+                    epsilon_after
+                        .map_or(String::new(), |e| format!("; the ledger's ε is now {e:.4}"))
                 );
             }
             Ok(())
@@ -184,7 +186,7 @@ async fn ask(
     }
     let id = serde_json::from_str::<serde_json::Value>(&posted.body)
         .ok()
-        .and_then(|v| v["id"].as_u64())
+        .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64))
         .context("the coordinator's answer names no query number")?;
     let until = Instant::now() + Duration::from_secs(timeout_seconds);
     loop {

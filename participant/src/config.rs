@@ -415,7 +415,9 @@ impl ParticipantConfig {
         {
             return Err(invalid(
                 "analytics.allowed_columns",
-                format!("{c:?} is not in participant.allowed_columns, which no task or query may go past"),
+                format!(
+                    "{c:?} is not in participant.allowed_columns, which no task or query may go past"
+                ),
             ));
         }
         if let Some((kind, v)) = a

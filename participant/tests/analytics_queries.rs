@@ -131,16 +131,21 @@ fn hostile_and_refused_queries_are_declined_with_their_code() {
         "top 3 x1 among [1, 2]",
         "count where x3 > 30 \u{0}",
     ] {
-        cases.push((with_query(cases.len() as u64 + 1, text), DeclineCode::InvalidQuery));
+        cases.push((
+            with_query(cases.len() as u64 + 1, text),
+            DeclineCode::InvalidQuery,
+        ));
     }
     let long = format!("count where {}", "x3 > 1 and ".repeat(1000) + "x3 > 1");
-    cases.push((with_query(cases.len() as u64 + 1, &long), DeclineCode::InvalidQuery));
-    let deep = format!(
-        "count where {}x3 > 1{}",
-        "(".repeat(200),
-        ")".repeat(200)
-    );
-    cases.push((with_query(cases.len() as u64 + 1, &deep), DeclineCode::InvalidQuery));
+    cases.push((
+        with_query(cases.len() as u64 + 1, &long),
+        DeclineCode::InvalidQuery,
+    ));
+    let deep = format!("count where {}x3 > 1{}", "(".repeat(200), ")".repeat(200));
+    cases.push((
+        with_query(cases.len() as u64 + 1, &deep),
+        DeclineCode::InvalidQuery,
+    ));
     for (eps, sigma) in [
         (f64::NAN, 0.0),
         (f64::INFINITY, 0.0),
@@ -190,7 +195,12 @@ fn hostile_and_refused_queries_are_declined_with_their_code() {
         query(cases.len() as u64 + 1, "count", 100, 4.0),
         DeclineCode::NoiseBelowMinimum,
     ));
-    let mut h = query(cases.len() as u64 + 1, "histogram x1 edges [0, 50, 100]", 100, 1.0);
+    let mut h = query(
+        cases.len() as u64 + 1,
+        "histogram x1 edges [0, 50, 100]",
+        100,
+        1.0,
+    );
     h.dimension = 2;
     let q = h.analytics.as_mut().unwrap();
     q.epsilon = 0.0;
@@ -228,13 +238,20 @@ fn missing_columns_secure_aggregation_and_the_budget_are_the_sites_call() {
     // A column the data does not have: declined on the header.
     let mut s = site(&dir, policy);
     let mut out = Outbox::default();
-    announce(&mut s, &mut out, query(1, "count where weight > 1", 100, 1.0));
+    announce(
+        &mut s,
+        &mut out,
+        query(1, "count where weight > 1", 100, 1.0),
+    );
     assert_eq!(declined(out.reply(1).unwrap()), DeclineCode::ColumnMissing);
     // No `[analytics]` at all: every query declined.
     let dir = SiteDir::new();
     let mut s = site(&dir, "");
     announce(&mut s, &mut out, query(2, "count", 100, 1.0));
-    assert_eq!(declined(out.reply(2).unwrap()), DeclineCode::ColumnNotAllowed);
+    assert_eq!(
+        declined(out.reply(2).unwrap()),
+        DeclineCode::ColumnNotAllowed
+    );
     // Secure aggregation required by default for a private release.
     let dir = SiteDir::new();
     let mut s = dir.joined("", policy);
@@ -254,6 +271,9 @@ fn missing_columns_secure_aggregation_and_the_budget_are_the_sites_call() {
         assert!(out.reply(r).unwrap().accept);
     }
     announce(&mut s, &mut out, query(12, "count where x1 > 1", 100, 1.0));
-    assert_eq!(declined(out.reply(12).unwrap()), DeclineCode::BudgetExceeded);
+    assert_eq!(
+        declined(out.reply(12).unwrap()),
+        DeclineCode::BudgetExceeded
+    );
     assert_eq!(dir.ledger().contributions().unwrap().len(), 2);
 }

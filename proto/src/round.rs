@@ -6,8 +6,8 @@
 
 use tessera_model::round::{AdaptiveTerms, CohortMember, SecAggSetup, SiteBudget};
 use tessera_model::{
-    AnalyticsTerms, Announcement, Encoding, EvalTerms, Placement, Preprocessor, PrivacyTerms, RoundKind,
-    StatsBounds, TargetScale, TaskKind, TaskSpec, TensorSpec, TrainingSettings,
+    AnalyticsTerms, Announcement, Encoding, EvalTerms, Placement, Preprocessor, PrivacyTerms,
+    RoundKind, StatsBounds, TargetScale, TaskKind, TaskSpec, TensorSpec, TrainingSettings,
 };
 
 use crate::v1;

@@ -160,7 +160,10 @@ fn configured_queries_are_released_then_training_runs() {
     else {
         panic!("{:?}", mean.answer)
     };
-    assert!(se > 0.0 && (m - exact).abs() <= 6.0 * se, "{m} ± {se} vs {exact}");
+    assert!(
+        se > 0.0 && (m - exact).abs() <= 6.0 * se,
+        "{m} ± {se} vs {exact}"
+    );
     // The histogram: every hospital answered.
     let hist = rows[2].release.as_ref().expect("released");
     assert_eq!((rows[2].answered, rows[2].declined), (4, 0));
@@ -319,20 +322,30 @@ fn the_query_command_asks_a_running_coordinator() {
     let cert_of = |name: &str| {
         vec![
             "--cert".to_owned(),
-            pki.join(format!("{name}.crt")).to_string_lossy().into_owned(),
+            pki.join(format!("{name}.crt"))
+                .to_string_lossy()
+                .into_owned(),
             "--key".to_owned(),
-            pki.join(format!("{name}.key")).to_string_lossy().into_owned(),
+            pki.join(format!("{name}.key"))
+                .to_string_lossy()
+                .into_owned(),
         ]
     };
     let (ok, _, err) = ask(&[]);
-    assert!(!ok && err.contains("--cert") && err.contains("operator"), "{err}");
+    assert!(
+        !ok && err.contains("--cert") && err.contains("operator"),
+        "{err}"
+    );
     let (ok, _, err) = ask(&cert_of("cleveland"));
     assert!(!ok && err.contains("operator list"), "{err}");
     assert!(fed.store().analytics().unwrap().is_empty());
     let (ok, out, err) = ask(&cert_of("operator"));
     assert!(ok, "{err}\n{}", fed.coordinator_log());
     assert!(out.contains("answer:"), "{out}");
-    assert!(out.contains("scale 200.0000"), "Laplace scale 400 / 2: {out}");
+    assert!(
+        out.contains("scale 200.0000"),
+        "Laplace scale 400 / 2: {out}"
+    );
     assert!(out.contains("ε = 2 (δ = 0)"), "{out}");
     assert!(out.contains("4 answered, 0 declined"), "{out}");
     let rows = fed.store().analytics().unwrap();
@@ -348,7 +361,14 @@ fn the_query_command_asks_a_running_coordinator() {
     // anything reaches the coordinator.
     let mut cmd = std::process::Command::new(&coordinator);
     let out = cmd
-        .args(["query", "--config", &config, "--epsilon", "1", "count wher age > 1"])
+        .args([
+            "query",
+            "--config",
+            &config,
+            "--epsilon",
+            "1",
+            "count wher age > 1",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());

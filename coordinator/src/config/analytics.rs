@@ -55,14 +55,13 @@ fn default_max_rows() -> u64 {
 impl AnalyticsEntryText {
     /// The checked plan, or what is wrong with the entry, naming its key.
     pub fn plan(&self) -> Result<QueryPlan, String> {
-        let query = parse_query(&self.query)
-            .map_err(|e| {
-                format!(
-                    "analytics.query: at position {}:\n{}",
-                    e.position,
-                    e.render(&self.query)
-                )
-            })?;
+        let query = parse_query(&self.query).map_err(|e| {
+            format!(
+                "analytics.query: at position {}:\n{}",
+                e.position,
+                e.render(&self.query)
+            )
+        })?;
         let histogram = matches!(query.kind, tessera_analytics::QueryKind::Histogram { .. });
         let noise = match (self.epsilon, self.noise_multiplier, histogram) {
             (Some(e), None, false) => QueryNoise::Epsilon(e),

@@ -323,7 +323,9 @@ impl CoordinatorConfig {
     /// exponential mechanism's choice the way they add Gaussian shares).
     fn check_analytics(&self) -> Result<(), ConfigError> {
         let p = &self.privacy;
-        if p.enabled && p.placement != tessera_model::Placement::Central && !self.analytics.is_empty()
+        if p.enabled
+            && p.placement != tessera_model::Placement::Central
+            && !self.analytics.is_empty()
         {
             return Err(invalid(
                 "analytics",

@@ -131,10 +131,11 @@ impl FederationMachine {
     /// next training round). An invalid plan fails at once.
     pub fn queue_query(&mut self, now: Instant, query: QueuedQuery) {
         if let Err(e) = query.plan.validate() {
-            self.outputs.push_back(Output::QueryFailed(Box::new(QueryFailed {
-                query,
-                reason: format!("invalid query plan: {e}"),
-            })));
+            self.outputs
+                .push_back(Output::QueryFailed(Box::new(QueryFailed {
+                    query,
+                    reason: format!("invalid query plan: {e}"),
+                })));
             return;
         }
         info!(id = query.id, origin = %query.origin.as_string(), query = %query.plan.query, "analytics query queued");
@@ -185,7 +186,11 @@ impl FederationMachine {
                     );
                 }
                 Err(e) => {
-                    return self.query_refused(now, query, format!("cannot account the query: {e}"));
+                    return self.query_refused(
+                        now,
+                        query,
+                        format!("cannot account the query: {e}"),
+                    );
                 }
             }
         }
@@ -391,10 +396,11 @@ impl FederationMachine {
             }
         }
         if let Some(running) = self.running_query.take() {
-            self.outputs.push_back(Output::QueryFailed(Box::new(QueryFailed {
-                query: running.query,
-                reason,
-            })));
+            self.outputs
+                .push_back(Output::QueryFailed(Box::new(QueryFailed {
+                    query: running.query,
+                    reason,
+                })));
         }
         self.state = State::Waiting { ready_since: None };
         self.maybe_start_round(now);
@@ -518,7 +524,12 @@ impl FederationMachine {
     }
 
     /// The ledger row of a query round is durable: open its answer.
-    pub(super) fn query_committed(&mut self, round: u64, p: PendingQuery, epsilon_after: Option<f64>) {
+    pub(super) fn query_committed(
+        &mut self,
+        round: u64,
+        p: PendingQuery,
+        epsilon_after: Option<f64>,
+    ) {
         // The driver confirmed the ledger row (`Input::Committed`): the
         // event is recorded, so the answer may be shown.
         let opened = p

@@ -31,11 +31,11 @@ mod ledger;
 mod report;
 mod rounds;
 
+pub use analytics::AnalyticsRow;
 pub use checkpoints::{
     Checkpoint, checkpoint_file_name, sha256_file, verify_checkpoint, write_checkpoint,
     write_checkpoint_bytes,
 };
-pub use analytics::AnalyticsRow;
 pub use ledger::{LedgerRow, NewLedgerRow};
 pub use report::{
     EvaluationRecord, GUARANTEE, LedgerReport, LedgerReportRow, META_EVALUATION, StatusReport,

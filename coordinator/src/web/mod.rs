@@ -132,7 +132,7 @@ async fn query_post(State(state): State<Arc<WebState>>, body: String) -> Respons
             tokio::spawn(query::settle(Arc::clone(&state), id, answer));
             query::accepted(id)
         }
-        Err(response) => response,
+        Err(response) => *response,
     }
 }
 
@@ -420,13 +420,14 @@ pub async fn start_with_queries(
         let mut state = WebState::with_page(Arc::clone(&metrics), page);
         if let Some(sender) = queries {
             let p = &config.privacy;
-            let refusal = (p.enabled && p.placement != tessera_model::Placement::Central).then(|| {
-                format!(
-                    "analytics queries are noised by the coordinator; this federation's noise \
+            let refusal =
+                (p.enabled && p.placement != tessera_model::Placement::Central).then(|| {
+                    format!(
+                        "analytics queries are noised by the coordinator; this federation's noise \
                      placement is {} (see the README's \"Federated analytics\")",
-                    p.placement
-                )
-            });
+                        p.placement
+                    )
+                });
             state = state.with_queries(query::WebQueries::new(sender, refusal));
         }
         let app = router(Arc::new(state));

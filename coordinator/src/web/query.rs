@@ -129,29 +129,32 @@ pub(super) type Pending = (
 /// (`query`, `epsilon` or `noise_multiplier`, `max_rows`): the query is
 /// queued (the caller answers `202` with `{"id": n}`), or the response
 /// naming what is wrong.
-pub(super) fn post(desk: &WebQueries, body: &str) -> Result<Pending, Response> {
+pub(super) fn post(desk: &WebQueries, body: &str) -> Result<Pending, Box<Response>> {
     if let Some(reason) = &desk.refusal {
-        return Err(text(StatusCode::CONFLICT, format!("{reason}\n")));
+        return Err(Box::new(text(StatusCode::CONFLICT, format!("{reason}\n"))));
     }
     if body.len() > MAX_QUERY_BODY {
-        return Err(text(
+        return Err(Box::new(text(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("a query request is at most {MAX_QUERY_BODY} bytes\n"),
-        ));
+        )));
     }
-    let entry: AnalyticsEntryText = serde_json::from_str(body)
-        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("bad query request: {e}\n")))?;
+    let entry: AnalyticsEntryText = serde_json::from_str(body).map_err(|e| {
+        Box::new(text(
+            StatusCode::BAD_REQUEST,
+            format!("bad query request: {e}\n"),
+        ))
+    })?;
     let plan = entry
         .plan()
-        .map_err(|e| text(StatusCode::BAD_REQUEST, format!("{e}\n")))?;
+        .map_err(|e| Box::new(text(StatusCode::BAD_REQUEST, format!("{e}\n"))))?;
     let id = desk.next.fetch_add(1, Ordering::Relaxed) + 1;
     let (reply, answer) = oneshot::channel();
     if desk.sender.try_send(QueryRequest { plan, reply }).is_err() {
-        return Err(text(
+        return Err(Box::new(text(
             StatusCode::SERVICE_UNAVAILABLE,
-            "the coordinator has too many queries waiting or is stopping; try again later\n"
-                .into(),
-        ));
+            "the coordinator has too many queries waiting or is stopping; try again later\n".into(),
+        )));
     }
     desk.set(id, QueryOutcome::Pending);
     Ok((id, answer))

@@ -234,7 +234,13 @@ pub(crate) fn table_for(q: &CheckedQuery, data: &LocalData) -> Result<Table, Dec
             format!("the data cannot be read as a table: {e}"),
         )
     })?;
-    if let Some(c) = q.plan.query.columns().iter().find(|c| table.index(c).is_none()) {
+    if let Some(c) = q
+        .plan
+        .query
+        .columns()
+        .iter()
+        .find(|c| table.index(c).is_none())
+    {
         return decline(D::ColumnMissing, format!("the data has no column `{c}`"));
     }
     Ok(table)

@@ -744,6 +744,7 @@ mod tests {
             evaluation: None,
             site_noise_units: None,
             noise_summands: 0,
+            query_event: None,
         };
         assert_eq!(plan.zero_vector(), [0.0, 0.0, 0.0, 0.0, -0.5]);
         plan.adaptive = false;
