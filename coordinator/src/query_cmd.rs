@@ -109,8 +109,11 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
                 println!("answer:  {}", release.answer.summary());
                 for n in &release.noise {
                     println!(
-                        "noise:   {} — {:?}, scale {:.4}, std {:.4}",
-                        n.part, n.mechanism, n.scale, n.std
+                        "noise:   {} — {}, scale {:.4}, std {:.4}",
+                        n.part,
+                        crate::privacy_report::mechanism_name(n.mechanism),
+                        n.scale,
+                        n.std
                     );
                 }
                 println!("ε = {} (δ = {})", release.epsilon, release.delta);

@@ -486,6 +486,42 @@ mod tests {
         }
     }
 
+    #[test]
+    fn analytics_policies_are_checked() {
+        let tls = "[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+        let c = load_text(&format!(
+            "{tls}[analytics]\nallowed_columns = [\"age\"]\nmin_noise_multiplier = {{ count = 2.0 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.analytics.allowed_columns, ["age"]);
+        assert_eq!(
+            c.analytics.min_noise_multiplier[&tessera_analytics::KindName::Count],
+            2.0
+        );
+        assert!(load_text(tls).unwrap().analytics.is_default());
+        for (text, key) in [
+            ("allowed_columns = [\" \"]", "analytics.allowed_columns"),
+            (
+                "min_noise_multiplier = { mean = -1.0 }",
+                "analytics.min_noise_multiplier",
+            ),
+            (
+                "min_noise_multiplier = { mean = nan }",
+                "analytics.min_noise_multiplier",
+            ),
+            ("max_rows = 0", "analytics.max_rows"),
+        ] {
+            let e = load_text(&format!("{tls}[analytics]\n{text}\n")).unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+        // Never past what the site lets any task or query see.
+        let e = load_text(&format!(
+            "allowed_columns = [\"age\"]\n{tls}[analytics]\nallowed_columns = [\"age\", \"cp\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("\"cp\""), "{e}");
+    }
+
     fn load_text(text: &str) -> Result<ParticipantConfig, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("p.toml");

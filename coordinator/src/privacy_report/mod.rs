@@ -119,6 +119,15 @@ pub struct PrivacyReport {
     pub analytics: Vec<AnalyticsRelease>,
 }
 
+/// The name of an analytics mechanism as the ledger spells it
+/// (`discrete_laplace`, `discrete_gaussian`, `exponential`).
+pub fn mechanism_name(m: tessera_analytics::Mechanism) -> String {
+    serde_json::to_value(m)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{m:?}"))
+}
+
 /// One released analytics query, as the report lists it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AnalyticsRelease {
@@ -197,7 +206,7 @@ impl PrivacyReport {
                     mechanism: r
                         .noise
                         .first()
-                        .map(|n| format!("{:?}", n.mechanism))
+                        .map(|n| mechanism_name(n.mechanism))
                         .unwrap_or_default(),
                     query: r.query,
                     epsilon: r.epsilon,
