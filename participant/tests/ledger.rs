@@ -303,10 +303,10 @@ fn version_one_ledgers_are_read_and_migrated_keeping_their_rows() {
     );
     assert!(raw.execute("DELETE FROM contributions", []).is_err());
     // A ledger from a newer build is refused.
-    raw.pragma_update(None, "user_version", 4).unwrap();
+    raw.pragma_update(None, "user_version", 5).unwrap();
     assert!(matches!(
         SiteLedger::open(&path),
-        Err(LedgerError::SchemaVersion { found: 4, .. })
+        Err(LedgerError::SchemaVersion { found: 5, .. })
     ));
 }
 
