@@ -192,6 +192,9 @@ async fn ask(
         .and_then(|v| v.get("id").and_then(serde_json::Value::as_u64))
         .context("the coordinator's answer names no query number")?;
     let until = Instant::now() + Duration::from_secs(timeout_seconds);
+    // Polls often at first (a query round on a few sites takes tens of
+    // milliseconds), then every 200 ms.
+    let mut pause = Duration::from_millis(10);
     loop {
         let got = request(endpoint, "GET", &format!("/query/{id}"), "").await?;
         match got.status {
@@ -200,7 +203,8 @@ async fn ask(
                     .context("the coordinator's answer is not a query outcome");
             }
             202 if Instant::now() < until => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
             }
             202 => bail!("no release within {timeout_seconds} s (query {id} is still waiting)"),
             s => bail!("the coordinator answered {s}: {}", got.body.trim()),
