@@ -39,6 +39,8 @@ mod start;
 #[cfg(test)]
 mod adaptive_tests;
 #[cfg(test)]
+mod analytics_tests;
+#[cfg(test)]
 mod budget_tests;
 #[cfg(test)]
 mod privacy_tests;
