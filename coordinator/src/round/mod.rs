@@ -21,7 +21,9 @@
 //! Where things go: what the machine runs by is a narrow [`FederationPolicy`];
 //! each kind of aggregation describes itself in [`kinds`]; the noise is added
 //! by a [`NoisePlacement`] and the model moved by a [`ServerOptimizer`], both
-//! handed in; starting a round is in `start`, releasing one in `release`.
+//! handed in; starting a round is in `start`, releasing one in `release`;
+//! analytics queries (queued, asked, released after their ledger row) in
+//! `analytics`.
 
 pub mod aggregation;
 mod analytics;

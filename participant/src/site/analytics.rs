@@ -34,9 +34,10 @@ use tessera_model::{Announcement, Placement, RoundKind};
 use tessera_privacy::PrivacyEvent;
 use tessera_proto::v1::DeclineCode as D;
 use tessera_secagg::FixedPoint;
+use tracing::info;
 
-use super::SitePolicy;
 use super::terms::{Decline, RoundPlan};
+use super::{Site, SitePolicy};
 use crate::data::LocalData;
 
 /// The checked query of an analytics round and the event the site records.
@@ -250,4 +251,28 @@ pub(crate) fn table_for(q: &CheckedQuery, data: &LocalData) -> Result<Table, Dec
 /// integer sums.
 pub(crate) fn compute(q: &CheckedQuery, table: &Table) -> Result<Vec<u64>, Decline> {
     contribution(&q.plan, table).map_err(|r| Decline::new(code_of(r.code), r.detail))
+}
+
+impl Site {
+    /// An analytics announcement: the query checked against the site's
+    /// policy and own ledger before any row is read ([`check`]),
+    /// then the data's header, then the bounded vector.
+    pub(super) fn check_query(&self, a: &Announcement) -> Result<(RoundPlan, Vec<u64>), Decline> {
+        let spent = self
+            .ledger
+            .contributions()
+            .map(|c| crate::ledger::site_events(&c))
+            .map_err(|e| {
+                Decline::new(
+                    D::LedgerUnavailable,
+                    format!("cannot read the site ledger: {e}"),
+                )
+            })?;
+        let query = check(&self.policy, a, &spent)?;
+        let plan = round_plan(&query, a)?;
+        let table = table_for(&query, &self.data)?;
+        let vector = compute(&query, &table)?;
+        info!(round = a.round, query = %query.plan.query, "analytics query answered");
+        Ok((plan, vector))
+    }
 }

@@ -541,28 +541,6 @@ impl Site {
         self.maybe_send_input();
     }
 
-    /// An analytics announcement: the query checked against the site's
-    /// policy and own ledger before any row is read ([`analytics::check`]),
-    /// then the data's header, then the bounded vector.
-    fn check_query(&self, a: &Announcement) -> Result<(RoundPlan, Vec<u64>), Decline> {
-        let spent = self
-            .ledger
-            .contributions()
-            .map(|c| crate::ledger::site_events(&c))
-            .map_err(|e| {
-                Decline::new(
-                    DeclineCode::LedgerUnavailable,
-                    format!("cannot read the site ledger: {e}"),
-                )
-            })?;
-        let query = analytics::check(&self.policy, a, &spent)?;
-        let plan = analytics::round_plan(&query, a)?;
-        let table = analytics::table_for(&query, &self.data)?;
-        let vector = analytics::compute(&query, &table)?;
-        info!(round = a.round, query = %query.plan.query, "analytics query answered");
-        Ok((plan, vector))
-    }
-
     fn accept(&mut self, round: u64) {
         self.actions.push_back(send(Out::RoundReply(v1::RoundReply {
             round,
