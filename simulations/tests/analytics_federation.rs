@@ -4,12 +4,12 @@
 //! queries of `[[analytics]]` asked through secure aggregation before
 //! training.
 //!
-//! - `configured_queries_are_released_then_training_runs`: a count, a mean
-//!   and a histogram are released with values within a generous multiple of
+//! - `configured_queries_are_released_then_training_runs`: a count, a mean,
+//!   a histogram and a most-common choice are released, the first three with values within a generous multiple of
 //!   their noise's standard deviation of the exact pooled answer (the
 //!   mechanisms' distributions are tested statistically in
 //!   `analytics/tests`); Switzerland, whose `[analytics]` policy allows
-//!   only `age`, declines the two queries reading `cp` or `chol` and answers
+//!   only `age`, declines the queries reading `cp` or `chol` and answers
 //!   the histogram; each release is in the coordinator's ledger and store
 //!   with its ε and the count of sites that answered and declined, and in
 //!   the ledger of every site that answered it (and of no other); the
@@ -45,6 +45,7 @@ const MAX_ROWS: u64 = 400;
 const COUNT: &str = "count where age > 65 and cp = 4";
 const MEAN: &str = "mean chol in [100, 600]";
 const HISTOGRAM: &str = "histogram age edges [20, 40, 50, 60, 80]";
+const MOST_COMMON: &str = "most common cp among [1, 2, 3, 4]";
 
 fn append(path: &Path, text: &str) {
     let mut f = std::fs::OpenOptions::new()
@@ -100,7 +101,8 @@ fn configured_queries_are_released_then_training_runs() {
         &format!(
             "\n[[analytics]]\nquery = \"{COUNT}\"\nepsilon = 4.0\nmax_rows = {MAX_ROWS}\n\
              \n[[analytics]]\nquery = \"{MEAN}\"\nepsilon = 8.0\nmax_rows = {MAX_ROWS}\n\
-             \n[[analytics]]\nquery = \"{HISTOGRAM}\"\nnoise_multiplier = 0.05\nmax_rows = {MAX_ROWS}\n"
+             \n[[analytics]]\nquery = \"{HISTOGRAM}\"\nnoise_multiplier = 0.05\nmax_rows = {MAX_ROWS}\n\
+             \n[[analytics]]\nquery = \"{MOST_COMMON}\"\nepsilon = 2.0\nmax_rows = {MAX_ROWS}\n"
         ),
     );
     fed.start_coordinator();
@@ -125,7 +127,7 @@ fn configured_queries_are_released_then_training_runs() {
 
     let store = fed.store();
     let rows = store.analytics().unwrap();
-    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert_eq!(rows.len(), 4, "{rows:?}");
     let answering = ["cleveland", "hungary", "va_long_beach"];
     // The count: three sites answered, Switzerland declined.
     let count = &rows[0];
@@ -184,15 +186,29 @@ fn configured_queries_are_released_then_training_runs() {
         assert!((c - e).abs() <= 6.0 * std, "{counts:?} vs {exact:?}");
     }
     assert!(hist.delta > 0.0 && hist.epsilon > 0.0);
+    // The most common chest-pain type: chosen by the exponential mechanism
+    // among the public candidates (only the choice is released).
+    let mode = rows[3].release.as_ref().expect("released");
+    assert_eq!((rows[3].answered, rows[3].declined), (3, 1));
+    let Answer::TopK { chosen } = &mode.answer else {
+        panic!("{:?}", mode.answer)
+    };
+    assert!(chosen.len() == 1 && [1.0, 2.0, 3.0, 4.0].contains(&chosen[0]));
+    assert_eq!((mode.epsilon, mode.delta), (2.0, 0.0));
 
     // The coordinator's ledger: the three releases, then training.
     let ledger = store.ledger().unwrap();
     let kinds: Vec<RoundKind> = ledger.iter().map(|r| r.kind).collect();
-    assert_eq!(kinds[..3], [RoundKind::Analytics; 3], "{ledger:?}");
-    let mechanisms: Vec<String> = ledger[..3].iter().map(|r| r.mechanism()).collect();
+    assert_eq!(kinds[..4], [RoundKind::Analytics; 4], "{ledger:?}");
+    let mechanisms: Vec<String> = ledger[..4].iter().map(|r| r.mechanism()).collect();
     assert_eq!(
         mechanisms,
-        ["discrete_laplace", "discrete_laplace", "gaussian"],
+        [
+            "discrete_laplace",
+            "discrete_laplace",
+            "gaussian",
+            "exponential"
+        ],
         "{ledger:?}"
     );
     assert_eq!(ledger[0].event, release.event);
@@ -241,7 +257,12 @@ fn configured_queries_are_released_then_training_runs() {
         let expected: Vec<&str> = if h == "switzerland" {
             vec!["gaussian"]
         } else {
-            vec!["discrete_laplace", "discrete_laplace", "gaussian"]
+            vec![
+                "discrete_laplace",
+                "discrete_laplace",
+                "gaussian",
+                "exponential",
+            ]
         };
         assert_eq!(answered, expected, "{h}");
     }
