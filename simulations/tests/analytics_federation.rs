@@ -5,8 +5,9 @@
 //! training.
 //!
 //! - `configured_queries_are_released_then_training_runs`: a count, a mean,
-//!   a histogram and a most-common choice are released, the first three with values within a generous multiple of
-//!   their noise's standard deviation of the exact pooled answer (the
+//!   a histogram and a most-common choice are released, the first three
+//!   with values within a generous multiple of their noise's standard
+//!   deviation of the exact pooled answer (the
 //!   mechanisms' distributions are tested statistically in
 //!   `analytics/tests`); Switzerland, whose `[analytics]` policy allows
 //!   only `age`, declines the queries reading `cp` or `chol` and answers
