@@ -119,6 +119,14 @@ impl SitePolicy {
         if let Err(e) = plan.validate() {
             return refuse(RefusalCode::InvalidPlan, e.to_string());
         }
+        if self.columns.is_empty() {
+            // No column allowed: the site answers no query at all, also
+            // none that reads no column (a plain `count`).
+            return refuse(
+                RefusalCode::ColumnNotAllowed,
+                "this site allows no column to be queried",
+            );
+        }
         let columns = plan.query.columns();
         let disallowed: Vec<&str> = columns
             .iter()
@@ -183,7 +191,23 @@ impl Table {
     /// Reads a CSV file (header row; missing markers and text cells become
     /// `NaN`).
     pub fn read_csv(path: &Path) -> Result<Table, tessera_model::data::DataError> {
-        let raw = tessera_model::data::read_raw_csv(path)?;
+        Self::from_raw(tessera_model::data::read_raw_csv(path)?)
+    }
+
+    /// Reads CSV text already in memory (`source` names it in errors), as
+    /// [`Table::read_csv`] reads a file.
+    pub fn from_csv_bytes(
+        bytes: &[u8],
+        source: &Path,
+    ) -> Result<Table, tessera_model::data::DataError> {
+        Self::from_raw(tessera_model::data::read_raw_csv_from_reader(
+            bytes, source,
+        )?)
+    }
+
+    fn from_raw(
+        raw: tessera_model::data::RawTable,
+    ) -> Result<Table, tessera_model::data::DataError> {
         let rows = raw
             .rows
             .iter()

@@ -62,6 +62,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Ask the running coordinator an analytics query and print its
+    /// release (value, noise scale, ε) once its round is over.
+    Query(crate::query_cmd::QueryArgs),
     /// Privacy planning: ε of a schedule, or σ for a target ε.
     Privacy {
         #[command(subcommand)]
@@ -106,6 +109,7 @@ where
     let cli = Cli::parse_from(args);
     match cli.command {
         Command::Privacy { command } => privacy_cmd::run(command),
+        Command::Query(args) => report(crate::query_cmd::run(args)),
         Command::Serve { config } => {
             init_tracing();
             report(serve(config))

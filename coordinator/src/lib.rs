@@ -29,6 +29,7 @@ pub mod listener;
 pub mod metrics;
 pub mod privacy_cmd;
 pub mod privacy_report;
+pub mod query_cmd;
 pub mod round;
 pub mod server;
 pub mod service;

@@ -68,7 +68,8 @@ pub async fn run_with_limits(
         settings.config.federation.allow.clone(),
         Arc::clone(&metrics),
     );
-    let driver = Driver::open(Arc::clone(&settings), Arc::clone(&metrics))?;
+    let mut driver = Driver::open(Arc::clone(&settings), Arc::clone(&metrics))?;
+    let queries = driver.query_sender();
     events_tx
         .send(SessionEvent::Revoked { serials: revoked })
         .await
@@ -93,7 +94,13 @@ pub async fn run_with_limits(
         stop_rx.clone(),
     ));
 
-    let web_tasks = crate::web::start(&settings, Arc::clone(&metrics), stop_rx.clone()).await?;
+    let web_tasks = crate::web::start_with_queries(
+        &settings,
+        Arc::clone(&metrics),
+        stop_rx.clone(),
+        Some(queries),
+    )
+    .await?;
 
     let grpc = {
         let mut stop_rx = stop_rx.clone();

@@ -214,6 +214,9 @@ impl Settings {
             if p.enabled {
                 let sigma = match (p.noise_multiplier, p.target_epsilon) {
                     (Some(sigma), _) => sigma,
+                    // An analytics-only federation trains nothing: the
+                    // target is the budget of its queries alone.
+                    (None, Some(_)) if f.rounds == 0 => 0.0,
                     (None, Some(eps)) => {
                         // The statistics release and the planned evaluations are
                         // fixed costs; the training rounds get the rest.
@@ -226,6 +229,9 @@ impl Settings {
                                 evaluations,
                             ));
                         }
+                        // So are the `[[analytics]]` queries run before
+                        // training: the same ledger counts them.
+                        fixed.extend(config.analytics.iter().map(|a| a.plan.event()));
                         // Noise added by the sites is a distributed discrete
                         // Gaussian: no amplification by sampling, and
                         // accounted as the Gaussian at the same σ within a

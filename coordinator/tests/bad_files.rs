@@ -38,6 +38,23 @@ fn unknown_and_mistyped_keys_name_file_key_and_line() {
             "line 3",
         ),
     ];
+    let mut cases = cases.to_vec();
+    cases.extend([
+        (
+            "query.toml",
+            format!("{base}rounds = 0\n\n[[analytics]]\nquery = \"count wher age > 65\"\nepsilon = 1\n"),
+            "analytics.query",
+            "line 7",
+        ),
+        (
+            "noise.toml",
+            format!(
+                "{base}rounds = 0\n\n[[analytics]]\nquery = \"histogram age edges [0, 50, 100]\"\nepsilon = 1\n"
+            ),
+            "analytics.noise_multiplier",
+            "line 7",
+        ),
+    ]);
     expect_config_errors(
         env!("CARGO_BIN_EXE_tessera-coordinator"),
         dir.path(),

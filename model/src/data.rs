@@ -486,7 +486,13 @@ impl RawTable {
 
 /// Reads a whole CSV file as text (see [`RawTable`]).
 pub fn read_raw_csv(path: &Path) -> Result<RawTable, DataError> {
-    let mut rdr = csv_reader(open(path)?);
+    read_raw_csv_from_reader(open(path)?, path)
+}
+
+/// Reads CSV text already in memory or from any reader as text (see
+/// [`RawTable`]); `path` names it in errors.
+pub fn read_raw_csv_from_reader<R: Read>(reader: R, path: &Path) -> Result<RawTable, DataError> {
+    let mut rdr = csv_reader(reader);
     let header = header_of(&mut rdr, path)?;
     let mut rows = Vec::new();
     for rec in rdr.records() {

@@ -72,6 +72,8 @@ pub use model::{
     score,
 };
 pub use model_file::{Evaluation, ModelFile, RegressionScores, evaluate, read_model, write_model};
-pub use round::{Announcement, Encoding, Placement, PrivacyTerms, RoundKind, TrainingSettings};
+pub use round::{
+    AnalyticsTerms, Announcement, Encoding, Placement, PrivacyTerms, RoundKind, TrainingSettings,
+};
 pub use stats::{LocalStats, Preprocessor, StatsBounds, TargetScale, l2_sensitivity};
 pub use task::{Hidden, LabelRule, ModelKind, TaskError, TaskKind, TaskSpec};

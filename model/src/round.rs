@@ -20,14 +20,18 @@ pub enum RoundKind {
     /// Sums of the current model's errors on each site's held-out rows (see
     /// [`crate::evaluation`]); the model does not change.
     Evaluation,
+    /// One federated-analytics query (see [`AnalyticsTerms`]): each site's
+    /// bounded integer contribution, noised by the coordinator.
+    Analytics,
 }
 
 impl RoundKind {
     /// Every kind.
-    pub const ALL: [RoundKind; 3] = [
+    pub const ALL: [RoundKind; 4] = [
         RoundKind::Statistics,
         RoundKind::Training,
         RoundKind::Evaluation,
+        RoundKind::Analytics,
     ];
 
     /// Whether the round sends the global model to its cohort.
@@ -41,6 +45,7 @@ impl RoundKind {
             RoundKind::Statistics => "statistics",
             RoundKind::Training => "training",
             RoundKind::Evaluation => "evaluation",
+            RoundKind::Analytics => "analytics",
         }
     }
 }
@@ -255,6 +260,24 @@ pub struct Announcement {
     pub statistics_bounds: Option<StatsBounds>,
     /// The public terms of an evaluation round.
     pub evaluation: Option<EvalTerms>,
+    /// The query of an analytics round.
+    pub analytics: Option<AnalyticsTerms>,
+}
+
+/// The query an analytics round asks, as announced: its text (each site
+/// parses it itself) and the plan's parameters. Exactly one of `epsilon`
+/// (counts, sums, means, top k) and `noise_multiplier` (histograms) is
+/// positive.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AnalyticsTerms {
+    /// The query text, e.g. `count where age > 65 and cp = 4`.
+    pub query: String,
+    /// Most rows one site contributes.
+    pub max_rows: u64,
+    /// ε of a pure-DP query (0 for a histogram).
+    pub epsilon: f64,
+    /// σ of a histogram's discrete Gaussian (0 otherwise).
+    pub noise_multiplier: f64,
 }
 
 #[cfg(test)]

@@ -28,6 +28,11 @@
 //! # data = "eval.csv"  # a separate file of held-out rows
 //! seed = 1
 //!
+//! [analytics]          # federated-analytics queries this site answers (optional)
+//! allowed_columns = ["age", "cp", "chol"]   # absent: every query is declined
+//! min_noise_multiplier = { count = 2.0, histogram = 1.0 }
+//! max_rows = 1000      # the largest row cap a query may announce
+//!
 //! [trainer]            # train with your own program (optional)
 //! command = ["python3", "train.py"]
 //! timeout_seconds = 600
@@ -38,6 +43,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod analytics;
+
+pub use analytics::AnalyticsSection;
 pub use tessera_common::config::{ConfigError, invalid};
 
 /// The participant configuration.
@@ -60,6 +68,9 @@ pub struct ParticipantConfig {
     /// The site's held-out rows for federated evaluation.
     #[serde(default)]
     pub evaluation: EvaluationSection,
+    /// Which analytics queries the site answers.
+    #[serde(default, skip_serializing_if = "AnalyticsSection::is_default")]
+    pub analytics: AnalyticsSection,
     /// An external trainer (absent: the built-in models).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trainer: Option<TrainerSection>,
@@ -284,6 +295,7 @@ impl ParticipantConfig {
                 format!("empty column name {c:?}"),
             ));
         }
+        self.validate_analytics()?;
         let e = &self.evaluation;
         if !(0.0..1.0).contains(&e.fraction) {
             return Err(invalid("evaluation.fraction", "must be in [0, 1)"));
@@ -354,6 +366,7 @@ impl ParticipantConfig {
             limits: self.limits.clone(),
             allowed_columns: self.participant.allowed_columns.clone(),
             evaluation: self.evaluation.clone(),
+            analytics: self.analytics.clone(),
         }
     }
 
@@ -405,6 +418,42 @@ mod tests {
             assert_eq!(c.privacy.require_secure_aggregation, None);
             assert_eq!(c.limits.max_dimension, DEFAULT_MAX_DIMENSION);
         }
+    }
+
+    #[test]
+    fn analytics_policies_are_checked() {
+        let tls = "[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n";
+        let c = load_text(&format!(
+            "{tls}[analytics]\nallowed_columns = [\"age\"]\nmin_noise_multiplier = {{ count = 2.0 }}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.analytics.allowed_columns, ["age"]);
+        assert_eq!(
+            c.analytics.min_noise_multiplier[&tessera_analytics::KindName::Count],
+            2.0
+        );
+        assert!(load_text(tls).unwrap().analytics.is_default());
+        for (text, key) in [
+            ("allowed_columns = [\" \"]", "analytics.allowed_columns"),
+            (
+                "min_noise_multiplier = { mean = -1.0 }",
+                "analytics.min_noise_multiplier",
+            ),
+            (
+                "min_noise_multiplier = { mean = nan }",
+                "analytics.min_noise_multiplier",
+            ),
+            ("max_rows = 0", "analytics.max_rows"),
+        ] {
+            let e = load_text(&format!("{tls}[analytics]\n{text}\n")).unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+        // Never past what the site lets any task or query see.
+        let e = load_text(&format!(
+            "allowed_columns = [\"age\"]\n{tls}[analytics]\nallowed_columns = [\"age\", \"cp\"]\n"
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("\"cp\""), "{e}");
     }
 
     fn load_text(text: &str) -> Result<ParticipantConfig, ConfigError> {

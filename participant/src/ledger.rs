@@ -17,6 +17,11 @@
 //! that records its row before it sends its masked input never undercounts.
 //! Rows can be neither updated nor deleted.
 //!
+//! Version 4 adds the `event` column: the privacy event of an analytics
+//! query (JSON of `PrivacyEvent`, e.g. a discrete Laplace release), which
+//! is counted as recorded instead of as a Gaussian; NULL for the rounds of
+//! a model.
+//!
 //! Schema versions: 1 had no slack and no `not_private` flag; version 2
 //! adds both columns (`ALTER TABLE … ADD COLUMN`, rows of version 1 read as
 //! slack 0 and private, which is what their rounds announced). Opening a
@@ -38,7 +43,7 @@ use tessera_privacy::PrivacyEvent;
 pub use report::{NOT_PRIVATE, SiteLedgerReport, SiteLedgerRow, site_ledger_report};
 
 /// Schema version stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Schema version 1 (kept to create a fresh ledger by the same path as an
 /// old one takes: version 1, then every migration).
@@ -74,6 +79,12 @@ ALTER TABLE contributions
 /// local placement), as JSON of [`SiteNoise`]; NULL for central noise.
 const MIGRATE_V3: &str = r#"
 ALTER TABLE contributions ADD COLUMN site_noise TEXT;
+"#;
+
+/// Version 3 → 4: the privacy event of an analytics query, as JSON of
+/// `PrivacyEvent`; NULL for the rounds of a model.
+const MIGRATE_V4: &str = r#"
+ALTER TABLE contributions ADD COLUMN event TEXT;
 "#;
 
 /// Errors of the site ledger. Each names the file it concerns.
@@ -173,6 +184,11 @@ pub struct Contribution {
     /// Gaussian one. None for central noise.
     #[serde(default)]
     pub site_noise: Option<SiteNoise>,
+    /// An analytics query: the privacy event of its release as the site
+    /// derived it from the announced plan (discrete Laplace, exponential
+    /// or Gaussian mechanism), counted as is. None for a model's rounds.
+    #[serde(default)]
+    pub event: Option<PrivacyEvent>,
 }
 
 /// The noise of a round whose sites add it themselves, as announced and
@@ -194,6 +210,9 @@ impl Contribution {
     /// discrete Gaussian of the announced plan (every summand counted, as
     /// the release carries them all after the coordinator's top-up).
     pub fn event(&self) -> PrivacyEvent {
+        if let Some(e) = &self.event {
+            return e.clone();
+        }
         match self.site_noise {
             Some(n) => PrivacyEvent::DistributedDiscreteGaussian {
                 noise_multiplier: self.noise_multiplier,
@@ -308,6 +327,12 @@ impl SiteLedger {
             .map(|n| serde_json::to_string(&n))
             .transpose()
             .map_err(|e| self.invalid(format!("site noise of round {}: {e}", c.round)))?;
+        let event = c
+            .event
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| self.invalid(format!("event of round {}: {e}", c.round)))?;
         let path = self.path.clone();
         let sql_err = |source| LedgerError::Sqlite {
             path: path.clone(),
@@ -336,8 +361,8 @@ impl SiteLedger {
         match tx.execute(
             "INSERT INTO contributions (federation, round, training_round, kind,
                                         noise_multiplier, clip_norm, recorded_at_ms,
-                                        tv_slack, not_private, site_noise)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                        tv_slack, not_private, site_noise, event)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 c.federation,
                 round,
@@ -349,6 +374,7 @@ impl SiteLedger {
                 c.tv_slack,
                 c.not_private,
                 site_noise,
+                event,
             ],
         ) {
             Ok(_) => {}
@@ -364,9 +390,10 @@ impl SiteLedger {
         // A version-1 ledger (read-only open) has neither column: its rows
         // announced no slack and no seeded noise.
         let extra = match self.version {
-            3.. => "tv_slack, not_private, site_noise",
-            2 => "tv_slack, not_private, NULL",
-            _ => "0.0, 0, NULL",
+            4.. => "tv_slack, not_private, site_noise, event",
+            3 => "tv_slack, not_private, site_noise, NULL",
+            2 => "tv_slack, not_private, NULL, NULL",
+            _ => "0.0, 0, NULL, NULL",
         };
         let mut stmt = self
             .conn
@@ -410,6 +437,18 @@ impl SiteLedger {
                             })
                         })
                         .transpose()?,
+                    event: r
+                        .get::<_, Option<String>>(10)?
+                        .map(|json| {
+                            serde_json::from_str(&json).map_err(|e| {
+                                rusqlite::Error::FromSqlConversionFailure(
+                                    10,
+                                    rusqlite::types::Type::Text,
+                                    Box::new(e),
+                                )
+                            })
+                        })
+                        .transpose()?,
                 })
             })
             .map_err(|e| self.sql(e))?;
@@ -430,9 +469,10 @@ impl SiteLedger {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(sql_err)?;
         let steps = match found {
-            0 => [SCHEMA_V1, MIGRATE_V2, MIGRATE_V3].as_slice(),
-            1 => [MIGRATE_V2, MIGRATE_V3].as_slice(),
-            2 => [MIGRATE_V3].as_slice(),
+            0 => [SCHEMA_V1, MIGRATE_V2, MIGRATE_V3, MIGRATE_V4].as_slice(),
+            1 => [MIGRATE_V2, MIGRATE_V3, MIGRATE_V4].as_slice(),
+            2 => [MIGRATE_V3, MIGRATE_V4].as_slice(),
+            3 => [MIGRATE_V4].as_slice(),
             SCHEMA_VERSION => return Ok(()),
             found => {
                 return Err(LedgerError::SchemaVersion {
@@ -499,7 +539,7 @@ pub(crate) fn site_events(contributions: &[Contribution]) -> Vec<PrivacyEvent> {
     let mut merged: Vec<(f64, u32, f64)> = Vec::new();
     let mut distributed = Vec::new();
     for c in contributions {
-        if c.site_noise.is_some() {
+        if c.site_noise.is_some() || c.event.is_some() {
             distributed.push(c.event());
             continue;
         }

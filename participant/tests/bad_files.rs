@@ -39,6 +39,20 @@ fn configuration_errors_name_file_key_and_line() {
             "max_rows",
             "line 10",
         ),
+        (
+            "analytics_kind.toml",
+            format!(
+                "{BASE}{TLS}[analytics]\nallowed_columns = [\"age\"]\nmin_noise_multiplier = {{ median = 1.0 }}\n"
+            ),
+            "median",
+            "line 11",
+        ),
+        (
+            "analytics_key.toml",
+            format!("{BASE}{TLS}[analytics]\ncolumns = [\"age\"]\n"),
+            "columns",
+            "line 10",
+        ),
     ];
     expect_config_errors(
         env!("CARGO_BIN_EXE_tessera-participant"),

@@ -65,6 +65,7 @@ impl Federation {
             reconnect: ReconnectSection::default(),
             limits: Default::default(),
             evaluation: Default::default(),
+            analytics: Default::default(),
             trainer: None,
         };
         let ledger = SiteLedger::open(&state.join("ledger.sqlite")).unwrap();

@@ -259,6 +259,7 @@ fn version_one_ledgers_are_read_and_migrated_keeping_their_rows() {
         not_private: false,
         recorded_at_ms: 1_795_000_000_000 + round as i64,
         site_noise: None,
+        event: None,
     };
     // Read as it is (a report while no participant runs)...
     let reader = SiteLedger::open_read_only(&path).unwrap();
@@ -302,10 +303,10 @@ fn version_one_ledgers_are_read_and_migrated_keeping_their_rows() {
     );
     assert!(raw.execute("DELETE FROM contributions", []).is_err());
     // A ledger from a newer build is refused.
-    raw.pragma_update(None, "user_version", 4).unwrap();
+    raw.pragma_update(None, "user_version", 5).unwrap();
     assert!(matches!(
         SiteLedger::open(&path),
-        Err(LedgerError::SchemaVersion { found: 4, .. })
+        Err(LedgerError::SchemaVersion { found: 5, .. })
     ));
 }
 

@@ -34,6 +34,9 @@ pub fn decline_text(code: DeclineCode) -> &'static str {
             "the secure-aggregation setup is invalid or cannot be checked"
         }
         DeclineCode::LedgerUnavailable => "this site cannot account or record the round",
+        DeclineCode::ColumnNotAllowed => "the query reads a column this site does not allow",
+        DeclineCode::InvalidQuery => "the announced query does not parse or its plan is invalid",
+        DeclineCode::ColumnMissing => "the query reads a column this site's data does not have",
     }
 }
 
@@ -67,12 +70,12 @@ mod tests {
     #[test]
     fn every_code_has_its_own_text() {
         let mut seen = std::collections::BTreeSet::new();
-        for i in 0..=10 {
+        for i in 0..=13 {
             let code = DeclineCode::try_from(i).expect("declared");
             assert!(seen.insert(decline_text(code)), "{code:?}");
         }
         assert!(
-            DeclineCode::try_from(11).is_err(),
+            DeclineCode::try_from(14).is_err(),
             "a new code needs a text here"
         );
         for i in 0..=3 {

@@ -6,8 +6,8 @@
 
 use tessera_model::round::{AdaptiveTerms, CohortMember, SecAggSetup, SiteBudget};
 use tessera_model::{
-    Announcement, Encoding, EvalTerms, Placement, Preprocessor, PrivacyTerms, RoundKind,
-    StatsBounds, TargetScale, TaskKind, TaskSpec, TensorSpec, TrainingSettings,
+    AnalyticsTerms, Announcement, Encoding, EvalTerms, Placement, Preprocessor, PrivacyTerms,
+    RoundKind, StatsBounds, TargetScale, TaskKind, TaskSpec, TensorSpec, TrainingSettings,
 };
 
 use crate::v1;
@@ -39,6 +39,7 @@ pub fn kind_to_wire(kind: RoundKind) -> v1::AggregationKind {
         RoundKind::Statistics => v1::AggregationKind::Statistics,
         RoundKind::Training => v1::AggregationKind::Training,
         RoundKind::Evaluation => v1::AggregationKind::Evaluation,
+        RoundKind::Analytics => v1::AggregationKind::Analytics,
     }
 }
 
@@ -48,6 +49,7 @@ pub fn kind_from_wire(kind: i32) -> Result<RoundKind, AnnouncementError> {
         Ok(v1::AggregationKind::Statistics) => Ok(RoundKind::Statistics),
         Ok(v1::AggregationKind::Training) => Ok(RoundKind::Training),
         Ok(v1::AggregationKind::Evaluation) => Ok(RoundKind::Evaluation),
+        Ok(v1::AggregationKind::Analytics) => Ok(RoundKind::Analytics),
         _ => Err(AnnouncementError::UnknownKind(kind)),
     }
 }
@@ -248,6 +250,12 @@ pub fn announcement_to_wire(a: &Announcement) -> v1::RoundAnnounce {
             target_lo: e.target_range.map_or(0.0, |r| r.0),
             target_hi: e.target_range.map_or(0.0, |r| r.1),
         }),
+        analytics: a.analytics.as_ref().map(|q| v1::AnalyticsQuery {
+            query: q.query.clone(),
+            max_rows: q.max_rows,
+            epsilon: q.epsilon,
+            noise_multiplier: q.noise_multiplier,
+        }),
     }
 }
 
@@ -336,6 +344,18 @@ pub fn announcement_from_wire(a: &v1::RoundAnnounce) -> Result<Announcement, Ann
             bins: e.bins,
             target_range: e.has_target_range.then_some((e.target_lo, e.target_hi)),
         }),
+        analytics: match (&a.analytics, kind) {
+            (Some(q), _) => Some(AnalyticsTerms {
+                query: q.query.clone(),
+                max_rows: q.max_rows,
+                epsilon: q.epsilon,
+                noise_multiplier: q.noise_multiplier,
+            }),
+            (None, RoundKind::Analytics) => {
+                return Err(AnnouncementError::Missing("analytics query"));
+            }
+            (None, _) => None,
+        },
     })
 }
 
@@ -403,7 +423,29 @@ mod tests {
                 bins: 100,
                 target_range: Some((25.0, 346.0)),
             }),
+            analytics: None,
         }
+    }
+
+    #[test]
+    fn analytics_queries_round_trip_and_are_required() {
+        let mut a = sample();
+        a.kind = RoundKind::Analytics;
+        a.analytics = Some(AnalyticsTerms {
+            query: "count where age > 65 and cp = 4".into(),
+            max_rows: 300,
+            epsilon: 0.5,
+            noise_multiplier: 0.0,
+        });
+        let w = announcement_to_wire(&a);
+        assert_eq!(w.kind, v1::AggregationKind::Analytics as i32);
+        assert_eq!(announcement_from_wire(&w), Ok(a));
+        let mut w = w;
+        w.analytics = None;
+        assert_eq!(
+            announcement_from_wire(&w),
+            Err(AnnouncementError::Missing("analytics query"))
+        );
     }
 
     #[test]

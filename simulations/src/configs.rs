@@ -114,6 +114,7 @@ pub fn coordinator_config(
             max_rows: plan.learning.evaluation_max_rows,
             ..EvaluationSection::default()
         },
+        analytics: Vec::new(),
     })
 }
 
@@ -188,6 +189,7 @@ pub fn participant_config(
                 command: command.clone(),
                 timeout_seconds: plan.learning.trainer_timeout_seconds,
             }),
+        analytics: Default::default(),
     }
 }
 

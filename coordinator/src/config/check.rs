@@ -18,9 +18,7 @@ impl CoordinatorConfig {
         if f.min_participants == 0 {
             return Err(invalid("federation.min_participants", "must be at least 1"));
         }
-        if f.rounds == 0 {
-            return Err(invalid("federation.rounds", "must be at least 1"));
-        }
+        self.check_analytics()?;
         if let Some(allow) = &f.allow
             && allow.is_empty()
         {
@@ -325,6 +323,33 @@ impl CoordinatorConfig {
             return Err(invalid(
                 "federation.min_participants",
                 "secure aggregation needs at least 3 participants per round",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl CoordinatorConfig {
+    /// Checks what `[[analytics]]` needs of the rest of the file (each
+    /// entry's own plan is checked as it is read, see
+    /// [`super::analytics`]): central noise, which the query's mechanisms
+    /// are (the sites cannot add a share of a discrete Laplace or of the
+    /// exponential mechanism's choice the way they add Gaussian shares).
+    fn check_analytics(&self) -> Result<(), ConfigError> {
+        let p = &self.privacy;
+        if p.enabled
+            && p.placement != tessera_model::Placement::Central
+            && !self.analytics.is_empty()
+        {
+            return Err(invalid(
+                "analytics",
+                format!(
+                    "analytics queries are noised by the coordinator (central placement); with \
+                     privacy.placement = \"{}\" the sites would expect to add the noise themselves, \
+                     which the discrete Laplace and exponential mechanisms of a query cannot do: \
+                     run the queries in a federation with central placement",
+                    p.placement
+                ),
             ));
         }
         Ok(())

@@ -30,12 +30,14 @@
 //! planning step ([`crate::settings`]), so this module imports nothing of the
 //! rounds or the budget.
 
+pub mod analytics;
 mod check;
 pub mod sections;
 pub mod web;
 
 use std::path::{Path, PathBuf};
 
+pub use analytics::AnalyticsEntry;
 pub use sections::*;
 pub use web::WebSection;
 

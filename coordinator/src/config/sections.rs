@@ -39,6 +39,9 @@ pub struct CoordinatorConfig {
     /// Federated evaluation of the global model on the sites' held-out rows.
     #[serde(default)]
     pub evaluation: EvaluationSection,
+    /// `[[analytics]]`: queries run before training, one per entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analytics: Vec<super::analytics::AnalyticsEntry>,
 }
 
 /// `[federation]`.
@@ -52,7 +55,9 @@ pub struct FederationSection {
     /// Rounds do not start with fewer participants, and a round completes
     /// only if at least this many contributed.
     pub min_participants: usize,
-    /// Planned number of training rounds.
+    /// Planned number of training rounds; 0: an analytics-only federation
+    /// (no statistics, no training), which answers its `[[analytics]]`
+    /// queries and `tessera-coordinator query` until stopped.
     pub rounds: u32,
     /// Where the final model, metrics and checkpoints go.
     pub output_dir: PathBuf,

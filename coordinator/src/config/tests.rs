@@ -207,3 +207,37 @@ fn noise_placements_are_planned_and_checked() {
     );
     assert_eq!(invalid_key(&off), "privacy.placement");
 }
+
+#[test]
+fn configured_queries_are_part_of_the_budget_and_need_central_noise() {
+    let without = example();
+    let with = format!(
+        "{without}\n[[analytics]]\nquery = \"count where age > 65 and cp = 4\"\nepsilon = 0.5\nmax_rows = 400\n"
+    );
+    let s_with = load_str(&with).unwrap();
+    let s_without = load_str(&without).unwrap();
+    assert_eq!(s_with.config.analytics.len(), 1);
+    // The same target ε with a query to pay for leaves less to training.
+    assert!(
+        s_with.noise_multiplier > s_without.noise_multiplier,
+        "{} vs {}",
+        s_with.noise_multiplier,
+        s_without.noise_multiplier
+    );
+    let distributed = with.replace(
+        "# placement = \"distributed\"",
+        "placement = \"distributed\"",
+    );
+    assert_ne!(distributed, with);
+    assert_eq!(invalid_key(&distributed), "analytics");
+    assert!(
+        load_str(&without.replace(
+            "# placement = \"distributed\"",
+            "placement = \"distributed\""
+        ))
+        .is_ok()
+    );
+    // An analytics-only federation trains nothing.
+    let only = with.replace("rounds = 8", "rounds = 0");
+    assert_eq!(load_str(&only).unwrap().config.federation.rounds, 0);
+}

@@ -15,6 +15,7 @@
 pub mod admission;
 pub mod durable;
 mod live;
+pub mod queries;
 pub mod resume;
 
 use std::collections::HashMap;
@@ -75,6 +76,8 @@ pub struct Driver {
     sessions_certificates: HashMap<String, Vec<u8>>,
     /// Second sessions waiting for the round in progress to end.
     parked: HashMap<String, Parked>,
+    /// Analytics queries: operator requests and who waits for answers.
+    queries: queries::QueryDesk,
 }
 
 /// A second session under a name whose first session is in the round in
@@ -175,6 +178,7 @@ impl Driver {
             live: LiveStatusWriter::default(),
             sessions_certificates: HashMap::new(),
             parked: HashMap::new(),
+            queries: queries::QueryDesk::default(),
         })
     }
 
@@ -190,6 +194,7 @@ impl Driver {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> anyhow::Result<Outcome> {
         let mut shutdown = std::pin::pin!(shutdown);
+        self.queue_configured_queries()?;
         self.machine.start(Instant::now());
         loop {
             if let Some(outcome) = self.drain_outputs()? {
@@ -218,6 +223,9 @@ impl Driver {
                     if deadline.is_some_and(|d| now >= d) {
                         self.machine.handle_timeout(now);
                     }
+                }
+                Some(request) = queries::next_request(&mut self.queries) => {
+                    self.operator_query(request);
                 }
                 () = &mut shutdown => {
                     self.stop()?;
@@ -528,6 +536,8 @@ impl Driver {
                     self.machine
                         .handle(Instant::now(), Input::Committed { round });
                 }
+                Output::QueryReleased(r) => self.query_released(*r)?,
+                Output::QueryFailed(f) => self.query_failed(*f)?,
                 Output::Finished { reason, success } => {
                     let model = self.write_final_model()?;
                     self.store.set_meta("finish_reason", &reason)?;

@@ -115,6 +115,38 @@ pub struct PrivacyReport {
     pub guarantee: &'static str,
     /// ε after each release, in ledger order (for charts).
     pub epsilon_by_release: Vec<f64>,
+    /// The analytics queries released (each also a ledger row above).
+    pub analytics: Vec<AnalyticsRelease>,
+}
+
+/// The name of an analytics mechanism as the ledger spells it
+/// (`discrete_laplace`, `discrete_gaussian`, `exponential`).
+pub fn mechanism_name(m: tessera_analytics::Mechanism) -> String {
+    serde_json::to_value(m)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{m:?}"))
+}
+
+/// One released analytics query, as the report lists it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AnalyticsRelease {
+    /// Aggregation number of its round.
+    pub round: Option<u64>,
+    /// The query's canonical text.
+    pub query: String,
+    /// The answer, in one line.
+    pub answer: String,
+    /// The mechanism of its noise (`discrete_laplace`, …).
+    pub mechanism: String,
+    /// ε of this release alone.
+    pub epsilon: f64,
+    /// δ of that ε (0 for pure ε).
+    pub delta: f64,
+    /// Sites whose data is in it.
+    pub answered: u32,
+    /// Sites that declined it.
+    pub declined: u32,
 }
 
 /// The worst-case posterior after evidence worth `epsilon`: posterior odds
@@ -162,7 +194,29 @@ impl PrivacyReport {
     ) -> Result<Self, StoreError> {
         let ledger = ledger_report(store, delta)?;
         let rows = store.ledger()?;
-        Self::from_ledger(store.path(), federation, &ledger, &rows, budget)
+        let mut report = Self::from_ledger(store.path(), federation, &ledger, &rows, budget)?;
+        report.analytics = store
+            .analytics()?
+            .into_iter()
+            .filter_map(|a| {
+                let r = a.release?;
+                Some(AnalyticsRelease {
+                    round: a.round,
+                    answer: r.answer.summary(),
+                    mechanism: r
+                        .noise
+                        .first()
+                        .map(|n| mechanism_name(n.mechanism))
+                        .unwrap_or_default(),
+                    query: r.query,
+                    epsilon: r.epsilon,
+                    delta: r.delta,
+                    answered: a.answered,
+                    declined: a.declined,
+                })
+            })
+            .collect();
+        Ok(report)
     }
 
     /// The report of a ledger already read: `ledger` is its
@@ -241,6 +295,7 @@ impl PrivacyReport {
             posterior,
             guarantee: GUARANTEE,
             epsilon_by_release: ledger.rows.iter().map(|r| r.cumulative_epsilon).collect(),
+            analytics: Vec::new(),
         })
     }
 }

@@ -174,6 +174,40 @@ fn document(r: &PrivacyReport) -> Vec<Block> {
         }
     }
 
+    if !r.analytics.is_empty() {
+        d.push(Heading("Analytics releases".into()));
+        d.push(Para(
+            "Questions answered across the sites (counts, sums, means, histograms, the most \
+             common values). Each is a release with its own noise and its own line in the \
+             ledger, next to the training releases: ε above covers them all. The ε below is \
+             what each costs on its own."
+                .into(),
+        ));
+        d.push(Table(
+            vec![
+                "query".into(),
+                "answer".into(),
+                "mechanism".into(),
+                "ε".into(),
+                "δ".into(),
+                "sites answered / declined".into(),
+            ],
+            r.analytics
+                .iter()
+                .map(|a| {
+                    vec![
+                        a.query.clone(),
+                        a.answer.clone(),
+                        a.mechanism.clone(),
+                        num(a.epsilon),
+                        num(a.delta),
+                        format!("{} / {}", a.answered, a.declined),
+                    ]
+                })
+                .collect(),
+        ));
+    }
+
     d.push(Heading("How it was proved".into()));
     d.push(Para(format!(
         "ε was computed by the {} accountant: {}.",

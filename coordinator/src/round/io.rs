@@ -59,6 +59,11 @@ pub enum Output {
     RoundAborted(RoundSummary),
     /// Record that an aggregation started.
     RoundStarted(RoundSummary),
+    /// An analytics query was released (after its ledger row was made
+    /// durable): store it, log it, answer whoever asked.
+    QueryReleased(Box<super::QueryReleased>),
+    /// An analytics query was not answered (nothing released or counted).
+    QueryFailed(Box<super::QueryFailed>),
     /// The federation is over: send `FederationDone` to everyone and stop.
     Finished {
         /// Why it ended.

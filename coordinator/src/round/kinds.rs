@@ -4,12 +4,14 @@
 //! kind is one type implementing [`RoundSpec`] and a line in [`spec_for`]
 //! (federated evaluation, [`Evaluation`], was added that way).
 
+mod analytics;
 mod evaluation;
 
 use tessera_model::round::AdaptiveTerms;
 use tessera_model::{EvalMetrics, LocalStats, ModelFile, Preprocessor, RoundKind};
 use tracing::info;
 
+pub use analytics::Analytics;
 pub use evaluation::Evaluation;
 
 use super::noise::NoisedPart;
@@ -178,6 +180,7 @@ pub fn spec_for(kind: RoundKind) -> &'static dyn RoundSpec {
         RoundKind::Statistics => &Statistics,
         RoundKind::Training => &Training,
         RoundKind::Evaluation => &Evaluation,
+        RoundKind::Analytics => &Analytics,
     }
 }
 

@@ -21,9 +21,12 @@
 //! Where things go: what the machine runs by is a narrow [`FederationPolicy`];
 //! each kind of aggregation describes itself in [`kinds`]; the noise is added
 //! by a [`NoisePlacement`] and the model moved by a [`ServerOptimizer`], both
-//! handed in; starting a round is in `start`, releasing one in `release`.
+//! handed in; starting a round is in `start`, releasing one in `release`;
+//! analytics queries (queued, asked, released after their ledger row) in
+//! `analytics`.
 
 pub mod aggregation;
+mod analytics;
 pub mod budgets;
 pub mod cohort;
 pub mod io;
@@ -38,6 +41,8 @@ mod start;
 
 #[cfg(test)]
 mod adaptive_tests;
+#[cfg(test)]
+mod analytics_tests;
 #[cfg(test)]
 mod budget_tests;
 #[cfg(test)]
@@ -56,6 +61,7 @@ use tessera_proto::v1::{
 use tracing::{debug, info, warn};
 
 use aggregation::{Aggregation, Stage, Step};
+pub use analytics::{QueryFailed, QueryOrigin, QueryReleased, QueuedQuery, terms_of};
 pub use io::{Commit, Input, LedgerEntry, Output, RoundSummary};
 use kinds::RoundState;
 pub use noise::{CentralNoise, NoisePlacement, SecureRng};
@@ -115,6 +121,8 @@ struct PendingRelease {
     next_clip_norm: Option<f64>,
     /// An evaluation: the training round whose model it evaluated.
     evaluated: Option<u32>,
+    /// An analytics round: its query and sealed answer.
+    query: Option<Box<analytics::PendingQuery>>,
 }
 
 #[derive(Debug)]
@@ -161,6 +169,10 @@ pub struct FederationMachine {
     /// Whether this machine has started a round (the join grace is over).
     started_any: bool,
     outputs: VecDeque<Output>,
+    /// Analytics queries waiting for their round.
+    queries: VecDeque<QueuedQuery>,
+    /// The query of the analytics round in progress.
+    running_query: Option<analytics::RunningQuery>,
     rng: SecureRng,
     noise: Box<dyn NoisePlacement>,
     optimizer: Box<dyn ServerOptimizer>,
@@ -209,6 +221,8 @@ impl FederationMachine {
             failed_in_row: 0,
             started_any: false,
             outputs: VecDeque::new(),
+            queries: VecDeque::new(),
+            running_query: None,
             rng,
             noise: plugins.noise,
             optimizer: plugins.optimizer,
@@ -300,7 +314,11 @@ impl FederationMachine {
 
     /// Starts the machine: it may begin a round at once if it can.
     pub fn start(&mut self, now: Instant) {
-        if self.completed_training >= self.rounds && !self.round_state().evaluation_due() {
+        if !self.analytics_only()
+            && self.queries.is_empty()
+            && self.completed_training >= self.rounds
+            && !self.round_state().evaluation_due()
+        {
             self.finish(
                 format!("all {} planned rounds were already completed", self.rounds),
                 true,
@@ -437,7 +455,13 @@ impl FederationMachine {
             } else {
                 let (code, reason) = tessera_proto::reasons::decline_of(reply);
                 info!(participant = %name, round = agg.round, code = code.as_str_name(), %reason, "participant declined the round");
-                if code == v1::DeclineCode::BudgetExceeded {
+                if agg.kind == tessera_model::RoundKind::Analytics {
+                    // A site's analytics policy declines one query, not the
+                    // federation: it stays eligible for every other round.
+                    if let Some(q) = self.running_query.as_mut() {
+                        q.declined += 1;
+                    }
+                } else if code == v1::DeclineCode::BudgetExceeded {
                     self.exhausted.insert(name.to_owned());
                 }
                 agg.drop_participant(index);
@@ -510,6 +534,15 @@ impl FederationMachine {
             return;
         }
         self.started_any = true;
+        if let Some(query) = self.queries.pop_front() {
+            // Queries run before training and between its rounds.
+            self.start_query_round(now, eligible, query);
+            return;
+        }
+        if self.analytics_only() {
+            // Nothing to train: wait for the next query.
+            return;
+        }
         if !self.budgets_checked {
             self.budgets_checked = true;
             if let Err(reason) = self.fit_site_budgets(&eligible) {

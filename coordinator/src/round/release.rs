@@ -24,6 +24,9 @@ impl FederationMachine {
         mut sum: Vec<u64>,
         contributors: Vec<u32>,
     ) {
+        if agg.kind == tessera_model::RoundKind::Analytics {
+            return self.query_aggregated(now, agg, sum, contributors);
+        }
         let policy = std::sync::Arc::clone(&self.policy);
         let cohort: Vec<String> = agg.cohort.values().cloned().collect();
         let contributor_names: Vec<String> = contributors
@@ -216,6 +219,7 @@ impl FederationMachine {
             epsilon_after,
             next_clip_norm: released.next_clip_norm,
             evaluated,
+            query: None,
         }));
     }
 
@@ -243,7 +247,9 @@ impl FederationMachine {
         if p.preprocessor.is_some() {
             self.preprocessor = p.preprocessor;
         }
-        self.model = p.model;
+        if let Some(model) = p.model {
+            self.model = Some(model);
+        }
         if let Some(c) = p.next_clip_norm {
             self.clip_norm = c;
         }
@@ -268,9 +274,18 @@ impl FederationMachine {
                 );
             }
         }
+        if let Some(q) = p.query {
+            self.query_committed(p.round, *q, p.epsilon_after);
+        }
         let planned = self.rounds;
-        // After the last training round, its evaluation (if any) still runs.
-        if self.completed_training >= planned && !self.round_state().evaluation_due() {
+        // After the last training round, its evaluation (if any) still runs,
+        // and so do the queries queued meanwhile; an analytics-only
+        // federation runs until stopped.
+        if !self.analytics_only()
+            && self.queries.is_empty()
+            && self.completed_training >= planned
+            && !self.round_state().evaluation_due()
+        {
             self.finish(format!("all {planned} planned rounds completed"), true);
             return;
         }

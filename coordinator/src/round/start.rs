@@ -81,6 +81,8 @@ impl FederationMachine {
             RoundKind::Training => self.completed_training + 1,
             // The model of the last released training round.
             RoundKind::Evaluation => self.completed_training,
+            // Queries start in `round::analytics`, never from `next_kind`.
+            RoundKind::Analytics => 0,
         };
         let min_cohort = policy.min_cohort();
         // Cohort selection. Under Poisson sampling a draw below the minimum is
@@ -370,6 +372,7 @@ impl FederationMachine {
                     (Some(e), RoundKind::Evaluation) => Some(e.terms),
                     _ => None,
                 },
+                analytics: None,
             };
             self.send(
                 name,
@@ -530,6 +533,9 @@ impl FederationMachine {
         cohort: &[String],
         reason: String,
     ) {
+        if kind == RoundKind::Analytics {
+            return self.query_failed(now, round, cohort, reason);
+        }
         warn!(round, kind = kind.as_str(), %reason, "round failed; nothing was released");
         self.outputs.push_back(Output::RoundAborted(RoundSummary {
             round,

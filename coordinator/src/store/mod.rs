@@ -2,9 +2,9 @@
 //!
 //! Tables: the privacy ledger (one append-only row per released
 //! aggregation), rounds and their outcome, model checkpoints (files on disk
-//! referenced by path and SHA-256), participants seen, and a small key/value
-//! table for federation-wide settings and the live status of a running
-//! coordinator.
+//! referenced by path and SHA-256), participants seen, analytics queries
+//! and their releases, and a small key/value table for federation-wide
+//! settings and the live status of a running coordinator.
 //!
 //! The database runs in WAL mode with `synchronous=FULL`, so every commit is
 //! fsync'd before the call that made it returns: a ledger row that
@@ -25,11 +25,13 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
+mod analytics;
 mod checkpoints;
 mod ledger;
 mod report;
 mod rounds;
 
+pub use analytics::AnalyticsRow;
 pub use checkpoints::{
     Checkpoint, checkpoint_file_name, sha256_file, verify_checkpoint, write_checkpoint,
     write_checkpoint_bytes,
@@ -328,6 +330,7 @@ impl Store {
             _lock: Some(lock),
         };
         store.migrate()?;
+        store.ensure_analytics_table()?;
         Ok(store)
     }
 

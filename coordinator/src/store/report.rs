@@ -281,6 +281,8 @@ pub struct StatusReport {
     pub last_checkpoint: Option<Checkpoint>,
     /// The latest federated evaluation's global metrics.
     pub last_evaluation: Option<EvaluationRecord>,
+    /// Every analytics query answered or refused, oldest first.
+    pub analytics: Vec<super::AnalyticsRow>,
 }
 
 /// Store meta key of the latest federated evaluation (JSON of
@@ -335,6 +337,7 @@ pub fn status_report(
         last_evaluation: store
             .meta(META_EVALUATION)?
             .and_then(|json| serde_json::from_str(&json).ok()),
+        analytics: store.analytics()?,
     })
 }
 
@@ -422,6 +425,26 @@ impl fmt::Display for StatusReport {
         }
         if let (Some(target), Some(left)) = (self.target_epsilon, self.epsilon_remaining) {
             writeln!(f, "epsilon remaining:   {left:.6} of {target}")?;
+        }
+        for a in &self.analytics {
+            match &a.release {
+                Some(r) => writeln!(
+                    f,
+                    "analytics:           {} = {} (ε = {}, δ = {}; {} sites answered, {} declined)",
+                    a.query,
+                    r.answer.summary(),
+                    r.epsilon,
+                    r.delta,
+                    a.answered,
+                    a.declined
+                )?,
+                None => writeln!(
+                    f,
+                    "analytics:           {}: not answered ({})",
+                    a.query,
+                    a.reason.as_deref().unwrap_or("no reason recorded")
+                )?,
+            }
         }
         match &self.last_checkpoint {
             Some(c) => writeln!(

@@ -11,11 +11,14 @@
 //! speaks HTTPS with the coordinator's certificate and requires a client
 //! certificate of the federation CA whose name is on the operator list
 //! ([`OperatorTls`]); anyone else gets `403`. Every page reads the store
-//! read-only; nothing here can change the federation.
+//! read-only; the one thing an operator can do is ask an analytics query
+//! ([`query`]: `POST /query`, `GET /query/<n>`), which the coordinator
+//! answers with a noised release counted in its ledger.
 
 mod chart;
 mod evaluation;
 mod page;
+pub mod query;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -26,7 +29,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
@@ -73,6 +76,7 @@ pub fn escape(text: &str) -> String {
 pub struct WebState {
     metrics: Arc<Metrics>,
     page: Option<PageSource>,
+    queries: Option<query::WebQueries>,
 }
 
 impl WebState {
@@ -81,6 +85,7 @@ impl WebState {
         Self {
             metrics,
             page: None,
+            queries: None,
         }
     }
 
@@ -89,7 +94,14 @@ impl WebState {
         Self {
             metrics,
             page: Some(page),
+            queries: None,
         }
+    }
+
+    /// The same, answering operator queries too.
+    pub fn with_queries(mut self, queries: query::WebQueries) -> Self {
+        self.queries = Some(queries);
+        self
     }
 }
 
@@ -103,7 +115,35 @@ pub fn router(state: Arc<WebState>) -> Router {
             .route("/report.md", get(report_markdown))
             .route("/report.json", get(report_json));
     }
+    if state.queries.is_some() {
+        app = app
+            .route("/query", post(query_post))
+            .route("/query/{id}", get(query_get));
+    }
     app.with_state(state)
+}
+
+async fn query_post(State(state): State<Arc<WebState>>, body: String) -> Response {
+    let Some(desk) = state.queries.as_ref() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match query::post(desk, &body) {
+        Ok((id, answer)) => {
+            tokio::spawn(query::settle(Arc::clone(&state), id, answer));
+            query::accepted(id)
+        }
+        Err(response) => *response,
+    }
+}
+
+async fn query_get(
+    State(state): State<Arc<WebState>>,
+    axum::extract::Path(id): axum::extract::Path<u64>,
+) -> Response {
+    match state.queries.as_ref() {
+        Some(desk) => query::get(desk, id),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 async fn metrics_handler(State(state): State<Arc<WebState>>) -> Response {
@@ -314,6 +354,17 @@ pub async fn start(
     metrics: Arc<Metrics>,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    start_with_queries(settings, metrics, stop, None).await
+}
+
+/// [`start`], with the status page also taking operator queries into
+/// `queries` (see [`query`]).
+pub async fn start_with_queries(
+    settings: &crate::settings::Settings,
+    metrics: Arc<Metrics>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    queries: Option<crate::driver::queries::QuerySender>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     use anyhow::Context as _;
     let config = &settings.config;
     let files = tessera_certs::TlsFiles {
@@ -366,7 +417,20 @@ pub async fn start(
                     .unwrap_or_else(|| dir.join("rounds.csv")),
             ),
         );
-        let app = router(Arc::new(WebState::with_page(Arc::clone(&metrics), page)));
+        let mut state = WebState::with_page(Arc::clone(&metrics), page);
+        if let Some(sender) = queries {
+            let p = &config.privacy;
+            let refusal =
+                (p.enabled && p.placement != tessera_model::Placement::Central).then(|| {
+                    format!(
+                        "analytics queries are noised by the coordinator; this federation's noise \
+                     placement is {} (see the README's \"Federated analytics\")",
+                        p.placement
+                    )
+                });
+            state = state.with_queries(query::WebQueries::new(sender, refusal));
+        }
+        let app = router(Arc::new(state));
         tasks.push(tokio::spawn(serve(
             listener,
             app,

@@ -69,6 +69,7 @@ mod tests {
             not_private: false,
             recorded_at_ms: 0,
             site_noise: None,
+            event: None,
         }
     }
 

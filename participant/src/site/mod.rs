@@ -25,6 +25,7 @@
 //! go to the site's own log. The unmasked update never leaves this module
 //! except masked; it is never logged.
 
+mod analytics;
 mod input;
 mod secure;
 pub mod task;
@@ -43,7 +44,7 @@ use tessera_proto::v1::{
 };
 use tracing::{debug, info, warn};
 
-use crate::config::{EvaluationSection, LimitsSection, SitePrivacySection};
+use crate::config::{AnalyticsSection, EvaluationSection, LimitsSection, SitePrivacySection};
 use crate::data::LocalData;
 use crate::ledger::{Contribution, LedgerStore};
 use crate::rounds::{MemoryRounds, RoundMemory};
@@ -102,6 +103,8 @@ pub struct SitePolicy {
     pub allowed_columns: Option<Vec<String>>,
     /// Which rows are held out for federated evaluation.
     pub evaluation: EvaluationSection,
+    /// Which analytics queries it answers.
+    pub analytics: AnalyticsSection,
 }
 
 /// What a site machine is made of.
@@ -439,6 +442,7 @@ impl Site {
                 l2_units: plan.clip_norm * f64::from(plan.encoding.scale_bits).exp2(),
                 dimension: plan.dimension as u64,
             }),
+            event: plan.query_event.clone(),
         }
     }
 
@@ -458,9 +462,18 @@ impl Site {
             Ok(a) => a,
             Err(e) => return self.decline(round, Decline::malformed(&e)),
         };
-        let plan = match self.check_terms(&a) {
-            Ok(p) => p,
-            Err(d) => return self.decline(round, d),
+        // An analytics query is checked, and its vector computed, before
+        // the site accepts: it declines with a code or answers.
+        let (plan, query_input) = if a.kind == RoundKind::Analytics {
+            match self.check_query(&a) {
+                Ok((p, v)) => (p, Some(v)),
+                Err(d) => return self.decline(round, d),
+            }
+        } else {
+            match self.check_terms(&a) {
+                Ok(p) => (p, None),
+                Err(d) => return self.decline(round, d),
+            }
         };
         let secure = match &a.secagg {
             None => SecureState::Plain,
@@ -495,7 +508,7 @@ impl Site {
             .kind
             .sends_model()
             .then(|| Assembler::new(round, ChunkPurpose::Model, plan.model_len));
-        let at_accept = input::computed_at_accept(&plan);
+        let at_accept = input::computed_at_accept(&plan) && query_input.is_none();
         self.round = Some(RoundState {
             announce: a,
             plan,
@@ -521,6 +534,9 @@ impl Site {
             }
             r.input = Some(encoded.values);
             r.fallback = encoded.fallback;
+        }
+        if let (Some(v), Some(r)) = (query_input, self.round.as_mut()) {
+            r.input = Some(v);
         }
         self.maybe_send_input();
     }

@@ -115,6 +115,9 @@ pub struct RoundPlan {
     pub site_noise_units: Option<f64>,
     /// With noise added by the sites: the sites' noises in the release.
     pub noise_summands: u32,
+    /// An analytics query: the privacy event of its release, which the
+    /// site's ledger records as is (see `site::analytics`).
+    pub query_event: Option<tessera_privacy::PrivacyEvent>,
 }
 
 impl RoundPlan {
@@ -185,6 +188,13 @@ pub fn check(policy: &SitePolicy, task: &TaskSpec, a: &Announcement) -> Result<R
     let dimension = a.dimension;
     let mut evaluation = None;
     let (bounds, preprocessor, model_len, clip_norm) = match kind {
+        // A query's terms are its own (`site::analytics`).
+        RoundKind::Analytics => {
+            return decline(
+                D::InvalidTerms,
+                "an analytics round is checked by the query's own terms",
+            );
+        }
         RoundKind::Statistics => {
             let bounds = statistics_bounds(a, n_statistics, private)?;
             let expected = LocalStats::vector_len(n_statistics) as u64;
@@ -273,11 +283,12 @@ pub fn check(policy: &SitePolicy, task: &TaskSpec, a: &Announcement) -> Result<R
         RoundKind::Training => Some(clip_norm),
         RoundKind::Statistics => bounds.as_ref().map(|b| b.max_rows),
         RoundKind::Evaluation => evaluation.map(|(_, m)| m),
+        RoundKind::Analytics => None,
     };
     let clipped_len = match kind {
         RoundKind::Training => Some(model_len as usize),
         RoundKind::Statistics | RoundKind::Evaluation if private => Some(dimension),
-        RoundKind::Statistics | RoundKind::Evaluation => None,
+        RoundKind::Statistics | RoundKind::Evaluation | RoundKind::Analytics => None,
     };
     let clip_to = check_encoding(encoding, adaptive, clip_norm, largest, clipped_len)?;
     let site_noise_units = if private {
@@ -311,6 +322,7 @@ pub fn check(policy: &SitePolicy, task: &TaskSpec, a: &Announcement) -> Result<R
         } else {
             0
         },
+        query_event: None,
     })
 }
 
@@ -731,6 +743,7 @@ mod tests {
             evaluation: None,
             site_noise_units: None,
             noise_summands: 0,
+            query_event: None,
         };
         assert_eq!(plan.zero_vector(), [0.0, 0.0, 0.0, 0.0, -0.5]);
         plan.adaptive = false;

@@ -501,5 +501,6 @@ pub(crate) fn contribution(federation: &str, round: u64, sigma: f64) -> Contribu
         not_private: false,
         recorded_at_ms: 1_795_000_000_000 + round as i64,
         site_noise: None,
+        event: None,
     }
 }

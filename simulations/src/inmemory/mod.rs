@@ -247,6 +247,8 @@ impl InMemoryFederation {
                 }
                 Output::RoundAborted(s) => out.aborted.push(s),
                 Output::RoundStarted(_) => {}
+                // The in-memory federation asks no analytics queries.
+                Output::QueryReleased(_) | Output::QueryFailed(_) => {}
                 Output::Finished { reason, success } => out.finished = Some((reason, success)),
             }
         }
