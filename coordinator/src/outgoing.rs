@@ -38,16 +38,6 @@ impl Outgoing {
     }
 }
 
-/// A message with a model chunk cut into frames, or the message as it is.
-fn cut(message: CoordinatorMessage) -> Result<Frames, CoordinatorMessage> {
-    match message.body {
-        Some(Body::Chunk(c)) if c.purpose == ChunkPurpose::Model as i32 => {
-            Ok(chunk::frames(c, f32::SIZE, WIRE_FRAME_BYTES))
-        }
-        body => Err(CoordinatorMessage { body }),
-    }
-}
-
 impl Stream for Outgoing {
     type Item = Result<CoordinatorMessage, Status>;
 
@@ -65,10 +55,11 @@ impl Stream for Outgoing {
                 }
             }
             match std::task::ready!(this.queue.poll_recv(cx)) {
-                Some(Ok(message)) => match cut(message) {
-                    Ok(frames) => this.frames = Some(frames),
-                    Err(message) => return Poll::Ready(Some(Ok(message))),
-                },
+                Some(Ok(CoordinatorMessage {
+                    body: Some(Body::Chunk(c)),
+                })) if c.purpose == ChunkPurpose::Model as i32 => {
+                    this.frames = Some(chunk::frames(c, f32::SIZE, WIRE_FRAME_BYTES));
+                }
                 other => return Poll::Ready(other),
             }
         }

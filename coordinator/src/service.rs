@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
 use crate::outgoing::Outgoing;
-use crate::upload::{SessionUpload, Verdict};
+use crate::upload::{InFlight, SessionUpload, UploadPermits, Verdict};
 pub use crate::upload::{UPLOAD_STALL, UPLOADS_AT_ONCE, UploadGate};
 
 /// Messages queued for one participant before the coordinator considers it
@@ -57,9 +57,9 @@ pub enum SessionEvent {
         session: u64,
         /// The message.
         message: ParticipantMessage,
-        /// The upload gate's place, held until the driver has handled the
-        /// last chunk of an upload (dropped with the event).
-        upload: Option<OwnedSemaphorePermit>,
+        /// The upload's place and bytes in flight, held until the driver
+        /// has handled the message (dropped with the event).
+        upload: UploadPermits,
     },
     /// The federation CA's revocation list was (re)loaded: these serial
     /// numbers are revoked. Open sessions under them are closed.
@@ -226,6 +226,7 @@ async fn run_session(task: SessionTask) {
         gate,
     } = task;
     let mut upload = SessionUpload::default();
+    let in_flight = InFlight::default();
     let mut waiting: Option<PlaceWait> = None;
     let error = loop {
         if upload.awaiting_place().is_some() && waiting.is_none() {
@@ -282,12 +283,18 @@ async fn run_session(task: SessionTask) {
                             break Some(reason);
                         }
                     };
+                    // Stop reading while the driver has enough of this
+                    // upload queued (HTTP/2 flow control holds the site).
+                    let in_flight = in_flight.admit(&message).await;
                     if events
                         .send(SessionEvent::Message {
                             name: name.clone(),
                             session,
                             message,
-                            upload: upload_place,
+                            upload: UploadPermits {
+                                place: upload_place,
+                                in_flight,
+                            },
                         })
                         .await
                         .is_err()

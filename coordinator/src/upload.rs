@@ -38,6 +38,13 @@ use tonic::Status;
 /// Sessions whose input vectors are read at the same time.
 pub const UPLOADS_AT_ONCE: usize = 2;
 
+/// Bytes of one upload's chunks handed to the driver and not yet handled
+/// (8 wire frames). Past this the session stops reading, and the site is
+/// held back by HTTP/2 flow control: without the bound, the driver's queue
+/// (1,024 events) could hold up to 32 MiB of frames whenever the sum is
+/// folded more slowly than two sites send.
+pub const UPLOAD_IN_FLIGHT_BYTES: usize = 8 * tessera_proto::chunk::WIRE_FRAME_BYTES;
+
 /// A session holding a grant that sends nothing of its input for this long
 /// is closed (about 0.8 Mbit/s for a 1 MiB chunk, the largest accepted).
 pub const UPLOAD_STALL: Duration = Duration::from_secs(10);
@@ -74,6 +81,41 @@ enum State {
         place: OwnedSemaphorePermit,
         progress: Instant,
     },
+}
+
+/// What travels with a message to the driver and is dropped once the
+/// driver has handled it: the upload's place when the message ends the
+/// upload, and the message's share of [`UPLOAD_IN_FLIGHT_BYTES`].
+#[derive(Debug, Default)]
+pub struct UploadPermits {
+    /// The gate's place (the upload's last chunk).
+    pub place: Option<OwnedSemaphorePermit>,
+    /// The chunk's bytes in flight.
+    pub in_flight: Option<OwnedSemaphorePermit>,
+}
+
+/// Bounds one session's input bytes handed to the driver and not yet
+/// handled (see [`UPLOAD_IN_FLIGHT_BYTES`]).
+#[derive(Debug, Clone)]
+pub struct InFlight(Arc<Semaphore>);
+
+impl Default for InFlight {
+    fn default() -> Self {
+        Self(Arc::new(Semaphore::new(UPLOAD_IN_FLIGHT_BYTES)))
+    }
+}
+
+impl InFlight {
+    /// Waits until `message`'s input bytes may be handed over (at once for
+    /// anything but an input chunk); the permit goes with the message.
+    pub async fn admit(&self, message: &ParticipantMessage) -> Option<OwnedSemaphorePermit> {
+        let bytes = input_chunk(message)?
+            .data
+            .len()
+            .clamp(1, UPLOAD_IN_FLIGHT_BYTES);
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        Arc::clone(&self.0).acquire_many_owned(bytes).await.ok()
+    }
 }
 
 /// What the session does with one inbound message.
@@ -154,10 +196,12 @@ impl SessionUpload {
                 self.state = State::AwaitingPlace { round: r.round };
                 Verdict::Consumed
             }
-            (Some(Body::UploadRequest(r)), _) => Verdict::Refuse(Status::invalid_argument(format!(
-                "upload request for round {} while another upload is pending",
-                r.round
-            ))),
+            (Some(Body::UploadRequest(r)), _) => {
+                Verdict::Refuse(Status::invalid_argument(format!(
+                    "upload request for round {} while another upload is pending",
+                    r.round
+                )))
+            }
             (Some(Body::UploadWithdrawn(w)), State::AwaitingPlace { round })
             | (Some(Body::UploadWithdrawn(w)), State::AwaitingChunks { round, .. })
                 if *round == w.round =>
@@ -277,7 +321,10 @@ mod tests {
         ));
         assert_eq!(s.deadline(), Some(t1 + UPLOAD_STALL));
         // Other messages neither end the grant nor count as progress.
-        assert!(matches!(s.on_message(&hello(), t1 + UPLOAD_STALL), Verdict::Forward(None)));
+        assert!(matches!(
+            s.on_message(&hello(), t1 + UPLOAD_STALL),
+            Verdict::Forward(None)
+        ));
         assert_eq!(s.deadline(), Some(t1 + UPLOAD_STALL));
         let Verdict::Forward(Some(p)) = s.on_message(&chunk(4, 10, 10, 20), t1) else {
             panic!("the last chunk carries the place");
@@ -296,13 +343,28 @@ mod tests {
         let gate = Arc::new(Semaphore::new(1));
         let t = Instant::now();
         let mut s = SessionUpload::default();
-        refused(s.on_message(&chunk(3, 0, 10, 10), t), "without an upload grant");
+        refused(
+            s.on_message(&chunk(3, 0, 10, 10), t),
+            "without an upload grant",
+        );
         assert!(matches!(s.on_message(&request(3), t), Verdict::Consumed));
-        refused(s.on_message(&chunk(3, 0, 10, 10), t), "without an upload grant");
-        refused(s.on_message(&request(3), t), "while another upload is pending");
+        refused(
+            s.on_message(&chunk(3, 0, 10, 10), t),
+            "without an upload grant",
+        );
+        refused(
+            s.on_message(&request(3), t),
+            "while another upload is pending",
+        );
         s.grant(place(&gate), t);
-        refused(s.on_message(&chunk(2, 0, 10, 10), t), "round 2 under an upload grant for round 3");
-        refused(s.on_message(&request(3), t), "while another upload is pending");
+        refused(
+            s.on_message(&chunk(2, 0, 10, 10), t),
+            "round 2 under an upload grant for round 3",
+        );
+        refused(
+            s.on_message(&request(3), t),
+            "while another upload is pending",
+        );
         // Plain input is input too; model chunks are not the gate's.
         let mut idle = SessionUpload::default();
         let mut plain = chunk(1, 0, 1, 1);
@@ -339,6 +401,9 @@ mod tests {
         assert!(matches!(s.on_message(&withdrawn(9), t), Verdict::Consumed));
         assert_eq!(gate.available_permits(), 1);
         assert_eq!(s.deadline(), None);
-        refused(s.on_message(&chunk(9, 0, 1, 1), t), "without an upload grant");
+        refused(
+            s.on_message(&chunk(9, 0, 1, 1), t),
+            "without an upload grant",
+        );
     }
 }

@@ -415,7 +415,9 @@ fn a_connected_participant_is_dropped_when_revoked() {
 /// A message asking for an upload grant.
 fn upload_request(round: u64) -> ParticipantMessage {
     ParticipantMessage {
-        body: Some(Body::UploadRequest(tessera_proto::v1::UploadRequest { round })),
+        body: Some(Body::UploadRequest(tessera_proto::v1::UploadRequest {
+            round,
+        })),
     }
 }
 
@@ -493,7 +495,9 @@ fn uploads_are_granted_a_few_at_a_time() {
         assert_eq!(next_grant(&mut b, second).await.unwrap().unwrap(), 1);
         tx_c.send(upload_request(1)).await.unwrap();
         assert!(
-            next_grant(&mut c3, Duration::from_millis(500)).await.is_none(),
+            next_grant(&mut c3, Duration::from_millis(500))
+                .await
+                .is_none(),
             "a third upload waits for a place"
         );
         // a sends its whole (small) vector: its place goes to c.
@@ -556,9 +560,19 @@ fn a_stalled_upload_loses_its_session() {
         tx_c.send(upload_request(1)).await.unwrap();
         for (who, inbound) in [("a", &mut a), ("b", &mut b)] {
             let status = session_end(inbound, UPLOAD_STALL + second).await;
-            assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{who}: {status:?}");
-            assert!(status.message().contains("no progress"), "{who}: {status:?}");
-            assert!(t.elapsed() >= UPLOAD_STALL - Duration::from_secs(1), "{who}");
+            assert_eq!(
+                status.code(),
+                tonic::Code::DeadlineExceeded,
+                "{who}: {status:?}"
+            );
+            assert!(
+                status.message().contains("no progress"),
+                "{who}: {status:?}"
+            );
+            assert!(
+                t.elapsed() >= UPLOAD_STALL - Duration::from_secs(1),
+                "{who}"
+            );
         }
         assert_eq!(
             next_grant(&mut c3, second).await.unwrap().unwrap(),

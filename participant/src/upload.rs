@@ -60,7 +60,9 @@ pub(crate) enum Inbound {
     Grant(Vec<ParticipantMessage>),
     /// A message for the site; send `withdraw` first if it ended the round
     /// whose input was held.
-    Site { withdraw: Option<ParticipantMessage> },
+    Site {
+        withdraw: Option<ParticipantMessage>,
+    },
 }
 
 impl UploadQueue {
@@ -175,14 +177,20 @@ mod tests {
                 ..Default::default()
             })),
         };
-        assert!(matches!(q.inbound(&announce), Inbound::Site { withdraw: None }));
+        assert!(matches!(
+            q.inbound(&announce),
+            Inbound::Site { withdraw: None }
+        ));
         let Inbound::Grant(out) = q.inbound(&grant(3)) else {
             panic!("a grant");
         };
         assert_eq!(out, vec![a, b]);
         assert!(!q.holds());
         // Plain input goes by grant too; model chunks are not input.
-        assert_eq!(q.outgoing(chunk(4, 0, ChunkPurpose::PlainInput)), vec![request(4)]);
+        assert_eq!(
+            q.outgoing(chunk(4, 0, ChunkPurpose::PlainInput)),
+            vec![request(4)]
+        );
         let model = chunk(4, 0, ChunkPurpose::Model);
         assert_eq!(q.outgoing(model.clone()), vec![model]);
     }
@@ -200,17 +208,17 @@ mod tests {
                 ..Default::default()
             })),
         };
-        assert!(matches!(q.inbound(&other_result), Inbound::Site { withdraw: None }));
+        assert!(matches!(
+            q.inbound(&other_result),
+            Inbound::Site { withdraw: None }
+        ));
         let result = CoordinatorMessage {
             body: Some(In::Result(RoundResult {
                 round: 5,
                 ..Default::default()
             })),
         };
-        let Inbound::Site {
-            withdraw: Some(w),
-        } = q.inbound(&result)
-        else {
+        let Inbound::Site { withdraw: Some(w) } = q.inbound(&result) else {
             panic!("the held input is withdrawn");
         };
         assert_eq!(w, withdrawn(5));

@@ -419,7 +419,10 @@ mod tests {
             for f in frames(c.clone(), f32::SIZE, WIRE_FRAME_BYTES) {
                 assert!(f.data.len() <= WIRE_FRAME_BYTES && !f.data.is_empty());
                 let p = f.data.as_ptr() as usize;
-                assert!(p >= base && p < base + c.data.len(), "a frame is a view, not a copy");
+                assert!(
+                    p >= base && p < base + c.data.len(),
+                    "a frame is a view, not a copy"
+                );
                 a.push(&f).unwrap();
                 n += 1;
             }
