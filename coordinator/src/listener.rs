@@ -119,7 +119,7 @@ pub async fn accept_loop(
     listener: TcpListener,
     tls: Arc<TlsConfigCell>,
     limits: AcceptLimits,
-    out: mpsc::Sender<Result<TlsStream<TcpStream>, std::io::Error>>,
+    out: mpsc::Sender<TlsStream<TcpStream>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let permits = Arc::new(Semaphore::new(limits.handshakes));
@@ -164,7 +164,7 @@ pub async fn accept_loop(
             match tokio::time::timeout(limits.handshake, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
                     drop(_slots);
-                    let _ = out.send(Ok(stream)).await;
+                    let _ = out.send(stream).await;
                 }
                 Ok(Err(e)) => {
                     warn!(%peer, reason = %tessera_certs::describe_tls_error(&e), "TLS handshake refused");

@@ -5,39 +5,29 @@
 //! so that every refused handshake (no certificate, unknown CA, revoked,
 //! old TLS version) gets a log line naming the peer and the reason, while
 //! the coordinator keeps serving everyone else; the TLS files are reloaded
-//! on SIGHUP or change ([`crate::tls_reload`]). HTTP/2 is bounded per
-//! connection (streams, header size, pending resets).
+//! on SIGHUP or change ([`crate::tls_reload`]). HTTP/2 is served by
+//! [`crate::http2`], bounded per connection (streams, header size, pending
+//! resets, receive windows, send buffer).
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tessera_proto::v1::federation_server::FederationServer;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 use tracing::info;
 
 use crate::driver::{Driver, Outcome};
+pub use crate::http2::{
+    MAX_HEADER_LIST_BYTES, MAX_MESSAGE_BYTES, MAX_STREAMS_PER_CONNECTION, RECEIVE_WINDOW_BYTES,
+    SEND_BUFFER_BYTES,
+};
 pub use crate::listener::AcceptLimits;
 use crate::listener::{TlsConfigCell, accept_loop};
 use crate::metrics::Metrics;
 use crate::service::{FederationService, SessionEvent};
 use crate::settings::Settings;
 use crate::tls_reload;
-
-/// Largest gRPC message accepted (chunks are at most 1 MiB of data).
-pub const MAX_MESSAGE_BYTES: usize = 4 << 20;
-/// Concurrent HTTP/2 streams per connection: a participant needs one
-/// session stream; a few more allow a reconnect to overlap.
-pub const MAX_STREAMS_PER_CONNECTION: u32 = 4;
-
-/// HTTP/2 receive window, per stream and per connection: the bytes a site
-/// can send before the coordinator reads them (its memory per connection;
-/// about 200 Mbit/s per site at 20 ms round trip).
-pub const RECEIVE_WINDOW_BYTES: u32 = 512 << 10;
-/// Largest HTTP/2 header list accepted.
-pub const MAX_HEADER_LIST_BYTES: u32 = 16 << 10;
 
 /// Runs a coordinator on `listener` until the federation ends or `shutdown`
 /// resolves; returns how the federation ended.
@@ -102,27 +92,7 @@ pub async fn run_with_limits(
     )
     .await?;
 
-    let grpc = {
-        let mut stop_rx = stop_rx.clone();
-        tonic::transport::Server::builder()
-            // Small receive windows: what a site can push before the
-            // coordinator reads it is buffered here, per connection.
-            .initial_stream_window_size(RECEIVE_WINDOW_BYTES)
-            .initial_connection_window_size(RECEIVE_WINDOW_BYTES)
-            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
-            .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
-            .http2_max_pending_accept_reset_streams(Some(16))
-            .http2_keepalive_interval(Some(Duration::from_secs(15)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-            .add_service(
-                FederationServer::new(service)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            )
-            .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), async move {
-                let _ = stop_rx.changed().await;
-            })
-    };
+    let grpc = crate::http2::serve(service, conn_rx, stop_rx.clone());
     let grpc_task = tokio::spawn(grpc);
 
     let outcome = driver.run(events_rx, shutdown).await;

@@ -2,72 +2,35 @@
 //! the peer's verified TLS certificate, applies the allow-list, and forwards
 //! messages to the driver. It holds no federation state itself.
 //!
-//! Input uploads pass an [`UploadGate`]: at most [`UPLOADS_AT_ONCE`]
-//! sessions' vectors are read at a time. The coordinator folds each chunk
-//! into its running sum as it arrives but must keep the parts of an upload
-//! until it completes (to take them out again if the site leaves half-way),
-//! so this bounds that memory by a few vectors whatever the number of
-//! sites; the other uploaders wait, held back by HTTP/2 flow control. An
-//! upload that stops making progress for [`UPLOAD_STALL`] loses its session
-//! (and its place in the round), so no site can hold the gate.
+//! Input uploads go by grant ([`crate::upload`]): a session's input chunks
+//! are read only after it asked and was given one of [`UPLOADS_AT_ONCE`]
+//! places, so the coordinator's memory for uploads is a few vectors'
+//! parts whatever the number of sites, and sites waiting their turn hold
+//! nothing in its buffers. A granted upload that stops making progress for
+//! [`UPLOAD_STALL`] loses its session (and its place in the round), so no
+//! site can hold a place. Outgoing messages leave through
+//! [`crate::outgoing`], which cuts the model into small frames.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use futures::Stream;
 use tessera_proto::v1::federation_server::Federation;
-use tessera_proto::v1::participant_message::Body;
-use tessera_proto::v1::{ChunkPurpose, CoordinatorMessage, ParticipantMessage};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tessera_proto::v1::{CoordinatorMessage, ParticipantMessage, UploadGrant};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, warn};
 
 use crate::metrics::Metrics;
+use crate::outgoing::Outgoing;
+use crate::upload::{InFlight, SessionUpload, UploadPermits, Verdict};
+pub use crate::upload::{UPLOAD_STALL, UPLOADS_AT_ONCE, UploadGate};
 
 /// Messages queued for one participant before the coordinator considers it
 /// too slow and drops the session.
 pub const OUTBOX_CAPACITY: usize = 2048;
-
-/// Sessions whose input vectors are read at the same time.
-pub const UPLOADS_AT_ONCE: usize = 2;
-
-/// A session that has started an upload and sends nothing more for this
-/// long is closed (about 0.8 Mbit/s for a full 1 MiB chunk).
-pub const UPLOAD_STALL: Duration = Duration::from_secs(10);
-
-/// Admits [`UPLOADS_AT_ONCE`] uploads at a time (see the module docs).
-#[derive(Debug, Clone)]
-pub struct UploadGate(Arc<Semaphore>);
-
-impl UploadGate {
-    /// A gate letting `at_once` uploads through at a time.
-    pub fn new(at_once: usize) -> Self {
-        Self(Arc::new(Semaphore::new(at_once.max(1))))
-    }
-
-    async fn enter(&self) -> Option<OwnedSemaphorePermit> {
-        Arc::clone(&self.0).acquire_owned().await.ok()
-    }
-}
-
-/// Where a message stands in an input upload: `None` if it is no input
-/// chunk, else whether it is the last one. The element size is not known
-/// here; taking 4 bytes errs towards ending an upload of 8-byte elements
-/// up to half a chunk early (a slightly weaker bound, never a stuck gate).
-fn upload_step(message: &ParticipantMessage) -> Option<bool> {
-    match &message.body {
-        Some(Body::Chunk(c))
-            if c.purpose == ChunkPurpose::MaskedInput as i32
-                || c.purpose == ChunkPurpose::PlainInput as i32 =>
-        {
-            Some(c.offset.saturating_add((c.data.len() / 4) as u64) >= c.total)
-        }
-        _ => None,
-    }
-}
 
 /// The sending half of one session's outgoing stream.
 pub type Outbox = mpsc::Sender<Result<CoordinatorMessage, Status>>;
@@ -94,9 +57,9 @@ pub enum SessionEvent {
         session: u64,
         /// The message.
         message: ParticipantMessage,
-        /// The upload gate's place, held until the driver has handled the
-        /// last chunk of an upload (dropped with the event).
-        upload: Option<OwnedSemaphorePermit>,
+        /// The upload's place and bytes in flight, held until the driver
+        /// has handled the message (dropped with the event).
+        upload: UploadPermits,
     },
     /// The federation CA's revocation list was (re)loaded: these serial
     /// numbers are revoked. Open sessions under them are closed.
@@ -210,7 +173,7 @@ impl Federation for FederationService {
         }
         let session = self.next_session.fetch_add(1, Ordering::Relaxed);
         let (outbox, rx) = mpsc::channel(OUTBOX_CAPACITY);
-        // The session's own way to refuse it (another protocol version).
+        // The session's own way to answer (grants, refusals).
         let refuse = outbox.clone();
         self.events
             .send(SessionEvent::Connected {
@@ -221,70 +184,153 @@ impl Federation for FederationService {
             })
             .await
             .map_err(|_| Status::unavailable("the coordinator is shutting down"))?;
-        let mut inbound = request.into_inner();
-        let events = self.events.clone();
-        let metrics = Arc::clone(&self.metrics);
-        let gate = self.uploads.clone();
-        tokio::spawn(async move {
-            // Held from an upload's first chunk until its last is handled.
-            let mut place: Option<OwnedSemaphorePermit> = None;
-            let error = loop {
-                let next = if place.is_some() {
-                    match tokio::time::timeout(UPLOAD_STALL, inbound.message()).await {
-                        Ok(next) => next,
-                        Err(_) => {
-                            warn!(participant = %name, session, "upload stalled; closing the session");
-                            break Some("upload stalled".to_owned());
-                        }
-                    }
-                } else {
-                    inbound.message().await
+        let inbound = request.into_inner();
+        tokio::spawn(run_session(SessionTask {
+            name,
+            session,
+            inbound,
+            outbox: refuse,
+            events: self.events.clone(),
+            metrics: Arc::clone(&self.metrics),
+            gate: self.uploads.clone(),
+        }));
+        Ok(Response::new(Box::pin(Outgoing::new(rx))))
+    }
+}
+
+/// What one session's reading task owns.
+struct SessionTask {
+    name: String,
+    session: u64,
+    inbound: Streaming<ParticipantMessage>,
+    outbox: Outbox,
+    events: mpsc::Sender<SessionEvent>,
+    metrics: Arc<Metrics>,
+    gate: UploadGate,
+}
+
+/// A wait for one of the gate's places, kept across loop turns so the
+/// session keeps its turn in the queue while it reads other messages.
+type PlaceWait = Pin<Box<dyn Future<Output = Option<OwnedSemaphorePermit>> + Send>>;
+
+/// Reads one session until it ends: applies the upload grant, forwards
+/// the rest to the driver, and reports the end.
+async fn run_session(task: SessionTask) {
+    let SessionTask {
+        name,
+        session,
+        mut inbound,
+        outbox,
+        events,
+        metrics,
+        gate,
+    } = task;
+    let mut upload = SessionUpload::default();
+    let in_flight = InFlight::default();
+    let mut waiting: Option<PlaceWait> = None;
+    let error = loop {
+        if upload.awaiting_place().is_some() && waiting.is_none() {
+            waiting = Some(Box::pin(gate.clone().enter()));
+        } else if upload.awaiting_place().is_none() {
+            // Withdrawn while waiting: leave the queue.
+            waiting = None;
+        }
+        let stall = upload.deadline();
+        tokio::select! {
+            place = wait_for(&mut waiting) => {
+                waiting = None;
+                let Some(place) = place else { continue };
+                let Some(round) = upload.grant(place, tokio::time::Instant::now()) else {
+                    continue;
                 };
-                match next {
-                    Ok(Some(message)) => {
-                        metrics.add_bytes_received(prost::Message::encoded_len(&message) as u64);
-                        if let Some(status) = version_refusal(&name, &message) {
-                            warn!(participant = %name, session, reason = status.message(), "session refused");
-                            let _ = refuse.send(Err(status)).await;
-                            break Some("another protocol version".to_owned());
-                        }
-                        let upload = match upload_step(&message) {
-                            Some(last) => {
-                                if place.is_none() {
-                                    place = gate.enter().await;
-                                }
-                                if last { place.take() } else { None }
-                            }
-                            // Anything else ends an upload.
-                            None => place.take(),
-                        };
-                        if events
-                            .send(SessionEvent::Message {
-                                name: name.clone(),
-                                session,
-                                message,
-                                upload,
-                            })
-                            .await
-                            .is_err()
-                        {
-                            break None;
-                        }
+                let grant = CoordinatorMessage {
+                    body: Some(tessera_proto::v1::coordinator_message::Body::UploadGrant(
+                        UploadGrant { round },
+                    )),
+                };
+                match outbox.try_send(Ok(grant)) {
+                    Ok(()) => debug!(participant = %name, session, round, "upload granted"),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        warn!(participant = %name, session, "participant is not reading its messages; closing its session");
+                        break Some("not reading its messages".to_owned());
                     }
-                    Ok(None) => break None,
-                    Err(status) => break Some(status.to_string()),
+                    Err(mpsc::error::TrySendError::Closed(_)) => break None,
                 }
-            };
-            drop(place);
-            debug!(participant = %name, session, ?error, "session closed");
-            let _ = events
-                .send(SessionEvent::Disconnected {
-                    name,
-                    session,
-                    error,
-                })
-                .await;
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+            }
+            () = sleep_until(stall) => {
+                warn!(participant = %name, session, "upload stalled; closing the session");
+                let _ = outbox.try_send(Err(Status::deadline_exceeded(format!(
+                    "the upload made no progress for {} s; session closed",
+                    UPLOAD_STALL.as_secs()
+                ))));
+                break Some("upload stalled".to_owned());
+            }
+            next = inbound.message() => match next {
+                Ok(Some(message)) => {
+                    metrics.add_bytes_received(prost::Message::encoded_len(&message) as u64);
+                    if let Some(status) = version_refusal(&name, &message) {
+                        warn!(participant = %name, session, reason = status.message(), "session refused");
+                        let _ = outbox.send(Err(status)).await;
+                        break Some("another protocol version".to_owned());
+                    }
+                    let upload_place = match upload.on_message(&message, tokio::time::Instant::now()) {
+                        Verdict::Consumed => continue,
+                        Verdict::Forward(place) => place,
+                        Verdict::Refuse(status) => {
+                            warn!(participant = %name, session, reason = status.message(), "upload refused; closing the session");
+                            let reason = status.message().to_owned();
+                            let _ = outbox.try_send(Err(status));
+                            break Some(reason);
+                        }
+                    };
+                    // Stop reading while the driver has enough of this
+                    // upload queued (HTTP/2 flow control holds the site).
+                    let in_flight = in_flight.admit(&message).await;
+                    if events
+                        .send(SessionEvent::Message {
+                            name: name.clone(),
+                            session,
+                            message,
+                            upload: UploadPermits {
+                                place: upload_place,
+                                in_flight,
+                            },
+                        })
+                        .await
+                        .is_err()
+                    {
+                        break None;
+                    }
+                }
+                Ok(None) => break None,
+                Err(status) => break Some(status.to_string()),
+            }
+        }
+    };
+    drop(waiting);
+    drop(upload);
+    debug!(participant = %name, session, ?error, "session closed");
+    let _ = events
+        .send(SessionEvent::Disconnected {
+            name,
+            session,
+            error,
+        })
+        .await;
+}
+
+/// Waits for the place being waited for, or forever if none is.
+async fn wait_for(waiting: &mut Option<PlaceWait>) -> Option<OwnedSemaphorePermit> {
+    match waiting {
+        Some(w) => w.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }

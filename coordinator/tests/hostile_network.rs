@@ -1,7 +1,9 @@
 //! The coordinator's port under hostile traffic, in process on loopback:
 //! idle, garbage and stalled connections do not lock sites out; HTTP/2 is
 //! bounded per connection; a participant whose certificate is revoked
-//! while it is connected is dropped, and refused from then on.
+//! while it is connected is dropped, and refused from then on; input is
+//! read only under an upload grant, a few sites at a time, and a site
+//! that sends without one or sits on one loses its session.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -65,7 +67,7 @@ enabled = false
 
 async fn start(limits: AcceptLimits) -> Coordinator {
     let dir = tempfile::tempdir().unwrap();
-    let pki = TestPki::new(dir.path().join("pki"), &["a", "b", "gone"]);
+    let pki = TestPki::new(dir.path().join("pki"), &["a", "b", "c", "gone"]);
     // A CRL from the start (revoking a participant that never connects).
     let crl = tessera_certs::revoke(&pki.dir, "gone").unwrap().crl;
     let config = write_config(dir.path(), &pki, &crl);
@@ -242,6 +244,10 @@ fn http2_is_bounded_per_connection() {
             settings.contains(&(0x6, server::MAX_HEADER_LIST_BYTES)),
             "{settings:?}"
         );
+        assert!(
+            settings.contains(&(0x4, server::RECEIVE_WINDOW_BYTES)),
+            "{settings:?}"
+        );
     });
 }
 
@@ -406,50 +412,172 @@ fn a_connected_participant_is_dropped_when_revoked() {
     });
 }
 
-/// An authenticated site that starts uploading an input vector and then
-/// stops cannot hold the coordinator's upload gate (which lets only a few
-/// uploads be read at once, to bound memory): its session is closed once
-/// the upload has made no progress for `UPLOAD_STALL`; a site that is idle
-/// without an upload under way keeps its session.
-#[test]
-fn a_stalled_upload_loses_its_session() {
-    use tessera_coordinator::service::UPLOAD_STALL;
+/// A message asking for an upload grant.
+fn upload_request(round: u64) -> ParticipantMessage {
+    ParticipantMessage {
+        body: Some(Body::UploadRequest(tessera_proto::v1::UploadRequest {
+            round,
+        })),
+    }
+}
+
+/// An input chunk of `elements` 4-byte elements of a vector of `total`.
+fn input_chunk(round: u64, offset: u64, elements: usize, total: u64) -> ParticipantMessage {
     use tessera_proto::v1::{ChunkPurpose, VectorChunk};
+    ParticipantMessage {
+        body: Some(Body::Chunk(VectorChunk {
+            round,
+            purpose: ChunkPurpose::MaskedInput as i32,
+            offset,
+            total,
+            data: vec![0u8; elements * 4].into(),
+        })),
+    }
+}
+
+/// The next message on `inbound` within `limit`: `Some(Ok(grant round))`
+/// for an upload grant, `Some(Err(status))` if the session ended with an
+/// error, `None` if nothing came.
+async fn next_grant(
+    inbound: &mut tonic::Streaming<tessera_proto::v1::CoordinatorMessage>,
+    limit: Duration,
+) -> Option<Result<u64, tonic::Status>> {
+    use tessera_proto::v1::coordinator_message::Body as In;
+    let until = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(until, inbound.message()).await {
+            Err(_) => return None,
+            Ok(Ok(Some(m))) => match m.body {
+                Some(In::UploadGrant(g)) => return Some(Ok(g.round)),
+                _ => continue,
+            },
+            Ok(Ok(None)) => return Some(Err(tonic::Status::unavailable("closed"))),
+            Ok(Err(status)) => return Some(Err(status)),
+        }
+    }
+}
+
+/// The session's end within `limit` (its error, or "closed").
+async fn session_end(
+    inbound: &mut tonic::Streaming<tessera_proto::v1::CoordinatorMessage>,
+    limit: Duration,
+) -> tonic::Status {
+    let end = tokio::time::timeout(limit, async {
+        loop {
+            match inbound.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => return tonic::Status::unavailable("closed"),
+                Err(status) => return status,
+            }
+        }
+    })
+    .await;
+    end.expect("the session ends in time")
+}
+
+/// Input goes by grant: of three sites asking at once, `UPLOADS_AT_ONCE`
+/// (two) are granted; the third waits, holding its bytes, and is granted
+/// as soon as one of the others has sent its last chunk.
+#[test]
+fn uploads_are_granted_a_few_at_a_time() {
+    use tessera_coordinator::service::UPLOADS_AT_ONCE;
+    assert_eq!(UPLOADS_AT_ONCE, 2);
+    runtime().block_on(async {
+        let c = start(AcceptLimits::default()).await;
+        let (tx_a, mut a) = session(&c, "a").await;
+        let (tx_b, mut b) = session(&c, "b").await;
+        let (tx_c, mut c3) = session(&c, "c").await;
+        for tx in [&tx_a, &tx_b] {
+            tx.send(upload_request(1)).await.unwrap();
+        }
+        let second = Duration::from_secs(5);
+        assert_eq!(next_grant(&mut a, second).await.unwrap().unwrap(), 1);
+        assert_eq!(next_grant(&mut b, second).await.unwrap().unwrap(), 1);
+        tx_c.send(upload_request(1)).await.unwrap();
+        assert!(
+            next_grant(&mut c3, Duration::from_millis(500))
+                .await
+                .is_none(),
+            "a third upload waits for a place"
+        );
+        // a sends its whole (small) vector: its place goes to c.
+        tx_a.send(input_chunk(1, 0, 10, 20)).await.unwrap();
+        tx_a.send(input_chunk(1, 10, 10, 20)).await.unwrap();
+        assert_eq!(next_grant(&mut c3, second).await.unwrap().unwrap(), 1);
+    });
+}
+
+/// Input chunks sent without a grant end the session at once with an
+/// error that says so (an honest participant never sends them); another
+/// site is untouched.
+#[test]
+fn input_without_a_grant_is_refused() {
     runtime().block_on(async {
         let c = start(AcceptLimits::default()).await;
         let (tx_a, mut a) = session(&c, "a").await;
         let (_tx_b, mut b) = session(&c, "b").await;
-        // The first quarter of a masked input, then nothing.
-        tx_a.send(ParticipantMessage {
-            body: Some(Body::Chunk(VectorChunk {
-                round: 1,
-                purpose: ChunkPurpose::MaskedInput as i32,
-                offset: 0,
-                total: 400,
-                data: vec![0u8; 400].into(),
-            })),
-        })
-        .await
-        .unwrap();
         let t = Instant::now();
-        let end = tokio::time::timeout(UPLOAD_STALL + Duration::from_secs(5), async {
-            loop {
-                match a.message().await {
-                    Ok(Some(_)) => continue,
-                    other => return other,
-                }
-            }
-        })
-        .await
-        .expect("the stalled session is closed");
-        assert!(end.is_err() || matches!(end, Ok(None)), "{end:?}");
-        assert!(t.elapsed() >= UPLOAD_STALL - Duration::from_secs(1));
-        // b, idle all along, is untouched.
+        tx_a.send(input_chunk(1, 0, 100, 400)).await.unwrap();
+        let status = session_end(&mut a, Duration::from_secs(5)).await;
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("without an upload grant"),
+            "{status:?}"
+        );
+        assert!(t.elapsed() < tessera_coordinator::service::UPLOAD_STALL);
         assert!(
             tokio::time::timeout(Duration::from_millis(300), b.message())
                 .await
                 .is_err(),
             "b's session is untouched"
+        );
+    });
+}
+
+/// An authenticated site that holds a grant and sends nothing, or starts
+/// its upload and then stops, cannot keep its place (only a few uploads
+/// are read at once, to bound memory): its session is closed once it has
+/// made no progress for `UPLOAD_STALL`, and its place goes to the next
+/// site; a site that is idle without a grant keeps its session.
+#[test]
+fn a_stalled_upload_loses_its_session() {
+    use tessera_coordinator::service::UPLOAD_STALL;
+    runtime().block_on(async {
+        let c = start(AcceptLimits::default()).await;
+        let (tx_a, mut a) = session(&c, "a").await;
+        let (tx_b, mut b) = session(&c, "b").await;
+        let (tx_c, mut c3) = session(&c, "c").await;
+        let second = Duration::from_secs(5);
+        // a: granted, then the first quarter of its input, then nothing.
+        tx_a.send(upload_request(1)).await.unwrap();
+        assert_eq!(next_grant(&mut a, second).await.unwrap().unwrap(), 1);
+        tx_a.send(input_chunk(1, 0, 100, 400)).await.unwrap();
+        // b: granted, and never uses it.
+        tx_b.send(upload_request(1)).await.unwrap();
+        assert_eq!(next_grant(&mut b, second).await.unwrap().unwrap(), 1);
+        let t = Instant::now();
+        // c waits for a place and keeps its session meanwhile.
+        tx_c.send(upload_request(1)).await.unwrap();
+        for (who, inbound) in [("a", &mut a), ("b", &mut b)] {
+            let status = session_end(inbound, UPLOAD_STALL + second).await;
+            assert_eq!(
+                status.code(),
+                tonic::Code::DeadlineExceeded,
+                "{who}: {status:?}"
+            );
+            assert!(
+                status.message().contains("no progress"),
+                "{who}: {status:?}"
+            );
+            assert!(
+                t.elapsed() >= UPLOAD_STALL - Duration::from_secs(1),
+                "{who}"
+            );
+        }
+        assert_eq!(
+            next_grant(&mut c3, second).await.unwrap().unwrap(),
+            1,
+            "the stalled sites' place goes to the next"
         );
     });
 }

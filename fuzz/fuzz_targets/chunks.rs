@@ -1,10 +1,13 @@
 //! Chunk reassembly: a stream of chunks cut from the input (offsets,
 //! totals, sizes and purposes chosen by the fuzzer) pushed into assemblers
-//! of each element width. Memory must follow the bytes received.
+//! of each element width. Memory must follow the bytes received. Each
+//! chunk is also cut into wire frames (`chunk::frames`, fuzzer-chosen
+//! element and frame sizes): the frames must carry exactly its bytes, in
+//! order, at consistent offsets.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tessera_proto::chunk::{Assembler, MAX_CHUNK_BYTES};
+use tessera_proto::chunk::{Assembler, MAX_CHUNK_BYTES, frames};
 use tessera_proto::v1::{ChunkPurpose, VectorChunk};
 
 fn u64_at(d: &[u8], i: usize) -> u64 {
@@ -40,6 +43,17 @@ fuzz_target!(|data: &[u8]| {
             total,
             data: body.to_vec().into(),
         };
+        let element = usize::from(rest[8] >> 4) % 9;
+        let max = usize::from(rest[17]) * 4;
+        let mut joined = Vec::new();
+        let mut next = chunk.offset;
+        for f in frames(chunk.clone(), element, max) {
+            assert_eq!(f.offset, next);
+            assert_eq!((f.round, f.purpose, f.total), (7, purpose, total));
+            next = next.saturating_add((f.data.len() / element.max(1)) as u64);
+            joined.extend_from_slice(&f.data);
+        }
+        assert_eq!(joined, chunk.data.to_vec());
         let _ = narrow.push(&chunk);
         let _ = wide.push(&chunk);
         let _ = model.push(&chunk);

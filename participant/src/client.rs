@@ -325,6 +325,8 @@ async fn session(
     // close now, and the coordinator drops it from its round.
     *leaving = None;
     info!("connected to the coordinator");
+    // The site's input waits here for the coordinator's grant.
+    let mut uploads = crate::upload::UploadQueue::default();
     loop {
         let message = match inbound.message().await {
             Ok(Some(m)) => m,
@@ -340,6 +342,22 @@ async fn session(
                 };
             }
         };
+        match uploads.inbound(&message) {
+            crate::upload::Inbound::Grant(now) => {
+                for m in now {
+                    if !send(&tx, m, hook).await {
+                        return SessionEnd::Lost("session closed while sending".into());
+                    }
+                }
+                continue;
+            }
+            crate::upload::Inbound::Site { withdraw: Some(w) } => {
+                if !send(&tx, w, hook).await {
+                    return SessionEnd::Lost("session closed while sending".into());
+                }
+            }
+            crate::upload::Inbound::Site { withdraw: None } => {}
+        }
         // Local training and the share stage can take a while: keep the
         // runtime's other work going, with a few sites per core at most
         // handling a message at once (see `compute_slots`).
@@ -357,12 +375,10 @@ async fn session(
                         while site.poll_action().is_some() {}
                         return SessionEnd::LeftRound(Box::new((tx, inbound, client)));
                     }
-                    let seen = hook.as_ref().map(|_| m.clone());
-                    if tx.send(m).await.is_err() {
-                        return SessionEnd::Lost("session closed while sending".into());
-                    }
-                    if let (Some(h), Some(m)) = (hook.as_mut(), seen) {
-                        h.sent(&m);
+                    for m in uploads.outgoing(m) {
+                        if !send(&tx, m, hook).await {
+                            return SessionEnd::Lost("session closed while sending".into());
+                        }
                     }
                 }
                 Action::Exit { code, reason } => {
@@ -374,4 +390,21 @@ async fn session(
             }
         }
     }
+}
+
+/// Queues `m` for the coordinator and shows it to the hook; `false` if the
+/// session is closed.
+async fn send(
+    tx: &mpsc::Sender<ParticipantMessage>,
+    m: ParticipantMessage,
+    hook: &mut Option<Box<dyn SendHook>>,
+) -> bool {
+    let seen = hook.as_ref().map(|_| m.clone());
+    if tx.send(m).await.is_err() {
+        return false;
+    }
+    if let (Some(h), Some(m)) = (hook.as_mut(), seen) {
+        h.sent(&m);
+    }
+    true
 }

@@ -12,6 +12,8 @@
 //! - [`ledger`]: the site's own privacy ledger (SQLite, or in memory);
 //! - [`client`]: the I/O shell — gRPC with reconnection and backoff, the
 //!   files, the clock and the operating system's randomness;
+//! - `upload`: the shell's side of the upload grant (input held until the
+//!   coordinator grants it);
 //! - [`config`]: the configuration file;
 //! - [`signing`]: signed advertised keys (opt-in defence against a
 //!   coordinator substituting secure-aggregation keys);
@@ -37,3 +39,4 @@ pub mod signing;
 pub mod site;
 pub mod tls;
 pub mod trainer;
+mod upload;

@@ -68,7 +68,9 @@ fn strings(m: &ParticipantMessage) -> Vec<&str> {
         | Out::ShareKeys(_)
         | Out::Chunk(_)
         | Out::Unmask(_)
-        | Out::SurvivorSignature(_) => vec![],
+        | Out::SurvivorSignature(_)
+        | Out::UploadRequest(_)
+        | Out::UploadWithdrawn(_) => vec![],
     }
 }
 

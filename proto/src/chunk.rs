@@ -16,14 +16,31 @@
 
 use crate::v1::{ChunkPurpose, VectorChunk};
 
+mod frames;
+pub use frames::{Frames, frames};
+
 /// Largest element payload of one chunk a receiver accepts (1 MiB).
 pub const MAX_CHUNK_BYTES: usize = 1 << 20;
 
-/// Element payload of the chunks [`split`] makes (256 KiB). Smaller than
-/// the largest accepted: each gRPC stream keeps encode and decode buffers
-/// as large as its largest message, so the coordinator's memory per
-/// connected site follows this figure.
+/// Element payload of the model chunks [`split`] makes (256 KiB): the
+/// granularity at which the coordinator queues the model for each
+/// participant (one reference to the shared broadcast buffer per chunk, so
+/// a participant's queue holds few entries whatever the model size). They
+/// go on the wire re-cut into [`WIRE_FRAME_BYTES`] frames ([`frames`]).
 pub const SEND_CHUNK_BYTES: usize = 256 << 10;
+
+/// Largest element payload of one message this build puts on the wire
+/// (32 KiB): input chunks are split at this size and the coordinator
+/// re-cuts model chunks into frames of it as they are sent.
+///
+/// The coordinator's memory per connected site follows this figure, not the
+/// model size: each gRPC stream keeps a decode buffer as large as the
+/// largest message it has received (tonic never shrinks it), and each
+/// outgoing stream holds at most a couple of encoded messages besides
+/// HTTP/2's send buffer. At 32 KiB a message still carries 8,192 elements,
+/// so the per-message work (a header, a channel hop) stays small next to
+/// the work on the elements.
+pub const WIRE_FRAME_BYTES: usize = 32 << 10;
 
 /// Element layouts that travel in chunks.
 pub trait Element: Copy + Default {
@@ -72,13 +89,23 @@ impl Element for u64 {
     }
 }
 
-/// Splits `values` into chunks of at most [`SEND_CHUNK_BYTES`] each.
+/// Element payload of the chunks [`split`] makes for `purpose`: model
+/// vectors (the coordinator's broadcast) in [`SEND_CHUNK_BYTES`], input
+/// vectors (a site's upload) in [`WIRE_FRAME_BYTES`].
+pub fn chunk_bytes(purpose: ChunkPurpose) -> usize {
+    match purpose {
+        ChunkPurpose::Model => SEND_CHUNK_BYTES,
+        _ => WIRE_FRAME_BYTES,
+    }
+}
+
+/// Splits `values` into chunks of at most [`chunk_bytes`]`(purpose)` each.
 ///
 /// An empty vector still yields one (empty) chunk so the receiver learns the
 /// total. The chunks' data is reference-counted: a chunk sent to many
 /// participants is cloned, never copied.
 pub fn split<T: Element>(round: u64, purpose: ChunkPurpose, values: &[T]) -> Vec<VectorChunk> {
-    let per_chunk = SEND_CHUNK_BYTES / T::SIZE;
+    let per_chunk = (chunk_bytes(purpose) / T::SIZE).max(1);
     let total = values.len() as u64;
     if values.is_empty() {
         return vec![VectorChunk {
@@ -371,9 +398,11 @@ mod tests {
 
     #[test]
     fn rejects_bad_chunks() {
-        let values: Vec<u32> = (0..100_000).collect();
+        // Two chunks (inputs are split in 32 KiB wire frames).
+        let values: Vec<u32> = (0..12_000).collect();
         let chunks = split(3, ChunkPurpose::MaskedInput, &values);
-        let mut asm = Assembler::<u32>::new(3, ChunkPurpose::MaskedInput, 100_000);
+        assert_eq!(chunks.len(), 2);
+        let mut asm = Assembler::<u32>::new(3, ChunkPurpose::MaskedInput, 12_000);
         assert!(matches!(
             asm.push(&chunks[1]),
             Err(ChunkError::OutOfOrder { expected: 0, .. })

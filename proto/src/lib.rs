@@ -25,6 +25,8 @@ pub mod v1 {
 
 /// The wire protocol version this build speaks. Version 2 added the
 /// signed-key round's survivor list and signatures and its derived graph
-/// seed, and the site noise of distributed and local placements; a
+/// seed, and the site noise of distributed and local placements. Version 3
+/// added the upload grant (`UploadRequest`, `UploadGrant`,
+/// `UploadWithdrawn`): a participant sends its input only when granted. A
 /// coordinator refuses a participant that speaks another version.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;

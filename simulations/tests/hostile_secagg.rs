@@ -27,13 +27,12 @@ use tessera_proto::chunk::Assembler;
 use tessera_proto::convert;
 use tessera_proto::v1::{
     self, ChunkPurpose, CoordinatorMessage, DeclineCode, coordinator_message::Body as In,
-    federation_server::FederationServer, participant_message::Body as Out,
+    participant_message::Body as Out,
 };
 use tessera_secagg as sa;
 use tessera_testkit::pki::TestPki;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
 
 const NAMES: [&str; 3] = ["alice", "bob", "carol"];
 const DIM: usize = 9;
@@ -360,13 +359,9 @@ async fn a_cheating_coordinator_is_caught_by_a_participant_process() {
         Arc::new(TlsConfigCell::new(tls)),
         AcceptLimits::default(),
         conn_tx,
-        stop_rx,
+        stop_rx.clone(),
     ));
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(FederationServer::new(service))
-            .serve_with_incoming(ReceiverStream::new(conn_rx)),
-    );
+    tokio::spawn(tessera_coordinator::http2::serve(service, conn_rx, stop_rx));
 
     let participant = start_alice(dir.path(), &pki, port);
     let log = || std::fs::read_to_string(&participant.log).unwrap_or_default();

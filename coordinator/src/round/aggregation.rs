@@ -558,5 +558,7 @@ pub fn body_name(body: &Body) -> &'static str {
         Body::Unmask(_) => "unmask response",
         Body::SurvivorSignature(_) => "survivor signature",
         Body::TaskRejected(_) => "task rejection",
+        Body::UploadRequest(_) => "upload request",
+        Body::UploadWithdrawn(_) => "upload withdrawal",
     }
 }

@@ -295,6 +295,9 @@ impl Site {
             In::SurvivorList(l) => self.survivor_list(l),
             In::UnmaskRequest(r) => self.unmask(r),
             In::Result(r) => self.result(r),
+            // Transport: the shell's upload queue answers grants
+            // (`crate::upload`); one that reaches the site is stale.
+            In::UploadGrant(_) => {}
             In::Done(d) => {
                 let delta = self.policy.privacy.delta;
                 let eps = self.ledger.epsilon(delta).unwrap_or(f64::NAN);
