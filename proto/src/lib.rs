@@ -27,6 +27,8 @@ pub mod v1 {
 /// signed-key round's survivor list and signatures and its derived graph
 /// seed, and the site noise of distributed and local placements. Version 3
 /// added the upload grant (`UploadRequest`, `UploadGrant`,
-/// `UploadWithdrawn`): a participant sends its input only when granted. A
-/// coordinator refuses a participant that speaks another version.
+/// `UploadWithdrawn`): a participant sends its input only when granted; and
+/// the analytics aggregation kind (`AnalyticsQuery` in the announcement,
+/// with its decline codes). A coordinator refuses a participant that speaks
+/// another version.
 pub const PROTOCOL_VERSION: u32 = 3;

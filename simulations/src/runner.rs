@@ -183,8 +183,7 @@ struct Usage {
 /// tell, not a free one).
 fn cpu_per_round(seen: &[(u32, f64)]) -> Option<f64> {
     let (first, last) = (seen.first()?, seen.last()?);
-    (last.0 > first.0 && last.1 > first.1)
-        .then(|| (last.1 - first.1) / f64::from(last.0 - first.0))
+    (last.0 > first.0 && last.1 > first.1).then(|| (last.1 - first.1) / f64::from(last.0 - first.0))
 }
 
 /// Everything after the federation: evaluation of the final model, the
