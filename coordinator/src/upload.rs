@@ -22,6 +22,11 @@
 //!   ignoring its grant or stopping half-way;
 //! - `UploadWithdrawn` gives a place (or the turn in the queue) back, for a
 //!   round that ended while the site waited;
+//! - the request names the upload's size in bytes: the chunk that brings
+//!   the count to it is the upload's last, and a chunk past it ends the
+//!   session (the size is the participant's word, but a wrong one only
+//!   ends its own upload early or holds its place until the stall
+//!   deadline; the driver checks each chunk against the round);
 //! - the place is released once the driver has handled the upload's last
 //!   chunk (it travels with that chunk's event), or when the session ends;
 //!   other messages in between are forwarded and change nothing.
@@ -72,12 +77,14 @@ enum State {
     /// No upload asked for.
     #[default]
     Idle,
-    /// Asked for `round`, waiting for a place.
-    AwaitingPlace { round: u64 },
-    /// Granted for `round`: its chunks may come; `progress` is when the
-    /// grant was sent or the last chunk arrived.
+    /// Asked for `round`'s upload of `bytes`, waiting for a place.
+    AwaitingPlace { round: u64, bytes: u64 },
+    /// Granted for `round`: its chunks may come until `remaining` bytes
+    /// have arrived; `progress` is when the grant was sent or the last
+    /// chunk arrived.
     AwaitingChunks {
         round: u64,
+        remaining: u64,
         place: OwnedSemaphorePermit,
         progress: Instant,
     },
@@ -150,19 +157,11 @@ fn input_chunk(message: &ParticipantMessage) -> Option<&VectorChunk> {
     }
 }
 
-/// Whether `c` is the last chunk of its vector. The element size is not
-/// known here; taking 4 bytes errs towards ending an upload of 8-byte
-/// elements up to half a chunk early (a slightly weaker bound, never a
-/// stuck place).
-fn is_last(c: &VectorChunk) -> bool {
-    c.offset.saturating_add((c.data.len() / 4) as u64) >= c.total
-}
-
 impl SessionUpload {
     /// The round this session waits for a place for, if it does.
     pub fn awaiting_place(&self) -> Option<u64> {
         match self.state {
-            State::AwaitingPlace { round } => Some(round),
+            State::AwaitingPlace { round, .. } => Some(round),
             _ => None,
         }
     }
@@ -171,9 +170,12 @@ impl SessionUpload {
     /// name in the grant (`None`, and the place goes back, if the session
     /// no longer waits).
     pub fn grant(&mut self, place: OwnedSemaphorePermit, now: Instant) -> Option<u64> {
-        let round = self.awaiting_place()?;
+        let State::AwaitingPlace { round, bytes } = self.state else {
+            return None;
+        };
         self.state = State::AwaitingChunks {
             round,
+            remaining: bytes,
             place,
             progress: now,
         };
@@ -193,7 +195,10 @@ impl SessionUpload {
     pub fn on_message(&mut self, message: &ParticipantMessage, now: Instant) -> Verdict {
         match (&message.body, &mut self.state) {
             (Some(Body::UploadRequest(r)), State::Idle) => {
-                self.state = State::AwaitingPlace { round: r.round };
+                self.state = State::AwaitingPlace {
+                    round: r.round,
+                    bytes: r.bytes,
+                };
                 Verdict::Consumed
             }
             (Some(Body::UploadRequest(r)), _) => {
@@ -202,7 +207,7 @@ impl SessionUpload {
                     r.round
                 )))
             }
-            (Some(Body::UploadWithdrawn(w)), State::AwaitingPlace { round })
+            (Some(Body::UploadWithdrawn(w)), State::AwaitingPlace { round, .. })
             | (Some(Body::UploadWithdrawn(w)), State::AwaitingChunks { round, .. })
                 if *round == w.round =>
             {
@@ -216,7 +221,10 @@ impl SessionUpload {
                 (
                     Some(c),
                     State::AwaitingChunks {
-                        round, progress, ..
+                        round,
+                        remaining,
+                        progress,
+                        ..
                     },
                 ) => {
                     if c.round != *round {
@@ -225,8 +233,14 @@ impl SessionUpload {
                             c.round
                         )));
                     }
+                    let Some(left) = remaining.checked_sub(c.data.len() as u64) else {
+                        return Verdict::Refuse(Status::invalid_argument(format!(
+                            "input chunk for round {round} goes past the upload's requested size"
+                        )));
+                    };
+                    *remaining = left;
                     *progress = now;
-                    if is_last(c) {
+                    if left == 0 {
                         Verdict::Forward(self.release())
                     } else {
                         Verdict::Forward(None)
@@ -256,9 +270,9 @@ mod tests {
     use super::*;
     use tessera_proto::v1::{UploadRequest, UploadWithdrawn};
 
-    fn request(round: u64) -> ParticipantMessage {
+    fn request(round: u64, bytes: u64) -> ParticipantMessage {
         ParticipantMessage {
-            body: Some(Body::UploadRequest(UploadRequest { round })),
+            body: Some(Body::UploadRequest(UploadRequest { round, bytes })),
         }
     }
 
@@ -269,13 +283,17 @@ mod tests {
     }
 
     fn chunk(round: u64, offset: u64, elements: usize, total: u64) -> ParticipantMessage {
+        wide_chunk(round, offset, elements * 4, total)
+    }
+
+    fn wide_chunk(round: u64, offset: u64, bytes: usize, total: u64) -> ParticipantMessage {
         ParticipantMessage {
             body: Some(Body::Chunk(VectorChunk {
                 round,
                 purpose: ChunkPurpose::MaskedInput as i32,
                 offset,
                 total,
-                data: vec![0u8; elements * 4].into(),
+                data: vec![0u8; bytes].into(),
             })),
         }
     }
@@ -308,7 +326,10 @@ mod tests {
         let t0 = Instant::now();
         let mut s = SessionUpload::default();
         assert!(matches!(s.on_message(&hello(), t0), Verdict::Forward(None)));
-        assert!(matches!(s.on_message(&request(4), t0), Verdict::Consumed));
+        assert!(matches!(
+            s.on_message(&request(4, 80), t0),
+            Verdict::Consumed
+        ));
         assert_eq!(s.awaiting_place(), Some(4));
         assert_eq!(s.deadline(), None, "no stall clock while queued");
         assert_eq!(s.grant(place(&gate), t0), Some(4));
@@ -333,7 +354,10 @@ mod tests {
         drop(p);
         assert_eq!(gate.available_permits(), 1);
         // A new upload may be asked for.
-        assert!(matches!(s.on_message(&request(5), t1), Verdict::Consumed));
+        assert!(matches!(
+            s.on_message(&request(5, 4), t1),
+            Verdict::Consumed
+        ));
     }
 
     /// Input without a grant, for another round than the grant's, or a
@@ -347,13 +371,16 @@ mod tests {
             s.on_message(&chunk(3, 0, 10, 10), t),
             "without an upload grant",
         );
-        assert!(matches!(s.on_message(&request(3), t), Verdict::Consumed));
+        assert!(matches!(
+            s.on_message(&request(3, 40), t),
+            Verdict::Consumed
+        ));
         refused(
             s.on_message(&chunk(3, 0, 10, 10), t),
             "without an upload grant",
         );
         refused(
-            s.on_message(&request(3), t),
+            s.on_message(&request(3, 40), t),
             "while another upload is pending",
         );
         s.grant(place(&gate), t);
@@ -362,7 +389,7 @@ mod tests {
             "round 2 under an upload grant for round 3",
         );
         refused(
-            s.on_message(&request(3), t),
+            s.on_message(&request(3, 40), t),
             "while another upload is pending",
         );
         // Plain input is input too; model chunks are not the gate's.
@@ -386,7 +413,7 @@ mod tests {
         let gate = Arc::new(Semaphore::new(1));
         let t = Instant::now();
         let mut s = SessionUpload::default();
-        s.on_message(&request(8), t);
+        s.on_message(&request(8, 4), t);
         assert!(matches!(s.on_message(&withdrawn(7), t), Verdict::Consumed));
         assert_eq!(s.awaiting_place(), Some(8));
         assert!(matches!(s.on_message(&withdrawn(8), t), Verdict::Consumed));
@@ -395,7 +422,7 @@ mod tests {
         assert_eq!(s.grant(place(&gate), t), None);
         assert_eq!(gate.available_permits(), 1);
 
-        s.on_message(&request(9), t);
+        s.on_message(&request(9, 4), t);
         s.grant(place(&gate), t);
         assert_eq!(gate.available_permits(), 0);
         assert!(matches!(s.on_message(&withdrawn(9), t), Verdict::Consumed));
@@ -404,6 +431,51 @@ mod tests {
         refused(
             s.on_message(&chunk(9, 0, 1, 1), t),
             "without an upload grant",
+        );
+    }
+
+    /// An upload of 8-byte elements in several wire frames ends with its
+    /// last frame, not when the frames' bytes read as 4-byte elements would
+    /// reach the vector's length (a 10,011-element vector of 8-byte
+    /// elements is three 32 KiB frames; the second used to end the grant
+    /// and the third was refused as input without one).
+    #[test]
+    fn a_wide_upload_in_several_frames_ends_with_its_last_frame() {
+        let gate = Arc::new(Semaphore::new(1));
+        let t = Instant::now();
+        let mut s = SessionUpload::default();
+        let (total, frame) = (10_011u64, 4_096u64);
+        let bytes = total * 8;
+        assert!(matches!(
+            s.on_message(&request(2, bytes), t),
+            Verdict::Consumed
+        ));
+        s.grant(place(&gate), t);
+        for offset in (0..total).step_by(frame as usize) {
+            let elements = frame.min(total - offset);
+            let last = offset + elements == total;
+            match s.on_message(&wide_chunk(2, offset, (elements * 8) as usize, total), t) {
+                Verdict::Forward(Some(p)) if last => drop(p),
+                Verdict::Forward(None) if !last => {}
+                other => panic!("frame at {offset}: {other:?}"),
+            }
+        }
+        assert_eq!(gate.available_permits(), 1);
+        assert_eq!(s.deadline(), None);
+
+        // Bytes past the requested size end the session.
+        assert!(matches!(
+            s.on_message(&request(3, 16), t),
+            Verdict::Consumed
+        ));
+        s.grant(place(&gate), t);
+        assert!(matches!(
+            s.on_message(&wide_chunk(3, 0, 8, 3), t),
+            Verdict::Forward(None)
+        ));
+        refused(
+            s.on_message(&wide_chunk(3, 1, 16, 3), t),
+            "past the upload's requested size",
         );
     }
 }

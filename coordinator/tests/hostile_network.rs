@@ -413,10 +413,12 @@ fn a_connected_participant_is_dropped_when_revoked() {
 }
 
 /// A message asking for an upload grant.
-fn upload_request(round: u64) -> ParticipantMessage {
+/// A request for an upload of `bytes` bytes of element data.
+fn upload_request(round: u64, bytes: u64) -> ParticipantMessage {
     ParticipantMessage {
         body: Some(Body::UploadRequest(tessera_proto::v1::UploadRequest {
             round,
+            bytes,
         })),
     }
 }
@@ -488,12 +490,12 @@ fn uploads_are_granted_a_few_at_a_time() {
         let (tx_b, mut b) = session(&c, "b").await;
         let (tx_c, mut c3) = session(&c, "c").await;
         for tx in [&tx_a, &tx_b] {
-            tx.send(upload_request(1)).await.unwrap();
+            tx.send(upload_request(1, 80)).await.unwrap();
         }
         let second = Duration::from_secs(5);
         assert_eq!(next_grant(&mut a, second).await.unwrap().unwrap(), 1);
         assert_eq!(next_grant(&mut b, second).await.unwrap().unwrap(), 1);
-        tx_c.send(upload_request(1)).await.unwrap();
+        tx_c.send(upload_request(1, 80)).await.unwrap();
         assert!(
             next_grant(&mut c3, Duration::from_millis(500))
                 .await
@@ -549,15 +551,15 @@ fn a_stalled_upload_loses_its_session() {
         let (tx_c, mut c3) = session(&c, "c").await;
         let second = Duration::from_secs(5);
         // a: granted, then the first quarter of its input, then nothing.
-        tx_a.send(upload_request(1)).await.unwrap();
+        tx_a.send(upload_request(1, 1600)).await.unwrap();
         assert_eq!(next_grant(&mut a, second).await.unwrap().unwrap(), 1);
         tx_a.send(input_chunk(1, 0, 100, 400)).await.unwrap();
         // b: granted, and never uses it.
-        tx_b.send(upload_request(1)).await.unwrap();
+        tx_b.send(upload_request(1, 1600)).await.unwrap();
         assert_eq!(next_grant(&mut b, second).await.unwrap().unwrap(), 1);
         let t = Instant::now();
         // c waits for a place and keeps its session meanwhile.
-        tx_c.send(upload_request(1)).await.unwrap();
+        tx_c.send(upload_request(1, 1600)).await.unwrap();
         for (who, inbound) in [("a", &mut a), ("b", &mut b)] {
             let status = session_end(inbound, UPLOAD_STALL + second).await;
             assert_eq!(

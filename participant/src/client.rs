@@ -389,6 +389,14 @@ async fn session(
                 }
             }
         }
+        // The site has handed over everything this message made it send:
+        // an input vector now held is whole, and its request can name its
+        // size.
+        if let Some(request) = uploads.flush()
+            && !send(&tx, request, hook).await
+        {
+            return SessionEnd::Lost("session closed while sending".into());
+        }
     }
 }
 

@@ -25,6 +25,8 @@ use tessera_proto::v1::{
 struct Held {
     round: u64,
     chunks: Vec<ParticipantMessage>,
+    /// Whether its `UploadRequest` has gone out.
+    requested: bool,
 }
 
 /// The input held until its grant (see the module docs).
@@ -67,29 +69,51 @@ pub(crate) enum Inbound {
 
 impl UploadQueue {
     /// Takes one message the site wants sent; returns what to send now. An
-    /// input chunk is held; the first of its vector brings its request
-    /// (after the withdrawal of an older vector still held, if any).
+    /// input chunk is held (after the withdrawal of an older vector still
+    /// held, if any); its request goes out with [`flush`](Self::flush).
     pub(crate) fn outgoing(&mut self, message: ParticipantMessage) -> Vec<ParticipantMessage> {
         let Some(round) = input_round(&message) else {
             return vec![message];
         };
         let mut now = Vec::new();
         match &mut self.held {
-            Some(h) if h.round == round => h.chunks.push(message),
+            Some(h) if h.round == round && !h.requested => h.chunks.push(message),
             _ => {
-                if let Some(old) = self.held.take() {
+                if let Some(old) = self.held.take().filter(|h| h.requested) {
                     now.push(withdrawn(old.round));
                 }
-                now.push(ParticipantMessage {
-                    body: Some(Out::UploadRequest(UploadRequest { round })),
-                });
                 self.held = Some(Held {
                     round,
                     chunks: vec![message],
+                    requested: false,
                 });
             }
         }
         now
+    }
+
+    /// The request for the held vector, once the site has handed over all
+    /// of it (the shell calls this after taking everything one message
+    /// made the site send; a site emits a whole input vector at once). It
+    /// names the vector's size in bytes, which tells the coordinator which
+    /// chunk ends the upload.
+    pub(crate) fn flush(&mut self) -> Option<ParticipantMessage> {
+        let h = self.held.as_mut().filter(|h| !h.requested)?;
+        h.requested = true;
+        let bytes = h
+            .chunks
+            .iter()
+            .map(|m| match &m.body {
+                Some(Out::Chunk(c)) => c.data.len() as u64,
+                _ => 0,
+            })
+            .sum();
+        Some(ParticipantMessage {
+            body: Some(Out::UploadRequest(UploadRequest {
+                round: h.round,
+                bytes,
+            })),
+        })
     }
 
     /// Looks at one message from the coordinator (see [`Inbound`]).
@@ -150,9 +174,9 @@ mod tests {
         }
     }
 
-    fn request(round: u64) -> ParticipantMessage {
+    fn request(round: u64, bytes: u64) -> ParticipantMessage {
         ParticipantMessage {
-            body: Some(Out::UploadRequest(UploadRequest { round })),
+            body: Some(Out::UploadRequest(UploadRequest { round, bytes })),
         }
     }
 
@@ -167,9 +191,13 @@ mod tests {
         assert_eq!(q.outgoing(keys.clone()), vec![keys.clone()]);
         let a = chunk(3, 0, ChunkPurpose::MaskedInput);
         let b = chunk(3, 1, ChunkPurpose::MaskedInput);
-        assert_eq!(q.outgoing(a.clone()), vec![request(3)]);
+        assert_eq!(q.outgoing(a.clone()), vec![]);
         assert_eq!(q.outgoing(b.clone()), vec![]);
         assert_eq!(q.outgoing(keys.clone()), vec![keys]);
+        // Once the site has handed over the whole vector, the request names
+        // its size; it goes out once.
+        assert_eq!(q.flush(), Some(request(3, 8)));
+        assert_eq!(q.flush(), None);
         // A message for the site changes nothing.
         let announce = CoordinatorMessage {
             body: Some(In::Announce(RoundAnnounce {
@@ -187,10 +215,8 @@ mod tests {
         assert_eq!(out, vec![a, b]);
         assert!(!q.holds());
         // Plain input goes by grant too; model chunks are not input.
-        assert_eq!(
-            q.outgoing(chunk(4, 0, ChunkPurpose::PlainInput)),
-            vec![request(4)]
-        );
+        assert_eq!(q.outgoing(chunk(4, 0, ChunkPurpose::PlainInput)), vec![]);
+        assert_eq!(q.flush(), Some(request(4, 4)));
         let model = chunk(4, 0, ChunkPurpose::Model);
         assert_eq!(q.outgoing(model.clone()), vec![model]);
     }
@@ -202,6 +228,7 @@ mod tests {
     fn stale_input_and_stale_grants_are_given_back() {
         let mut q = UploadQueue::default();
         q.outgoing(chunk(5, 0, ChunkPurpose::MaskedInput));
+        q.flush();
         let other_result = CoordinatorMessage {
             body: Some(In::Result(RoundResult {
                 round: 4,
@@ -229,10 +256,12 @@ mod tests {
         assert_eq!(out, vec![withdrawn(5)], "a late grant is given back");
 
         q.outgoing(chunk(6, 0, ChunkPurpose::MaskedInput));
+        q.flush();
         assert_eq!(
             q.outgoing(chunk(7, 0, ChunkPurpose::MaskedInput)),
-            vec![withdrawn(6), request(7)]
+            vec![withdrawn(6)]
         );
+        assert_eq!(q.flush(), Some(request(7, 4)));
         let Inbound::Grant(out) = q.inbound(&grant(6)) else {
             panic!("a grant");
         };

@@ -6,7 +6,8 @@
 //! - `engines_agree_byte_for_byte`: the same options, `--seed` and
 //!   `--noise-seed` give byte-identical `metrics.csv` on the in-process
 //!   engine twice and on the processes engine (secure aggregation and DP
-//!   on, 6 sites), each run says which engine ran it, and another noise
+//!   on, 6 sites, a model whose uploads take several wire frames), each
+//!   run says which engine ran it, and another noise
 //!   seed gives other figures;
 //! - `planned_dropouts_are_the_reported_ones`: with a site leaving at each
 //!   secure-aggregation stage of every round (in process), every round is
@@ -68,13 +69,18 @@ fn read(p: PathBuf) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
+/// A model of 5,121 parameters (30 inputs, 160 hidden units): with DP on,
+/// each masked input is 8-byte elements over two wire frames, so every
+/// upload is granted, sent in parts and ended by its requested size.
+const WIDE: &str = "--model=mlp:160";
+
 #[test]
 fn engines_agree_byte_for_byte() {
     let dir = tempfile::tempdir().unwrap();
     let mut metrics = Vec::new();
     for (name, engine) in [("a", "inprocess"), ("b", "inprocess"), ("c", "processes")] {
         let out = dir.path().join(name);
-        let s = run(&base(6, &["--engine", engine, "--noise-seed", "9"]), &out);
+        let s = run(&base(6, &["--engine", engine, "--noise-seed", "9", WIDE]), &out);
         assert_eq!(s["engine"], engine);
         assert_eq!(s["rounds"], 3, "{s:#}");
         assert_eq!(s["noise_seeded"], true);
@@ -95,7 +101,7 @@ fn engines_agree_byte_for_byte() {
     assert_eq!(last[4..6], ["6", "0"], "{}", metrics[0]);
     let other = dir.path().join("d");
     run(
-        &base(6, &["--engine", "inprocess", "--noise-seed", "10"]),
+        &base(6, &["--engine", "inprocess", "--noise-seed", "10", WIDE]),
         &other,
     );
     assert_ne!(read(other.join("metrics.csv")), metrics[0]);
