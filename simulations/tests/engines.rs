@@ -80,7 +80,10 @@ fn engines_agree_byte_for_byte() {
     let mut metrics = Vec::new();
     for (name, engine) in [("a", "inprocess"), ("b", "inprocess"), ("c", "processes")] {
         let out = dir.path().join(name);
-        let s = run(&base(6, &["--engine", engine, "--noise-seed", "9", WIDE]), &out);
+        let s = run(
+            &base(6, &["--engine", engine, "--noise-seed", "9", WIDE]),
+            &out,
+        );
         assert_eq!(s["engine"], engine);
         assert_eq!(s["rounds"], 3, "{s:#}");
         assert_eq!(s["noise_seeded"], true);
