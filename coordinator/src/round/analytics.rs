@@ -24,7 +24,7 @@ use std::time::Instant;
 
 use tessera_analytics::release::{Release, Sealed};
 use tessera_analytics::{QueryNoise, QueryPlan};
-use tessera_model::round::{CohortMember, SecAggSetup};
+use tessera_model::round::SecAggSetup;
 use tessera_model::{AnalyticsTerms, Announcement, Encoding, PrivacyTerms, RoundKind};
 use tessera_proto::v1::coordinator_message::Body as Out;
 use tessera_secagg::FixedPoint;
@@ -285,22 +285,7 @@ impl FederationMachine {
             ..PrivacyTerms::default()
         };
         let signed = secure.as_ref().is_some_and(|p| p.signed_keys);
-        let members: Vec<CohortMember> = eligible
-            .iter()
-            .enumerate()
-            .map(|(i, name)| CohortMember {
-                index: i as u32 + 1,
-                name: name.clone(),
-                certificate: if signed {
-                    self.sessions
-                        .get(name)
-                        .map(|x| x.certificate.clone())
-                        .unwrap_or_default()
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect();
+        let members = self.cohort_members(&eligible, signed);
         let analytics = terms_of(plan);
         for (i, name) in eligible.iter().enumerate() {
             let announcement = Announcement {

@@ -315,22 +315,7 @@ impl FederationMachine {
             noise_summands: site_noise.as_ref().map_or(0, |s| s.summands),
         };
         let signed = secure_params.as_ref().is_some_and(|p| p.signed_keys);
-        let members: Vec<CohortMember> = cohort
-            .iter()
-            .enumerate()
-            .map(|(i, name)| CohortMember {
-                index: i as u32 + 1,
-                name: name.clone(),
-                certificate: if signed {
-                    self.sessions
-                        .get(name)
-                        .map(|x| x.certificate.clone())
-                        .unwrap_or_default()
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect();
+        let members = self.cohort_members(&cohort, signed);
         let model_chunks = match (kind.sends_model(), &self.model) {
             (true, Some(m)) => chunk::split(round, ChunkPurpose::Model, m),
             _ => Vec::new(),
@@ -391,6 +376,28 @@ impl FederationMachine {
     }
 
     /// Queues a message for a participant.
+    /// The cohort as announced: each site's index (from 1, in cohort
+    /// order), name and, when keys are signed, the certificate its session
+    /// presented (the sites check each other's key signatures against it).
+    pub(super) fn cohort_members(&self, cohort: &[String], signed: bool) -> Vec<CohortMember> {
+        cohort
+            .iter()
+            .enumerate()
+            .map(|(i, name)| CohortMember {
+                index: i as u32 + 1,
+                name: name.clone(),
+                certificate: if signed {
+                    self.sessions
+                        .get(name)
+                        .map(|x| x.certificate.clone())
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect()
+    }
+
     pub(super) fn send(&mut self, to: &str, body: Out) {
         self.outputs.push_back(Output::Send {
             to: to.to_owned(),
