@@ -69,10 +69,10 @@ fn read(p: PathBuf) -> String {
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
-/// A model of 5,121 parameters (30 inputs, 160 hidden units): with DP on,
-/// each masked input is 8-byte elements over two wire frames, so every
-/// upload is granted, sent in parts and ended by its requested size.
-const WIDE: &str = "--model=mlp:160";
+/// A model of 9,601 parameters (30 inputs, 300 hidden units): each masked
+/// input takes two wire frames, so every upload is granted, sent in parts
+/// and ended by its requested size.
+const WIDE: &str = "--model=mlp:300";
 
 #[test]
 fn engines_agree_byte_for_byte() {
