@@ -499,14 +499,6 @@ impl FederationMachine {
             .collect()
     }
 
-    /// The sites' declared terms, and whether each has spent its budget.
-    pub fn site_budgets(&self) -> Vec<(String, SiteBudget, bool)> {
-        self.sessions
-            .iter()
-            .filter_map(|(n, s)| Some((n.clone(), s.budget?, self.exhausted.contains(n))))
-            .collect()
-    }
-
     fn maybe_start_round(&mut self, now: Instant) {
         if !matches!(self.state, State::Waiting { .. }) {
             return;
@@ -556,112 +548,6 @@ impl FederationMachine {
             }
         }
         self.start_round(now, eligible);
-    }
-
-    /// When too few sites with budget left remain but enough are connected,
-    /// the sites' own budgets end the federation: the reason, naming them.
-    fn spent_by_the_sites(&self, eligible: &[String]) -> Option<String> {
-        let min = self.policy.min_participants;
-        let spent: Vec<&String> = self
-            .exhausted
-            .iter()
-            .filter(|n| self.sessions.contains_key(*n))
-            .collect();
-        (eligible.len() < min && !spent.is_empty() && eligible.len() + spent.len() >= min).then(
-            || {
-                let names: Vec<&str> = spent.iter().map(|n| n.as_str()).collect();
-                format!(
-                    "the sites' own privacy budgets are spent: {} declined for their budget, \
-                     {} site(s) with budget left, at least {min} needed",
-                    names.join(", "),
-                    eligible.len()
-                )
-            },
-        )
-    }
-
-    /// Checks the plan against the terms the sites declared (before the
-    /// first round): each site's forecast ε over the remaining rounds. With
-    /// [`budgets::SiteBudgetPolicy::Fit`], plans as many rounds as the
-    /// tightest site allows; with `Proceed`, warns and starts as planned;
-    /// otherwise a misfit is the reason not to start.
-    fn fit_site_budgets(&mut self, eligible: &[String]) -> Result<(), String> {
-        use budgets::{Misfit, PlannedNoise, SiteBudgetPolicy, rounds_allowed};
-        let remaining = self.rounds.saturating_sub(self.completed_training);
-        let q = self
-            .policy
-            .privacy
-            .as_ref()
-            .map_or(1.0, |p| p.sampling_rate);
-        let noise = self.policy.privacy.as_ref().map(|p| PlannedNoise {
-            training: p.noise_multiplier,
-            statistics: p.statistics_noise_multiplier,
-            statistics_pending: self.preprocessor.is_none(),
-            not_private: p.not_private,
-        });
-        // Under sampling a site takes part in about q of the rounds.
-        let participations = (q * f64::from(remaining)).ceil() as u32;
-        let mut short = Vec::new();
-        let mut misfits = Vec::new();
-        for name in eligible {
-            let Some(b) = self.sessions.get(name).and_then(|s| s.budget) else {
-                continue;
-            };
-            match rounds_allowed(&b, noise.as_ref(), participations) {
-                Ok(k) if k < participations => {
-                    let rounds = if q < 1.0 {
-                        (f64::from(k) / q).floor() as u32
-                    } else {
-                        k
-                    };
-                    short.push((name.clone(), rounds, b));
-                }
-                Ok(_) => {}
-                Err(m) => misfits.push((name.clone(), m)),
-            }
-        }
-        if short.is_empty() && misfits.is_empty() {
-            return Ok(());
-        }
-        let mut parts: Vec<String> = short
-            .iter()
-            .map(|(n, k, b)| {
-                format!(
-                    "{n} allows {k} of the {remaining} remaining rounds (its own budget ε ≤ {} at δ = {}, {} spent)",
-                    b.max_epsilon.unwrap_or(f64::INFINITY),
-                    b.delta,
-                    b.epsilon_spent
-                )
-            })
-            .collect();
-        parts.extend(misfits.iter().map(|(n, m)| match m {
-            Misfit::RequiresPrivacy => format!("{n} requires differential privacy"),
-            Misfit::NoiseBelowMinimum { minimum, planned } => {
-                format!(
-                    "{n} requires a noise multiplier of at least {minimum} (the plan has {planned})"
-                )
-            }
-        }));
-        let detail = parts.join("; ");
-        if self.policy.site_budgets == SiteBudgetPolicy::Proceed {
-            warn!(%detail, "the plan does not fit every site's own privacy terms; going on as planned (federation.site_budgets = \"proceed\")");
-            return Ok(());
-        }
-        let fit = self.policy.site_budgets == SiteBudgetPolicy::Fit;
-        let tightest = short.iter().map(|(_, k, _)| *k).min();
-        match (fit, misfits.is_empty(), tightest) {
-            (true, true, Some(k)) if k > 0 => {
-                let before = self.rounds;
-                self.rounds = self.completed_training + k;
-                warn!(planned = before, fitted = self.rounds, %detail, "plan fitted to the sites' own budgets");
-                Ok(())
-            }
-            _ => Err(format!(
-                "the plan does not fit the sites' own privacy terms: {detail}; lower federation.rounds, \
-                 raise the noise, or set federation.site_budgets = \"fit\" to plan only the rounds the \
-                 tightest site allows"
-            )),
-        }
     }
 
     fn finish(&mut self, reason: String, success: bool) {
