@@ -29,6 +29,7 @@ pub mod aggregation;
 mod analytics;
 pub mod budgets;
 pub mod cohort;
+mod encoding;
 pub mod io;
 pub mod kinds;
 pub mod noise;
@@ -62,13 +63,14 @@ use tracing::{debug, info, warn};
 
 use aggregation::{Aggregation, Stage, Step};
 pub use analytics::{QueryFailed, QueryOrigin, QueryReleased, QueuedQuery, terms_of};
+pub use encoding::limit_resolution;
 pub use io::{Commit, Input, LedgerEntry, Output, RoundSummary};
 use kinds::RoundState;
 pub use noise::{CentralNoise, NoisePlacement, SecureRng};
 pub use optimizer::{OptimizerState, ServerOptimizer};
 pub use phase::Phase;
 pub use policy::FederationPolicy;
-pub use start::{limit_resolution, secagg_params};
+pub use start::secagg_params;
 
 /// Where a federation stood when the coordinator last stopped.
 #[derive(Debug, Clone, Default)]

@@ -75,7 +75,8 @@ impl FederationMachine {
                 .privacy
                 .as_ref()
                 .map_or(tessera_model::Placement::Central, |p| p.placement);
-            *honest_summands = super::start::honest_summands(placement, m, &policy).min(*summands);
+            *honest_summands =
+                super::encoding::honest_summands(placement, m, &policy).min(*summands);
             top_up = Some(super::noise::NoisedPart {
                 range: 0..agg.dim,
                 std_units: *sigma * *l2_units / f64::from(*summands).sqrt(),
