@@ -1,6 +1,7 @@
-//! Starting a round: the cohort, the vector's encoding (planned in `encoding`),
-//! and the budget gate, the secure-aggregation parameters, and the
-//! announcement each member receives. Failed rounds end here too.
+//! Starting a round: the cohort, the vector's encoding (planned in
+//! `encoding`), the privacy event and the budget gate, the
+//! secure-aggregation parameters, and the announcement each member
+//! receives. Failed rounds end here too.
 
 use std::time::Instant;
 
