@@ -135,6 +135,15 @@ fn draw_sweep<DB: DrawingBackend>(
         .axis_desc_style((FAMILY, 17))
         .draw()
         .map_err(err)?;
+    // Whether every line has the same non-private runs (then one level).
+    let shared = fig
+        .series
+        .first()
+        .is_some_and(|f| !f.non_private.is_empty())
+        && fig
+            .series
+            .windows(2)
+            .all(|w| w[0].non_private == w[1].non_private);
     for (i, s) in fig.series.iter().enumerate() {
         let color = PALETTE[i % PALETTE.len()];
         let name = |what: &str| {
@@ -193,36 +202,58 @@ fn draw_sweep<DB: DrawingBackend>(
             .map_err(err)?
             .label(name("one run"))
             .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
-        if !s.non_private.is_empty() {
-            let level = mean(&s.non_private);
-            // One series: the non-private line in grey; several: in the
-            // series' colour.
-            let style = if fig.series.len() == 1 {
-                ShapeStyle::from(&GREY).stroke_width(2)
-            } else {
-                ShapeStyle::from(&color).stroke_width(2)
-            };
-            let (x0, x1) = (x.start, x.end);
-            let at = |k: f64| x0 * (x1 / x0).powf(k / 60.0);
-            let dashes: Vec<PathElement<(f64, f64)>> = (0..60)
-                .filter(|i| i % 2 == 0)
-                .map(|i| {
-                    PathElement::new(
-                        vec![(at(i as f64), level), (at(i as f64 + 1.0), level)],
-                        style,
-                    )
-                })
-                .collect();
-            chart
-                .draw_series(dashes)
-                .map_err(err)?
-                .label(name(&format!(
-                    "non-private, mean of {} runs ({level:.3})",
-                    s.non_private.len()
-                )))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        // Each line's own non-private level, in its colour, when the lines
+        // have levels of their own (e.g. one per model).
+        if !s.non_private.is_empty() && !shared {
+            let style = ShapeStyle::from(&color).stroke_width(2);
+            non_private_level(&mut chart, x.clone(), &s.non_private, style, name)?;
         }
     }
+    // One level for every line (a single line, or lines that share their
+    // non-private runs, as noise placements do): drawn once, in grey.
+    if shared && let Some(first) = fig.series.first() {
+        let style = ShapeStyle::from(&GREY).stroke_width(2);
+        non_private_level(&mut chart, x, &first.non_private, style, |w: &str| {
+            w.to_owned()
+        })?;
+    }
     legend(&mut chart, SeriesLabelPosition::LowerRight)?;
+    Ok(())
+}
+
+/// Draws the non-private level of `runs` as a dashed line across `x`, with
+/// its legend entry (`name` adds the line's label, if any).
+fn non_private_level<DB, X, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+    x: std::ops::Range<f64>,
+    runs: &[f64],
+    style: ShapeStyle,
+    name: impl Fn(&str) -> String,
+) -> anyhow::Result<()>
+where
+    DB: DrawingBackend,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    let level = mean(runs);
+    let (x0, x1) = (x.start, x.end);
+    let at = |k: f64| x0 * (x1 / x0).powf(k / 60.0);
+    let dashes: Vec<PathElement<(f64, f64)>> = (0..60)
+        .filter(|i| i % 2 == 0)
+        .map(|i| {
+            PathElement::new(
+                vec![(at(i as f64), level), (at(i as f64 + 1.0), level)],
+                style,
+            )
+        })
+        .collect();
+    chart
+        .draw_series(dashes)
+        .map_err(err)?
+        .label(name(&format!(
+            "non-private, mean of {} runs ({level:.3})",
+            runs.len()
+        )))
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
     Ok(())
 }
