@@ -255,5 +255,29 @@ mod tests {
             ..fig
         };
         assert!(privacy_utility(dir.path(), &empty).is_err());
+
+        // Lines that share their non-private runs (noise placements) get one
+        // level; lines with runs of their own (models) one each.
+        let line = |label: &str, non_private: Vec<f64>| SweepSeries {
+            label: label.into(),
+            points: series[0].points.clone(),
+            non_private,
+        };
+        let levels = |lines: &[SweepSeries]| {
+            let fig = SweepFigure {
+                series: lines,
+                ..fig
+            };
+            privacy_utility(dir.path(), &fig).unwrap();
+            let svg = std::fs::read_to_string(dir.path().join("privacy_utility.svg")).unwrap();
+            svg.matches("non-private, mean of").count()
+        };
+        let shared = vec![
+            line("dp = central", vec![0.96]),
+            line("dp = local", vec![0.96]),
+        ];
+        assert_eq!(levels(&shared), 1);
+        let own = vec![line("model = a", vec![0.96]), line("model = b", vec![0.9])];
+        assert_eq!(levels(&own), 2);
     }
 }
