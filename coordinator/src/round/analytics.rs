@@ -355,31 +355,7 @@ impl FederationMachine {
         reason: String,
     ) {
         warn!(round, %reason, "analytics round failed; nothing was released");
-        self.outputs.push_back(Output::RoundAborted(RoundSummary {
-            round,
-            training_round: None,
-            kind: RoundKind::Analytics,
-            cohort: cohort.to_vec(),
-            contributors: vec![],
-            dropped: cohort.to_vec(),
-            reason: Some(reason.clone()),
-            stage_seconds: vec![],
-            seconds: 0.0,
-        }));
-        for name in cohort {
-            if self.sessions.contains_key(name) {
-                self.send(
-                    name,
-                    Out::Result(tessera_proto::v1::RoundResult {
-                        round,
-                        completed: false,
-                        reason: reason.clone(),
-                        contributors: 0,
-                        epsilon: 0.0,
-                    }),
-                );
-            }
-        }
+        self.report_unreleased(round, RoundKind::Analytics, None, cohort, &reason);
         if let Some(running) = self.running_query.take() {
             self.outputs
                 .push_back(Output::QueryFailed(Box::new(QueryFailed {

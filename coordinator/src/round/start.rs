@@ -366,6 +366,43 @@ impl FederationMachine {
         })
     }
 
+    /// Records a round that ended unreleased and tells each member of its
+    /// cohort still connected.
+    pub(super) fn report_unreleased(
+        &mut self,
+        round: u64,
+        kind: RoundKind,
+        training_round: Option<u32>,
+        cohort: &[String],
+        reason: &str,
+    ) {
+        self.outputs.push_back(Output::RoundAborted(RoundSummary {
+            round,
+            training_round,
+            kind,
+            cohort: cohort.to_vec(),
+            contributors: vec![],
+            dropped: cohort.to_vec(),
+            reason: Some(reason.to_owned()),
+            stage_seconds: vec![],
+            seconds: 0.0,
+        }));
+        for name in cohort {
+            if self.sessions.contains_key(name) {
+                self.send(
+                    name,
+                    Out::Result(v1::RoundResult {
+                        round,
+                        completed: false,
+                        reason: reason.to_owned(),
+                        contributors: 0,
+                        epsilon: 0.0,
+                    }),
+                );
+            }
+        }
+    }
+
     pub(super) fn round_failed(
         &mut self,
         now: Instant,
@@ -379,31 +416,13 @@ impl FederationMachine {
             return self.query_failed(now, round, cohort, reason);
         }
         warn!(round, kind = kind.as_str(), %reason, "round failed; nothing was released");
-        self.outputs.push_back(Output::RoundAborted(RoundSummary {
+        self.report_unreleased(
             round,
-            training_round: kind.sends_model().then_some(training_round),
             kind,
-            cohort: cohort.to_vec(),
-            contributors: vec![],
-            dropped: cohort.to_vec(),
-            reason: Some(reason.clone()),
-            stage_seconds: vec![],
-            seconds: 0.0,
-        }));
-        for name in cohort {
-            if self.sessions.contains_key(name) {
-                self.send(
-                    name,
-                    Out::Result(v1::RoundResult {
-                        round,
-                        completed: false,
-                        reason: reason.clone(),
-                        contributors: 0,
-                        epsilon: 0.0,
-                    }),
-                );
-            }
-        }
+            kind.sends_model().then_some(training_round),
+            cohort,
+            &reason,
+        );
         self.failed_in_row += 1;
         self.state = State::Waiting { ready_since: None };
         if let Some(needed) = self.sampled_cohort_margin(kind)

@@ -87,14 +87,7 @@ fn draw_metrics<DB: DrawingBackend>(
         .draw()
         .map_err(err)?;
     let acc: Vec<(f64, f64)> = h.iter().map(|m| (f64::from(m.round), primary(m))).collect();
-    chart
-        .draw_series(LineSeries::new(acc.clone(), BLUE.stroke_width(2)))
-        .map_err(err)?
-        .label(format!("{metric} (left)"))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
-    chart
-        .draw_series(acc.iter().map(|p| Circle::new(*p, 3, BLUE.filled())))
-        .map_err(err)?;
+    line_with_points(&mut chart, &acc, BLUE, format!("{metric} (left)"))?;
     let loss: Vec<(f64, f64)> = h.iter().map(|m| (f64::from(m.round), m.loss)).collect();
     chart
         .draw_secondary_series(LineSeries::new(loss, ORANGE.stroke_width(2)))
@@ -148,14 +141,31 @@ fn draw_metrics<DB: DrawingBackend>(
         .y_labels(0)
         .draw()
         .map_err(err)?;
-    chart
-        .draw_series(LineSeries::new(eps.clone(), GREEN.stroke_width(2)))
-        .map_err(err)?
-        .label(format!("cumulative ε{delta}"))
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREEN.stroke_width(2)));
-    chart
-        .draw_series(eps.iter().map(|p| Circle::new(*p, 3, GREEN.filled())))
-        .map_err(err)?;
+    line_with_points(&mut chart, &eps, GREEN, format!("cumulative ε{delta}"))?;
     legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
+    Ok(())
+}
+
+/// Draws `points` as a line with a dot at each, in `color`, with its legend
+/// entry.
+fn line_with_points<DB, X, Y>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+    points: &[(f64, f64)],
+    color: RGBColor,
+    label: String,
+) -> anyhow::Result<()>
+where
+    DB: DrawingBackend,
+    X: Ranged<ValueType = f64>,
+    Y: Ranged<ValueType = f64>,
+{
+    chart
+        .draw_series(LineSeries::new(points.to_vec(), color.stroke_width(2)))
+        .map_err(err)?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+    chart
+        .draw_series(points.iter().map(|p| Circle::new(*p, 3, color.filled())))
+        .map_err(err)?;
     Ok(())
 }
