@@ -23,12 +23,7 @@ const SIM: &str = env!("CARGO_BIN_EXE_tessera-sim");
 fn a_64_bit_input_in_two_frames_is_granted_once_and_completes() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("wide.csv");
-    let status = std::process::Command::new(SIM)
-        .args(["synthetic", "--rows", "90", "--features", "1400", "--out"])
-        .arg(&data)
-        .status()
-        .unwrap();
-    assert!(status.success());
+    tessera_simulations::synthetic::write(&data, 90, 1400, 1).unwrap();
     let out = dir.path().join("run");
     let data = data.to_string_lossy().into_owned();
     let s = sim_summary(
