@@ -51,6 +51,8 @@ pub struct Settings {
     pub not_private: bool,
     /// The initial model's parameters (`training.initial_model`), if given.
     pub initial_model: Option<InitialModel>,
+    /// The task's monotone constraints (`training.monotone`; none when empty).
+    pub monotone: tessera_model::Monotone,
 }
 
 impl Settings {
@@ -97,6 +99,7 @@ impl Settings {
                 }),
                 weight_decay: t.weight_decay,
                 initial_model: self.initial_model.clone(),
+                monotone: self.monotone.clone(),
             },
             privacy: c.privacy.enabled.then(|| PrivacyPolicy {
                 noise_multiplier: self.noise_multiplier,
@@ -208,6 +211,8 @@ impl Settings {
             }
             None => None,
         };
+        let monotone = tessera_model::Monotone::new(&task, &config.training.monotone)
+            .map_err(|e| invalid("training.monotone", e.to_string()))?;
         let f = &config.federation;
         let p = &config.privacy;
         let (noise_multiplier, max_epsilon, update_noise_multiplier, clip_count_noise_multiplier) =
@@ -312,6 +317,7 @@ impl Settings {
             statistics_bounds,
             not_private,
             initial_model,
+            monotone,
         })
     }
 }

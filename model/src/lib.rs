@@ -16,6 +16,8 @@
 //!   `f32` parameter vectors so that updates can be clipped, encoded and summed;
 //!   [`initial_params`] gives a federation's starting model, [`layout`] names the tensors
 //!   of the flat vector.
+//! - [`monotone`]: public monotone constraints on a linear model's feature effects, kept
+//!   by projecting the released model (post-processing, no privacy cost).
 //! - [`model_file`]: the safetensors model file (named tensors, preprocessing, task,
 //!   round), written atomically, and [`evaluate`]; [`tensors`] reads and checks named
 //!   tensors written by anyone (an external trainer, an initial model).
@@ -52,6 +54,7 @@ pub mod logistic;
 pub mod mlp;
 pub mod model;
 pub mod model_file;
+pub mod monotone;
 pub mod round;
 pub mod split;
 pub mod stats;
@@ -71,6 +74,7 @@ pub use model::{
     Metrics, Model, ModelError, Objective, TrainConfig, TrainReport, build_model, initial_params,
     score,
 };
+pub use monotone::{Direction, Monotone, MonotoneError};
 pub use model_file::{Evaluation, ModelFile, RegressionScores, evaluate, read_model, write_model};
 pub use round::{
     AnalyticsTerms, Announcement, Encoding, Placement, PrivacyTerms, RoundKind, TrainingSettings,

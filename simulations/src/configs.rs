@@ -45,6 +45,7 @@ pub fn coordinator_config(
         server_momentum: plan.learning.server_momentum,
         server_tau: plan.learning.server_tau,
         weight_decay: plan.learning.weight_decay,
+        monotone: plan.learning.monotone.clone(),
         initial_model: plan.learning.initial_model.clone(),
         ..TrainingSection::default()
     };

@@ -403,6 +403,8 @@ impl RunArgs {
             features.clone(),
         )?;
         let learning = self.learning.plan()?;
+        tessera_model::Monotone::new(&task, &learning.monotone)
+            .map_err(|e| anyhow::anyhow!("--monotone: {e}"))?;
         let dp = self.privacy.enabled();
         let n = data.sites.len();
         if !dp && (self.privacy.placement.by_sites() || self.privacy.colluding_sites > 0) {

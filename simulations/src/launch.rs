@@ -125,6 +125,8 @@ pub struct LearningPlan {
     pub server_tau: f64,
     /// L2 weight decay of local training.
     pub weight_decay: f64,
+    /// Monotone constraints (feature → direction; empty: none).
+    pub monotone: BTreeMap<String, tessera_model::Direction>,
     /// Federated evaluation every this many rounds (and after the last; 0: never).
     pub evaluate_every: u32,
     /// Noise multiplier of the evaluation sums under DP.
@@ -150,6 +152,7 @@ impl Default for LearningPlan {
             server_momentum: 0.9,
             server_tau: 1e-3,
             weight_decay: 0.0,
+            monotone: BTreeMap::new(),
             evaluate_every: 0,
             evaluation_noise_multiplier: 5.0,
             evaluation_data: BTreeMap::new(),

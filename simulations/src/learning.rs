@@ -55,6 +55,13 @@ pub struct LearningArgs {
     /// L2 weight decay of local training.
     #[arg(long, default_value_t = 0.0)]
     pub weight_decay: f64,
+    /// Monotone constraints from public knowledge, comma-separated
+    /// feature=direction pairs: increasing (+) or decreasing (-), e.g.
+    /// `age=+,thalach=-`. The coordinator keeps each weight's sign by
+    /// projection (post-processing: no privacy cost); logistic and linear
+    /// models only.
+    #[arg(long, value_delimiter = ',')]
+    pub monotone: Vec<String>,
     /// Federated evaluation every this many rounds and after the last, on each
     /// site's held-out rows (its share of the pooled test split); 0: never.
     #[arg(long, default_value_t = 0)]
@@ -91,6 +98,7 @@ impl Default for LearningArgs {
             server_momentum: 0.9,
             server_tau: 1e-3,
             weight_decay: 0.0,
+            monotone: Vec::new(),
             evaluate_every: 0,
             evaluation_noise_multiplier: 5.0,
             evaluation_max_rows: None,
@@ -122,11 +130,14 @@ impl LearningArgs {
             }
             None => None,
         };
+        let monotone = tessera_model::monotone::parse_pairs(&self.monotone)
+            .map_err(|e| anyhow::anyhow!("--monotone: {e}"))?;
         Ok(LearningPlan {
             server_optimizer: self.server_optimizer.clone(),
             server_momentum: self.server_momentum,
             server_tau: self.server_tau,
             weight_decay: self.weight_decay,
+            monotone,
             evaluate_every: self.evaluate_every,
             evaluation_noise_multiplier: self.evaluation_noise_multiplier,
             evaluation_data: BTreeMap::new(),

@@ -1,6 +1,7 @@
 //! The sections of the coordinator's configuration file, with their
 //! defaults: what each key means.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -191,6 +192,15 @@ pub struct TrainingSection {
     pub server_tau: f64,
     /// L2 weight decay of local training (default 0).
     pub weight_decay: f64,
+    /// Monotone constraints from public knowledge: feature name →
+    /// `increasing` or `decreasing` (e.g. `{ age = "increasing", thalach =
+    /// "decreasing" }`). After every server step, and on the initial model,
+    /// the coordinator sets a constrained weight of the wrong sign to zero
+    /// (`tessera_model::monotone`): post-processing of the released model,
+    /// so it costs no privacy. Built-in linear models with one output only
+    /// (logistic, linear). Never derive them from the federation's data.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub monotone: BTreeMap<String, tessera_model::Direction>,
     /// The federation's initial model: a safetensors file of `F32` tensors.
     /// Required for `task.model = "external"` (its tensors, ordered by name,
     /// are the model's layout); for a built-in model its tensors must be the
@@ -248,6 +258,7 @@ impl Default for TrainingSection {
             server_beta2: 0.99,
             server_tau: 1e-3,
             weight_decay: 0.0,
+            monotone: BTreeMap::new(),
             initial_model: None,
             seed: 0,
             average_last: 1,

@@ -9,7 +9,7 @@ mod evaluation;
 
 use tessera_model::round::AdaptiveTerms;
 use tessera_model::{EvalMetrics, LocalStats, ModelFile, Preprocessor, RoundKind};
-use tracing::info;
+use tracing::{debug, info};
 
 pub use analytics::Analytics;
 pub use evaluation::Evaluation;
@@ -309,7 +309,7 @@ impl RoundSpec for Statistics {
             })
             .map_err(|e| format!("pooled statistics unusable: {e}"))?
             .split_target(task);
-        let model = match &policy.training.initial_model {
+        let mut model = match &policy.training.initial_model {
             Some(initial) => initial
                 .params_for(&task.layout(pre.output_dim()))
                 .map_err(|e| {
@@ -326,6 +326,8 @@ impl RoundSpec for Statistics {
                 policy.training.seed,
             ),
         };
+        // The federation starts inside its monotone constraints.
+        policy.training.monotone.project(&mut model);
         Ok(Released {
             checkpoint: Some(ModelFile {
                 task: task.clone(),
@@ -466,6 +468,16 @@ impl RoundSpec for Training {
         };
         let mut model = s.model.map(<[f32]>::to_vec).unwrap_or_default();
         let norm = optimizer.step(&mut model, update, denominator);
+        // Public monotone constraints: reads only the noised step's result
+        // and public knowledge, so it is post-processing (no privacy cost).
+        let clamped = policy.training.monotone.project(&mut model);
+        if clamped > 0 {
+            debug!(
+                training_round = agg.training_round,
+                weights = clamped,
+                "monotone constraints set weights of the wrong sign to zero"
+            );
+        }
         let pre = s
             .preprocessor
             .cloned()

@@ -69,6 +69,9 @@ pub struct TrainingPolicy {
     pub weight_decay: f64,
     /// The initial model's parameters (`training.initial_model`), if given.
     pub initial_model: Option<InitialModel>,
+    /// Monotone constraints the coordinator projects every released model
+    /// onto (post-processing; empty: none).
+    pub monotone: tessera_model::Monotone,
 }
 
 /// The tensors of a federation's initial model file, by name.

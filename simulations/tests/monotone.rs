@@ -1,0 +1,196 @@
+//! Monotone constraints in real federations (`tessera-sim run --monotone`,
+//! the four heart-disease hospitals in one process over loopback mutual
+//! TLS, with secure aggregation).
+//!
+//! - `a_constraint_against_the_data_holds_in_every_released_model`: without
+//!   constraints the data give maximum heart rate (`thalach`) a negative
+//!   weight; told it is `increasing`, every released model (the initial one,
+//!   every checkpoint, the final average) has that weight at exactly zero,
+//!   and the other constrained weights keep their signs. With DP on, the
+//!   noised models obey them too (noise may lift thalach above zero, never
+//!   below).
+//! - `bad_constraints_are_refused_before_anything_runs`: an unknown
+//!   direction, a column that is not a feature, a model whose weights do
+//!   not say a direction: each a clear error, said once, and nothing
+//!   launched.
+
+#![cfg(unix)]
+
+use std::path::{Path, PathBuf};
+
+use tessera_testkit::command::{COMMAND_PATIENCE, exit_and_text, sim_summary};
+use tessera_testkit::files::fresh_dir;
+
+const SIM: &str = env!("CARGO_BIN_EXE_tessera-sim");
+
+fn heart(site: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/heart_disease")
+        .join(format!("{site}.csv"))
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn work_dir(name: &str) -> PathBuf {
+    fresh_dir(
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("monotone")
+            .join(name),
+    )
+}
+
+/// The options of a heart-disease run over the four hospitals, plus `extra`
+/// (which names the model).
+fn heart_args(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = ["run", "--engine", "inprocess", "--label", "num"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    for site in ["cleveland", "hungary", "switzerland", "va_long_beach"] {
+        args.push("--data".into());
+        args.push(heart(site));
+    }
+    args.extend(
+        ["--positive", "> 0", "--seed", "1"].map(str::to_owned),
+    );
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args
+}
+
+/// Every model the run's coordinator released: its checkpoints (round 0 is
+/// the initial model) and the final model.
+fn released_models(out: &Path) -> Vec<(String, tessera_model::ModelFile)> {
+    let coordinator = out.join("coordinator");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(coordinator.join("checkpoints"))
+        .expect("a checkpoints directory")
+        .map(|e| e.expect("a directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    paths.sort();
+    paths.push(coordinator.join("model.safetensors"));
+    paths
+        .into_iter()
+        .map(|p| {
+            let m = tessera_model::read_model(&p)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", p.display()));
+            (p.display().to_string(), m)
+        })
+        .collect()
+}
+
+/// The weight of `feature` in a logistic model (the weight row comes first,
+/// one column per feature in the task's order).
+fn weight(model: &tessera_model::ModelFile, feature: &str) -> f32 {
+    let j = model
+        .task
+        .features
+        .iter()
+        .position(|f| f == feature)
+        .unwrap_or_else(|| panic!("no feature {feature}"));
+    model.params[j]
+}
+
+fn run(name: &str, extra: &[&str]) -> PathBuf {
+    let out = work_dir(name);
+    let mut args = heart_args(&["--model", "logistic"]);
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    sim_summary(Path::new(SIM), &args, &out, COMMAND_PATIENCE);
+    out
+}
+
+#[test]
+fn a_constraint_against_the_data_holds_in_every_released_model() {
+    let rounds = ["--rounds", "4"];
+    let free = run("free", &rounds);
+    let free_final = &released_models(&free).pop().expect("a final model").1;
+    let thalach = weight(free_final, "thalach");
+    assert!(
+        thalach < -0.05,
+        "the data should give thalach a clearly negative weight, got {thalach}"
+    );
+    assert!(weight(free_final, "exang") > 0.05);
+
+    let constraints = "thalach=increasing,exang=+,oldpeak=increasing";
+    for (name, extra) in [
+        ("constrained", vec!["--monotone", constraints]),
+        (
+            "constrained-private",
+            vec![
+                "--monotone",
+                constraints,
+                "--target-epsilon",
+                "4",
+                "--clip-norm",
+                "0.1",
+            ],
+        ),
+    ] {
+        let mut args = rounds.to_vec();
+        args.extend(extra);
+        let out = run(name, &args);
+        let models = released_models(&out);
+        assert!(models.len() >= 6, "{name}: {} models", models.len());
+        let private = name.ends_with("private");
+        for (path, m) in &models {
+            // Without noise the data push thalach below zero every round, so
+            // the projection holds it at exactly zero; noise may lift it.
+            let thalach = weight(m, "thalach");
+            if private {
+                assert!(thalach >= 0.0, "{name}: {path}: thalach {thalach}");
+            } else {
+                assert_eq!(
+                    thalach, 0.0,
+                    "{name}: {path}: thalach is constrained increasing against the data"
+                );
+            }
+            assert!(weight(m, "exang") >= 0.0, "{name}: {path}");
+            assert!(weight(m, "oldpeak") >= 0.0, "{name}: {path}");
+        }
+        assert!(
+            models[1..].iter().any(|(_, m)| weight(m, "thalach") == 0.0),
+            "{name}: the constraint never bound"
+        );
+        // Training still moves the unconstrained and the agreeing weights.
+        let last = &models.last().expect("a final model").1;
+        assert!(
+            weight(last, "exang") > 0.0 || weight(last, "oldpeak") > 0.0,
+            "{name}: nothing learned"
+        );
+        let options = std::fs::read_to_string(out.join("sim.toml")).expect("sim.toml");
+        assert!(options.contains("thalach=increasing"), "{options}");
+    }
+}
+
+#[test]
+fn bad_constraints_are_refused_before_anything_runs() {
+    let dir = work_dir("bad");
+    for (extra, wanted) in [
+        (
+            vec!["--monotone", "thalach=up", "--model", "logistic"],
+            "unknown direction \"up\" (use increasing or decreasing",
+        ),
+        (
+            vec!["--monotone", "pulse=+", "--model", "logistic"],
+            "\"pulse\" is not one of the task's features",
+        ),
+        (vec!["--monotone", "thalach", "--model", "logistic"], "is not feature=direction"),
+        (
+            vec!["--monotone", "age=+", "--model", "mlp:8"],
+            "need a built-in linear model",
+        ),
+    ] {
+        let out = dir.join("out");
+        let mut args = heart_args(&extra);
+        args.extend(["--out".to_owned(), out.display().to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, said) = exit_and_text(SIM, &dir, &args);
+        assert_ne!(code, 0, "{extra:?} was accepted:\n{said}");
+        assert!(said.contains("--monotone"), "{extra:?}: {said}");
+        assert_eq!(said.matches(wanted).count(), 1, "{extra:?}: {said}");
+        assert!(
+            !out.join("coordinator").exists(),
+            "{extra:?}: a federation was launched"
+        );
+    }
+}
