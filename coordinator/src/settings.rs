@@ -412,4 +412,38 @@ positive = "> 0"
             assert!(err.contains("training.server_"), "{err}");
         }
     }
+
+    #[test]
+    fn monotone_constraints_reach_the_policy_or_say_what_is_wrong() {
+        let m = settings("monotone = { a = \"decreasing\" }");
+        let mut params = vec![0.5f32, -0.2];
+        assert_eq!(m.policy().training.monotone.project(&mut params), 1);
+        assert_eq!(params, vec![0.0, -0.2]);
+        for (bad, wanted) in [
+            (
+                "monotone = { b = \"increasing\" }",
+                "\"b\" is not one of the task's features",
+            ),
+            ("monotone = { a = \"up\" }", "unknown variant `up`"),
+        ] {
+            let text = format!(
+                "[federation]\nname = \"x\"\nlisten = \"127.0.0.1:0\"\nmin_participants = 3\nrounds = 1\noutput_dir = \"o\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[task]\nfeatures = [\"a\"]\nlabel = \"y\"\npositive = \"> 0\"\n[training]\n{bad}\n"
+            );
+            let err = match toml::from_str::<CoordinatorConfig>(&text) {
+                Ok(config) => Settings::plan(config).unwrap_err().to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(err.contains(wanted), "{err}");
+            assert!(err.contains("monotone"), "{err}");
+        }
+        // A multi-class task's softmax has no single direction per feature.
+        let text = "[federation]\nname = \"x\"\nlisten = \"127.0.0.1:0\"\nmin_participants = 3\nrounds = 1\noutput_dir = \"o\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[task]\nkind = \"multiclass\"\nclasses = [\"p\", \"q\", \"r\"]\nfeatures = [\"a\"]\nlabel = \"y\"\n[training]\nmonotone = { a = \"increasing\" }\n";
+        let err = Settings::plan(toml::from_str(text).unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("training.monotone") && err.contains("linear model"),
+            "{err}"
+        );
+    }
 }

@@ -74,8 +74,8 @@ pub use model::{
     Metrics, Model, ModelError, Objective, TrainConfig, TrainReport, build_model, initial_params,
     score,
 };
-pub use monotone::{Direction, Monotone, MonotoneError};
 pub use model_file::{Evaluation, ModelFile, RegressionScores, evaluate, read_model, write_model};
+pub use monotone::{Direction, Monotone, MonotoneError};
 pub use round::{
     AnalyticsTerms, Announcement, Encoding, Placement, PrivacyTerms, RoundKind, TrainingSettings,
 };

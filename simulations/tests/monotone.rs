@@ -50,9 +50,7 @@ fn heart_args(extra: &[&str]) -> Vec<String> {
         args.push("--data".into());
         args.push(heart(site));
     }
-    args.extend(
-        ["--positive", "> 0", "--seed", "1"].map(str::to_owned),
-    );
+    args.extend(["--positive", "> 0", "--seed", "1"].map(str::to_owned));
     args.extend(extra.iter().map(|s| (*s).to_owned()));
     args
 }
@@ -174,7 +172,10 @@ fn bad_constraints_are_refused_before_anything_runs() {
             vec!["--monotone", "pulse=+", "--model", "logistic"],
             "\"pulse\" is not one of the task's features",
         ),
-        (vec!["--monotone", "thalach", "--model", "logistic"], "is not feature=direction"),
+        (
+            vec!["--monotone", "thalach", "--model", "logistic"],
+            "is not feature=direction",
+        ),
         (
             vec!["--monotone", "age=+", "--model", "mlp:8"],
             "need a built-in linear model",
