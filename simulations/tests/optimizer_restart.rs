@@ -15,7 +15,7 @@
 
 #![cfg(unix)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use tessera_simulations::launch::SitePlan;
@@ -30,7 +30,7 @@ const KILL_AFTER: u32 = 3;
 /// port.
 fn federation(name: &str) -> Federation {
     let root = fresh_dir(
-        &PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join("optimizer_restart")
             .join(name),
     );
@@ -126,7 +126,7 @@ fn fedadam_resumes_after_a_sigkill_with_the_steps_it_would_have_taken() {
     let (first, last) = (&reference[0].1, &reference[ROUNDS as usize].1);
     assert!(!close(first, last), "training did not move the model");
     assert!(
-        Path::new(&broken.root().join("coordinator/model.safetensors")).exists(),
+        broken.root().join("coordinator/model.safetensors").exists(),
         "no final model"
     );
 }
