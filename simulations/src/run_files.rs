@@ -159,6 +159,15 @@ fn resolved(spec: &RunSpec, summary: &Summary) -> toml::Table {
     if !spec.dropout.is_none() {
         put("dropout", spec.dropout.to_string().into());
     }
+    if !plan.learning.monotone.is_empty() {
+        let directions: toml::Table = plan
+            .learning
+            .monotone
+            .iter()
+            .map(|(f, d)| (f.clone(), d.as_str().into()))
+            .collect();
+        put("monotone", directions.into());
+    }
     t
 }
 

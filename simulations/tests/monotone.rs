@@ -9,6 +9,9 @@
 //!   and the other constrained weights keep their signs. With DP on, the
 //!   noised models obey them too (noise may lift thalach above zero, never
 //!   below).
+//! - `the_private_demo_keeps_its_public_constraints`: `tessera-sim demo`
+//!   (ε = 8, one process per site) records its constraints in `sim.toml`,
+//!   spends no more than its ε, and every model it released obeys them.
 //! - `bad_constraints_are_refused_before_anything_runs`: an unknown
 //!   direction, a column that is not a feature, a model whose weights do
 //!   not say a direction: each a clear error, said once, and nothing
@@ -193,5 +196,40 @@ fn bad_constraints_are_refused_before_anything_runs() {
             !out.join("coordinator").exists(),
             "{extra:?}: a federation was launched"
         );
+    }
+}
+
+#[test]
+fn the_private_demo_keeps_its_public_constraints() {
+    let out = work_dir("demo");
+    let summary = sim_summary(Path::new(SIM), &["demo"], &out, COMMAND_PATIENCE);
+    let epsilon = summary["epsilon"].as_f64().expect("a private demo");
+    assert!(epsilon <= 8.0 + 1e-9, "{summary:#}");
+    let options: toml::Table = std::fs::read_to_string(out.join("sim.toml"))
+        .expect("sim.toml")
+        .parse()
+        .expect("sim.toml is TOML");
+    let directions = options["resolved"]["monotone"]
+        .as_table()
+        .expect("the demo's constraints in [resolved]");
+    assert_eq!(directions.len(), 12, "{directions:?}");
+    assert_eq!(directions["thalach"].as_str(), Some("decreasing"));
+    assert!(!directions.contains_key("cp"), "chest pain type is free");
+    let models = released_models(&out);
+    assert_eq!(
+        models.len(),
+        16 + 2,
+        "the initial model, 16 rounds, the final"
+    );
+    for (path, m) in &models {
+        for (feature, direction) in directions {
+            let w = weight(m, feature);
+            let ok = match direction.as_str() {
+                Some("increasing") => w >= 0.0,
+                Some("decreasing") => w <= 0.0,
+                other => panic!("{feature}: {other:?}"),
+            };
+            assert!(ok, "{path}: {feature} = {w} is not {direction}");
+        }
     }
 }

@@ -25,6 +25,12 @@ fn the_example_configuration_is_valid() {
     assert_eq!(s.max_epsilon, Some(8.0));
     assert_eq!(s.task.features.len(), 13);
     assert_eq!(s.statistics_bounds.as_ref().unwrap().lo.len(), 13);
+    // Its monotone constraints: thalach (index 7) decreasing, cp (2) free.
+    let mut params = vec![-1.0f32; 14];
+    assert_eq!(s.monotone.project(&mut params), 11);
+    assert_eq!(params[2], -1.0);
+    assert_eq!(params[7], -1.0);
+    assert_eq!(params[0], 0.0);
 }
 
 fn invalid_key(text: &str) -> &'static str {
