@@ -341,15 +341,39 @@ fn checkpoints_are_written_atomically_recorded_and_verified() {
     assert_eq!(store.checkpoints().unwrap(), vec![c1.clone(), c2.clone()]);
     store.verify_checkpoint(&c2).unwrap();
 
-    // A different checkpoint for a recorded round is refused.
+    // A different checkpoint for a recorded round is refused, and the
+    // state meant to go with it is not written either (one transaction).
     let other = Checkpoint {
         sha256: "0".repeat(64),
         ..c1.clone()
     };
+    store.set_meta("optimizer_state", "after round 2").unwrap();
     assert!(matches!(
-        store.record_checkpoint(&other),
+        store.record_checkpoint_with(&other, &[("optimizer_state", "wrong")]),
         Err(StoreError::DuplicateCheckpoint { round: 2, .. })
     ));
+    assert_eq!(
+        store.meta("optimizer_state").unwrap().as_deref(),
+        Some("after round 2")
+    );
+    // A new checkpoint and its state arrive together.
+    let (path3, sha3, bytes3) = write_checkpoint(&models, 3, &test_model(3, 3.0)).unwrap();
+    let c3 = Checkpoint {
+        round: 4,
+        training_round: 3,
+        path: path3,
+        sha256: sha3,
+        bytes: bytes3,
+        created_at_ms: 30,
+    };
+    store
+        .record_checkpoint_with(&c3, &[("optimizer_state", "after round 3")])
+        .unwrap();
+    assert_eq!(store.latest_checkpoint().unwrap(), Some(c3.clone()));
+    assert_eq!(
+        store.meta("optimizer_state").unwrap().as_deref(),
+        Some("after round 3")
+    );
     let bad_hash = Checkpoint {
         round: 9,
         sha256: "xyz".into(),

@@ -1,17 +1,23 @@
 //! A coordinator SIGKILLed mid-federation resumes its adaptive server
 //! optimizer exactly, with real processes: three sites on the
 //! breast-cancer data, FedAdam, no DP (so two federations can be
-//! compared). One federation runs its six training rounds without a break;
+//! compared). One federation runs its twelve training rounds without a break;
 //! an identical one has its coordinator killed once three training rounds
 //! are checkpointed, restarted on the same store and port, and completed
 //! by the same participants, which reconnect by themselves.
 //!
 //! Every checkpointed model of the second federation equals the first's
-//! within float rounding. FedAdam's moments are what carries the state:
-//! started afresh after the restart, its next step would differ by the
-//! order of the server learning rate. Local training is full-batch, so the
-//! round numbers that a restart skips (each local shuffle is seeded by its
-//! round) change only the order of a sum.
+//! within 2·10⁻³ (FedAdam with τ = 0.01). Two federations never agree
+//! exactly: secure aggregation encodes each update with stochastic
+//! rounding, and FedAdam's normalisation enlarges those differences on
+//! coordinates whose updates are tiny (here up to about 1.3·10⁻⁴). The
+//! restart must carry FedAdam's moments: started afresh, its steps after
+//! the restart differ by about 3·10⁻², fifteen times the tolerance. The
+//! kill can land between the optimizer's state and its checkpoint, which is
+//! why the store writes both in one transaction (before, a restart could
+//! resume a model with the state of the step after it). Local training is
+//! full-batch, so the round numbers that a restart skips (each local
+//! shuffle is seeded by its round) change only the order of a sum.
 
 #![cfg(unix)]
 
@@ -23,7 +29,7 @@ use tessera_testkit::federation::{Federation, breast_cancer_split, plain_plan, s
 use tessera_testkit::files::fresh_dir;
 use tessera_testkit::process::free_port;
 
-const ROUNDS: u32 = 6;
+const ROUNDS: u32 = 12;
 const KILL_AFTER: u32 = 3;
 
 /// A federation of three sites training with FedAdam in `name`, on a fixed
@@ -41,6 +47,7 @@ fn federation(name: &str) -> Federation {
     plan.training.batch_size = 100_000;
     plan.training.server_learning_rate = 0.05;
     plan.learning.server_optimizer = "fedadam".into();
+    plan.learning.server_tau = 0.01;
     plan.listen = Some(format!("127.0.0.1:{}", free_port()));
     Federation::from_plan(plan, sim_entry_points(env!("CARGO_BIN_EXE_tessera-sim")))
 }
@@ -75,10 +82,7 @@ fn complete(fed: &mut Federation) {
 }
 
 fn close(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|(x, y)| (x - y).abs() <= 1e-4 * (1.0 + x.abs()))
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 2e-3)
 }
 
 #[test]
@@ -106,6 +110,7 @@ fn fedadam_resumes_after_a_sigkill_with_the_steps_it_would_have_taken() {
     });
     broken.kill_coordinator();
     let before = checkpointed(&broken);
+    // Rounds take milliseconds; twelve of them leave the kill time to land.
     assert!(
         before.len() <= ROUNDS as usize,
         "the federation finished before the kill"
@@ -122,6 +127,15 @@ fn fedadam_resumes_after_a_sigkill_with_the_steps_it_would_have_taken() {
     for ((t, a), (_, b)) in reference.iter().zip(&resumed) {
         assert!(close(a, b), "training round {t}:\n{a:?}\n{b:?}");
     }
+    eprintln!(
+        "killed after {} checkpoints; largest difference {:e}",
+        before.len(),
+        reference
+            .iter()
+            .zip(&resumed)
+            .flat_map(|((_, a), (_, b))| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+            .fold(0.0f32, f32::max)
+    );
     // The models moved: the comparison is not between two initial models.
     let (first, last) = (&reference[0].1, &reference[ROUNDS as usize].1);
     assert!(!close(first, last), "training did not move the model");

@@ -54,8 +54,10 @@ impl Driver {
     }
 
     /// Ledger row, then checkpoint, then round record: each durable before the
-    /// next. With adaptive clipping the next round's clip norm is stored
-    /// before the checkpoint, so a restart goes on with the adapted C.
+    /// next. With adaptive clipping the next round's clip norm, and with a
+    /// stateful server optimizer its state, are stored in the checkpoint's
+    /// transaction, so a restart goes on with the C and the state that
+    /// follow the model it resumes.
     pub(super) fn commit(&mut self, c: Commit, next_clip_norm: Option<f64>) -> anyhow::Result<()> {
         let s = &c.summary;
         let now = now_ms();
@@ -82,15 +84,23 @@ impl Driver {
             });
             self.store.set_meta("preprocessing", &json.to_string())?;
         }
+        // The next clip norm and the optimizer's state after this round go
+        // with its checkpoint, in the same transaction (nothing to keep for
+        // a stateless optimizer): a restart resumes the model together with
+        // the state that follows it, never a later step's.
+        let mut meta: Vec<(&str, String)> = Vec::new();
         if let Some(clip) = next_clip_norm {
-            self.store.set_meta(META_CLIP_NORM, &format!("{clip:?}"))?;
+            meta.push((META_CLIP_NORM, format!("{clip:?}")));
         }
-        // The optimizer's state after this round goes with its checkpoint
-        // (nothing to keep for a stateless one).
         let state = self.machine.optimizer_state();
         if !state.vectors.is_empty() || state.steps > 0 {
-            self.store
-                .set_meta(META_OPTIMIZER_STATE, &serde_json::to_string(&state)?)?;
+            meta.push((META_OPTIMIZER_STATE, serde_json::to_string(&state)?));
+        }
+        let meta: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        if c.checkpoint.is_none() {
+            for (key, value) in &meta {
+                self.store.set_meta(key, value)?;
+            }
         }
         if let Some(model) = &c.checkpoint {
             let dir = self
@@ -101,14 +111,17 @@ impl Driver {
                 .join("checkpoints");
             let training_round = s.training_round.unwrap_or(0);
             let (path, sha256, bytes) = write_checkpoint(&dir, training_round, model)?;
-            self.store.record_checkpoint(&Checkpoint {
-                round: s.round,
-                training_round,
-                path,
-                sha256,
-                bytes,
-                created_at_ms: now_ms(),
-            })?;
+            self.store.record_checkpoint_with(
+                &Checkpoint {
+                    round: s.round,
+                    training_round,
+                    path,
+                    sha256,
+                    bytes,
+                    created_at_ms: now_ms(),
+                },
+                &meta,
+            )?;
         }
         if let Some(m) = &c.evaluation {
             // The cohort's sums only: no site's own figures exist here.

@@ -135,6 +135,18 @@ impl Store {
     /// a no-op; a different one for the same round is refused with
     /// [`StoreError::DuplicateCheckpoint`].
     pub fn record_checkpoint(&mut self, c: &Checkpoint) -> Result<(), StoreError> {
+        self.record_checkpoint_with(c, &[])
+    }
+
+    /// Records a checkpoint and sets the `meta` keys that belong to it (the
+    /// server optimizer's state after the step that made the model, the
+    /// next clip norm) in one transaction: a crash leaves both or neither,
+    /// so a restart never resumes a model with another step's state.
+    pub fn record_checkpoint_with(
+        &mut self,
+        c: &Checkpoint,
+        meta: &[(&str, &str)],
+    ) -> Result<(), StoreError> {
         let round = to_i64(self, "round", c.round)?;
         let bytes = to_i64(self, "checkpoint size", c.bytes)?;
         let sha = c.sha256.to_ascii_lowercase();
@@ -194,6 +206,14 @@ impl Store {
             ],
         )
         .map_err(sql_err)?;
+        for (key, value) in meta {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map_err(sql_err)?;
+        }
         tx.commit().map_err(sql_err)
     }
 
