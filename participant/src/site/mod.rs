@@ -27,6 +27,7 @@
 
 mod analytics;
 mod input;
+mod noise_terms;
 mod secure;
 pub mod task;
 pub mod terms;
