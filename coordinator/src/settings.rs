@@ -352,7 +352,15 @@ mod tests {
     use super::*;
     use crate::round::OptimizerState;
 
-    fn settings(extra_training: &str) -> Settings {
+    /// Plans a configuration with the `[task]` lines `task` (a binary task
+    /// on feature `a` when empty) and the `[training]` lines `training`;
+    /// a parse or planning error as text.
+    fn plan(task: &str, training: &str) -> Result<Settings, String> {
+        let task = if task.is_empty() {
+            "features = [\"a\"]\nlabel = \"y\"\npositive = \"> 0\""
+        } else {
+            task
+        };
         let text = format!(
             r#"
 [federation]
@@ -366,14 +374,17 @@ ca = "a"
 cert = "b"
 key = "c"
 [task]
-features = ["a"]
-label = "y"
-positive = "> 0"
+{task}
 [training]
-{extra_training}
+{training}
 "#
         );
-        Settings::plan(toml::from_str(&text).unwrap()).unwrap()
+        let config: CoordinatorConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
+        Settings::plan(config).map_err(|e| e.to_string())
+    }
+
+    fn settings(extra_training: &str) -> Settings {
+        plan("", extra_training).unwrap()
     }
 
     fn rng() -> SecureRng {
@@ -404,11 +415,7 @@ positive = "> 0"
             "server_optimizer = \"adam\"",
             "server_optimizer = \"fedavgm\"\nserver_momentum = 1.0",
         ] {
-            let text = format!(
-                "[federation]\nname = \"x\"\nlisten = \"127.0.0.1:0\"\nmin_participants = 3\nrounds = 1\noutput_dir = \"o\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[task]\nfeatures = [\"a\"]\nlabel = \"y\"\npositive = \"> 0\"\n[training]\n{bad}\n"
-            );
-            let config: CoordinatorConfig = toml::from_str(&text).unwrap();
-            let err = Settings::plan(config).unwrap_err().to_string();
+            let err = plan("", bad).unwrap_err();
             assert!(err.contains("training.server_"), "{err}");
         }
     }
@@ -426,21 +433,16 @@ positive = "> 0"
             ),
             ("monotone = { a = \"up\" }", "unknown variant `up`"),
         ] {
-            let text = format!(
-                "[federation]\nname = \"x\"\nlisten = \"127.0.0.1:0\"\nmin_participants = 3\nrounds = 1\noutput_dir = \"o\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[task]\nfeatures = [\"a\"]\nlabel = \"y\"\npositive = \"> 0\"\n[training]\n{bad}\n"
-            );
-            let err = match toml::from_str::<CoordinatorConfig>(&text) {
-                Ok(config) => Settings::plan(config).unwrap_err().to_string(),
-                Err(e) => e.to_string(),
-            };
+            let err = plan("", bad).unwrap_err();
             assert!(err.contains(wanted), "{err}");
             assert!(err.contains("monotone"), "{err}");
         }
         // A multi-class task's softmax has no single direction per feature.
-        let text = "[federation]\nname = \"x\"\nlisten = \"127.0.0.1:0\"\nmin_participants = 3\nrounds = 1\noutput_dir = \"o\"\n[tls]\nca = \"a\"\ncert = \"b\"\nkey = \"c\"\n[task]\nkind = \"multiclass\"\nclasses = [\"p\", \"q\", \"r\"]\nfeatures = [\"a\"]\nlabel = \"y\"\n[training]\nmonotone = { a = \"increasing\" }\n";
-        let err = Settings::plan(toml::from_str(text).unwrap())
-            .unwrap_err()
-            .to_string();
+        let err = plan(
+            "kind = \"multiclass\"\nclasses = [\"p\", \"q\", \"r\"]\nfeatures = [\"a\"]\nlabel = \"y\"",
+            "monotone = { a = \"increasing\" }",
+        )
+        .unwrap_err();
         assert!(
             err.contains("training.monotone") && err.contains("linear model"),
             "{err}"

@@ -166,17 +166,6 @@ impl Monotone {
         }
         changed
     }
-
-    /// Whether `params` satisfies every constraint.
-    pub fn holds(&self, params: &[f32]) -> bool {
-        self.columns
-            .iter()
-            .all(|&(j, direction)| match (params.get(j), direction) {
-                (Some(w), Direction::Increasing) => *w >= 0.0,
-                (Some(w), Direction::Decreasing) => *w <= 0.0,
-                (None, _) => true,
-            })
-    }
 }
 
 /// Parses `feature=direction` pairs (`age=increasing`, `thalach=-`).
@@ -225,10 +214,10 @@ mod tests {
         .unwrap();
         // weight row [age, chol, thalach, indicator], then the bias.
         let mut p = vec![-0.5, -0.7, 0.3, -0.2, -1.0];
-        assert!(!m.holds(&p));
         assert_eq!(m.project(&mut p), 2);
         assert_eq!(p, vec![0.0, -0.7, 0.0, -0.2, -1.0]);
-        assert!(m.holds(&p));
+        // A projected model already keeps every constraint.
+        assert_eq!(m.project(&mut p), 0);
         let mut q = vec![0.5, -0.7, -0.3, -0.2, 1.0];
         assert_eq!(m.project(&mut q), 0);
         assert_eq!(q, vec![0.5, -0.7, -0.3, -0.2, 1.0]);

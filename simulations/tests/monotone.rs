@@ -8,7 +8,8 @@
 //!   every checkpoint, the final average) has that weight at exactly zero,
 //!   and the other constrained weights keep their signs. With DP on, the
 //!   noised models obey them too (noise may lift thalach above zero, never
-//!   below).
+//!   below). Each round's reported update norm is the distance the projected
+//!   model moved.
 //! - `the_private_demo_keeps_its_public_constraints`: `tessera-sim demo`
 //!   (ε = 8, one process per site) records its constraints in `sim.toml`,
 //!   spends no more than its ε, and every model it released obeys them.
@@ -158,6 +159,37 @@ fn a_constraint_against_the_data_holds_in_every_released_model() {
             weight(last, "exang") > 0.0 || weight(last, "oldpeak") > 0.0,
             "{name}: nothing learned"
         );
+        // The update norm each round reports is the change the projected
+        // model really made, not the step before the projection.
+        let rounds =
+            std::fs::read_to_string(out.join("coordinator/rounds.csv")).expect("rounds.csv");
+        let header: Vec<&str> = rounds
+            .lines()
+            .next()
+            .expect("a header")
+            .split(',')
+            .collect();
+        let at = |name: &str| header.iter().position(|h| *h == name).expect(name);
+        let (training_round, update_norm) = (at("training_round"), at("update_norm"));
+        for line in rounds.lines().skip(1) {
+            let cells: Vec<&str> = line.split(',').collect();
+            let Ok(t) = cells[training_round].parse::<usize>() else {
+                continue;
+            };
+            let reported: f64 = cells[update_norm].parse().expect("an update norm");
+            let moved = models[t]
+                .1
+                .params
+                .iter()
+                .zip(&models[t - 1].1.params)
+                .map(|(a, b)| f64::from(a - b).powi(2))
+                .sum::<f64>()
+                .sqrt();
+            assert!(
+                (reported - moved).abs() <= 1e-5 + 1e-4 * moved,
+                "{name}: training round {t} reports {reported}, the model moved {moved}"
+            );
+        }
         let options = std::fs::read_to_string(out.join("sim.toml")).expect("sim.toml");
         assert!(options.contains("thalach=increasing"), "{options}");
     }

@@ -22,7 +22,6 @@
 #![cfg(unix)]
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use tessera_simulations::launch::SitePlan;
 use tessera_testkit::federation::{Federation, breast_cancer_split, plain_plan, sim_entry_points};
@@ -69,16 +68,12 @@ fn checkpointed(fed: &Federation) -> Vec<(u32, Vec<f32>)> {
     models
 }
 
+/// Waits for the federation to end and checks it completed every planned
+/// round with all its sites ([`Federation::assert_completed_with`]).
 fn complete(fed: &mut Federation) {
-    let status = fed.wait_coordinator();
-    assert!(status.success(), "{}", fed.coordinator_log());
-    for (name, status) in fed.wait_participants(Duration::from_secs(60)) {
-        assert!(
-            status.success(),
-            "{name} exited with {status}:\n{}",
-            fed.log(&name)
-        );
-    }
+    let names = fed.site_names();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    fed.assert_completed_with(&names, &[]);
 }
 
 fn close(a: &[f32], b: &[f32]) -> bool {

@@ -467,11 +467,20 @@ impl RoundSpec for Training {
             _ => None,
         };
         let mut model = s.model.map(<[f32]>::to_vec).unwrap_or_default();
-        let norm = optimizer.step(&mut model, update, denominator);
+        let mut norm = optimizer.step(&mut model, update, denominator);
         // Public monotone constraints: reads only the noised step's result
         // and public knowledge, so it is post-processing (no privacy cost).
         let clamped = policy.training.monotone.project(&mut model);
         if clamped > 0 {
+            // The update norm reported is the change the model really made.
+            if let Some(before) = s.model {
+                norm = before
+                    .iter()
+                    .zip(&model)
+                    .map(|(b, a)| (f64::from(*a) - f64::from(*b)).powi(2))
+                    .sum::<f64>()
+                    .sqrt();
+            }
             debug!(
                 training_round = agg.training_round,
                 weights = clamped,

@@ -207,12 +207,7 @@ impl Store {
         )
         .map_err(sql_err)?;
         for (key, value) in meta {
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )
-            .map_err(sql_err)?;
+            super::upsert_meta(&tx, key, value).map_err(sql_err)?;
         }
         tx.commit().map_err(sql_err)
     }

@@ -392,14 +392,7 @@ impl Store {
 
     /// Sets a key of the key/value table (insert or replace), durably.
     pub fn set_meta(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.conn
-            .execute(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                 ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                params![key, value],
-            )
-            .map_err(|e| self.sql(e))?;
-        Ok(())
+        upsert_meta(&self.conn, key, value).map_err(|e| self.sql(e))
     }
 
     /// Reads a key of the key/value table.
@@ -605,4 +598,19 @@ pub(crate) fn to_u32(v: i64) -> rusqlite::Result<u32> {
     u32::try_from(v).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, Box::new(e))
     })
+}
+
+/// Inserts or replaces `key` of the key/value table on `conn` (a connection
+/// or, through `Deref`, an open transaction).
+pub(crate) fn upsert_meta(
+    conn: &rusqlite::Connection,
+    key: &str,
+    value: &str,
+) -> Result<(), rusqlite::Error> {
+    conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )
+    .map(|_| ())
 }
