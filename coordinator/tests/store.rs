@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tessera_coordinator::store::{
-    Checkpoint, LiveStatus, NewLedgerRow, RoundRecord, RoundStatus, Store, StoreError,
+    Checkpoint, LiveStatus, NewLedgerRow, RoundEnd, RoundRecord, RoundStatus, Store, StoreError,
     ledger_report, status_report, verify_checkpoint, write_checkpoint, write_checkpoint_bytes,
 };
 use tessera_model::RoundKind;
@@ -341,22 +341,39 @@ fn checkpoints_are_written_atomically_recorded_and_verified() {
     assert_eq!(store.checkpoints().unwrap(), vec![c1.clone(), c2.clone()]);
     store.verify_checkpoint(&c2).unwrap();
 
-    // A different checkpoint for a recorded round is refused, and the
-    // state meant to go with it is not written either (one transaction).
+    // A release whose checkpoint differs from the one recorded for its round
+    // is refused, and nothing else of it is written (one transaction): not
+    // the state meant to go with it, not its round record.
     let other = Checkpoint {
         sha256: "0".repeat(64),
         ..c1.clone()
     };
     store.set_meta("optimizer_state", "after round 2").unwrap();
+    let released = |round: u64, training_round: u32| RoundRecord {
+        round,
+        training_round: Some(training_round),
+        kind: RoundKind::Training,
+        status: RoundStatus::Released,
+        contributors: vec!["site-a".into(), "site-b".into()],
+        dropped: vec!["site-c".into()],
+        reason: None,
+        started_at_ms: 1,
+        ended_at_ms: Some(2),
+    };
     assert!(matches!(
-        store.record_checkpoint_with(&other, &[("optimizer_state", "wrong")]),
+        store.record_round_end(&RoundEnd {
+            round: &released(2, 1),
+            checkpoint: Some(&other),
+            meta: &[("optimizer_state", "wrong")],
+        }),
         Err(StoreError::DuplicateCheckpoint { round: 2, .. })
     ));
     assert_eq!(
         store.meta("optimizer_state").unwrap().as_deref(),
         Some("after round 2")
     );
-    // A new checkpoint and its state arrive together.
+    assert!(store.rounds().unwrap().is_empty());
+    // A new checkpoint, its state and its round record arrive together.
     let (path3, sha3, bytes3) = write_checkpoint(&models, 3, &test_model(3, 3.0)).unwrap();
     let c3 = Checkpoint {
         round: 4,
@@ -367,13 +384,29 @@ fn checkpoints_are_written_atomically_recorded_and_verified() {
         created_at_ms: 30,
     };
     store
-        .record_checkpoint_with(&c3, &[("optimizer_state", "after round 3")])
+        .record_round_end(&RoundEnd {
+            round: &released(4, 3),
+            checkpoint: Some(&c3),
+            meta: &[("optimizer_state", "after round 3")],
+        })
         .unwrap();
     assert_eq!(store.latest_checkpoint().unwrap(), Some(c3.clone()));
     assert_eq!(
         store.meta("optimizer_state").unwrap().as_deref(),
         Some("after round 3")
     );
+    assert_eq!(store.rounds().unwrap(), vec![released(4, 3)]);
+    // A release that made no model (an evaluation round) records its meta
+    // and its round.
+    store
+        .record_round_end(&RoundEnd {
+            round: &released(5, 3),
+            checkpoint: None,
+            meta: &[("evaluation", "{}")],
+        })
+        .unwrap();
+    assert_eq!(store.meta("evaluation").unwrap().as_deref(), Some("{}"));
+    assert_eq!(store.rounds().unwrap().len(), 2);
     let bad_hash = Checkpoint {
         round: 9,
         sha256: "xyz".into(),

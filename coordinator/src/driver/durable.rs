@@ -1,10 +1,8 @@
-//! What the driver makes durable: the ledger row, checkpoint and round
-//! record of a released round (each durable before the next), the records
-//! of started and aborted rounds, `rounds.csv` and the final model (the
-//! live status is `live.rs`).
+//! What the driver makes durable: a released round's ledger row, then its
+//! checkpoint, meta and record in one transaction; the records of started
+//! and aborted rounds; their `rounds.csv` lines (`rounds_csv.rs`) and the
+//! final model (the live status is `live.rs`).
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -12,24 +10,13 @@ use tracing::info;
 
 use super::Driver;
 use super::resume::{META_CLIP_NORM, META_OPTIMIZER_STATE};
+use super::rounds_csv::{self, META_ROUNDS_CSV_LINE};
 use crate::round::{Commit, RoundSummary};
 use crate::store::{
-    Checkpoint, EvaluationRecord, META_EVALUATION, NewLedgerRow, RoundRecord, RoundStatus,
-    write_checkpoint,
+    Checkpoint, EvaluationRecord, META_EVALUATION, NewLedgerRow, RoundEnd, RoundRecord,
+    RoundStatus, write_checkpoint,
 };
 use tessera_common::time::now_ms;
-
-/// The global metrics columns of `rounds.csv` (filled by evaluation rounds).
-pub const EVALUATION_COLUMNS: [&str; 8] = [
-    "eval_rows",
-    "eval_accuracy",
-    "eval_balanced_accuracy",
-    "eval_log_loss",
-    "eval_auc",
-    "eval_rmse",
-    "eval_mae",
-    "eval_r2",
-];
 
 impl Driver {
     pub(super) fn record(
@@ -39,25 +26,14 @@ impl Driver {
         started_at_ms: i64,
         ended_at_ms: Option<i64>,
     ) -> anyhow::Result<()> {
-        self.store.record_round(&RoundRecord {
-            round: s.round,
-            training_round: s.training_round,
-            kind: s.kind,
-            status,
-            contributors: s.contributors.clone(),
-            dropped: s.dropped.clone(),
-            reason: s.reason.clone(),
-            started_at_ms,
-            ended_at_ms,
-        })?;
+        self.store
+            .record_round(&round_record(s, status, started_at_ms, ended_at_ms))?;
         Ok(())
     }
 
-    /// Ledger row, then checkpoint, then round record: each durable before the
-    /// next. With adaptive clipping the next round's clip norm, and with a
-    /// stateful server optimizer its state, are stored in the checkpoint's
-    /// transaction, so a restart goes on with the C and the state that
-    /// follow the model it resumes.
+    /// The ledger row first, durable on its own; then the checkpoint file;
+    /// then, in one transaction, the checkpoint's row, the meta that follows
+    /// the release and the `released` round record.
     pub(super) fn commit(&mut self, c: Commit, next_clip_norm: Option<f64>) -> anyhow::Result<()> {
         let s = &c.summary;
         let now = now_ms();
@@ -78,50 +54,26 @@ impl Driver {
                 self.metrics.set_epsilon_spent(eps);
             }
         }
+        // Everything that follows the release goes in one transaction with
+        // its checkpoint and its `released` record (`Store::record_round_end`):
+        // the pooled preprocessing, the next clip norm, the optimizer's state
+        // after this step (nothing for a stateless optimizer), the global
+        // evaluation and the round's line of `rounds.csv`. A restart resumes
+        // the model together with the state that follows it, never a later
+        // step's, and never a checkpoint whose record lost its contributors.
+        let mut meta: Vec<(&str, String)> = Vec::new();
         if let Some(pre) = &c.preprocessing {
             let json = serde_json::json!({
                 "mean": pre.mean, "std": pre.std, "indicator": pre.indicator,
             });
-            self.store.set_meta("preprocessing", &json.to_string())?;
+            meta.push(("preprocessing", json.to_string()));
         }
-        // The next clip norm and the optimizer's state after this round go
-        // with its checkpoint, in the same transaction (nothing to keep for
-        // a stateless optimizer): a restart resumes the model together with
-        // the state that follows it, never a later step's.
-        let mut meta: Vec<(&str, String)> = Vec::new();
         if let Some(clip) = next_clip_norm {
             meta.push((META_CLIP_NORM, format!("{clip:?}")));
         }
         let state = self.machine.optimizer_state();
         if !state.vectors.is_empty() || state.steps > 0 {
             meta.push((META_OPTIMIZER_STATE, serde_json::to_string(&state)?));
-        }
-        let meta: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        if c.checkpoint.is_none() {
-            for (key, value) in &meta {
-                self.store.set_meta(key, value)?;
-            }
-        }
-        if let Some(model) = &c.checkpoint {
-            let dir = self
-                .settings
-                .config
-                .federation
-                .output_dir
-                .join("checkpoints");
-            let training_round = s.training_round.unwrap_or(0);
-            let (path, sha256, bytes) = write_checkpoint(&dir, training_round, model)?;
-            self.store.record_checkpoint_with(
-                &Checkpoint {
-                    round: s.round,
-                    training_round,
-                    path,
-                    sha256,
-                    bytes,
-                    created_at_ms: now_ms(),
-                },
-                &meta,
-            )?;
         }
         if let Some(m) = &c.evaluation {
             // The cohort's sums only: no site's own figures exist here.
@@ -131,25 +83,54 @@ impl Driver {
                 contributors: s.contributors.len(),
                 metrics: m.clone(),
             };
-            self.store
-                .set_meta(META_EVALUATION, &serde_json::to_string(&record)?)?;
+            meta.push((META_EVALUATION, serde_json::to_string(&record)?));
+        }
+        let checkpoint = match &c.checkpoint {
+            Some(model) => {
+                let dir = self
+                    .settings
+                    .config
+                    .federation
+                    .output_dir
+                    .join("checkpoints");
+                let training_round = s.training_round.unwrap_or(0);
+                let (path, sha256, bytes) = write_checkpoint(&dir, training_round, model)?;
+                Some(Checkpoint {
+                    round: s.round,
+                    training_round,
+                    path,
+                    sha256,
+                    bytes,
+                    created_at_ms: now_ms(),
+                })
+            }
+            None => None,
+        };
+        let line = rounds_csv::line(
+            s,
+            "released",
+            c.epsilon_after,
+            c.update_norm,
+            c.evaluation.as_ref(),
+        );
+        meta.push((META_ROUNDS_CSV_LINE, line.clone()));
+        let started = self.round_started_ms.remove(&s.round).unwrap_or(now);
+        let meta: Vec<(&str, &str)> = meta.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        self.store.record_round_end(&RoundEnd {
+            round: &round_record(s, RoundStatus::Released, started, Some(now_ms())),
+            checkpoint: checkpoint.as_ref(),
+            meta: &meta,
+        })?;
+        if let Some(m) = &c.evaluation {
             self.metrics.set_evaluation(m);
         }
-        let started = self.round_started_ms.remove(&s.round).unwrap_or(now);
-        self.record(s, RoundStatus::Released, started, Some(now_ms()))?;
         self.metrics.round_completed();
         self.metrics.participants_dropped(s.dropped.len() as u64);
         for (phase, secs) in &s.stage_seconds {
             self.metrics
                 .observe_stage(*phase, std::time::Duration::from_secs_f64(*secs));
         }
-        self.append_metrics_line(
-            s,
-            "released",
-            c.epsilon_after,
-            c.update_norm,
-            c.evaluation.as_ref(),
-        )?;
+        rounds_csv::append(&self.rounds_csv_path(), &line)?;
         info!(
             round = s.round,
             kind = s.kind.as_str(),
@@ -164,68 +145,30 @@ impl Driver {
         Ok(())
     }
 
-    /// One line per round in `output_dir/rounds.csv`; an evaluation round
-    /// also fills the global metrics' columns.
-    pub(super) fn append_metrics_line(
-        &self,
-        s: &RoundSummary,
-        status: &str,
-        epsilon: Option<f64>,
-        update_norm: Option<f64>,
-        evaluation: Option<&tessera_model::EvalMetrics>,
-    ) -> anyhow::Result<()> {
-        let path = self
-            .settings
+    /// Ends a round without a release: its `aborted` record and its line of
+    /// `rounds.csv`, stored together, then the line appended to the file.
+    pub(super) fn record_abort(&mut self, s: &RoundSummary) -> anyhow::Result<()> {
+        let started = self
+            .round_started_ms
+            .remove(&s.round)
+            .unwrap_or_else(now_ms);
+        let line = rounds_csv::line(s, "aborted", None, None, None);
+        self.store.record_round_end(&RoundEnd {
+            round: &round_record(s, RoundStatus::Aborted, started, Some(now_ms())),
+            checkpoint: None,
+            meta: &[(META_ROUNDS_CSV_LINE, &line)],
+        })?;
+        self.metrics.round_aborted();
+        rounds_csv::append(&self.rounds_csv_path(), &line)
+    }
+
+    /// `output_dir/rounds.csv`.
+    pub(super) fn rounds_csv_path(&self) -> PathBuf {
+        self.settings
             .config
             .federation
             .output_dir
-            .join("rounds.csv");
-        let new = !path.exists();
-        let mut f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        if new {
-            writeln!(
-                f,
-                "round,training_round,kind,status,cohort,contributors,dropped,seconds,epsilon,update_norm,{}",
-                EVALUATION_COLUMNS.join(",")
-            )?;
-        }
-        let cell = |v: Option<f64>| v.map(|x| format!("{x:.6}")).unwrap_or_default();
-        let eval: Vec<String> = match evaluation {
-            Some(m) => [
-                Some(m.rows),
-                m.accuracy,
-                m.balanced_accuracy,
-                m.log_loss,
-                m.auc,
-                m.rmse,
-                m.mae,
-                m.r2,
-            ]
-            .into_iter()
-            .map(cell)
-            .collect(),
-            None => vec![String::new(); EVALUATION_COLUMNS.len()],
-        };
-        writeln!(
-            f,
-            "{},{},{},{},{},{},{},{:.4},{},{},{}",
-            s.round,
-            s.training_round.map(|r| r.to_string()).unwrap_or_default(),
-            s.kind.as_str(),
-            status,
-            s.cohort.len(),
-            s.contributors.len(),
-            s.dropped.len(),
-            s.seconds,
-            epsilon.map(|e| format!("{e:.6}")).unwrap_or_default(),
-            update_norm.map(|e| format!("{e:.6}")).unwrap_or_default(),
-            eval.join(","),
-        )?;
-        Ok(())
+            .join("rounds.csv")
     }
 
     /// Writes the final model to `output_dir/model.safetensors`: the last
@@ -283,4 +226,24 @@ fn stage_times(stages: &[(crate::round::phase::Phase, f64)]) -> String {
         .map(|(phase, secs)| format!("{} {secs:.2} s", phase.as_str()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The store's record of a round from its summary.
+fn round_record(
+    s: &RoundSummary,
+    status: RoundStatus,
+    started_at_ms: i64,
+    ended_at_ms: Option<i64>,
+) -> RoundRecord {
+    RoundRecord {
+        round: s.round,
+        training_round: s.training_round,
+        kind: s.kind,
+        status,
+        contributors: s.contributors.clone(),
+        dropped: s.dropped.clone(),
+        reason: s.reason.clone(),
+        started_at_ms,
+        ended_at_ms,
+    }
 }

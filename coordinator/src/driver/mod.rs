@@ -17,6 +17,7 @@ pub mod durable;
 mod live;
 pub mod queries;
 pub mod resume;
+pub mod rounds_csv;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -112,6 +113,7 @@ impl Driver {
         refuse_non_private_history(&store, &settings)?;
         let resume = resume_from(&store)?;
         settle_interrupted_rounds(&mut store)?;
+        rounds_csv::repair(&out.join("rounds.csv"), &store)?;
         if resume.completed_training > 0 || resume.preprocessor.is_some() {
             info!(
                 completed_training = resume.completed_training,
@@ -241,13 +243,7 @@ impl Driver {
         use tessera_proto::v1::{self, coordinator_message::Body};
         if let Some(mut s) = self.current.take() {
             s.reason = Some(SHUTDOWN_REASON.to_owned());
-            let started = self
-                .round_started_ms
-                .remove(&s.round)
-                .unwrap_or_else(now_ms);
-            self.record(&s, RoundStatus::Aborted, started, Some(now_ms()))?;
-            self.metrics.round_aborted();
-            self.append_metrics_line(&s, "aborted", None, None, None)?;
+            self.record_abort(&s)?;
             for name in &s.cohort {
                 self.send(
                     name,
@@ -505,14 +501,8 @@ impl Driver {
                 }
                 Output::RoundAborted(s) => {
                     self.current = None;
-                    self.metrics.round_aborted();
                     self.metrics.participants_dropped(s.dropped.len() as u64);
-                    let started = self
-                        .round_started_ms
-                        .remove(&s.round)
-                        .unwrap_or_else(now_ms);
-                    self.record(&s, RoundStatus::Aborted, started, Some(now_ms()))?;
-                    self.append_metrics_line(&s, "aborted", None, None, None)?;
+                    self.record_abort(&s)?;
                 }
                 Output::Commit(commit) => {
                     self.current = None;

@@ -16,11 +16,14 @@ pub const META_CLIP_NORM: &str = "clip_norm";
 /// round (JSON of [`OptimizerState`]; absent for a stateless optimizer).
 pub const META_OPTIMIZER_STATE: &str = "optimizer_state";
 
-/// Settles the records of rounds a previous coordinator left as `started`:
-/// the round of the latest checkpoint was committed (its ledger row and
+/// Settles the records of rounds a previous coordinator left as `started`.
+/// A release writes its checkpoint and its `released` record in one
+/// transaction, so a `started` round was interrupted before its commit and
+/// released nothing: it is `aborted`. Stores written before that
+/// transaction existed may hold a `started` record for the latest
+/// checkpoint's round: that round was committed (its ledger row and
 /// checkpoint are durable, its model goes out on resume), so it is
-/// `released`; any other was interrupted before its commit and released
-/// nothing, so it is `aborted`.
+/// `released`, though its contributors were never recorded.
 pub fn settle_interrupted_rounds(store: &mut Store) -> anyhow::Result<()> {
     let committed = store.latest_checkpoint()?.map(|c| c.round);
     for mut r in store.rounds()? {

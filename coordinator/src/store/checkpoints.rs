@@ -5,7 +5,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -36,7 +36,8 @@ pub fn checkpoint_file_name(training_round: u32) -> String {
 /// Writes `model` to `dir/model-round-NNNN.safetensors` atomically (temporary
 /// file, fsync, rename, fsync of the directory) and returns its path, SHA-256
 /// (hex) and size. The file is durable when this returns; record it with
-/// [`Store::record_checkpoint`] afterwards.
+/// [`Store::record_round_end`](super::Store::record_round_end) (or
+/// [`Store::record_checkpoint`]) afterwards.
 pub fn write_checkpoint(
     dir: &Path,
     training_round: u32,
@@ -130,66 +131,74 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
-impl Store {
-    /// Records a checkpoint, durably. Recording the same checkpoint again is
-    /// a no-op; a different one for the same round is refused with
-    /// [`StoreError::DuplicateCheckpoint`].
-    pub fn record_checkpoint(&mut self, c: &Checkpoint) -> Result<(), StoreError> {
-        self.record_checkpoint_with(c, &[])
-    }
+/// A checkpoint checked and converted for the `checkpoints` table, ready to
+/// write inside a transaction ([`Store::record_checkpoint`], or with its
+/// round in [`Store::record_round_end`](super::Store::record_round_end)).
+pub(super) struct CheckpointRow {
+    number: u64,
+    round: i64,
+    training_round: u32,
+    path: String,
+    sha256: String,
+    bytes: i64,
+    created_at_ms: i64,
+}
 
-    /// Records a checkpoint and sets the `meta` keys that belong to it (the
-    /// server optimizer's state after the step that made the model, the
-    /// next clip norm) in one transaction: a crash leaves both or neither,
-    /// so a restart never resumes a model with another step's state.
-    pub fn record_checkpoint_with(
-        &mut self,
-        c: &Checkpoint,
-        meta: &[(&str, &str)],
-    ) -> Result<(), StoreError> {
-        let round = to_i64(self, "round", c.round)?;
-        let bytes = to_i64(self, "checkpoint size", c.bytes)?;
-        let sha = c.sha256.to_ascii_lowercase();
-        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(self.invalid(format!(
+impl CheckpointRow {
+    pub(super) fn new(store: &Store, c: &Checkpoint) -> Result<Self, StoreError> {
+        let sha256 = c.sha256.to_ascii_lowercase();
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(store.invalid(format!(
                 "checkpoint of round {}: {:?} is not a hex SHA-256",
                 c.round, c.sha256
             )));
         }
-        let path_text = c
+        let path = c
             .path
             .to_str()
             .ok_or_else(|| {
-                self.invalid(format!(
+                store.invalid(format!(
                     "checkpoint path {} is not valid UTF-8",
                     c.path.display()
                 ))
             })?
             .to_owned();
-        let store_path = self.path.clone();
+        Ok(Self {
+            number: c.round,
+            round: to_i64(store, "round", c.round)?,
+            training_round: c.training_round,
+            path,
+            sha256,
+            bytes: to_i64(store, "checkpoint size", c.bytes)?,
+            created_at_ms: c.created_at_ms,
+        })
+    }
+
+    /// Inserts the checkpoint on `tx`. The same checkpoint again is a no-op;
+    /// a different one for the same round is refused with
+    /// [`StoreError::DuplicateCheckpoint`].
+    pub(super) fn insert(&self, tx: &Transaction<'_>, store_path: &Path) -> Result<(), StoreError> {
         let sql_err = |source| StoreError::Sqlite {
-            path: store_path.clone(),
+            path: store_path.to_path_buf(),
             source,
         };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql_err)?;
         let existing: Option<(String, String, i64)> = tx
             .query_row(
                 "SELECT path, sha256, bytes FROM checkpoints WHERE round = ?1",
-                [round],
+                [self.round],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()
             .map_err(sql_err)?;
-        if let Some(existing) = existing {
-            return if existing == (path_text, sha, bytes) {
+        if let Some((path, sha256, bytes)) = existing {
+            return if (path.as_str(), sha256.as_str(), bytes)
+                == (self.path.as_str(), self.sha256.as_str(), self.bytes)
+            {
                 Ok(())
             } else {
                 Err(StoreError::DuplicateCheckpoint {
-                    path: store_path.clone(),
-                    round: c.round,
+                    path: store_path.to_path_buf(),
+                    round: self.number,
                 })
             };
         }
@@ -197,19 +206,37 @@ impl Store {
             "INSERT INTO checkpoints (round, training_round, path, sha256, bytes, created_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
-                round,
-                c.training_round,
-                path_text,
-                sha,
-                bytes,
-                c.created_at_ms
+                self.round,
+                self.training_round,
+                self.path,
+                self.sha256,
+                self.bytes,
+                self.created_at_ms
             ],
         )
         .map_err(sql_err)?;
-        for (key, value) in meta {
-            super::upsert_meta(&tx, key, value).map_err(sql_err)?;
-        }
-        tx.commit().map_err(sql_err)
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Records a checkpoint, durably. Recording the same checkpoint again is
+    /// a no-op; a different one for the same round is refused with
+    /// [`StoreError::DuplicateCheckpoint`]. The coordinator records a
+    /// released round's checkpoint with [`Store::record_round_end`](super::Store::record_round_end).
+    pub fn record_checkpoint(&mut self, c: &Checkpoint) -> Result<(), StoreError> {
+        let row = CheckpointRow::new(self, c)?;
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| StoreError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
+        row.insert(&tx, &path)?;
+        tx.commit()
+            .map_err(|source| StoreError::Sqlite { path, source })
     }
 
     /// The checkpoint of the highest round, if any.

@@ -29,6 +29,7 @@ mod analytics;
 mod checkpoints;
 mod ledger;
 mod report;
+mod round_end;
 mod rounds;
 
 pub use analytics::AnalyticsRow;
@@ -41,6 +42,7 @@ pub use report::{
     EvaluationRecord, GUARANTEE, LedgerReport, LedgerReportRow, META_EVALUATION, StatusReport,
     format_utc_ms, ledger_report, status_report,
 };
+pub use round_end::RoundEnd;
 pub use rounds::{RoundRecord, RoundStatus};
 
 /// Schema version stored in `PRAGMA user_version`. Version 2 added the

@@ -1,8 +1,9 @@
 //! Rounds and their outcome.
 
 use std::fmt;
+use std::path::Path;
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 use tessera_model::RoundKind;
@@ -70,28 +71,41 @@ pub struct RoundRecord {
     pub ended_at_ms: Option<i64>,
 }
 
-impl Store {
-    /// Records a round, replacing the record of the same round number. A
-    /// released round stays released: recording it with another status is
-    /// refused with [`StoreError::RoundAlreadyReleased`].
-    pub fn record_round(&mut self, r: &RoundRecord) -> Result<(), StoreError> {
-        let round = to_i64(self, "round", r.round)?;
-        let contributors =
-            serde_json::to_string(&r.contributors).map_err(|e| self.invalid(e.to_string()))?;
-        let dropped = serde_json::to_string(&r.dropped).map_err(|e| self.invalid(e.to_string()))?;
-        let path = self.path.clone();
+/// A round record checked and serialised for the `rounds` table, ready to
+/// write inside a transaction ([`Store::record_round`], or with its
+/// checkpoint in [`Store::record_round_end`](super::Store::record_round_end)).
+pub(super) struct RoundRow<'a> {
+    record: &'a RoundRecord,
+    round: i64,
+    contributors: String,
+    dropped: String,
+}
+
+impl<'a> RoundRow<'a> {
+    pub(super) fn new(store: &Store, r: &'a RoundRecord) -> Result<Self, StoreError> {
+        let json =
+            |v: &Vec<String>| serde_json::to_string(v).map_err(|e| store.invalid(e.to_string()));
+        Ok(Self {
+            record: r,
+            round: to_i64(store, "round", r.round)?,
+            contributors: json(&r.contributors)?,
+            dropped: json(&r.dropped)?,
+        })
+    }
+
+    /// Writes the record on `tx`, replacing the record of the same round. A
+    /// released round stays released: another status is refused with
+    /// [`StoreError::RoundAlreadyReleased`].
+    pub(super) fn write(&self, tx: &Transaction<'_>, path: &Path) -> Result<(), StoreError> {
+        let r = self.record;
         let sql_err = |source| StoreError::Sqlite {
-            path: path.clone(),
+            path: path.to_path_buf(),
             source,
         };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql_err)?;
         let previous: Option<String> = tx
             .query_row(
                 "SELECT status FROM rounds WHERE round = ?1",
-                [round],
+                [self.round],
                 |row| row.get(0),
             )
             .optional()
@@ -100,7 +114,7 @@ impl Store {
             && r.status != RoundStatus::Released
         {
             return Err(StoreError::RoundAlreadyReleased {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 round: r.round,
                 status: r.status,
             });
@@ -119,19 +133,39 @@ impl Store {
                  started_at_ms = excluded.started_at_ms,
                  ended_at_ms = excluded.ended_at_ms",
             params![
-                round,
+                self.round,
                 r.training_round,
                 r.kind.as_str(),
                 r.status.as_str(),
-                contributors,
-                dropped,
+                self.contributors,
+                self.dropped,
                 r.reason,
                 r.started_at_ms,
                 r.ended_at_ms,
             ],
         )
         .map_err(sql_err)?;
-        tx.commit().map_err(sql_err)
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Records a round, replacing the record of the same round number. A
+    /// released round stays released: recording it with another status is
+    /// refused with [`StoreError::RoundAlreadyReleased`].
+    pub fn record_round(&mut self, r: &RoundRecord) -> Result<(), StoreError> {
+        let row = RoundRow::new(self, r)?;
+        let path = self.path.clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|source| StoreError::Sqlite {
+                path: path.clone(),
+                source,
+            })?;
+        row.write(&tx, &path)?;
+        tx.commit()
+            .map_err(|source| StoreError::Sqlite { path, source })
     }
 
     /// Every recorded round, ordered by round number.
