@@ -13,8 +13,8 @@ use super::resume::{META_CLIP_NORM, META_OPTIMIZER_STATE};
 use super::rounds_csv::{self, META_ROUNDS_CSV_LINE};
 use crate::round::{Commit, RoundSummary};
 use crate::store::{
-    Checkpoint, EvaluationRecord, META_EVALUATION, NewLedgerRow, RoundEnd, RoundRecord,
-    RoundStatus, write_checkpoint,
+    Checkpoint, EvaluationRecord, META_EVALUATION, META_PREPROCESSING, NewLedgerRow, RoundEnd,
+    RoundRecord, RoundStatus, write_checkpoint,
 };
 use tessera_common::time::now_ms;
 
@@ -66,7 +66,7 @@ impl Driver {
             let json = serde_json::json!({
                 "mean": pre.mean, "std": pre.std, "indicator": pre.indicator,
             });
-            meta.push(("preprocessing", json.to_string()));
+            meta.push((META_PREPROCESSING, json.to_string()));
         }
         if let Some(clip) = next_clip_norm {
             meta.push((META_CLIP_NORM, format!("{clip:?}")));
