@@ -237,7 +237,7 @@ impl Metrics {
 
 /// Serves `GET /metrics` alone on `listener` until `shutdown` completes,
 /// with the limits of [`crate::web::serve`] and no TLS (for loopback
-/// listeners; [`crate::web::Endpoint`] picks TLS for other addresses).
+/// listeners; `crate::web` picks mutual TLS for other addresses).
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,

@@ -13,7 +13,7 @@ use tessera_common::time::now_ms;
 pub const META_CLIP_NORM: &str = "clip_norm";
 
 /// Store meta key of the server optimizer's state after the last released
-/// round (JSON of [`OptimizerState`]; absent for a stateless optimizer).
+/// round (JSON of [`OptimizerState`](crate::round::OptimizerState); absent for a stateless optimizer).
 pub const META_OPTIMIZER_STATE: &str = "optimizer_state";
 
 /// Settles the records of rounds a previous coordinator left as `started`.

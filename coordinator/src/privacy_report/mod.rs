@@ -2,7 +2,7 @@
 //! ethics board can check, every one computed from the ledger.
 //!
 //! [`PrivacyReport::from_store`] reads the ledger and runs the accountants;
-//! [`render`] turns the result into Markdown or an HTML fragment, and it
+//! `render` turns the result into Markdown or an HTML fragment, and it
 //! serialises to JSON as it is. `tessera-coordinator report`, the status
 //! page and every `tessera-sim` run directory (`privacy_report.md`) show
 //! the same report.

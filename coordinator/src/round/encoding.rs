@@ -182,7 +182,7 @@ impl FederationMachine {
 }
 
 /// Lowers the fixed-point scale when the noise std would exceed
-/// [`MAX_NOISE_UNITS`] units: resolution much finer than the noise buys
+/// `MAX_NOISE_UNITS` (2^39) units: resolution much finer than the noise buys
 /// nothing, and the exact sampler works on a bounded integer range.
 pub fn limit_resolution(e: FixedPoint, noise_std: f64) -> Result<FixedPoint, sa::Error> {
     if noise_std <= 0.0 {
