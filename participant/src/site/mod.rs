@@ -7,7 +7,8 @@
 //!
 //! One round, as the site sees it:
 //! 1. an announcement: check the announced terms ([`terms`]) against the
-//!    site's policy, limits and own budget *before touching any data*;
+//!    site's policy and limits, then its own budget (`own_budget`), *before
+//!    touching any data*;
 //!    decline with a fixed code, or accept and (with secure aggregation)
 //!    advertise keys;
 //! 2. receive the global model; compute the input (`input`): the
@@ -28,6 +29,7 @@
 mod analytics;
 mod input;
 mod noise_terms;
+mod own_budget;
 mod secure;
 pub mod task;
 pub mod terms;
@@ -47,7 +49,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{AnalyticsSection, EvaluationSection, LimitsSection, SitePrivacySection};
 use crate::data::LocalData;
-use crate::ledger::{Contribution, LedgerStore};
+use crate::ledger::LedgerStore;
 use crate::rounds::{MemoryRounds, RoundMemory};
 use crate::signing::KeySigning;
 use crate::trainer::Trainer;
@@ -389,65 +391,6 @@ impl Site {
             reason: decline_text(d.code).into(),
             code: d.code as i32,
         })));
-    }
-
-    /// The check made before any data is touched: the announced terms
-    /// ([`terms::check`]), then the site's own budget with this round added.
-    fn check_terms(&self, a: &Announcement) -> Result<RoundPlan, Decline> {
-        let task = self
-            .task
-            .as_ref()
-            .ok_or_else(|| Decline::new(DeclineCode::NotReady, "no task"))?;
-        let plan = terms::check(&self.policy, task, a)?;
-        let p = &self.policy.privacy;
-        if let Some(max) = p.max_epsilon {
-            let next = self.contribution(a, &plan);
-            let eps = self.ledger.epsilon_if(&next, p.delta).map_err(|e| {
-                Decline::new(
-                    DeclineCode::LedgerUnavailable,
-                    format!("cannot account the round: {e}"),
-                )
-            })?;
-            if eps.is_nan() || eps > max {
-                let now = self.ledger.epsilon(p.delta).unwrap_or(f64::NAN);
-                return Err(Decline::new(
-                    DeclineCode::BudgetExceeded,
-                    format!(
-                        "this round would take the site's ε from {now:.4} to {eps:.4}, past its budget {max} (δ = {})",
-                        p.delta
-                    ),
-                ));
-            }
-        }
-        if plan.private
-            && let Err(e) = self.contribution(a, &plan).event().validate()
-        {
-            return Err(Decline::new(
-                DeclineCode::LedgerUnavailable,
-                format!("the round cannot be accounted: {e}"),
-            ));
-        }
-        Ok(plan)
-    }
-
-    fn contribution(&self, a: &Announcement, plan: &RoundPlan) -> Contribution {
-        Contribution {
-            federation: self.federation.clone(),
-            round: a.round,
-            training_round: (plan.kind == RoundKind::Training).then_some(a.training_round),
-            kind: plan.kind.as_str().into(),
-            noise_multiplier: a.privacy.noise_multiplier,
-            clip_norm: plan.clip_norm,
-            tv_slack: plan.tv_slack,
-            not_private: plan.not_private,
-            recorded_at_ms: self.clock.now_ms(),
-            site_noise: plan.site_noise_units.map(|_| crate::ledger::SiteNoise {
-                summands: plan.noise_summands,
-                l2_units: plan.clip_norm * f64::from(plan.encoding.scale_bits).exp2(),
-                dimension: plan.dimension as u64,
-            }),
-            event: plan.query_event.clone(),
-        }
     }
 
     fn announce(&mut self, wire: &v1::RoundAnnounce) {
