@@ -158,7 +158,13 @@ mod tests;
 #[cfg(test)]
 mod tests_cheating;
 #[cfg(test)]
+mod tests_client_refusals;
+#[cfg(test)]
 mod tests_liar;
+#[cfg(test)]
+mod tests_net;
+#[cfg(test)]
+mod tests_server_refusals;
 
 pub use client::{
     AwaitingInput, AwaitingPeerKeys, AwaitingShares, AwaitingSignatures, AwaitingUnmask,

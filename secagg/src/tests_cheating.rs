@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::tests::{Net, TestPki, params};
+use crate::tests::params;
+use crate::tests_net::{Net, TestPki};
 use crate::*;
 
 /// A signed round of 7 on the complete graph (k = 6, t = 4).

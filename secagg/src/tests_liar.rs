@@ -2,7 +2,8 @@
 //! on without its share, and the server names it.
 
 use crate::shamir::{P, Share};
-use crate::tests::{Net, params};
+use crate::tests::params;
+use crate::tests_net::Net;
 use crate::*;
 
 /// `bytes` as a share with its first element moved by one (still in the
