@@ -149,10 +149,10 @@ fn a_constraint_against_the_data_holds_in_every_released_model() {
             assert!(weight(m, "exang") >= 0.0, "{name}: {path}");
             assert!(weight(m, "oldpeak") >= 0.0, "{name}: {path}");
         }
-        assert!(
-            models[1..].iter().any(|(_, m)| weight(m, "thalach") == 0.0),
-            "{name}: the constraint never bound"
-        );
+        // Binding is checked without noise (thalach exactly 0 in every model
+        // above). With noise a run may, by chance, never push thalach below
+        // zero, so it is not required there: the private run shows that every
+        // released model still obeys the constraints.
         // Training still moves the unconstrained and the agreeing weights.
         let last = &models.last().expect("a final model").1;
         assert!(
