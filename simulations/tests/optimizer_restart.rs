@@ -1,23 +1,27 @@
 //! A coordinator SIGKILLed mid-federation resumes its adaptive server
 //! optimizer exactly, with real processes: three sites on the
 //! breast-cancer data, FedAdam, no DP (so two federations can be
-//! compared). One federation runs its twelve training rounds without a break;
+//! compared). One federation runs its 24 training rounds without a break;
 //! an identical one has its coordinator killed once three training rounds
 //! are checkpointed, restarted on the same store and port, and completed
 //! by the same participants, which reconnect by themselves.
 //!
 //! Every checkpointed model of the second federation equals the first's
-//! within 2·10⁻³ (FedAdam with τ = 0.01). Two federations never agree
+//! within 5·10⁻³ (FedAdam with τ = 0.01). Two federations never agree
 //! exactly: secure aggregation encodes each update with stochastic
 //! rounding, and FedAdam's normalisation enlarges those differences on
-//! coordinates whose updates are tiny (here up to about 1.3·10⁻⁴). The
-//! restart must carry FedAdam's moments: started afresh, its steps after
-//! the restart differ by about 3·10⁻², fifteen times the tolerance. The
-//! kill can land between the optimizer's state and its checkpoint, which is
-//! why the store writes both in one transaction (before, a restart could
-//! resume a model with the state of the step after it). Local training is
-//! full-batch, so the round numbers that a restart skips (each local
-//! shuffle is seeded by its round) change only the order of a sum.
+//! coordinates whose updates are tiny (they grow with the rounds, up to
+//! about 7·10⁻⁴ by round 24). The restart must carry FedAdam's moments:
+//! started afresh, its first step after the restart already differs by
+//! about 3·10⁻², six times the tolerance, and later ones by 0.1 or more.
+//!
+//! The kill lands right after a checkpoint is recorded, which is the
+//! window the store closes: the checkpoint, the optimizer's state after
+//! its step and the round's `released` record (with its contributors and
+//! its `rounds.csv` line) are written in one transaction, and a restart
+//! restores a `rounds.csv` line the kill kept from the file. Local
+//! training is full-batch, so the round numbers that a restart skips (each
+//! local shuffle is seeded by its round) change only the order of a sum.
 
 #![cfg(unix)]
 
@@ -28,7 +32,7 @@ use tessera_testkit::federation::{Federation, breast_cancer_split, plain_plan, s
 use tessera_testkit::files::fresh_dir;
 use tessera_testkit::process::free_port;
 
-const ROUNDS: u32 = 12;
+const ROUNDS: u32 = 24;
 const KILL_AFTER: u32 = 3;
 
 /// A federation of three sites training with FedAdam in `name`, on a fixed
@@ -77,7 +81,7 @@ fn complete(fed: &mut Federation) {
 }
 
 fn close(a: &[f32], b: &[f32]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 2e-3)
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 5e-3)
 }
 
 #[test]
@@ -105,7 +109,7 @@ fn fedadam_resumes_after_a_sigkill_with_the_steps_it_would_have_taken() {
     });
     broken.kill_coordinator();
     let before = checkpointed(&broken);
-    // Rounds take milliseconds; twelve of them leave the kill time to land.
+    // Rounds take milliseconds; 24 of them leave the kill time to land.
     assert!(
         before.len() <= ROUNDS as usize,
         "the federation finished before the kill"
