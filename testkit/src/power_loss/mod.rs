@@ -30,8 +30,8 @@
 //! function pointers); tests that use it take [`exclusive`] first.
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString, c_char, c_int, c_void};
-use std::path::{Path, PathBuf};
+use std::ffi::{CString, c_int};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard, Once, OnceLock};
 
 use rusqlite::ffi;

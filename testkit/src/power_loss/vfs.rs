@@ -3,10 +3,11 @@
 //! operation of the process's databases to the in-memory disk.
 
 use std::ffi::{CStr, c_char, c_int, c_void};
+use std::path::PathBuf;
 
 use rusqlite::ffi;
 
-use super::{Disk, Fault, MemFile, SHM_SLOTS, Shm, disk};
+use super::{Fault, MemFile, SHM_SLOTS, disk};
 
 /// An open file, as SQLite allocates it (`szOsFile` bytes, `pMethods` first).
 #[repr(C)]
