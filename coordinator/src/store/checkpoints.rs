@@ -5,11 +5,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Store, StoreError, to_i64, to_u32, to_u64};
+use super::{Store, StoreError, sql_error_at, to_i64, to_u32, to_u64};
 
 /// A model checkpoint recorded in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,10 +178,7 @@ impl CheckpointRow {
     /// a different one for the same round is refused with
     /// [`StoreError::DuplicateCheckpoint`].
     pub(super) fn insert(&self, tx: &Transaction<'_>, store_path: &Path) -> Result<(), StoreError> {
-        let sql_err = |source| StoreError::Sqlite {
-            path: store_path.to_path_buf(),
-            source,
-        };
+        let sql_err = sql_error_at(store_path);
         let existing: Option<(String, String, i64)> = tx
             .query_row(
                 "SELECT path, sha256, bytes FROM checkpoints WHERE round = ?1",
@@ -226,17 +223,7 @@ impl Store {
     /// released round's checkpoint with [`Store::record_round_end`](super::Store::record_round_end).
     pub fn record_checkpoint(&mut self, c: &Checkpoint) -> Result<(), StoreError> {
         let row = CheckpointRow::new(self, c)?;
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|source| StoreError::Sqlite {
-                path: path.clone(),
-                source,
-            })?;
-        row.insert(&tx, &path)?;
-        tx.commit()
-            .map_err(|source| StoreError::Sqlite { path, source })
+        self.write_transaction(|tx, path| row.insert(tx, path))
     }
 
     /// The checkpoint of the highest round, if any.

@@ -1,11 +1,11 @@
 //! The privacy ledger: one append-only row per released aggregation.
 
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use tessera_model::RoundKind;
 use tessera_privacy::PrivacyEvent;
 
-use super::{Store, StoreError, to_i64, to_u32, to_u64};
+use super::{Store, StoreError, sql_error_at, to_i64, to_u32, to_u64};
 
 /// A ledger row to append: the privacy event of one released aggregation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -134,58 +134,53 @@ impl Store {
             }
         }
         let event_json = event_value.to_string();
-        let path = self.path.clone();
-        let sql_err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql_err)?;
-        let exists: Option<i64> = tx
-            .query_row("SELECT id FROM ledger WHERE round = ?1", [round], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(sql_err)?;
-        if exists.is_some() {
-            return Err(StoreError::DuplicateRound {
-                path: path.clone(),
-                round: row.round,
-            });
-        }
-        let inserted = tx.execute(
-            "INSERT INTO ledger (round, training_round, kind, mechanism, event, cohort_size,
-                                 clip_norm, noise_multiplier, sampling_rate, recorded_at_ms,
-                                 not_private)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
-                round,
-                row.training_round,
-                row.kind.as_str(),
-                mechanism,
-                event_json,
-                row.cohort_size,
-                row.clip_norm,
-                row.noise_multiplier,
-                row.sampling_rate,
-                row.recorded_at_ms,
-                row.not_private,
-            ],
-        );
-        match inserted {
-            Ok(_) => {}
-            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) => {
+        let id = self.write_transaction(|tx, path| {
+            let sql_err = sql_error_at(path);
+            let exists: Option<i64> = tx
+                .query_row("SELECT id FROM ledger WHERE round = ?1", [round], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(sql_err)?;
+            if exists.is_some() {
                 return Err(StoreError::DuplicateRound {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     round: row.round,
                 });
             }
-            Err(e) => return Err(sql_err(e)),
-        }
-        let id = tx.last_insert_rowid();
-        tx.commit().map_err(sql_err)?;
+            let inserted = tx.execute(
+                "INSERT INTO ledger (round, training_round, kind, mechanism, event, cohort_size,
+                                     clip_norm, noise_multiplier, sampling_rate, recorded_at_ms,
+                                     not_private)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    round,
+                    row.training_round,
+                    row.kind.as_str(),
+                    mechanism,
+                    event_json,
+                    row.cohort_size,
+                    row.clip_norm,
+                    row.noise_multiplier,
+                    row.sampling_rate,
+                    row.recorded_at_ms,
+                    row.not_private,
+                ],
+            );
+            match inserted {
+                Ok(_) => {}
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>
+                {
+                    return Err(StoreError::DuplicateRound {
+                        path: path.to_path_buf(),
+                        round: row.round,
+                    });
+                }
+                Err(e) => return Err(sql_err(e)),
+            }
+            Ok(tx.last_insert_rowid())
+        })?;
         Ok(LedgerRow {
             id,
             round: row.round,

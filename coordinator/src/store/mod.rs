@@ -376,6 +376,24 @@ impl Store {
         tessera_common::sqlite::user_version(&self.conn).map_err(|e| self.sql(e))
     }
 
+    /// Runs `f` in one immediate write transaction and commits it, so what
+    /// `f` writes lands whole or (on an error, which rolls back) not at all.
+    /// `f` gets the transaction and the store's path for its errors.
+    pub(crate) fn write_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>, &Path) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let path = self.path.clone();
+        let sql_err = sql_error_at(&path);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sql_err)?;
+        let value = f(&tx, &path)?;
+        tx.commit().map_err(sql_err)?;
+        Ok(value)
+    }
+
     pub(crate) fn sql(&self, source: rusqlite::Error) -> StoreError {
         StoreError::Sqlite {
             path: self.path.clone(),
@@ -463,6 +481,15 @@ pub(crate) fn to_u64(v: i64) -> rusqlite::Result<u64> {
     u64::try_from(v).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Integer, Box::new(e))
     })
+}
+
+/// Turns a SQLite error into a [`StoreError::Sqlite`] naming the store at
+/// `path`.
+pub(crate) fn sql_error_at(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
+    move |source| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Converts a stored `i64` back to `u32`.

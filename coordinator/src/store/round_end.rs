@@ -2,11 +2,9 @@
 //! checkpoint, the meta that belongs to the model it made, and its
 //! `released` record; for an abort its record and the meta that says so.
 
-use rusqlite::TransactionBehavior;
-
 use super::checkpoints::CheckpointRow;
 use super::rounds::RoundRow;
-use super::{Checkpoint, RoundRecord, Store, StoreError, upsert_meta};
+use super::{Checkpoint, RoundRecord, Store, StoreError, sql_error_at, upsert_meta};
 
 /// What one ended round writes to the store, all or nothing.
 #[derive(Debug, Clone, Copy)]
@@ -37,22 +35,14 @@ impl Store {
             .map(|c| CheckpointRow::new(self, c))
             .transpose()?;
         let round = RoundRow::new(self, end.round)?;
-        let path = self.path.clone();
-        let sql_err = |source| StoreError::Sqlite {
-            path: path.clone(),
-            source,
-        };
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql_err)?;
-        if let Some(c) = &checkpoint {
-            c.insert(&tx, &path)?;
-        }
-        for (key, value) in end.meta {
-            upsert_meta(&tx, key, value).map_err(sql_err)?;
-        }
-        round.write(&tx, &path)?;
-        tx.commit().map_err(sql_err)
+        self.write_transaction(|tx, path| {
+            if let Some(c) = &checkpoint {
+                c.insert(tx, path)?;
+            }
+            for (key, value) in end.meta {
+                upsert_meta(tx, key, value).map_err(sql_error_at(path))?;
+            }
+            round.write(tx, path)
+        })
     }
 }

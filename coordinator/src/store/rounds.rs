@@ -3,12 +3,12 @@
 use std::fmt;
 use std::path::Path;
 
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
 use tessera_model::RoundKind;
 
-use super::{Store, StoreError, to_i64, to_u32, to_u64};
+use super::{Store, StoreError, sql_error_at, to_i64, to_u32, to_u64};
 
 /// Outcome of a round.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -98,10 +98,7 @@ impl<'a> RoundRow<'a> {
     /// [`StoreError::RoundAlreadyReleased`].
     pub(super) fn write(&self, tx: &Transaction<'_>, path: &Path) -> Result<(), StoreError> {
         let r = self.record;
-        let sql_err = |source| StoreError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        };
+        let sql_err = sql_error_at(path);
         let previous: Option<String> = tx
             .query_row(
                 "SELECT status FROM rounds WHERE round = ?1",
@@ -155,17 +152,7 @@ impl Store {
     /// refused with [`StoreError::RoundAlreadyReleased`].
     pub fn record_round(&mut self, r: &RoundRecord) -> Result<(), StoreError> {
         let row = RoundRow::new(self, r)?;
-        let path = self.path.clone();
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(|source| StoreError::Sqlite {
-                path: path.clone(),
-                source,
-            })?;
-        row.write(&tx, &path)?;
-        tx.commit()
-            .map_err(|source| StoreError::Sqlite { path, source })
+        self.write_transaction(|tx, path| row.write(tx, path))
     }
 
     /// Every recorded round, ordered by round number.
